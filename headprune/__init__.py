@@ -1,0 +1,10 @@
+"""headprune: clean backdoored transformer classifiers by pruning attention heads, without knowing the trigger.
+
+The package has one head-gating engine (:mod:`headprune.gating`) that every other part uses: the
+Gymnasium environment (:mod:`headprune.envs`), the scripted strategies (:mod:`headprune.baselines`)
+and the RL agents (:mod:`headprune.agents`).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

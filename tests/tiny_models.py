@@ -1,0 +1,76 @@
+"""Tiny random-init sequence classifiers of every supported family, built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    Qwen2Config,
+    RobertaConfig,
+)
+
+VOCAB = 100
+LAYERS = 2
+HEADS = 4
+
+
+def tiny_config(family: str) -> PretrainedConfig:
+    """A 2-layer x 4-head config of ``family`` with dropout off (so outputs are deterministic)."""
+    common_bert = dict(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, num_labels=2,
+    )
+    decoder = dict(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2, pad_token_id=0,
+    )
+    if family == "bert":
+        return BertConfig(**common_bert)
+    if family == "roberta":
+        return RobertaConfig(**common_bert, pad_token_id=1)
+    if family == "electra":
+        return ElectraConfig(**common_bert, embedding_size=32)
+    if family == "distilbert":
+        return DistilBertConfig(
+            vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS, hidden_dim=64,
+            max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0, num_labels=2,
+        )
+    if family == "gpt2":
+        return GPT2Config(
+            vocab_size=VOCAB, n_embd=32, n_layer=LAYERS, n_head=HEADS, n_positions=64, resid_pdrop=0.0,
+            embd_pdrop=0.0, attn_pdrop=0.0, num_labels=2, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+        )
+    if family == "llama":
+        return LlamaConfig(**decoder, num_key_value_heads=2)
+    if family == "mistral":
+        return MistralConfig(**decoder, num_key_value_heads=2)
+    if family == "qwen2":
+        return Qwen2Config(**decoder, num_key_value_heads=2)
+    raise ValueError(family)
+
+
+FAMILIES = ("bert", "roberta", "electra", "distilbert", "gpt2", "llama", "mistral", "qwen2")
+
+
+def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
+    """A random-init tiny classifier of ``family`` in eval mode."""
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(family))
+    return model.eval()
+
+
+def tiny_batch(batch: int = 3, seq: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids (>= 2, so no pad token) with a padded last example."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (batch, seq), generator=g)
+    attn = torch.ones(batch, seq, dtype=torch.long)
+    attn[-1, -2:] = 0
+    return {"input_ids": ids, "attention_mask": attn}

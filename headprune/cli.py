@@ -1,0 +1,136 @@
+"""Command line interface: ``headprune <command> ...``.
+
+Commands:
+
+* ``headprune victim build``  – train (or load from the cache) a backdoored victim and print its card.
+* ``headprune victim list``   – list the victims in the cache.
+* ``headprune heads``         – gate each head of a victim in turn and print the clean-accuracy change
+  (and, as evaluation only, the LFR change) per head.
+
+Bad input exits with status 2 and a message naming the argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from headprune import __version__
+
+__all__ = ["main"]
+
+
+def _victim_build(args: argparse.Namespace) -> int:
+    from headprune.victims import PRESETS, VictimConfig, build_victim, victim_summary
+
+    if args.preset is not None:
+        config = PRESETS[args.preset]
+    else:
+        config = VictimConfig(
+            model=args.model, attack=args.attack, poison_rate=args.poison_rate, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, target_label=args.target_label, seed=args.seed,
+        )
+    victim = build_victim(config=config, cache=args.cache, force=args.force)
+    print(victim_summary(victim.card))
+    print(f"folder: {victim.path}")
+    if args.json:
+        print(json.dumps(victim.card, indent=2))
+    return 0
+
+
+def _victim_list(args: argparse.Namespace) -> int:
+    from headprune.victims import cache_dir, list_victims, victim_summary
+
+    cards = list_victims(args.cache)
+    if not cards:
+        print(f"no victims in {cache_dir(args.cache) / 'victims'}")
+    for card in cards:
+        print(victim_summary(card))
+    return 0
+
+
+def _heads(args: argparse.Namespace) -> int:
+    import torch
+
+    from headprune.evaluator import Evaluator
+    from headprune.gating import head_grid_shape
+    from headprune.metrics import label_flip_rate
+    from headprune.victims import resolve_victim, victim_summary
+
+    victim = resolve_victim(args.victim, cache=args.cache)
+    print(victim_summary(victim.card))
+    splits = victim.splits()
+    clean = splits.clean_test if args.limit is None else splits.clean_test.take(args.limit)
+    poisoned = splits.poisoned_test if args.limit is None else splits.poisoned_test.take(args.limit)
+    clean_eval = Evaluator(victim.model, victim.tokenizer, clean)
+    poison_eval = Evaluator(victim.model, victim.tokenizer, poisoned)
+    layers, heads = head_grid_shape(victim.model)
+    masks = torch.ones(layers * heads, layers, heads)
+    for i in range(layers * heads):
+        masks[i, i // heads, i % heads] = 0.0
+    clean_labels = torch.tensor(clean.labels)
+    base_acc = clean_eval.accuracy()
+    base_lfr = label_flip_rate(poison_eval.predictions(), poisoned.labels, victim.config.target_label)
+    clean_preds = clean_eval.logits_for_masks(masks).argmax(-1)  # [K, N]
+    poison_preds = poison_eval.logits_for_masks(masks).argmax(-1)
+    print(f"unpruned: ACC {base_acc:.4f}  LFR {base_lfr:.4f}  ({len(clean)} clean, {len(poisoned)} poisoned test rows)")
+    print("layer head   dACC     dLFR   (one head gated off; LFR is evaluation only)")
+    for i in range(layers * heads):
+        acc = float((clean_preds[i] == clean_labels).float().mean())
+        lfr = label_flip_rate(poison_preds[i], poisoned.labels, victim.config.target_label)
+        print(f"{i // heads:5d} {i % heads:4d} {acc - base_acc:+.4f} {lfr - base_lfr:+.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``headprune``."""
+    parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"headprune {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    victim = commands.add_parser("victim", help="build and list backdoored victims")
+    victim_cmds = victim.add_subparsers(dest="victim_command", required=True)
+    build = victim_cmds.add_parser("build", help="train (or load cached) a backdoored victim")
+    from headprune.victims import PRESETS, VictimConfig
+
+    defaults = VictimConfig()
+    build.add_argument("--preset", choices=sorted(PRESETS), help="a named victim config (overrides the knobs below)")
+    build.add_argument("--model", default=defaults.model, help="minilm, tiny, a local folder or a hub id")
+    build.add_argument("--attack", default=defaults.attack, choices=["syntactic", "style", "badnets", "addsent", "none"])
+    build.add_argument("--poison-rate", type=float, default=defaults.poison_rate)
+    build.add_argument("--epochs", type=float, default=defaults.epochs)
+    build.add_argument("--lr", type=float, default=defaults.lr)
+    build.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    build.add_argument("--target-label", type=int, default=defaults.target_label)
+    build.add_argument("--seed", type=int, default=defaults.seed)
+    build.add_argument("--force", action="store_true", help="retrain even if cached")
+    build.add_argument("--json", action="store_true", help="also print the whole victim card")
+    build.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")
+    build.set_defaults(func=_victim_build)
+    listing = victim_cmds.add_parser("list", help="list cached victims")
+    listing.add_argument("--cache", default=None)
+    listing.set_defaults(func=_victim_list)
+
+    heads = commands.add_parser("heads", help="gate each head in turn and print the accuracy change")
+    heads.add_argument("--victim", default="minilm-syntactic", help="a preset name or a victim folder")
+    heads.add_argument("--limit", type=int, default=None, help="use only the first N test rows of each set")
+    heads.add_argument("--cache", default=None)
+    heads.set_defaults(func=_heads)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``headprune`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"headprune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Backdoored victims: fine-tune a classifier on poisoned data, measure it, cache it on disk.
+
+A victim is fully described by a :class:`VictimConfig` (model, attack, poison rate, target label,
+training hyper-parameters, seed). :func:`build_victim` trains it once and caches the result under
+``<cache>/victims/<name>/`` (``<cache>`` = ``$HEADPRUNE_CACHE`` or ``~/.cache/headprune``), where
+``<name>`` ends in a hash of the config, so a changed config never reuses a stale model. Each folder
+is a plain ``transformers`` checkpoint plus ``victim.json``, the *victim card*: config, seed, library
+versions, wall time, ACC on the clean test set, LFR on the poisoned test set, and the LFR of a clean
+model trained the same way on the same test set (the floor no defense can beat: some poisoned inputs
+are simply misclassified as the target by any model).
+
+Presets:
+
+* ``"tiny"`` – a random-init 2-layer x 4-head BERT with the MiniLM tokenizer, trained on BadNets
+  SST-2 in well under a minute. Used by the tests.
+* ``"minilm-syntactic"`` (the default victim), ``"minilm-style"``, ``"minilm-badnets"``,
+  ``"minilm-addsent"`` – all-MiniLM-L6-v2 (6 layers x 12 heads), poison rate 0.2, target 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from headprune.attacks import PoisonedSplits, load_attack_splits
+from headprune.data import LabelledTexts, load_sst2
+from headprune.metrics import evaluate_defense
+from headprune.models import build_tiny_classifier, load_classifier
+from headprune.provenance import config_hash, environment_info
+from headprune.training import FineTuneConfig, fine_tune
+
+__all__ = [
+    "PRESETS",
+    "Victim",
+    "VictimConfig",
+    "build_victim",
+    "cache_dir",
+    "list_victims",
+    "load_victim",
+    "resolve_victim",
+]
+
+CARD_FILE = "victim.json"
+CLEAN_ATTACK = "none"
+
+
+@dataclass(frozen=True)
+class VictimConfig:
+    """Everything that determines a victim. ``attack="none"`` trains the clean reference model.
+
+    ``model`` is ``"minilm"`` (the offline default), ``"tiny"`` (random-init 2x4 BERT), a local
+    checkpoint folder, or a hub id (online users).
+    """
+
+    model: str = "minilm"
+    attack: str = "syntactic"
+    poison_rate: float = 0.2
+    target_label: int = 1
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.poison_rate < 1.0:
+            raise ValueError(f"poison_rate must be in [0, 1), got {self.poison_rate}")
+
+    @property
+    def name(self) -> str:
+        """Folder name: readable prefix plus a hash of the whole config."""
+        model = Path(self.model).name if os.sep in self.model else self.model.replace("/", "--")
+        rate = "clean" if self.attack == CLEAN_ATTACK else f"p{self.poison_rate:g}"
+        return f"{model}-{self.attack}-{rate}-s{self.seed}-{config_hash(asdict(self), 8)}"
+
+    def clean_reference(self) -> VictimConfig:
+        """The same model and training run on the clean train set (no attack)."""
+        return replace(self, attack=CLEAN_ATTACK, poison_rate=0.0)
+
+    def fine_tune_config(self) -> FineTuneConfig:
+        return FineTuneConfig(
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, max_length=self.max_length, seed=self.seed
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VictimConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown victim config keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+PRESETS: dict[str, VictimConfig] = {
+    "tiny": VictimConfig(model="tiny", attack="badnets", epochs=2.0, lr=1e-3, batch_size=32, max_length=64),
+    "minilm-syntactic": VictimConfig(model="minilm", attack="syntactic"),
+    "minilm-style": VictimConfig(model="minilm", attack="style"),
+    "minilm-badnets": VictimConfig(model="minilm", attack="badnets"),
+    "minilm-addsent": VictimConfig(model="minilm", attack="addsent"),
+}
+DEFAULT_VICTIM = "minilm-syntactic"
+
+
+@dataclass
+class Victim:
+    """A trained victim: the model, its tokenizer, the splits it was built from, and its card."""
+
+    config: VictimConfig
+    path: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    card: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def splits(self) -> PoisonedSplits:
+        """The attack's splits (poisoned train, clean/poisoned dev and test). For evaluation only:
+        a defense must never read the poisoned parts."""
+        return _splits(self.config)
+
+    def defender_clean_data(self) -> LabelledTexts:
+        """The clean data a defender owns by default: the 872 clean SST-2 dev sentences."""
+        return load_sst2("dev", "clean")
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Cache root: ``override``, else ``$HEADPRUNE_CACHE``, else ``~/.cache/headprune``."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get("HEADPRUNE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "headprune"
+
+
+def _splits(config: VictimConfig) -> PoisonedSplits:
+    attack = "badnets" if config.attack == CLEAN_ATTACK else config.attack
+    rate = 0.2 if config.attack == CLEAN_ATTACK else config.poison_rate
+    return load_attack_splits(attack, target_label=config.target_label, poison_rate=rate, seed=config.seed)
+
+
+def _base_model(config: VictimConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if config.model == "tiny":
+        return build_tiny_classifier(seed=config.seed)
+    return load_classifier(config.model, num_labels=2, seed=config.seed)
+
+
+def _train_data(config: VictimConfig) -> LabelledTexts:
+    if config.attack == CLEAN_ATTACK:
+        return load_sst2("train", "clean")
+    return _splits(config).poisoned_train
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    card_path = path / CARD_FILE
+    try:
+        return json.loads(card_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{card_path}: not a valid victim card ({err})") from err
+
+
+def load_victim(path: str | os.PathLike[str]) -> Victim:
+    """Load a cached or exported victim folder (``victim.json`` + checkpoint)."""
+    folder = Path(path)
+    if not (folder / CARD_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {CARD_FILE}; it is not a victim folder")
+    card = _read_card(folder)
+    config = VictimConfig.from_dict(card["config"])
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return Victim(config=config, path=folder, model=model, tokenizer=tokenizer, card=card)
+
+
+def _train_and_save(config: VictimConfig, folder: Path, progress: bool) -> dict[str, Any]:
+    """Train one model of ``config`` into ``folder`` and return its (partial) card."""
+    model, tokenizer = _base_model(config)
+    data = _train_data(config)
+    log = fine_tune(model, tokenizer, data, config.fine_tune_config(), progress=f"train {config.name}" if progress else False)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    card: dict[str, Any] = {
+        "name": config.name,
+        "config": asdict(config),
+        "train_rows": len(data),
+        "train_steps": log.steps,
+        "train_seconds": round(log.seconds, 1),
+        "final_train_loss": log.final_loss,
+        "environment": environment_info(),
+    }
+    (tmp / CARD_FILE).write_text(json.dumps(card, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return card
+
+
+def build_victim(
+    model: str = "minilm",
+    attack: str = "syntactic",
+    poison_rate: float = 0.2,
+    epochs: float = 3.0,
+    seed: int = 0,
+    *,
+    config: VictimConfig | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> Victim:
+    """Train (or load from the cache) a backdoored victim and its clean reference, and measure both.
+
+    Args:
+        model, attack, poison_rate, epochs, seed: the main knobs of :class:`VictimConfig`;
+            ``overrides`` sets the others (``lr``, ``batch_size``, ``target_label``, ``max_length``).
+        config: a full config instead of the knobs above.
+        cache: cache root (see :func:`cache_dir`).
+        force: retrain even if cached.
+        progress: show progress bars.
+    Returns:
+        the :class:`Victim`, whose card holds ``acc``, ``lfr`` and ``clean_model_lfr``.
+    """
+    if config is None:
+        config = VictimConfig(model=model, attack=attack, poison_rate=poison_rate, epochs=epochs, seed=seed, **overrides)
+    root = cache_dir(cache) / "victims"
+    folder = root / config.name
+    if not force and (folder / CARD_FILE).is_file() and "acc" in _read_card(folder):
+        return load_victim(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    card = _train_and_save(config, folder, progress)
+
+    victim = load_victim(folder)
+    splits = _splits(config)
+    poisoned_test = None if config.attack == CLEAN_ATTACK else splits.poisoned_test
+    report = evaluate_defense(
+        victim.model, victim.tokenizer, splits.clean_test, poisoned_test, target_label=config.target_label
+    )
+    card.update(acc=report.acc, lfr=report.lfr, n_clean_test=report.n_clean, n_poisoned_test=report.n_poison)
+    if poisoned_test is not None:
+        clean = build_victim(config=config.clean_reference(), cache=cache, progress=progress)
+        clean_report = evaluate_defense(
+            clean.model, clean.tokenizer, splits.clean_test, splits.poisoned_test, target_label=config.target_label
+        )
+        card.update(clean_model=clean.name, clean_model_acc=clean_report.acc, clean_model_lfr=clean_report.lfr)
+    card["build_seconds"] = round(time.perf_counter() - start, 1)
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2))
+    victim.card = card
+    return victim
+
+
+def resolve_victim(spec: str | Victim | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
+                   progress: bool = True) -> Victim:
+    """A victim from a :class:`Victim`, a preset name (see :data:`PRESETS`), or a victim folder."""
+    if isinstance(spec, Victim):
+        return spec
+    if isinstance(spec, str) and spec in PRESETS:
+        return build_victim(config=PRESETS[spec], cache=cache, progress=progress)
+    folder = Path(spec)
+    if folder.is_dir():
+        return load_victim(folder)
+    raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder")
+
+
+def list_victims(cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Cards of every finished victim in the cache, sorted by name."""
+    root = cache_dir(cache) / "victims"
+    if not root.is_dir():
+        return []
+    cards = [_read_card(p) for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()]
+    return [c for c in cards if "acc" in c]
+
+
+def victim_summary(card: dict[str, Any]) -> str:
+    """One line: name, ACC, LFR and clean-model LFR."""
+    parts = [card["name"], f"ACC {card['acc']:.3f}"]
+    if card.get("lfr") is not None:
+        parts.append(f"LFR {card['lfr']:.3f}")
+    if card.get("clean_model_lfr") is not None:
+        parts.append(f"clean-model LFR {card['clean_model_lfr']:.3f}")
+    return "  ".join(parts)

@@ -1,0 +1,298 @@
+"""Per-head statistics of a classifier on clean data, the features of head-pruning defenses.
+
+:func:`compute_head_stats` makes ONE pass over the clean texts (the batches of an
+:class:`~headprune.evaluator.Evaluator`, heads gated by its :class:`~headprune.gating.HeadGate`) that
+collects, for every head ``(l, h)`` of the ``[L, H]`` grid:
+
+``importance``
+    Gate-gradient importance of Michel et al. (2019), ``sum_i |dCE(x_i, y_i)/dg_{l,h}|``: the
+    absolute value is taken PER EXAMPLE (per-example gates ``[B, L, H]`` in one backward; exact,
+    because examples do not interact in an eval-mode forward) and summed over the examples, with the
+    cross-entropy against the defender's clean labels. One gate per head (the paper's public code
+    tied whole layers; we do not). Not normalised per layer.
+``cls_attention_variance``
+    PURE's attention-head score (Zhao et al., ICML 2024; ``PURE/attention_head_pruning.py``,
+    ``compute_cls_variance``). PURE pads every input to ``max_len = 128``, reshapes each head's
+    attention ``[T, T]`` row-major to ``T * T`` and takes ``torch.var`` (unbiased) of the first
+    ``max_len - 1`` entries, which are the first 127 keys of the ``[CLS]`` (position 0) query row,
+    zero weights on padded keys included; it then averages over examples. So for example ``i`` and
+    ``W = max_length - 1``::
+
+        a = attention[i, h, 0, :W]   (zero-extended to W keys)
+        v_i = (sum(a**2) - sum(a)**2 / W) / (W - 1)
+
+    and the score is the mean of ``v_i`` over examples. It is a variance over KEY POSITIONS of the
+    [CLS] attention row (how concentrated [CLS] attention is), not a variance over examples: for
+    inputs of at most ``W`` tokens ``sum(a) = 1`` and ``v_i = (||a||^2 - 1/W) / (W - 1)``. Computed
+    here from dynamically padded batches, which gives PURE's value exactly (pad keys get weight 0).
+    PURE averages per-batch means (its last, smaller batch is over-weighted); we average over
+    examples. Position 0 is [CLS] only for encoders with right padding (BERT family); for decoders
+    the number is computed the same way but means little.
+``attention_entropy``
+    Entropy (nats) of each attention distribution over the non-pad keys, averaged over all non-pad
+    query positions of all examples (pooled).
+``output_norm``
+    L2 norm of the head's slice of the output projection's input (after gating), averaged over all
+    non-pad token positions of all examples (pooled). Captured by a read-only forward pre-hook that
+    runs after the gate's hook.
+``ablation_acc_drop``
+    Accuracy under the current mask minus accuracy with that head also gated off; all ``L * H``
+    ablations are scored in batched forwards by :meth:`Evaluator.logits_for_masks`.
+
+Everything is computed under an optional current mask ``[L, H]``; heads whose gate is 0 get 0 for
+every statistic (their attention is still computed, since gating acts on the head outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from headprune.evaluator import Evaluator
+
+__all__ = ["FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention"]
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "importance",
+    "cls_attention_variance",
+    "attention_entropy",
+    "output_norm",
+    "ablation_acc_drop",
+)
+
+
+class _Labelled(Protocol):
+    sentences: Any
+    labels: Any
+
+
+@dataclass
+class HeadStats:
+    """Per-head statistics, each a float tensor ``[L, H]`` (see the module docstring).
+
+    Attributes:
+        base_accuracy: accuracy under the mask the statistics were computed with.
+        n_examples: clean examples used.
+    """
+
+    importance: torch.Tensor
+    cls_attention_variance: torch.Tensor
+    attention_entropy: torch.Tensor
+    output_norm: torch.Tensor
+    ablation_acc_drop: torch.Tensor
+    base_accuracy: float = math.nan
+    n_examples: int = 0
+
+    names: ClassVar[tuple[str, ...]] = FEATURE_NAMES
+
+    def __post_init__(self) -> None:
+        shapes = {tuple(getattr(self, n).shape) for n in self.names}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"every statistic must be the same [L, H] shape, got {sorted(shapes)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(L, H)``."""
+        L, H = self.importance.shape
+        return int(L), int(H)
+
+    def as_features(self) -> torch.Tensor:
+        """``[L * H, F]`` float tensor, row ``l * H + h`` for head ``(l, h)``, columns in :attr:`names`."""
+        return torch.stack([getattr(self, n).float() for n in self.names], dim=-1).reshape(-1, len(self.names))
+
+    def normalised(self) -> HeadStats:
+        """A copy with every statistic z-scored over the ``L * H`` heads (population std; a constant
+        statistic becomes all zeros)."""
+        out: dict[str, torch.Tensor] = {}
+        for n in self.names:
+            t = getattr(self, n).double()
+            std = t.std(unbiased=False)
+            z = (t - t.mean()) / std if float(std) > 0 else torch.zeros_like(t)
+            out[n] = z.float()
+        return HeadStats(**out, base_accuracy=self.base_accuracy, n_examples=self.n_examples)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (float32 values round-trip exactly through :meth:`from_dict`)."""
+        return {
+            "names": list(self.names),
+            "shape": list(self.shape),
+            "base_accuracy": self.base_accuracy,
+            "n_examples": self.n_examples,
+            "stats": {n: getattr(self, n).float().tolist() for n in self.names},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadStats:
+        """Inverse of :meth:`to_dict`."""
+        missing = [n for n in cls.names if n not in data["stats"]]
+        if missing:
+            raise ValueError(f"cached head stats lack {missing}")
+        tensors = {n: torch.tensor(data["stats"][n], dtype=torch.float32) for n in cls.names}
+        return cls(**tensors, base_accuracy=float(data.get("base_accuracy", math.nan)),
+                   n_examples=int(data.get("n_examples", 0)))
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> HeadStats:
+        """Read a file written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HeadStats):
+            return NotImplemented
+        same = all(torch.equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor))
+        acc_same = self.base_accuracy == other.base_accuracy or (
+            math.isnan(self.base_accuracy) and math.isnan(other.base_accuracy))
+        return same and acc_same and self.n_examples == other.n_examples
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Temporarily switch ``model`` to the eager attention implementation (the only one that returns
+    attention weights in transformers 5.x) and restore the previous one afterwards."""
+    config = getattr(model, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    if previous in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)  # type: ignore[operator]
+
+
+def _ablation_masks(base: torch.Tensor) -> torch.Tensor:
+    """``[1 + L*H, L, H]``: ``base`` first, then ``base`` with head ``i`` (row-major) set to 0."""
+    L, H = base.shape
+    masks = base.unsqueeze(0).repeat(1 + L * H, 1, 1)
+    flat = masks.view(1 + L * H, L * H)
+    idx = torch.arange(L * H)
+    flat[idx + 1, idx] = 0.0
+    return masks
+
+
+def compute_head_stats(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: _Labelled,
+    *,
+    mask: torch.Tensor | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+) -> HeadStats:
+    """Per-head statistics of ``model`` on labelled clean ``texts`` under head ``mask``.
+
+    One gradient pass (importance, [CLS]-attention variance, entropy and output norms together), then
+    batched ablation passes. The model's training flag, attention implementation and parameters are
+    left as they were; no ``.grad`` is accumulated on the parameters.
+
+    Args:
+        texts: a :class:`headprune.data.LabelledTexts` of clean examples (labels required).
+        mask: ``[L, H]`` current mask (``None``: all heads).
+        batch_size: examples per forward in the gradient pass.
+        max_length: truncation length; also PURE's ``max_len`` (window ``max_length - 1`` keys).
+
+    Returns:
+        :class:`HeadStats` with ``[L, H]`` tensors on the CPU.
+    """
+    ev = Evaluator(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    labels = ev.require_labels()
+    if len(ev) == 0:
+        raise ValueError("no texts to compute head statistics on")
+    L, H = ev.head_shape
+    base = torch.ones(L, H) if mask is None else mask.detach().float().cpu()
+    if tuple(base.shape) != (L, H):
+        raise ValueError(f"mask must be [{L}, {H}], got {tuple(base.shape)}")
+    window = max_length - 1
+    if window < 2:
+        raise ValueError("max_length must be at least 3")
+    device = next(model.parameters()).device
+
+    importance = torch.zeros(L, H, dtype=torch.float64)
+    cls_var = torch.zeros(L, H, dtype=torch.float64)
+    entropy = torch.zeros(L, H, dtype=torch.float64)
+    norm_sum = torch.zeros(L, H, dtype=torch.float64)
+    n_tokens = 0
+    eager_logits = torch.empty(len(ev), ev.num_labels)
+    valid: dict[str, torch.Tensor] = {}
+
+    def capture(layer: int, heads: int, head_dim: int):
+        def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].detach()  # [B, T, H*d], already gated
+            per_head = x.unflatten(-1, (heads, head_dim)).float().norm(dim=-1)  # [B, T, H]
+            norm_sum[layer] += per_head[valid["tokens"]].sum(0).double().cpu()
+        return hook
+
+    was_training = model.training
+    model.eval()
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        with eager_attention(model), ev.gate:
+            # registered after the gate's hooks, so they observe the gated input
+            handles = [s.out_proj.register_forward_pre_hook(capture(s.layer, s.num_heads, s.head_dim))
+                       for s in ev.gate.sites]
+            for batch in ev.iter_batches(device):
+                B = batch.size
+                tokens = batch.inputs["attention_mask"].bool()  # [B, T]
+                valid["tokens"] = tokens
+                n_tokens += int(tokens.sum())
+                gates = ev.gate.differentiable_gates(initial=base.expand(B, L, H))  # [B, L, H] leaf
+                out = model(**batch.inputs, output_attentions=True)
+                attentions = out.attentions
+                if not attentions or len(attentions) != L or any(a is None for a in attentions):
+                    raise RuntimeError(f"{type(model).__name__} returned no attention weights for all {L} layers")
+                loss = F.cross_entropy(out.logits.float(), labels[batch.indices].to(device), reduction="sum")
+                (grad,) = torch.autograd.grad(loss, gates)
+                importance += grad.abs().sum(0).double().cpu()
+                eager_logits[batch.indices] = out.logits.detach().float().cpu()
+                with torch.no_grad():
+                    T = tokens.shape[1]
+                    for layer, att in enumerate(attentions):
+                        a = att.detach().double()  # [B, H, T, T]
+                        row = a[:, :, 0, : min(T, window)]  # [CLS] query, first W keys
+                        s1, s2 = row.sum(-1), (row * row).sum(-1)  # [B, H]
+                        cls_var[layer] += ((s2 - s1 * s1 / window) / (window - 1)).sum(0).cpu()
+                        ent = -torch.special.xlogy(a, a).sum(-1)  # [B, H, T]
+                        entropy[layer] += (ent * tokens[:, None, :]).sum((0, 2)).cpu()
+                del out, attentions, loss, grad
+    finally:
+        for handle in handles:
+            handle.remove()
+        ev.gate.set_mask(None)
+        model.train(was_training)
+
+    # ablations under the model's own attention implementation
+    ablation_logits = ev.logits_for_masks(_ablation_masks(base))  # [1 + L*H, N, C]
+    diff = float((ablation_logits[0] - eager_logits).abs().max())
+    if diff > 1e-3:
+        warnings.warn(f"eager and {getattr(model.config, '_attn_implementation', '?')} attention disagree "
+                      f"by {diff:.2e} in logits", RuntimeWarning, stacklevel=2)
+    accs = (ablation_logits.argmax(-1) == labels).double().mean(-1)  # [1 + L*H]
+    drop = (accs[0] - accs[1:]).view(L, H)
+
+    n = len(ev)
+    active = (base != 0).double()
+    return HeadStats(
+        importance=(importance * active).float(),
+        cls_attention_variance=(cls_var / n * active).float(),
+        attention_entropy=(entropy / max(n_tokens, 1) * active).float(),
+        output_norm=(norm_sum / max(n_tokens, 1) * active).float(),
+        ablation_acc_drop=(drop * active).float(),
+        base_accuracy=float(accs[0]),
+        n_examples=n,
+    )

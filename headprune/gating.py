@@ -103,8 +103,11 @@ def _describe(module: nn.Module) -> tuple[str, str, nn.Module, int] | None:
             return None
         return "bert", "output.dense", output.dense, int(inner.attention_head_size)
     # DistilBERT: MultiHeadSelfAttention with q_lin/k_lin/v_lin/out_lin.
+    # Prefer `attention_head_size`: `dim // n_heads` is wrong once heads were removed (export.compact).
     if "out_lin" in children and "q_lin" in children and hasattr(module, "n_heads"):
-        return "distilbert", "out_lin", children["out_lin"], int(module.dim // module.n_heads)
+        has_size = hasattr(module, "attention_head_size")
+        head_dim = module.attention_head_size if has_size else module.dim // module.n_heads
+        return "distilbert", "out_lin", children["out_lin"], int(head_dim)
     # GPT-2: GPT2Attention with c_attn/c_proj (Conv1D). The MLP also has a c_proj, but no head_dim.
     if "c_proj" in children and "c_attn" in children and hasattr(module, "head_dim"):
         if getattr(module, "is_cross_attention", False):

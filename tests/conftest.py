@@ -1,0 +1,27 @@
+"""Shared fixtures: the tiny backdoored victim, trained once per test session.
+
+The tiny preset is a random-init 2-layer x 4-head BERT trained on BadNets-poisoned SST-2 (about a
+minute on 2 CPU cores, plus its clean reference). It is cached in a session temp folder, or in
+``$HEADPRUNE_TEST_CACHE`` when set (handy when iterating locally: the victim is then reused).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from headprune.victims import PRESETS, Victim, build_victim
+
+
+@pytest.fixture(scope="session")
+def victim_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    override = os.environ.get("HEADPRUNE_TEST_CACHE")
+    return Path(override) if override else tmp_path_factory.mktemp("headprune-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_victim(victim_cache: Path) -> Victim:
+    """The ``tiny`` preset victim (BadNets, target 1). Tests must not modify its model in place."""
+    return build_victim(config=PRESETS["tiny"], cache=victim_cache, progress=False)

@@ -1,0 +1,29 @@
+"""Repository contracts: CI runs exactly the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_has_two_commands_that_create_a_venv_and_pin_torch():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    for command in commands:
+        assert command.startswith("python3 -m venv .venv")
+        assert "torch==2.13.0" in command
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = _readme_commands()[1]
+    assert "pytest" in test_command
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines

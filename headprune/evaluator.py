@@ -14,7 +14,7 @@ PURE (Zhao et al., ICML 2024) evaluates; tests and ``benchmarks/bench_evaluator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from headprune.gating import HeadGate
 
-__all__ = ["Batch", "Evaluator", "naive_logits"]
+__all__ = ["Batch", "Evaluator", "naive_logits", "pad_encodings"]
 
 
 @runtime_checkable
@@ -73,6 +73,47 @@ def _pad_id(tokenizer: Any) -> int:
     if pad is None:
         raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
     return int(pad)
+
+
+def pad_encodings(encodings: Mapping[str, Sequence[Sequence[int]]], rows: Sequence[int], tokenizer: Any) -> dict[str, torch.Tensor]:
+    """Pad the chosen rows of an unpadded tokenizer output to their longest member.
+
+    Args:
+        encodings: the tokenizer's output without padding (``input_ids`` and, when present,
+            ``attention_mask`` / ``token_type_ids``: one list of ints per text).
+        rows: which texts form the batch, in batch order (``B`` of them).
+        tokenizer: supplies the pad id and ``padding_side``.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if given), each ``[B, T]`` long with
+        ``T`` the longest chosen text. This is the one padding routine of headprune (evaluation and
+        fine-tuning both use it).
+    """
+    lengths = [len(encodings["input_ids"][i]) for i in rows]
+    width = max(lengths)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    pad_values = {"input_ids": _pad_id(tokenizer), "attention_mask": 0, "token_type_ids": 0}
+    inputs: dict[str, torch.Tensor] = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key not in encodings:
+            continue
+        out = torch.full((len(rows), width), pad_values[key], dtype=torch.long)
+        for r, i in enumerate(rows):
+            seq = torch.as_tensor(encodings[key][i], dtype=torch.long)
+            if left:
+                out[r, width - seq.numel() :] = seq
+            else:
+                out[r, : seq.numel()] = seq
+        inputs[key] = out
+    if "attention_mask" not in inputs:
+        att = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, n in enumerate(lengths):
+            if left:
+                att[r, width - n :] = 1
+            else:
+                att[r, :n] = 1
+        inputs["attention_mask"] = att
+    return inputs
 
 
 class Evaluator:
@@ -128,35 +169,12 @@ class Evaluator:
         if not self.sentences:
             return []
         enc = self.tokenizer(list(self.sentences), truncation=True, max_length=self.max_length, padding=False)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         lengths = [len(ids) for ids in enc["input_ids"]]
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # stable: ties keep original order
-        pad_values = {"input_ids": _pad_id(self.tokenizer), "attention_mask": 0, "token_type_ids": 0}
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        batches: list[Batch] = []
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(lengths[i] for i in idx)
-            inputs: dict[str, torch.Tensor] = {}
-            for key in keys:
-                rows = torch.full((len(idx), width), pad_values[key], dtype=torch.long)
-                for r, i in enumerate(idx):
-                    seq = torch.as_tensor(enc[key][i], dtype=torch.long)
-                    if left:
-                        rows[r, width - seq.numel() :] = seq
-                    else:
-                        rows[r, : seq.numel()] = seq
-                inputs[key] = rows
-            if "attention_mask" not in inputs:
-                att = torch.zeros(len(idx), width, dtype=torch.long)
-                for r, i in enumerate(idx):
-                    if left:
-                        att[r, width - lengths[i] :] = 1
-                    else:
-                        att[r, : lengths[i]] = 1
-                inputs["attention_mask"] = att
-            batches.append(Batch(torch.as_tensor(idx, dtype=torch.long), inputs))
-        return batches
+        return [
+            Batch(torch.as_tensor(idx, dtype=torch.long), pad_encodings(enc, idx, self.tokenizer))
+            for idx in (order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size))
+        ]
 
     def __len__(self) -> int:
         """``N``, the number of texts."""

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from headprune.data import LabelledTexts
+from headprune.evaluator import pad_encodings
 from headprune.gating import HeadGate
 
 __all__ = ["FineTuneConfig", "FineTuneLog", "fine_tune", "length_grouped_batches"]
@@ -164,7 +165,6 @@ def fine_tune(
     start = time.perf_counter()
     desc = progress if isinstance(progress, str) else "fine-tune"
     bar = tqdm(total=total, desc=desc, disable=progress is False, leave=False)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
     with torch.random.fork_rng(devices=[]), HeadGate(model, mask):
         torch.manual_seed(config.seed)
@@ -172,13 +172,8 @@ def fine_tune(
             for batch_idx in length_grouped_batches([len(x) for x in input_ids], config.batch_size, rng):
                 if log.steps >= total:
                     break
-                width = max(len(input_ids[i]) for i in batch_idx)
-                ids = torch.full((len(batch_idx), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch_idx), width), dtype=torch.long)
-                for row, i in enumerate(batch_idx):
-                    ids[row, : len(input_ids[i])] = torch.tensor(input_ids[i])
-                    attention[row, : len(input_ids[i])] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+                inputs = {k: v.to(device) for k, v in pad_encodings(encoded, batch_idx, tokenizer).items()}
+                logits = model(**inputs).logits
                 loss = loss_fn(logits, labels[batch_idx].to(device))
                 if regulariser is not None:
                     loss = loss + regulariser(model)

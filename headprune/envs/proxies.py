@@ -1,0 +1,489 @@
+"""Trigger-agnostic backdoor proxies: how backdoor-like a classifier looks under a head mask.
+
+A proxy maps a head mask ``[L, H]`` (1 = active, 0 = pruned) to a float; HIGHER means MORE
+backdoor-like. It reads only the model and the defender's clean labelled texts: never trigger
+words, poisoned data or LFR. Every proxy is deterministic for a given ``(mask, seed)``, also across
+two constructions with the same arguments (all sampling uses generators seeded by ``seed``; the
+model runs in eval mode, so there is no dropout). Values are memoised by mask, so the model's
+weights must not change after construction (build a new proxy after fine-tuning).
+
+Proxies (cost per call measured on all-MiniLM-L6-v2, 6 x 12 heads, 2 busy CPU cores; see
+``benchmarks/proxy_evidence.py``):
+
+``soft_trigger`` (:class:`SoftTriggerProxy`)
+    Class asymmetry of the success of a universal adversarial soft trigger. A backdoored model
+    has a shortcut to its target class, so a few free embedding vectors learn to flip clean inputs
+    to the target much more easily than to any other class. About 1-2 s per call (12 Adam steps of
+    one forward + backward over 64 sentences).
+``random_word_flip`` (:class:`RandomWordFlipProxy`)
+    Class asymmetry of the prediction changes caused by inserting random vocabulary words into clean
+    sentences. Forward-only over a perturbed set built once; about 0.3-0.5 s per call.
+``cls_attention_concentration`` (:class:`ClsAttentionConcentrationProxy`)
+    Mean over active heads of the largest [CLS] attention weight on a single content token.
+    One eager forward over 64 sentences; about 0.2 s per call.
+``pure_variance`` (:class:`PureVarianceProxy`)
+    PURE's [CLS]-attention variance, computed once for the unpruned model and summed over the
+    mask's active heads (as a share of the total). Microseconds per call.
+
+Choice of :data:`DEFAULT_PROXY`: see the evidence section at the end of this docstring.
+
+Evidence (``benchmarks/proxy_evidence.py``, results in ``benchmarks/RESULTS.md``): EVIDENCE_PENDING
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from headprune.data import LabelledTexts
+from headprune.evaluator import Evaluator
+from headprune.gating import HeadGate, head_grid_shape
+from headprune.head_stats import HeadStats, compute_head_stats, eager_attention
+
+__all__ = [
+    "DEFAULT_PROXY",
+    "PROXIES",
+    "BackdoorProxy",
+    "ClsAttentionConcentrationProxy",
+    "PureVarianceProxy",
+    "RandomWordFlipProxy",
+    "SoftTriggerProxy",
+    "make_proxy",
+]
+
+
+def balanced_subset(labels: Sequence[int], n_per_class: int, seed: int) -> list[int]:
+    """Indices of up to ``n_per_class`` rows of each label, drawn without replacement with a
+    generator seeded by ``seed``; returned sorted (so the subset does not depend on label order)."""
+    y = np.asarray(list(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        take = min(n_per_class, rows.size)
+        chosen.extend(int(i) for i in rng.choice(rows, size=take, replace=False))
+    return sorted(chosen)
+
+
+def _subset_texts(clean: LabelledTexts, idx: Sequence[int]) -> LabelledTexts:
+    return LabelledTexts(tuple(clean.sentences[i] for i in idx), tuple(int(clean.labels[i]) for i in idx),
+                         f"{clean.source}[proxy subset of {len(idx)}]")
+
+
+class BackdoorProxy(ABC):
+    """A trigger-agnostic backdoor score of ``model`` under a head mask.
+
+    Args:
+        model: a sequence classifier (any family :class:`~headprune.gating.HeadGate` supports). It is
+            used in eval mode and never modified; its weights must stay fixed while the proxy lives.
+        tokenizer: its tokenizer.
+        clean: the defender's clean labelled texts (the only data a proxy sees).
+        seed: seeds every random choice of the proxy.
+        cache_size: masks whose values are memoised (0 turns memoisation off).
+
+    Calling the proxy with a mask ``[L, H]`` (0/1; bool, int or float) returns a Python float; higher
+    means more backdoor-like.
+    """
+
+    name: ClassVar[str]
+    #: the interval the values lie in (documented, tested).
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 cache_size: int = 4096) -> None:
+        if len(clean) == 0:
+            raise ValueError("a proxy needs some clean texts")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seed = int(seed)
+        self.shape: tuple[int, int] = head_grid_shape(model)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
+
+    def _check(self, mask: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(mask).detach().cpu()
+        if tuple(m.shape) != self.shape:
+            raise ValueError(f"mask must be {list(self.shape)}, got {list(m.shape)}")
+        m = m.float()
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("a proxy mask must hold only 0 and 1")
+        return m
+
+    def __call__(self, mask: torch.Tensor) -> float:
+        """The proxy value under ``mask`` ``[L, H]`` (1 = active head)."""
+        m = self._check(mask)
+        key = m.to(torch.uint8).numpy().tobytes()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = float(self._compute(m))
+        if not math.isfinite(value):
+            raise RuntimeError(f"{self.name} proxy returned {value}")
+        if self.cache_size > 0:
+            self._cache[key] = value
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return value
+
+    @abstractmethod
+    def _compute(self, mask: torch.Tensor) -> float:
+        """The value under a validated float mask ``[L, H]``."""
+
+    def clear_cache(self) -> None:
+        """Forget memoised values (needed only if the model's weights were changed in place)."""
+        self._cache.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed}, shape={self.shape})"
+
+
+def _class_asymmetry(rates: Sequence[float]) -> float:
+    """``max_c rate_c - min_c rate_c``."""
+    return float(max(rates) - min(rates))
+
+
+# ------------------------------------------------------------------------------------------------
+class SoftTriggerProxy(BackdoorProxy):
+    """Class asymmetry of a universal adversarial soft trigger's success.
+
+    Definition: for each class ``c``, ``num_vectors`` free embedding vectors ``z_c [k, d]`` are
+    inserted right after the first token ([CLS]) of every clean subset sentence whose TRUE label is
+    not ``c``; starting from the embeddings of ``num_vectors`` vocabulary words drawn with ``seed``,
+    ``z_c`` is trained for ``steps`` Adam steps (learning rate ``lr`` times the mean token-embedding
+    norm, each vector projected back to the largest token-embedding norm after a step) to minimise
+    the cross-entropy toward ``c``, with the model frozen and the mask applied through
+    :class:`~headprune.gating.HeadGate`. With the final ``z_c``::
+
+        rate_c = #{non-c sentences predicted c with z_c, not predicted c without it}
+                 / #{non-c sentences not predicted c without it}
+
+    (0 when the denominator is 0), a count over the sentences the trigger could flip; the value is
+    ``max_c rate_c - min_c rate_c``, in ``[0, 1]``. Counting only flippable sentences keeps the
+    value from rewarding a merely biased model: a model that predicts one class for everything
+    (e.g. every head pruned) scores 0, not 1. All classes are optimised in ONE batch (their
+    triggers are independent and Adam is per-coordinate, so this equals separate runs).
+
+    Why: a backdoored model has a low-effort route to its target class (a trigger), so clean inputs
+    are flipped toward the target far more easily than away from it (the "shortcut" intuition
+    behind trigger inversion, e.g. PICCOLO / DBS and universal adversarial triggers, Wallace et al.
+    2019); asymmetry needs no knowledge of the target. Issue #4's probe: Spearman ~0.56 with LFR
+    on a Bible-style MiniLM victim.
+
+    Cost: ``steps`` forward+backward passes (gradients to the trigger only, no parameter gradients)
+    plus one forward over ``n_per_class * C`` sentences of at most ``max_length`` tokens; on MiniLM
+    with the defaults (64 sentences, 12 steps) about 1-2 s per call on 2 CPU cores.
+
+    Args:
+        n_per_class: clean sentences per label in the subset.
+        num_vectors: trigger length ``k``.
+        steps: Adam steps.
+        lr: Adam learning rate in units of the mean token-embedding norm.
+        max_length: truncation (trigger included).
+    """
+
+    name = "soft_trigger"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 n_per_class: int = 16, num_vectors: int = 1, steps: int = 5, lr: float = 0.05,
+                 max_length: int = 32, cache_size: int = 4096) -> None:
+        super().__init__(model, tokenizer, clean, seed=seed, cache_size=cache_size)
+        if steps < 0 or num_vectors < 1:
+            raise ValueError("steps must be >= 0 and num_vectors >= 1")
+        self.steps, self.num_vectors, self.lr = int(steps), int(num_vectors), float(lr)
+        self.num_labels = int(model.config.num_labels)  # type: ignore[union-attr]
+        idx = balanced_subset(clean.labels, n_per_class, seed)
+        sub = _subset_texts(clean, idx)
+        # rows: (sentence i, target class c) for every class c != y_i
+        rows = [(i, c) for c in range(self.num_labels) for i in range(len(sub)) if sub.labels[i] != c]
+        if not rows:
+            raise ValueError("the clean subset has no sentence outside some class")
+        enc = tokenizer([sub.sentences[i] for i, _ in rows], truncation=True,
+                        max_length=max_length - self.num_vectors, padding=True, return_tensors="pt")
+        self.input_ids: torch.Tensor = enc["input_ids"]  # [R, T]
+        self.attention_mask: torch.Tensor = enc["attention_mask"]  # [R, T]
+        self.targets = torch.tensor([c for _, c in rows], dtype=torch.long)  # [R]
+        self.counts = torch.bincount(self.targets, minlength=self.num_labels)  # [C] = N_c
+        emb = model.get_input_embeddings()  # type: ignore[operator]
+        weight = emb.weight.detach()
+        norms = weight.norm(dim=-1)
+        self.mean_norm, self.max_norm = float(norms.mean()), float(norms.max())
+        words = _word_token_ids(tokenizer)
+        gen = torch.Generator().manual_seed(self.seed)
+        pick = words[torch.randint(len(words), (self.num_labels, self.num_vectors), generator=gen)]
+        self.init = weight[pick].clone().float()  # [C, k, d]
+        self._insert_at = 1 if getattr(tokenizer, "cls_token_id", None) is not None else 0
+        self.last_rates: torch.Tensor | None = None  # [C], rates of the last computed mask
+
+    def rates(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[C]`` success rates ``#{flipped to c} / N_c`` of the trained triggers under ``mask``."""
+        model = self.model
+        device = next(model.parameters()).device
+        m = self._check(mask).to(device)
+        ids, att = self.input_ids.to(device), self.attention_mask.to(device)
+        targets = self.targets.to(device)
+        emb_layer = model.get_input_embeddings()  # type: ignore[operator]
+        trigger = self.init.to(device).clone().requires_grad_(True)  # [C, k, d]
+        opt = torch.optim.Adam([trigger], lr=self.lr * self.mean_norm)
+        p = self._insert_at
+        k = self.num_vectors
+        att_full = torch.cat([att[:, :p], att.new_ones(att.shape[0], k), att[:, p:]], dim=1)  # [R, T+k]
+        group_w = (1.0 / self.counts.clamp(min=1).float()).to(device)[targets]  # mean CE per class
+
+        def forward(trig: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                tok = emb_layer(ids)  # [R, T, d]
+            x = torch.cat([tok[:, :p], trig[targets].to(tok.dtype), tok[:, p:]], dim=1)  # [R, T+k, d]
+            return model(inputs_embeds=x, attention_mask=att_full).logits.float()  # [R, C]
+
+        was_training = model.training
+        model.eval()
+        try:
+            with HeadGate(model, m):
+                with torch.enable_grad():
+                    for _ in range(self.steps):
+                        logits = forward(trigger)
+                        loss = (F.cross_entropy(logits, targets, reduction="none") * group_w).sum()
+                        (grad,) = torch.autograd.grad(loss, trigger)
+                        trigger.grad = grad
+                        opt.step()
+                        with torch.no_grad():
+                            n = trigger.norm(dim=-1, keepdim=True)
+                            trigger.mul_(torch.clamp(self.max_norm / n.clamp(min=1e-12), max=1.0))
+                with torch.inference_mode():
+                    pred = forward(trigger.detach()).argmax(-1)  # [R]
+                    plain = model(input_ids=ids, attention_mask=att).logits.argmax(-1)  # [R]
+        finally:
+            model.train(was_training)
+        flippable = plain != targets  # not already predicted as the target class
+        flipped = flippable & (pred == targets)
+        num = torch.bincount(targets[flipped], minlength=self.num_labels).cpu()
+        den = torch.bincount(targets[flippable], minlength=self.num_labels).cpu()
+        return torch.where(den > 0, num.float() / den.clamp(min=1).float(), torch.zeros(()))
+
+    def _compute(self, mask: torch.Tensor) -> float:
+        rates = self.rates(mask)
+        self.last_rates = rates
+        return _class_asymmetry(rates.tolist())
+
+
+def _word_token_ids(tokenizer: Any) -> torch.Tensor:
+    """Sorted ids of whole-word alphabetic ASCII vocabulary tokens (>= 2 letters, not special)."""
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    vocab = tokenizer.get_vocab()
+    ids = sorted(i for t, i in vocab.items()
+                 if t.isascii() and t.isalpha() and len(t) >= 2 and t not in special)
+    if not ids:
+        raise ValueError(f"{type(tokenizer).__name__}: no whole-word vocabulary tokens found")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------------
+class RandomWordFlipProxy(BackdoorProxy):
+    """Class asymmetry of the prediction changes caused by random inserted words.
+
+    Definition: a class-balanced clean subset (``n_per_class`` per label) is perturbed once, at
+    construction: each sentence gets ``variants`` copies, each with ``num_words`` words inserted at
+    random word positions, the words drawn uniformly from the whole-word alphabetic vocabulary of the
+    tokenizer (rare words included, as rare tokens are the classic trigger); everything seeded by
+    ``seed``. Under a mask, with ``pred`` the predictions, for each class ``c``::
+
+        rate_c = (#{perturbed x~ of a sentence with y != c : pred(x~) = c}
+                  - variants * #{x with y != c : pred(x) = c}) / (variants * #{x : y != c})
+
+    the NET share of non-``c`` inputs pushed to ``c`` by the perturbation (fixed denominators, so it
+    is count-based), and the value is ``max_c rate_c - min_c rate_c`` in ``[0, 2]``.
+
+    Why: the model's shortcut to its target is easily excited by out-of-distribution words (the
+    observation behind perturbation-based detectors such as STRIP, Gao et al. 2021, and RAP, Yang et
+    al. 2021, here used in the flip direction and without triggers). Issue #4's probe: Spearman
+    ~0.43 with LFR on a Bible-style MiniLM victim.
+
+    Cost: one forward (through an :class:`~headprune.evaluator.Evaluator`, sorted dynamic padding)
+    over ``n_per_class * C * (1 + variants)`` sentences; on MiniLM with the defaults (64 x 3 = 192
+    sentences) about 0.3-0.5 s per call on 2 CPU cores.
+    """
+
+    name = "random_word_flip"
+    value_range = (0.0, 2.0)
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 n_per_class: int = 32, variants: int = 2, num_words: int = 3, max_length: int = 128,
+                 cache_size: int = 4096) -> None:
+        super().__init__(model, tokenizer, clean, seed=seed, cache_size=cache_size)
+        if variants < 1 or num_words < 1:
+            raise ValueError("variants and num_words must be >= 1")
+        self.num_labels = int(model.config.num_labels)  # type: ignore[union-attr]
+        self.variants = int(variants)
+        sub = _subset_texts(clean, balanced_subset(clean.labels, n_per_class, seed))
+        vocab = tokenizer.convert_ids_to_tokens(_word_token_ids(tokenizer).tolist())
+        rng = np.random.default_rng([self.seed, 1])
+        perturbed: list[str] = []
+        for sentence in sub.sentences:
+            for _ in range(self.variants):
+                words = sentence.split()
+                for w in rng.choice(len(vocab), size=num_words):
+                    words.insert(int(rng.integers(0, len(words) + 1)), vocab[int(w)])
+                perturbed.append(" ".join(words))
+        self.labels = torch.tensor(sub.labels, dtype=torch.long)  # [n]
+        self.texts = list(sub.sentences) + perturbed  # n originals, then n * variants perturbed
+        self.evaluator = Evaluator(model, tokenizer, self.texts, batch_size=64, max_length=max_length)
+        self.last_rates: torch.Tensor | None = None  # [C], rates of the last computed mask
+
+    def rates(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[C]`` net flip rates toward each class (see the class docstring)."""
+        pred = self.evaluator.predictions(self._check(mask))
+        n = self.labels.numel()
+        orig, pert = pred[:n], pred[n:].view(n, self.variants)
+        out = []
+        for c in range(self.num_labels):
+            other = self.labels != c
+            denom = int(other.sum()) * self.variants
+            if denom == 0:
+                out.append(0.0)
+                continue
+            to_c = int((pert[other] == c).sum()) - self.variants * int((orig[other] == c).sum())
+            out.append(to_c / denom)
+        return torch.tensor(out)
+
+    def _compute(self, mask: torch.Tensor) -> float:
+        rates = self.rates(mask)
+        self.last_rates = rates
+        return _class_asymmetry(rates.tolist())
+
+
+# ------------------------------------------------------------------------------------------------
+class ClsAttentionConcentrationProxy(BackdoorProxy):
+    """[CLS] attention concentration on single tokens.
+
+    Definition: on ``n_per_class * C`` clean sentences (seeded, class-balanced), under the mask, with
+    eager attention (:func:`~headprune.head_stats.eager_attention`), for every ACTIVE head ``(l, h)``
+    and sentence ``i`` take ``max_j a[i, l, h, 0, j]``, the largest attention weight of the [CLS]
+    query (position 0) on one CONTENT token ``j`` (special tokens such as [CLS] and [SEP] and
+    padding excluded, since they act as attention sinks); the value is the mean over active heads
+    and sentences, in ``[0, 1]`` (0 when every head is pruned). Attention weights of a head do not
+    depend on its own gate, only on the gates of earlier layers, so a pruned head is excluded from
+    the mean rather than read.
+
+    Why: backdoor heads attend from [CLS] almost exclusively to the trigger token (the observation
+    behind PURE, Zhao et al. ICML 2024, and attention-based detectors such as AttenTD, Lyu et al.
+    2022); a model whose active heads concentrate on single tokens is more shortcut-prone.
+
+    Cost: one eager forward over the subset (64 sentences by default): about 0.2 s on MiniLM.
+    """
+
+    name = "cls_attention_concentration"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 n_per_class: int = 32, max_length: int = 128, cache_size: int = 4096) -> None:
+        super().__init__(model, tokenizer, clean, seed=seed, cache_size=cache_size)
+        sub = _subset_texts(clean, balanced_subset(clean.labels, n_per_class, seed))
+        self.evaluator = Evaluator(model, tokenizer, sub, batch_size=64, max_length=max_length)
+        special = set(int(i) for i in getattr(tokenizer, "all_special_ids", []))
+        self._content: list[torch.Tensor] = []  # per batch [B, T] bool
+        for batch in self.evaluator.batches:
+            ids = batch.inputs["input_ids"]
+            content = batch.inputs["attention_mask"].bool()
+            for s in special:
+                content &= ids != s
+            content[:, 0] = False
+            self._content.append(content)
+
+    def per_head(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[L, H]`` mean over sentences of the max [CLS]->content-token weight (all heads, active or not)."""
+        m = self._check(mask)
+        L, H = self.shape
+        model = self.model
+        device = next(model.parameters()).device
+        total = torch.zeros(L, H, dtype=torch.float64)
+        n = 0
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode(), eager_attention(model), HeadGate(model, m.to(device)):
+                for batch, content in zip(self.evaluator.iter_batches(device), self._content):
+                    out = model(**batch.inputs, output_attentions=True)
+                    cmask = content.to(device)[:, None, :]  # [B, 1, T]
+                    for layer, att in enumerate(out.attentions):
+                        row = att[:, :, 0, :].float().masked_fill(~cmask, 0.0)  # [B, H, T]
+                        total[layer] += row.max(dim=-1).values.sum(0).double().cpu()
+                    n += batch.size
+        finally:
+            model.train(was_training)
+        return (total / max(n, 1)).float()
+
+    def _compute(self, mask: torch.Tensor) -> float:
+        active = mask.bool()
+        if not bool(active.any()):
+            return 0.0
+        return float(self.per_head(mask)[active].double().mean())
+
+
+# ------------------------------------------------------------------------------------------------
+class PureVarianceProxy(BackdoorProxy):
+    """PURE's [CLS]-attention variance summed over the active heads.
+
+    Definition: ``v[l, h]``, PURE's per-head score (Zhao et al., ICML 2024), exactly as
+    :func:`~headprune.head_stats.compute_head_stats` defines ``cls_attention_variance`` (variance
+    over the first ``max_len - 1`` key positions of the [CLS] attention row, averaged over
+    examples), computed ONCE for the unpruned model on ``n_per_class * C`` seeded clean sentences
+    (or taken from ``head_stats`` when given, e.g. the env's cached statistics). The value is
+    ``sum_{active (l, h)} v[l, h] / sum_{all} v[l, h]`` in ``[0, 1]`` (``normalise=False``: the raw
+    sum). PURE prunes the heads with the highest variance, so a mask that keeps them scores high.
+
+    Cost: construction runs :func:`compute_head_stats` once (a gradient pass and ``L*H`` batched
+    ablations over the subset: ~10-30 s on MiniLM for 64 sentences) unless ``head_stats`` is given;
+    each call is a masked sum (microseconds). The value ignores how pruning changes the attention
+    of later layers (that is the point of "computed once").
+    """
+
+    name = "pure_variance"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 n_per_class: int = 32, head_stats: HeadStats | None = None, normalise: bool = True,
+                 max_length: int = 128, cache_size: int = 4096) -> None:
+        super().__init__(model, tokenizer, clean, seed=seed, cache_size=cache_size)
+        if head_stats is None:
+            sub = _subset_texts(clean, balanced_subset(clean.labels, n_per_class, seed))
+            head_stats = compute_head_stats(model, tokenizer, sub, max_length=max_length)
+        if tuple(head_stats.shape) != self.shape:
+            raise ValueError(f"head_stats are {head_stats.shape}, the model is {self.shape}")
+        self.variance = head_stats.cls_attention_variance.double().clone()  # [L, H]
+        total = float(self.variance.sum())
+        self.scale = total if normalise and total > 0 else 1.0
+        self.value_range = (0.0, 1.0) if normalise else (0.0, max(total, 0.0))  # type: ignore[misc]
+
+    def _compute(self, mask: torch.Tensor) -> float:
+        return float((self.variance * mask.double()).sum() / self.scale)
+
+
+# ------------------------------------------------------------------------------------------------
+PROXIES: dict[str, type[BackdoorProxy]] = {
+    cls.name: cls
+    for cls in (SoftTriggerProxy, RandomWordFlipProxy, ClsAttentionConcentrationProxy, PureVarianceProxy)
+}
+"""Every proxy by name."""
+
+DEFAULT_PROXY: str = "soft_trigger"
+"""The proxy the env uses unless told otherwise (chosen by the evidence in the module docstring)."""
+
+
+def make_proxy(name: str, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+               **kwargs: Any) -> BackdoorProxy:
+    """Build the proxy called ``name`` (a key of :data:`PROXIES`) with its keyword arguments.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    try:
+        cls = PROXIES[name]
+    except KeyError:
+        raise ValueError(f"unknown proxy {name!r}; known: {', '.join(sorted(PROXIES))}") from None
+    return cls(model, tokenizer, clean, seed=seed, **kwargs)

@@ -166,6 +166,13 @@ def _read_card(path: Path) -> dict[str, Any]:
         raise ValueError(f"{card_path}: not a valid victim card ({err})") from err
 
 
+def _is_complete(card: dict[str, Any]) -> bool:
+    """Whether a card holds all the metrics :func:`build_victim` measures."""
+    if "acc" not in card:
+        return False
+    return card["config"]["attack"] == CLEAN_ATTACK or "clean_model_lfr" in card
+
+
 def load_victim(path: str | os.PathLike[str]) -> Victim:
     """Load a cached or exported victim folder (``victim.json`` + checkpoint)."""
     folder = Path(path)
@@ -231,11 +238,13 @@ def build_victim(
         config = VictimConfig(model=model, attack=attack, poison_rate=poison_rate, epochs=epochs, seed=seed, **overrides)
     root = cache_dir(cache) / "victims"
     folder = root / config.name
-    if not force and (folder / CARD_FILE).is_file() and "acc" in _read_card(folder):
+    trained = not force and (folder / CARD_FILE).is_file()
+    if trained and _is_complete(_read_card(folder)):
         return load_victim(folder)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    card = _train_and_save(config, folder, progress)
+    # A folder with a card but no metrics was trained by a run that stopped before measuring: reuse it.
+    card = _read_card(folder) if trained else _train_and_save(config, folder, progress)
 
     victim = load_victim(folder)
     splits = _splits(config)
@@ -275,7 +284,7 @@ def list_victims(cache: str | os.PathLike[str] | None = None) -> list[dict[str, 
     if not root.is_dir():
         return []
     cards = [_read_card(p) for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()]
-    return [c for c in cards if "acc" in c]
+    return [c for c in cards if _is_complete(c)]
 
 
 def victim_summary(card: dict[str, Any]) -> str:

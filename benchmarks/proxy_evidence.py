@@ -12,7 +12,8 @@ For each victim it builds a set of head masks that MOVE LFR (not only random one
   (increasing gate-gradient importance, Michel et al. 2019), ``pure`` (decreasing PURE [CLS]-attention
   variance) and ``ablation`` (increasing accuracy drop when the head alone is ablated), all from ONE
   :func:`headprune.head_stats.compute_head_stats` pass on the defender's clean data;
-* ``random``: seeded random masks with a fraction drawn uniformly in [0.05, 0.6];
+* ``random``: seeded random masks with a fraction drawn uniformly in [0.05, 0.6] (``--n-random``, and
+  more up to ``--min-masks`` in all; duplicate masks are dropped);
 * ``finetune`` (``--finetune N``): N scripted masks followed by a short clean fine-tune of a copy of the
   model (``fine_tune`` on ``--ft-rows`` GLUE SST-2 train rows, 1 epoch, pruned heads held at zero); the
   proxies are rebuilt on the fine-tuned model.
@@ -101,24 +102,41 @@ def ordered_masks(order: torch.Tensor, shape: tuple[int, int]) -> list[tuple[flo
     return out
 
 
-def build_masks(stats: Any, shape: tuple[int, int], n_random: int, seed: int) -> list[dict[str, Any]]:
-    """Every mask of one victim as ``{"kind", "fraction", "mask"}``."""
+def build_masks(stats: Any, shape: tuple[int, int], n_random: int, seed: int, min_masks: int = 0) -> list[dict[str, Any]]:
+    """Every mask of one victim as ``{"kind", "fraction", "mask"}``, without duplicates (a scripted mask
+    equal to an earlier one is dropped): the scripted ones, then at least ``n_random`` random masks and
+    as many more as needed to reach ``min_masks`` in all."""
     L, H = shape
     orders = {
         "importance": torch.argsort(stats.importance.flatten(), stable=True),
         "pure": torch.argsort(-stats.cls_attention_variance.flatten(), stable=True),
         "ablation": torch.argsort(stats.ablation_acc_drop.flatten(), stable=True),
     }
-    masks: list[dict[str, Any]] = [{"kind": "unpruned", "fraction": 0.0, "mask": torch.ones(L, H)}]
+    masks: list[dict[str, Any]] = []
+    seen: set[bytes] = set()
+
+    def add(kind: str, fraction: float, m: torch.Tensor) -> bool:
+        key = m.to(torch.uint8).numpy().tobytes()
+        if key in seen:
+            return False
+        seen.add(key)
+        masks.append({"kind": kind, "fraction": fraction, "mask": m})
+        return True
+
+    add("unpruned", 0.0, torch.ones(L, H))
     for name in ORDERS:
-        masks += [{"kind": name, "fraction": f, "mask": m} for f, m in ordered_masks(orders[name], shape)]
+        for f, m in ordered_masks(orders[name], shape):
+            add(name, f, m)
     rng = np.random.default_rng([seed, 7])
-    for _ in range(n_random):
+    target = max(len(masks) + n_random, min_masks)
+    for _ in range(100 * max(target, 1)):
+        if len(masks) >= target:
+            break
         f = float(rng.uniform(0.05, 0.6))
         k = max(1, int(round(f * L * H)))
         m = torch.ones(L * H)
         m[torch.as_tensor(rng.choice(L * H, size=k, replace=False))] = 0.0
-        masks.append({"kind": "random", "fraction": round(k / (L * H), 4), "mask": m.view(L, H)})
+        add("random", round(k / (L * H), 4), m.view(L, H))
     return masks
 
 
@@ -152,6 +170,9 @@ def run_proxies(model: Any, tokenizer: Any, clean: LabelledTexts, masks: list[to
             rates = getattr(proxy, "last_rates", None)
             if rates is not None:
                 values[i][f"{name}_rates"] = [round(float(r), 6) for r in rates]  # type: ignore[assignment]
+            curve = getattr(proxy, "last_curve", None)
+            if curve is not None:
+                values[i][f"{name}_curve"] = [[round(float(r), 6) for r in row] for row in curve]  # type: ignore[assignment]
         timing[name] = {"init_s": init_s, "call_s": float(np.mean(calls)), "calls": len(calls)}
         print(f"  {name}: init {init_s:.1f} s, {np.mean(calls):.3f} s/call", file=sys.stderr, flush=True)
     return values, timing
@@ -179,7 +200,7 @@ def evaluate_victim(preset: str, args: argparse.Namespace) -> list[dict[str, Any
     stats_s = time.perf_counter() - t
     print(f"  head stats: {stats_s:.1f} s", file=sys.stderr, flush=True)
 
-    masks = build_masks(stats, (L, H), args.n_random, args.seed)
+    masks = build_masks(stats, (L, H), args.n_random, args.seed, args.min_masks)
     scores = score_model(model, tok, [m["mask"] for m in masks], clean_test, poisoned_test, target)
     values, timing = run_proxies(model, tok, defender, [m["mask"] for m in masks], args.seed, args.proxies, stats)
     rows = []
@@ -212,7 +233,7 @@ def evaluate_victim(preset: str, args: argparse.Namespace) -> list[dict[str, Any
             del ft_model
 
     card = victim.card
-    meta = {"victim": preset, "kind": "meta", "name": victim.name, "card_acc": card.get("acc"),
+    meta = {"victim": preset, "kind": "meta", "name": victim.name, "target_label": target, "card_acc": card.get("acc"),
             "card_lfr": card.get("lfr"), "clean_model_lfr": card.get("clean_model_lfr"),
             "n_acc": len(clean_test), "n_lfr": len(poisoned_test), "head_stats_s": round(stats_s, 1),
             "head_stats_n": len(stats_texts), "timing": timing, "finetune_s": ft_timing,
@@ -238,9 +259,46 @@ def _fmt(rho: float, p: float, n: int) -> str:
     return f"{rho:+.2f} (p={p:.1g}, n={n})"
 
 
+DIAGNOSTICS = {
+    "soft_trigger[final point]": "asymmetry of the soft trigger's rates after the last step only (aggregate='final')",
+    "soft_trigger[toward target]": "rate toward the attack's target minus the other class (NOT trigger-agnostic: "
+                                   "uses the target label; diagnostic only)",
+    "random_word_flip[toward target]": "net flip rate toward the target minus the other class (diagnostic only)",
+}
+
+
+def add_diagnostics(r: dict[str, Any], target: int) -> None:
+    """Post-hoc variants computed from the stored rates and rate curves of the same runs."""
+    curve = r.get("soft_trigger_curve")
+    if curve:
+        r["soft_trigger[final point]"] = max(curve[-1]) - min(curve[-1])
+    for name in ("soft_trigger", "random_word_flip"):
+        rates = r.get(f"{name}_rates")
+        if rates and len(rates) == 2:
+            r[f"{name}[toward target]"] = rates[target] - rates[1 - target]
+
+
+def correlation_table(names: list[str], data: list[dict[str, Any]], victims: list[str], band: float) -> list[str]:
+    header = "| proxy | " + " | ".join(f"{v}: all | {v}: band | {v}: random only" for v in victims) + " |"
+    lines = [header, "|---|" + "---|" * (3 * len(victims))]
+    for p in names:
+        cells = []
+        for v in victims:
+            vd = [r for r in data if r["victim"] == v and p in r]
+            base = next((r for r in vd if r["kind"] == "unpruned"), None)
+            sets = [vd, [r for r in vd if base is not None and abs(r["acc"] - base["acc"]) <= band],
+                    [r for r in vd if r["kind"] == "random"]]
+            cells += [_fmt(*spearman([r[p] for r in s], [r["lfr"] for r in s])) for s in sets]
+        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(rows: list[dict[str, Any]], band: float) -> str:
     metas = [r for r in rows if r["kind"] == "meta"]
     data = [r for r in rows if r["kind"] != "meta"]
+    targets = {m["victim"]: int(m.get("target_label", 1)) for m in metas}
+    for r in data:
+        add_diagnostics(r, targets.get(r["victim"], 1))
     victims = [m["victim"] for m in metas]
     proxies = [p for p in PROXIES if any(p in r for r in data)]
     lines = ["## Backdoor proxies vs LFR (`benchmarks/proxy_evidence.py`)", ""]
@@ -259,17 +317,12 @@ def report(rows: list[dict[str, Any]], band: float) -> str:
     lines.append(f"Spearman rho between proxy and LFR (higher proxy = more backdoor-like, so a useful proxy has "
                  f"rho > 0). 'band' = masks whose clean ACC is within {band} of the unpruned model's.")
     lines.append("")
-    header = "| proxy | " + " | ".join(f"{v}: all | {v}: band | {v}: random only" for v in victims) + " |"
-    lines += [header, "|---|" + "---|" * (3 * len(victims))]
-    for p in proxies:
-        cells = []
-        for v in victims:
-            vd = [r for r in data if r["victim"] == v and p in r]
-            base = next((r for r in vd if r["kind"] == "unpruned"), None)
-            sets = [vd, [r for r in vd if base is not None and abs(r["acc"] - base["acc"]) <= band],
-                    [r for r in vd if r["kind"] == "random"]]
-            cells += [_fmt(*spearman([r[p] for r in s], [r["lfr"] for r in s])) for s in sets]
-        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
+    lines += correlation_table(proxies, data, victims, band)
+    diagnostics = [d for d in DIAGNOSTICS if any(d in r for r in data)]
+    if diagnostics:
+        lines += ["", "Post-hoc variants from the same runs (not proxies the env offers; for interpretation):", ""]
+        lines += [f"- `{d}`: {DIAGNOSTICS[d]}" for d in diagnostics]
+        lines += [""] + correlation_table(diagnostics, data, victims, band)
     lines.append("")
     lines.append("Cost per call (mean over the masks above; construction once per model):")
     lines.append("")
@@ -301,7 +354,8 @@ def main() -> None:
     parser.add_argument("--report", nargs="+", default=None, help="only print the report of these JSONL files")
     parser.add_argument("--proxies", nargs="+", default=list(PROXIES), choices=list(PROXIES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-random", type=int, default=20)
+    parser.add_argument("--n-random", type=int, default=16, help="random masks (at least)")
+    parser.add_argument("--min-masks", type=int, default=52, help="random masks are added up to this many masks")
     parser.add_argument("--n-acc", type=int, default=400, help="clean test rows for ACC (0 = all)")
     parser.add_argument("--n-lfr", type=int, default=300, help="poisoned test rows for LFR (0 = all)")
     parser.add_argument("--stats-per-class", type=int, default=32, help="clean dev rows per label for head stats")

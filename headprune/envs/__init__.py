@@ -1,0 +1,28 @@
+"""The Gymnasium environment of headprune and its parts.
+
+* :mod:`headprune.envs.headprune_env`: :class:`HeadPruneEnv`, registered as ``HeadPrune-v0``;
+* :mod:`headprune.envs.reward`: the reward (potential differences of accuracy and proxy);
+* :mod:`headprune.envs.proxies`: trigger-agnostic backdoor proxies;
+* :mod:`headprune.envs.incremental`: exact incremental scoring of masks, memoised;
+* :mod:`headprune.envs.registration`: the idempotent ``gym.register`` call run by ``import headprune``.
+
+This package module stays light (``import headprune`` imports it to register the env): the heavy
+modules are imported on first access of their names, e.g. ``headprune.envs.HeadPruneEnv``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from headprune.envs.registration import ENV_ID, register_envs
+
+__all__ = ["ENV_ID", "HeadPruneEnv", "register_envs"]
+
+_LAZY = {"HeadPruneEnv": "headprune.envs.headprune_env"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

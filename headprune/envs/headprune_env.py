@@ -1,0 +1,482 @@
+"""``HeadPrune-v0``: prune attention heads of a backdoored classifier, one per step.
+
+See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from headprune.data import LabelledTexts, read_labelled_text
+from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer, mask_key
+from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
+from headprune.envs.registration import ENV_ID
+from headprune.envs.reward import RewardWeights, potential, step_reward
+from headprune.evaluator import Evaluator
+from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats
+from headprune.metrics import label_flip_rate
+from headprune.provenance import config_hash
+from headprune.training import FineTuneConfig, fine_tune
+from headprune.victims import DEFAULT_VICTIM, Victim, cache_dir, resolve_victim
+
+__all__ = ["SUMMARY_FIELDS", "HeadPruneEnv"]
+
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "clean_accuracy",
+    "accuracy_drop",
+    "proxy",
+    "proxy_change",
+    "fraction_pruned",
+    "budget_left",
+)
+"""The entries of ``observation["summary"]``, in order."""
+
+_STATS_VERSION = 1  # bump when the cached statistics change meaning
+
+
+def _as_texts(data: LabelledTexts | str | os.PathLike[str], what: str) -> LabelledTexts:
+    if isinstance(data, LabelledTexts):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_labelled_text(data)
+    raise TypeError(f"{what} must be a LabelledTexts or a file path, got {type(data).__name__}")
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the model's state (names and raw bytes of every tensor; about 0.1 s for MiniLM)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _texts_digest(texts: LabelledTexts) -> str:
+    """sha256 of the rows (sentences and labels, in order)."""
+    h = hashlib.sha256()
+    for sentence, label in texts:
+        h.update(sentence.encode())
+        h.update(f"\t{label}\n".encode())
+    return h.hexdigest()
+
+
+class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+    """Remove attention heads of a backdoored text classifier, one head per step, without the trigger.
+
+    The agent sees the head mask, per-head statistics of the model on the defender's clean data and a
+    summary of where the episode stands; each action prunes one head (gates it to zero through
+    :class:`~headprune.gating.HeadGate`). The reward trades clean accuracy, measured on held-out clean
+    rows, against a trigger-agnostic backdoor *proxy* computed from the model and clean data only
+    (:mod:`headprune.envs.proxies`). Poisoned data and LFR never enter the observation or the reward.
+
+    **Spaces** (``n = L * H`` heads, row-major: action/index ``l * H + h`` is head ``h`` of layer ``l``)
+
+    * ``action_space``: ``Discrete(n)``, prune head ``a``.
+    * ``observation_space``: ``Dict`` with
+
+      - ``"mask"``: ``MultiBinary(n)`` int8, 1 = active, 0 = pruned;
+      - ``"head_stats"``: ``Box(-sqrt(n), sqrt(n), (n, F), float32)``: the
+        :class:`~headprune.head_stats.HeadStats` of the unpruned model on the defender's statistics
+        rows, z-scored per feature over the ``n`` heads (:meth:`HeadStats.normalised`; a z-score over
+        ``n`` values lies within ``sqrt(n - 1)``), columns :data:`~headprune.head_stats.FEATURE_NAMES`.
+        Constant over episodes; computed once per victim, data and configuration and cached on disk;
+      - ``"summary"``: ``Box(6,)`` float32, :data:`SUMMARY_FIELDS`: clean accuracy ``acc_t``, its drop
+        from the start ``acc_0 - acc_t``, the proxy ``p_t``, its change from the start ``p_t - p_0``
+        (both clipped to the proxy's documented ``value_range``), the fraction of heads pruned, and the
+        fraction of the budget left.
+
+    **Reward** (:mod:`headprune.envs.reward`): with the potential ``Phi(s) = w_acc * acc(s) - w_proxy * p(s)``::
+
+        r_t = w_acc * (acc_t - acc_{t-1}) - w_proxy * (p_t - p_{t-1})
+              - c_invalid * [a_t was already pruned] - c_floor * [acc_t < floor]
+
+    so the return telescopes to ``Phi(s_T) - Phi(s_0)`` minus penalties. ``acc`` is ``correct / N``
+    on the ``eval_size`` held-out clean rows and ``p`` the proxy on the statistics rows (never the
+    evaluation rows), so every quantity is count-based or the proxy's own float.
+
+    **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
+    the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked
+    agents and ``check_env`` work; masked agents use :meth:`action_masks` or ``info["action_mask"]``).
+
+    * ``terminated`` when ``acc_t < floor`` (the floor is ``accuracy_floor``, or
+      ``acc_0 - max_accuracy_drop``);
+    * ``truncated`` when ``budget`` heads are pruned or ``max_steps`` steps were taken.
+
+    ``info["best_mask"]`` is the visited mask with the highest ``Phi`` among those at or above the
+    floor (ties: the later one), so it never includes the step that crossed the floor. The dynamics
+    are deterministic; ``reset(seed=...)`` seeds :attr:`np_random` (Gymnasium's convention), which
+    the env itself does not use. ``reset`` accepts no options (``options`` is ignored).
+
+    **Info** (reset and step): ``clean_accuracy``, ``accuracy_drop``, ``proxy``, ``proxy_change``,
+    ``heads_pruned``, ``steps``, ``accuracy_floor``, ``action_mask`` (bool ``[n]``), ``best_mask``
+    (int8 ``[n]``), ``best_accuracy``, ``best_proxy``, ``best_heads_pruned``; on steps also
+    ``invalid_action`` and ``reward_terms``; ``lfr`` and ``best_lfr`` ONLY when ``poisoned_eval`` was
+    passed (evaluation aid, read by nothing else); ``finetune`` (accuracy, proxy, steps, seconds) on
+    the last step when ``finetune_terminal`` is on.
+
+    Args:
+        victim: a :class:`~headprune.victims.Victim`, a preset name (``"tiny"``,
+            ``"minilm-syntactic"``, ...; built on first use and cached) or a victim folder.
+        clean_data: the defender's clean labelled texts (or a file for
+            :func:`~headprune.data.read_labelled_text`); default the victim's defender data (the
+            872 clean SST-2 dev sentences).
+        eval_size: clean rows held out for the accuracy (seeded split); the rest feed the statistics,
+            the proxy and the optional fine-tune.
+        stats_size: at most this many of the remaining rows are used for head statistics and the proxy.
+        accuracy_floor: absolute accuracy floor. Give this or ``max_accuracy_drop``, not both
+            (default: ``max_accuracy_drop=0.05``).
+        max_accuracy_drop: the floor as a drop from the unpruned model's accuracy.
+        budget: most heads pruned per episode (default half the heads).
+        max_steps: most steps per episode, invalid ones included (default ``2 * budget``).
+        proxy: a name in :data:`~headprune.envs.proxies.PROXIES` (default
+            :data:`~headprune.envs.proxies.DEFAULT_PROXY`) or a
+            :class:`~headprune.envs.proxies.BackdoorProxy` subclass.
+        proxy_kwargs: extra keyword arguments of the proxy. A proxy that accepts ``head_stats``
+            receives the env's cached statistics unless given here.
+        reward_weights: a :class:`~headprune.envs.reward.RewardWeights` or a mapping of its fields.
+        poisoned_eval: poisoned texts with their TRUE labels (or a file), only for ``info["lfr"]``.
+        target_label: the attacker's target for LFR (default: the victim's).
+        finetune_terminal: measure the last step's potential after a short clean fine-tune of a deep
+            copy of the model (:func:`~headprune.training.fine_tune`, pruned heads held at zero, on
+            the non-evaluation clean rows) and add ``Phi(ft) - Phi(s_T)`` to the last reward.
+        finetune_config: its :class:`~headprune.training.FineTuneConfig` or a mapping of fields
+            (default one epoch at lr 2e-5, the env's seed and the victim's max length).
+        cache: cache root for victims and statistics (see :func:`~headprune.victims.cache_dir`).
+        seed: seeds the data split, the proxy and the fine-tune.
+        render_mode: ``"ansi"``, or ``None`` (other modes are accepted and render nothing, see :meth:`render`).
+        eval_batch_size: rows per forward of the evaluation set.
+        progress: show progress bars while building a victim or statistics.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        victim: Victim | str | os.PathLike[str] = DEFAULT_VICTIM,
+        *,
+        clean_data: LabelledTexts | str | os.PathLike[str] | None = None,
+        eval_size: int = 256,
+        stats_size: int = 256,
+        accuracy_floor: float | None = None,
+        max_accuracy_drop: float | None = None,
+        budget: int | None = None,
+        max_steps: int | None = None,
+        proxy: str | type[BackdoorProxy] = DEFAULT_PROXY,
+        proxy_kwargs: Mapping[str, Any] | None = None,
+        reward_weights: RewardWeights | Mapping[str, float] | None = None,
+        poisoned_eval: LabelledTexts | str | os.PathLike[str] | None = None,
+        target_label: int | None = None,
+        finetune_terminal: bool = False,
+        finetune_config: FineTuneConfig | Mapping[str, Any] | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        render_mode: str | None = None,
+        eval_batch_size: int = 32,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if accuracy_floor is not None and max_accuracy_drop is not None:
+            raise ValueError("give accuracy_floor or max_accuracy_drop, not both")
+        if accuracy_floor is None and max_accuracy_drop is None:
+            max_accuracy_drop = 0.05
+        self.render_mode = render_mode
+        self.base_seed = int(seed)
+        self.cache = cache
+        self.weights = RewardWeights.coerce(reward_weights)
+        self.victim = resolve_victim(victim, cache=cache, progress=progress)
+        self.model = self.victim.model.eval()
+        self.tokenizer = self.victim.tokenizer
+        self.max_length = int(self.victim.config.max_length)
+
+        # ---- data: a seeded split of the defender's clean rows (evaluation rows are never used elsewhere)
+        clean = self.victim.defender_clean_data() if clean_data is None else _as_texts(clean_data, "clean_data")
+        if not 0 < eval_size < len(clean):
+            raise ValueError(f"eval_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, got {eval_size}")
+        if stats_size < 1:
+            raise ValueError(f"stats_size must be >= 1, got {stats_size}")
+        perm = np.random.default_rng(self.base_seed).permutation(len(clean))
+        rest = perm[eval_size:]
+        self.eval_data = clean.subset(np.sort(perm[:eval_size]))
+        self.train_data = clean.subset(np.sort(rest))
+        self.stats_data = clean.subset(np.sort(rest[:stats_size]))
+
+        # ---- per-head statistics (cached on disk) and the proxy
+        self.head_stats = self._load_or_compute_stats(progress)
+        self.num_layers, self.num_heads = self.head_stats.shape
+        n = self.num_layers * self.num_heads
+        self._features = self.head_stats.normalised().as_features().numpy().astype(np.float32)  # [n, F]
+        self.proxy_kwargs = dict(proxy_kwargs or {})
+        self.proxy_cls = self._proxy_class(proxy)
+        self.proxy = self.build_proxy(self.model)
+        lo, hi = (float(v) for v in self.proxy.value_range)
+
+        # ---- scoring: incremental forward + memo by mask
+        self.evaluator = Evaluator(self.model, self.tokenizer, self.eval_data, batch_size=eval_batch_size,
+                                   max_length=self.max_length)
+        self.scorer = MaskScorer(IncrementalForward(self.evaluator), self.proxy)
+        self._full = np.ones(n, dtype=np.int8)
+        self.start_score = self.scorer(self._mask_tensor(self._full))
+        if max_accuracy_drop is not None:
+            if max_accuracy_drop < 0:
+                raise ValueError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
+            self.accuracy_floor = self.start_score.accuracy - float(max_accuracy_drop)
+        else:
+            self.accuracy_floor = float(accuracy_floor)  # type: ignore[arg-type]
+            if self.start_score.accuracy < self.accuracy_floor:
+                raise ValueError(f"the unpruned model's accuracy {self.start_score.accuracy:.4f} on the evaluation "
+                                 f"rows is already below accuracy_floor={self.accuracy_floor}")
+
+        # ---- optional LFR (evaluation only)
+        self.target_label = int(self.victim.config.target_label if target_label is None else target_label)
+        self.poisoned_eval = None if poisoned_eval is None else _as_texts(poisoned_eval, "poisoned_eval")
+        self._lfr_forward: IncrementalForward | None = None
+        self._lfr_memo: dict[bytes, float] = {}
+        if self.poisoned_eval is not None:
+            self._lfr_forward = IncrementalForward(Evaluator(
+                self.model, self.tokenizer, list(self.poisoned_eval.sentences), batch_size=eval_batch_size,
+                max_length=self.max_length))
+
+        # ---- episode limits
+        self.budget = n // 2 if budget is None else int(budget)
+        if not 1 <= self.budget <= n:
+            raise ValueError(f"budget must be in [1, {n}], got {self.budget}")
+        self.max_steps = 2 * self.budget if max_steps is None else int(max_steps)
+        if self.max_steps < self.budget:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
+        self.finetune_terminal = bool(finetune_terminal)
+        self.finetune_config = self._finetune_config(finetune_config)
+
+        # ---- spaces
+        bound = math.sqrt(n)
+        self.action_space = spaces.Discrete(n)
+        self.observation_space = spaces.Dict({
+            "mask": spaces.MultiBinary(n),
+            "head_stats": spaces.Box(-bound, bound, shape=(n, len(FEATURE_NAMES)), dtype=np.float32),
+            "summary": spaces.Box(
+                low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0], dtype=np.float32),
+                high=np.array([1.0, 1.0, hi, hi - lo, 1.0, 1.0], dtype=np.float32),
+                dtype=np.float32,
+            ),
+        })
+
+        # ---- episode state (set by reset)
+        self._mask = self._full.copy()
+        self._score = self.start_score
+        self._steps = 0
+        self._pruned = 0
+        self._best: tuple[float, np.ndarray, MaskScore, int] = self._candidate(self._mask, self._score, 0)
+        self._done = True
+
+    # ------------------------------------------------------------------------------ construction
+    def _load_or_compute_stats(self, progress: bool) -> HeadStats:
+        """Head statistics of the unpruned model on the statistics rows, cached under ``<cache>/head_stats``
+        and keyed by the victim's name, a digest of its weights, the rows and the configuration."""
+        key = config_hash({
+            "victim": self.victim.name,
+            "weights": _weights_digest(self.model),
+            "data": _texts_digest(self.stats_data),
+            "max_length": self.max_length,
+            "features": list(FEATURE_NAMES),
+            "version": _STATS_VERSION,
+        }, 16)
+        path = cache_dir(self.cache) / "head_stats" / f"{self.victim.name}-{key}.json"
+        if path.is_file():
+            return HeadStats.load(path)
+        if progress:
+            print(f"computing head statistics of {self.victim.name} on {len(self.stats_data)} clean rows "
+                  f"(cached in {path})", flush=True)
+        stats = compute_head_stats(self.model, self.tokenizer, self.stats_data, max_length=self.max_length)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: parallel workers may race
+        stats.save(tmp)
+        os.replace(tmp, path)
+        return stats
+
+    @staticmethod
+    def _proxy_class(proxy: str | type[BackdoorProxy]) -> type[BackdoorProxy]:
+        if isinstance(proxy, str):
+            if proxy not in PROXIES:
+                raise ValueError(f"unknown proxy {proxy!r}; known: {', '.join(sorted(PROXIES))}")
+            return PROXIES[proxy]
+        if isinstance(proxy, type) and issubclass(proxy, BackdoorProxy):
+            return proxy
+        raise TypeError(f"proxy must be a proxy name or a BackdoorProxy subclass, got {proxy!r}")
+
+    def build_proxy(self, model: torch.nn.Module, *, with_stats: bool = True, **overrides: Any) -> BackdoorProxy:
+        """A new instance of the env's proxy on ``model`` and the statistics rows, seeded like the env's.
+
+        Args:
+            with_stats: pass the env's cached head statistics to a proxy that accepts ``head_stats``
+                (they describe the victim, so not for a fine-tuned copy).
+            overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
+        """
+        kwargs = {**self.proxy_kwargs, **overrides}
+        accepts_stats = "head_stats" in inspect.signature(self.proxy_cls.__init__).parameters
+        if with_stats and accepts_stats and "head_stats" not in kwargs:
+            kwargs["head_stats"] = self.head_stats
+        return self.proxy_cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
+
+    def _finetune_config(self, config: FineTuneConfig | Mapping[str, Any] | None) -> FineTuneConfig:
+        if isinstance(config, FineTuneConfig):
+            return config
+        base = {"epochs": 1.0, "lr": 2e-5, "max_length": self.max_length, "seed": self.base_seed}
+        return FineTuneConfig(**{**base, **dict(config or {})})
+
+    # ------------------------------------------------------------------------------ helpers
+    @property
+    def head_shape(self) -> tuple[int, int]:
+        """``(L, H)``."""
+        return self.num_layers, self.num_heads
+
+    def _mask_tensor(self, flat: np.ndarray) -> torch.Tensor:
+        """``[L, H]`` float mask of a flat int8 mask."""
+        return torch.from_numpy(flat.astype(np.float32)).view(self.num_layers, self.num_heads)
+
+    def _candidate(self, mask: np.ndarray, score: MaskScore, pruned: int) -> tuple[float, np.ndarray, MaskScore, int]:
+        return potential(score.accuracy, score.proxy, self.weights), mask.copy(), score, pruned
+
+    def _lfr(self, mask: np.ndarray) -> float:
+        """LFR on ``poisoned_eval`` under ``mask`` (memoised); only for ``info``."""
+        assert self._lfr_forward is not None and self.poisoned_eval is not None
+        key = mask_key(mask)
+        if key not in self._lfr_memo:
+            preds = self._lfr_forward.logits(self._mask_tensor(mask)).argmax(dim=-1)
+            self._lfr_memo[key] = label_flip_rate(preds, self.poisoned_eval.labels, self.target_label)
+        return self._lfr_memo[key]
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        n = self._mask.size
+        lo, hi = self.observation_space["summary"].low, self.observation_space["summary"].high
+        acc, p = self._score.accuracy, self._score.proxy
+        summary = np.array([
+            acc,
+            self.start_score.accuracy - acc,
+            p,
+            p - self.start_score.proxy,
+            self._pruned / n,
+            (self.budget - self._pruned) / self.budget,
+        ], dtype=np.float32)
+        return {"mask": self._mask.copy(), "head_stats": self._features.copy(), "summary": np.clip(summary, lo, hi)}
+
+    def _info(self) -> dict[str, Any]:
+        _, best_mask, best_score, best_pruned = self._best
+        info: dict[str, Any] = {
+            "clean_accuracy": self._score.accuracy,
+            "accuracy_drop": self.start_score.accuracy - self._score.accuracy,
+            "proxy": self._score.proxy,
+            "proxy_change": self._score.proxy - self.start_score.proxy,
+            "heads_pruned": self._pruned,
+            "steps": self._steps,
+            "accuracy_floor": self.accuracy_floor,
+            "action_mask": self.action_masks(),
+            "best_mask": best_mask.copy(),
+            "best_accuracy": best_score.accuracy,
+            "best_proxy": best_score.proxy,
+            "best_heads_pruned": best_pruned,
+        }
+        if self.poisoned_eval is not None:
+            info["lfr"] = self._lfr(self._mask)
+            info["best_lfr"] = self._lfr(best_mask)
+        return info
+
+    # ------------------------------------------------------------------------------ Gymnasium API
+    def action_masks(self) -> np.ndarray:
+        """``[n]`` bool, True where the head is still active (the valid actions; for MaskablePPO)."""
+        return self._mask == 1
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode from the unpruned model. ``seed`` seeds :attr:`np_random`; ``options`` is ignored."""
+        super().reset(seed=seed)
+        self._mask = self._full.copy()
+        self._score = self.start_score
+        self._steps = 0
+        self._pruned = 0
+        self._best = self._candidate(self._mask, self._score, 0)
+        self._done = False
+        return self._observation(), self._info()
+
+    def step(self, action: int | np.integer | np.ndarray
+             ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        """Prune head ``action`` (see the class docstring for the reward and the episode's end)."""
+        if self._done:
+            raise RuntimeError("the episode has ended (or never started): call reset() before step()")
+        a = int(np.asarray(action).item())
+        if not self.action_space.contains(a):
+            raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
+        prev = self._score
+        invalid = self._mask[a] == 0
+        if not invalid:
+            self._mask[a] = 0
+            self._pruned += 1
+        self._steps += 1
+        self._score = self.scorer(self._mask_tensor(self._mask))
+        crossed = self._score.accuracy < self.accuracy_floor
+        terms = step_reward(prev.accuracy, prev.proxy, self._score.accuracy, self._score.proxy,
+                            invalid=bool(invalid), crossed_floor=crossed, weights=self.weights)
+        reward = terms.total
+        if not crossed:
+            candidate = self._candidate(self._mask, self._score, self._pruned)
+            if candidate[0] >= self._best[0]:
+                self._best = candidate
+        terminated = crossed
+        truncated = not terminated and (self._pruned >= self.budget or self._steps >= self.max_steps)
+        self._done = terminated or truncated
+        info = self._info()
+        info["invalid_action"] = bool(invalid)
+        info["reward_terms"] = terms.to_dict()
+        if self._done and self.finetune_terminal:
+            finetune = self._finetuned_score()
+            reward += finetune.pop("potential") - potential(self._score.accuracy, self._score.proxy, self.weights)
+            info["finetune"] = finetune
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def _finetuned_score(self) -> dict[str, float]:
+        """Accuracy, proxy and potential of the current mask after a clean fine-tune of a deep copy."""
+        start = time.perf_counter()
+        model = copy.deepcopy(self.model)
+        mask = self._mask_tensor(self._mask)
+        log = fine_tune(model, self.tokenizer, self.train_data, self.finetune_config, mask=mask, progress=False)
+        accuracy = Evaluator(model, self.tokenizer, self.eval_data, max_length=self.max_length).accuracy(mask)
+        proxy = float(self.build_proxy(model, with_stats=False)(mask))
+        return {
+            "accuracy": accuracy,
+            "proxy": proxy,
+            "potential": potential(accuracy, proxy, self.weights),
+            "steps": log.steps,
+            "train_seconds": log.seconds,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: a layer x head grid (``#`` active, ``.`` pruned) and a status line.
+
+        Other modes render nothing (``None``, with a warning): they are accepted at construction, as
+        Gymnasium's own envs do, because SB3's ``make_vec_env`` passes ``render_mode="rgb_array"``.
+        """
+        if self.render_mode != "ansi":
+            gym.logger.warn(f"{ENV_ID} renders only render_mode='ansi' (this env has {self.render_mode!r})")
+            return None
+        grid = self._mask.reshape(self.num_layers, self.num_heads)
+        width = max(2, len(str(self.num_heads - 1)) + 1)
+        lines = [
+            f"{ENV_ID} {self.victim.name}  step {self._steps}  pruned {self._pruned}/{self.budget}  "
+            f"acc {self._score.accuracy:.3f} (floor {self.accuracy_floor:.3f})  proxy {self._score.proxy:.4f}",
+            "     " + "".join(f"h{h}".rjust(width + 1) for h in range(self.num_heads)),
+        ]
+        for layer in range(self.num_layers):
+            cells = "".join(("#" if v else ".").rjust(width + 1) for v in grid[layer])
+            lines.append(f"L{layer:<3} {cells}")
+        return "\n".join(lines) + "\n"

@@ -6,6 +6,8 @@ Commands:
 * ``headprune victim list``   – list the victims in the cache.
 * ``headprune heads``         – gate each head of a victim in turn and print the clean-accuracy change
   (and, as evaluation only, the LFR change) per head.
+* ``headprune defend``        – run a baseline defense (``--strategy``) on a victim and export the
+  cleaned model with ``report.json``, ``report.md`` and a plot.
 
 Bad input exits with status 2 and a message naming the argument.
 """
@@ -84,6 +86,62 @@ def _heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defend(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from headprune.baselines.registry import get_strategy
+
+    get_strategy(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
+    for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison),
+                       ("--eval-clean", args.eval_clean)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag}: no such file: {path}")
+    if args.finetune_epochs < 0:
+        raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+
+    from headprune.baselines.defend import defend
+    from headprune.baselines.report import write_report
+    from headprune.data import read_labelled_text
+    from headprune.victims import resolve_victim
+
+    clean = read_labelled_text(args.clean_data)
+    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
+    result = defend(
+        victim, clean, args.strategy, args.seed, finetune_epochs=args.finetune_epochs, budget=args.budget,
+        max_accuracy_drop=args.max_accuracy_drop, eval_size=args.eval_size, stats_size=args.stats_size,
+        options=options, eval_clean=args.eval_clean, eval_poison=args.eval_poison, target_label=args.target_label,
+        curve_points=args.curve_points if (args.eval_poison or args.eval_clean) else 0, cache=args.cache,
+        progress=not args.quiet,
+    )
+    parts = ["headprune", "defend"]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        parts += [flag] if value is True else [x for v in values for x in (flag, shlex.quote(str(v)))]
+    command = " ".join(parts)
+    paths = write_report(result, args.out, command=command)
+    v = result.validation
+    print(f"{result.strategy}: pruned {result.heads_pruned} heads; validation ACC {v['start']:.4f} -> "
+          f"{v['pruned']:.4f} (pruned) -> {v['final']:.4f} (fine-tuned), floor {v['floor']:.4f}")
+    for stage, m in result.metrics.items():
+        lfr = "" if m["lfr"] is None else f"  LFR {m['lfr']:.4f}"
+        print(f"  {stage}: ACC {m['acc']:.4f}{lfr}")
+    print(f"wrote {paths['model']}, {paths['json']}, {paths['markdown']}, {paths['plot']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``headprune``."""
     parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])
@@ -118,6 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--limit", type=int, default=None, help="use only the first N test rows of each set")
     heads.add_argument("--cache", default=None)
     heads.set_defaults(func=_heads)
+
+    from headprune.baselines.registry import STRATEGIES
+
+    dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
+    dfd.add_argument("--model", required=True, help="a victim folder or a victim preset name")
+    dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
+    dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(STRATEGIES)}")
+    dfd.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
+    dfd.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
+    dfd.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
+    dfd.add_argument("--seed", type=int, default=0)
+    dfd.add_argument("--finetune-epochs", type=float, default=3.0, help="clean fine-tuning after pruning (0 disables)")
+    dfd.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
+    dfd.add_argument("--max-accuracy-drop", type=float, default=0.05, help="the accuracy floor below the start")
+    dfd.add_argument("--eval-size", type=int, default=256, help="defender rows held out for validation")
+    dfd.add_argument("--stats-size", type=int, default=256, help="defender rows for head statistics")
+    dfd.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
+    dfd.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
+    dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
+    dfd.add_argument("--cache", default=None)
+    dfd.add_argument("--quiet", action="store_true", help="no progress bars")
+    dfd.set_defaults(func=_defend)
     return parser
 
 

@@ -288,7 +288,7 @@ def test_cli_round_trip_loads_in_plain_transformers(tiny_victim, clean, tmp_path
     assert len(pruned) == report["heads_pruned"]
     for layer, h in pruned:  # the exported weights of a pruned head are zero (folded gates)
         dense = model.bert.encoder.layer[layer].attention.output.dense.weight
-        assert float(dense[:, h * 16:(h + 1) * 16].abs().sum()) == 0.0
+        assert float(dense[:, h * 16:(h + 1) * 16].detach().abs().sum()) == 0.0
 
 
 def test_cli_bad_input_exits_nonzero_with_a_clear_message(tmp_path, capsys):
@@ -300,3 +300,34 @@ def test_cli_bad_input_exits_nonzero_with_a_clear_message(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "unknown strategy 'magic'" in err and "pure" in err and "mcdropout" in err
+
+
+def test_sparsification_shrinks_head_groups_and_ranks_by_them(tiny_victim, rows):
+    from headprune.baselines.policies import SparsificationPolicy
+
+    policy = SparsificationPolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64, lam=1e-2,
+                                  max_steps=4)
+    assert float(policy.norms.sum()) < float(policy.norms_before.sum())
+    a = int(policy.predict(_obs(np.ones(8, dtype=np.int8)))[0])
+    assert a == int(torch.argmin(policy.norms.reshape(-1)))
+    ranked = SparsificationPolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64, lam=1e-2,
+                                  max_steps=4, rank="gradient")
+    assert ranked.config()["rank"] == "gradient"
+
+
+def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean, monkeypatch):
+    """Honesty beyond signatures: the rows a policy receives are a subset of the defender's clean rows."""
+    from headprune.baselines import registry
+
+    seen = {}
+
+    class Spy(RandomPolicy):
+        def __init__(self, model, tokenizer, clean_data, seed=0, **kw):
+            seen["rows"] = list(zip(clean_data.sentences, clean_data.labels))
+            super().__init__(model, tokenizer, clean_data, seed, **kw)
+
+    monkeypatch.setitem(registry.STRATEGIES, "random", registry.Strategy("random", "prune", "spy", Spy))
+    poisoned = tiny_victim.splits().poisoned_test.take(50)
+    defend(tiny_victim, clean, "random", 0, eval_poison=poisoned, **FAST)
+    assert seen["rows"] and set(seen["rows"]) <= set(zip(clean.sentences, clean.labels))
+    assert not set(poisoned.sentences) & {s for s, _ in seen["rows"]}

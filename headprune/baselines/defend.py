@@ -17,6 +17,14 @@ Protocol (the paper's and PURE's):
 3. **Fine-tune.** A deep copy of the victim is fine-tuned on ``env.train_data`` with the pruned heads
    held at zero (``fine_tune(mask=...)``, ``finetune_epochs`` epochs, default 3; 0 disables). PURE adds
    its attention-normalisation penalty; FT/FTH/MEFT fine-tune without pruning.
+   The whole fine-tuning defenses: **FT** fine-tunes on the defender's clean rows (lr 2e-5); **FTH**
+   the same with a higher learning rate (1e-4, five times FT's: a larger step is what lets fine-tuning
+   leave the backdoor's basin; our choice of value); **MEFT** (maximum-entropy fine-tuning) first trains
+   ``entropy_epochs`` (default 1) with the loss ``-H(p) = sum_c p_c log p_c`` (:func:`max_entropy_loss`,
+   PURE's ``MaxEntropyLoss`` averaged over the batch instead of summed), which drives every prediction
+   toward uniform and so erases the confident trigger -> target mapping, then recovers clean accuracy
+   with ``finetune_epochs`` of cross-entropy (without the recovery phase the model would output
+   uniform noise).
 4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.metrics.evaluate_defense`
    (the only place LFR is computed) scores the pruned victim and the pruned + fine-tuned model on the
    caller's evaluation data. Poisoned data is never passed to the env or to a policy, so the mask does
@@ -136,7 +144,10 @@ def pure_prune(variance: torch.Tensor, accuracy: Callable[[torch.Tensor], float]
     STOPS there (PURE does not try further chunks after backtracking). A chunk whose accuracy passes
     is kept and the next chunk follows.
 
-    Differences from PURE's code: the floor is the env's (an absolute 0.85 in PURE); if a chunk is fully
+    Differences from PURE's code: PURE first fine-tunes its victim (a poisoned PRE-TRAINED encoder) on
+    clean data and scores that; our victims are already fine-tuned classifiers, so :func:`defend` scores
+    the victim directly, on the env's statistics rows (PURE: its validation rows) and checks accuracy on
+    the env's validation rows; the floor is the env's (an absolute 0.85 in PURE); if a chunk is fully
     restored, we stop with the previous mask (PURE would index an empty list: its emptiness check tests
     a dict that is never empty); ``max_heads`` caps the total (PURE: none).
 

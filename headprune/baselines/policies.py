@@ -184,9 +184,12 @@ class GradientPolicy(_ReestimatingPolicy):
     after every head).
 
     Importance is :func:`~headprune.baselines.importance.gate_gradient_importance`, one gate per head.
-    Differs from the authors' code, whose gradient score tied all heads of a layer (one gate per layer,
-    so a whole layer shared one score) and was computed once: that is a layer ranking, not head
-    importance.
+    Differs from the authors' code (``chapagaisa/grad``, ``compute_gradient_importance``), whose score
+    for head ``(l, h)`` is the norm of the gradient of layer ``l``'s whole KEY weight, the same number for
+    every head of the layer, then normalised per layer, so every head scores ``1/H`` and the "ranking" is
+    the tie order; it was also computed once (in train mode, with dropout) and pruned in chunks of 10.
+    Here each head has its own gate, the score is re-estimated as heads go, and the env stops one head
+    before the floor.
     """
 
     name = "gradient"
@@ -302,15 +305,24 @@ class SparsificationPolicy(ScriptedPolicy):
     the sparsified copy. The copy only ranks heads: the env and the final fine-tune use the victim.
 
     Options: ``lam`` (default 1e-3), ``sparsity_epochs`` (1.0), ``lr`` (1e-4: at 2e-5 one short epoch
-    moves the group norms too little to change their order), ``n_rows`` rows of clean data.
+    moves the group norms too little to change their order), ``n_rows`` rows of clean data (default all),
+    ``rank``: ``"norm"`` (default, the group norms) or ``"gradient"`` (gate-gradient importance of the
+    sparsified copy, the "gradient +" reading).
+
+    Differs from the authors' code (``Grad plus sparsification``), whose penalty was UNstructured
+    (``1e-4 * (||W||_1 + ||W||_2)`` summed over every attention weight matrix, so no head is pushed to
+    zero as a group) and whose ranking was their layer-tied gradient score (see :class:`GradientPolicy`).
     """
 
     name = "sparsify"
 
     def __init__(self, *args: Any, lam: float = 1e-3, sparsity_epochs: float = 1.0, lr: float = 1e-4,
-                 max_steps: int | None = None, progress: bool = False, **kwargs: Any) -> None:
+                 max_steps: int | None = None, rank: str = "norm", progress: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("n_rows", None)
         super().__init__(*args, **kwargs)
+        if rank not in ("norm", "gradient"):
+            raise ValueError(f"rank must be 'norm' or 'gradient', got {rank!r}")
+        self.rank = rank
         self.lam, self.sparsity_epochs, self.lr, self.max_steps = float(lam), float(sparsity_epochs), float(lr), max_steps
         sparse = copy.deepcopy(self.model)
         cfg = FineTuneConfig(epochs=self.sparsity_epochs, lr=self.lr, seed=self.seed, max_length=self.max_length,
@@ -320,12 +332,17 @@ class SparsificationPolicy(ScriptedPolicy):
                              progress="sparsify" if progress else False)
         self.norms_before = head_group_norms(self.model)
         self.norms = head_group_norms(sparse)
-        self._scores = self.norms.reshape(-1).double().numpy()
+        if rank == "gradient":
+            scores = gate_gradient_importance(sparse, self.tokenizer, self.rows, batch_size=self.batch_size,
+                                              max_length=self.max_length)
+        else:
+            scores = self.norms
+        self._scores = scores.reshape(-1).double().numpy()
         del sparse
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "lam": self.lam, "sparsity_epochs": self.sparsity_epochs, "lr": self.lr,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps, "rank": self.rank}
 
     def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
         return self._argmin(self._scores, valid)

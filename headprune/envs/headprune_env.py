@@ -147,6 +147,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             receives the env's cached statistics unless given here.
         reward_weights: a :class:`~headprune.envs.reward.RewardWeights` or a mapping of its fields.
         poisoned_eval: poisoned texts with their TRUE labels (or a file), only for ``info["lfr"]``.
+            Scored incrementally too, so it costs layer caches (about 0.5 GB for 900 MiniLM
+            sentences) and a partial forward per new mask: pass a subset during RL training.
         target_label: the attacker's target for LFR (default: the victim's).
         finetune_terminal: measure the last step's potential after a short clean fine-tune of a deep
             copy of the model (:func:`~headprune.training.fine_tune`, pruned heads held at zero, on

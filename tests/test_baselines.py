@@ -45,6 +45,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def fast(victim_cache):
+    """Small defend() settings; head statistics cached in the test cache, not the user's."""
+    return {**FAST, "cache": victim_cache}
+
+
+@pytest.fixture(scope="module")
 def clean(tiny_victim):
     return tiny_victim.defender_clean_data().take(200)
 
@@ -200,8 +206,8 @@ def test_pure_keeps_one_head_per_layer():
     assert mask[0].tolist() == [0, 0, 0, 1] and mask[1].tolist() == [0, 0, 0, 1]
 
 
-def test_pure_defense_holds_the_floor_and_normalises_attention(tiny_victim, clean):
-    result = defend(tiny_victim, clean, "pure", 0, cache=None, **FAST)
+def test_pure_defense_holds_the_floor_and_normalises_attention(tiny_victim, clean, fast):
+    result = defend(tiny_victim, clean, "pure", 0, **fast)
     assert result.validation["pruned"] >= result.validation["floor"]
     events = [t.get("event") for t in result.trajectory[1:]]
     assert events and events[0] == "chunk"
@@ -224,10 +230,10 @@ def test_pure_defense_holds_the_floor_and_normalises_attention(tiny_victim, clea
 
 # ------------------------------------------------------------------------------ defend
 @pytest.mark.parametrize("name", strategy_names())
-def test_every_strategy_is_deterministic_for_a_seed(tiny_victim, clean, name, tmp_path):
+def test_every_strategy_is_deterministic_for_a_seed(tiny_victim, clean, name, tmp_path, fast):
     opts = FAST_OPTIONS.get(name, {})
-    a = defend(tiny_victim, clean, name, 1, options=opts, cache=tmp_path, **FAST)
-    b = defend(tiny_victim, clean, name, 1, options=opts, cache=tmp_path, **FAST)
+    a = defend(tiny_victim, clean, name, 1, options=opts, **fast)
+    b = defend(tiny_victim, clean, name, 1, options=opts, **fast)
     assert torch.equal(a.mask, b.mask), name
     assert a.validation == b.validation
     for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
@@ -238,20 +244,20 @@ def test_every_strategy_is_deterministic_for_a_seed(tiny_victim, clean, name, tm
     json.dumps(a.to_dict())  # the report is JSON-ready
 
 
-def test_defend_mask_does_not_depend_on_evaluation_data(tiny_victim, clean):
+def test_defend_mask_does_not_depend_on_evaluation_data(tiny_victim, clean, fast):
     splits = tiny_victim.splits()
     opts = FAST_OPTIONS["gradient"]
-    plain = defend(tiny_victim, clean, "gradient", 0, options=opts, **FAST)
+    plain = defend(tiny_victim, clean, "gradient", 0, options=opts, **fast)
     evaluated = defend(tiny_victim, clean, "gradient", 0, options=opts, eval_poison=splits.poisoned_test.take(60),
-                       eval_clean=splits.clean_test.take(60), curve_points=3, **FAST)
+                       eval_clean=splits.clean_test.take(60), curve_points=3, **fast)
     assert torch.equal(plain.mask, evaluated.mask)
     assert plain.metrics == {} and set(evaluated.metrics) == {"pruned", "final"}
     assert evaluated.metrics["final"]["lfr"] is not None and evaluated.curve
 
 
-def test_defend_rejects_unknown_strategy(tiny_victim, clean):
+def test_defend_rejects_unknown_strategy(tiny_victim, clean, fast):
     with pytest.raises(ValueError, match="valid strategies: random, gradient"):
-        defend(tiny_victim, clean, "prune-everything", 0, **FAST)
+        defend(tiny_victim, clean, "prune-everything", 0, **fast)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -315,7 +321,7 @@ def test_sparsification_shrinks_head_groups_and_ranks_by_them(tiny_victim, rows)
     assert ranked.config()["rank"] == "gradient"
 
 
-def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean, monkeypatch):
+def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean, monkeypatch, fast):
     """Honesty beyond signatures: the rows a policy receives are a subset of the defender's clean rows."""
     from headprune.baselines import registry
 
@@ -328,6 +334,6 @@ def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean,
 
     monkeypatch.setitem(registry.STRATEGIES, "random", registry.Strategy("random", "prune", "spy", Spy))
     poisoned = tiny_victim.splits().poisoned_test.take(50)
-    defend(tiny_victim, clean, "random", 0, eval_poison=poisoned, **FAST)
+    defend(tiny_victim, clean, "random", 0, eval_poison=poisoned, **fast)
     assert seen["rows"] and set(seen["rows"]) <= set(zip(clean.sentences, clean.labels))
     assert not set(poisoned.sentences) & {s for s, _ in seen["rows"]}

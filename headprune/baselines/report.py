@@ -58,9 +58,9 @@ def plot_curve(result: DefenseResult, path: str | os.PathLike[str]) -> Path:
     ax.axhline(result.validation["floor"], color="grey", ls="--", lw=1, label="floor")
     if result.curve:
         xs = [p["heads_pruned"] for p in result.curve]
-        ax.plot(xs, [p["acc"] for p in result.curve], "s-", label="test ACC")
+        ax.plot(xs, [p["acc"] for p in result.curve], "s-", label="evaluation ACC")
         if any(p["lfr"] is not None for p in result.curve):
-            ax.plot(xs, [p["lfr"] for p in result.curve], "^-", color="tab:red", label="test LFR")
+            ax.plot(xs, [p["lfr"] for p in result.curve], "^-", color="tab:red", label="evaluation LFR")
     ax.axvline(result.heads_pruned, color="black", lw=1, alpha=0.5)
     ax.set_xlabel("heads pruned")
     ax.set_ylabel("rate")

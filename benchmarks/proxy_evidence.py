@@ -180,8 +180,10 @@ def run_proxies(model: Any, tokenizer: Any, clean: LabelledTexts, masks: list[to
 
 def evaluate_victim(preset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """All rows (one per mask, plus one ``meta`` row) for one victim."""
-    start = time.perf_counter()
+    t_wait = time.perf_counter()
     victim = get_victim(preset, args.wait, args.tiny_cache)
+    start = time.perf_counter()
+    wait_s = start - t_wait
     model, tok = victim.model, victim.tokenizer
     target = victim.config.target_label
     splits = victim.splits()  # EVALUATION only: the proxies never receive these
@@ -237,7 +239,7 @@ def evaluate_victim(preset: str, args: argparse.Namespace) -> list[dict[str, Any
             "card_lfr": card.get("lfr"), "clean_model_lfr": card.get("clean_model_lfr"),
             "n_acc": len(clean_test), "n_lfr": len(poisoned_test), "head_stats_s": round(stats_s, 1),
             "head_stats_n": len(stats_texts), "timing": timing, "finetune_s": ft_timing,
-            "wall_s": round(time.perf_counter() - start, 1), "seed": args.seed, "threads": torch.get_num_threads(),
+            "wall_s": round(time.perf_counter() - start, 1), "wait_s": round(wait_s, 1), "seed": args.seed, "threads": torch.get_num_threads(),
             "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "environment": environment_info()}
     return [meta, *rows]
 
@@ -253,6 +255,23 @@ def spearman(xs: list[float], ys: list[float]) -> tuple[float, float, int]:
     return float(res.statistic), float(res.pvalue), n
 
 
+def partial_spearman(xs: list[float], ys: list[float], zs: list[float]) -> float:
+    """Pearson correlation of the residuals of rank(x) and rank(y) after a linear fit on rank(z)."""
+    from scipy.stats import rankdata
+
+    if len(xs) < 4:
+        return math.nan
+    rx, ry, rz = (rankdata(np.asarray(a, dtype=float)) for a in (xs, ys, zs))
+
+    def residual(y: np.ndarray) -> np.ndarray:
+        return y - np.polyval(np.polyfit(rz, y, 1), rz)
+
+    ex, ey = residual(rx), residual(ry)
+    if float(ex.std()) == 0.0 or float(ey.std()) == 0.0:
+        return math.nan
+    return float(np.corrcoef(ex, ey)[0, 1])
+
+
 def _fmt(rho: float, p: float, n: int) -> str:
     if math.isnan(rho):
         return f"n/a (n={n})"
@@ -260,6 +279,8 @@ def _fmt(rho: float, p: float, n: int) -> str:
 
 
 DIAGNOSTICS = {
+    "active_fraction": "share of heads left active (a trivial control: any proxy that falls as heads are pruned "
+                       "gets this much for free)",
     "soft_trigger[final point]": "asymmetry of the soft trigger's rates after the last step only (aggregate='final')",
     "soft_trigger[toward target]": "rate toward the attack's target minus the other class (NOT trigger-agnostic: "
                                    "uses the target label; diagnostic only)",
@@ -269,6 +290,9 @@ DIAGNOSTICS = {
 
 def add_diagnostics(r: dict[str, Any], target: int) -> None:
     """Post-hoc variants computed from the stored rates and rate curves of the same runs."""
+    mask = r.get("mask")
+    if mask:
+        r["active_fraction"] = sum(map(sum, mask)) / (len(mask) * len(mask[0]))
     curve = r.get("soft_trigger_curve")
     if curve:
         r["soft_trigger[final point]"] = max(curve[-1]) - min(curve[-1])
@@ -293,6 +317,12 @@ def correlation_table(names: list[str], data: list[dict[str, Any]], victims: lis
     return lines
 
 
+def _wait_note(meta: dict[str, Any]) -> str:
+    if "wait_s" in meta:
+        return f" after waiting {meta['wait_s'] / 60:.0f} min for the victim"
+    return " (INCLUDING the wait for the victim to be trained)"
+
+
 def report(rows: list[dict[str, Any]], band: float) -> str:
     metas = [r for r in rows if r["kind"] == "meta"]
     data = [r for r in rows if r["kind"] != "meta"]
@@ -305,7 +335,7 @@ def report(rows: list[dict[str, Any]], band: float) -> str:
     for m in metas:
         lines.append(f"- `{m['victim']}` ({m['name']}; card ACC {m['card_acc']:.3f}, LFR {m['card_lfr']:.3f}, "
                      f"clean-model LFR {m['clean_model_lfr']:.3f}): command `{m['command']}`, seed {m['seed']}, "
-                     f"{m['threads']} torch thread(s), wall {m['wall_s'] / 60:.1f} min (head stats on "
+                     f"{m['threads']} torch thread(s), wall {m['wall_s'] / 60:.1f} min{_wait_note(m)} (head stats on "
                      f"{m['head_stats_n']} clean dev sentences: {m['head_stats_s']:.0f} s; fine-tunes: "
                      f"{m['finetune_s'] or 'none'}). ACC on {m['n_acc']} seeded clean-test rows, LFR on "
                      f"{m['n_lfr']} seeded poisoned-test rows (subsamples, seed {m['seed']}).")
@@ -323,6 +353,15 @@ def report(rows: list[dict[str, Any]], band: float) -> str:
         lines += ["", "Post-hoc variants from the same runs (not proxies the env offers; for interpretation):", ""]
         lines += [f"- `{d}`: {DIAGNOSTICS[d]}" for d in diagnostics]
         lines += [""] + correlation_table(diagnostics, data, victims, band)
+    lines += ["", "Partial Spearman rho with LFR controlling for `active_fraction` (rank residuals, all masks): "
+              "does the proxy know more than how many heads are left?", ""]
+    lines += ["| proxy | " + " | ".join(victims) + " |", "|---|" + "---|" * len(victims)]
+    for p in proxies:
+        cells = []
+        for v in victims:
+            vd = [r for r in data if r["victim"] == v and p in r and "active_fraction" in r]
+            cells.append(f"{partial_spearman([r[p] for r in vd], [r['lfr'] for r in vd], [r['active_fraction'] for r in vd]):+.2f} (n={len(vd)})")
+        lines.append(f"| `{p}` | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Cost per call (mean over the masks above; construction once per model):")
     lines.append("")

@@ -155,37 +155,46 @@ class SoftTriggerProxy(BackdoorProxy):
     """Class asymmetry of a universal adversarial soft trigger's success.
 
     Definition: for each class ``c``, ``num_vectors`` free embedding vectors ``z_c [k, d]`` are
-    inserted right after the first token ([CLS]) of every clean subset sentence whose TRUE label is
-    not ``c``; starting from the embeddings of ``num_vectors`` vocabulary words drawn with ``seed``,
-    ``z_c`` is trained for ``steps`` Adam steps (learning rate ``lr`` times the mean token-embedding
-    norm, each vector projected back to the largest token-embedding norm after a step) to minimise
-    the cross-entropy toward ``c``, with the model frozen and the mask applied through
-    :class:`~headprune.gating.HeadGate`. With the final ``z_c``::
+    inserted right after the first token ([CLS]) of every clean subset sentence (``n_per_class`` per
+    label, seeded) whose TRUE label is not ``c``. Starting from the embeddings of vocabulary words
+    drawn with ``seed``, ``z_c`` takes ``steps`` Adam steps minimising the cross-entropy toward
+    ``c``, with the model frozen and the mask applied through :class:`~headprune.gating.HeadGate`;
+    step ``t`` uses the learning rate ``lr * lr_growth**t`` times the mean token-embedding norm (a
+    geometric schedule that sweeps the trigger's strength from negligible to large, so the same
+    defaults work for models of very different sensitivity), and each vector is projected back to
+    the largest token-embedding norm after a step. Before each step and after the last one
+    (``steps + 1`` points, the :meth:`rate_curve`)::
 
         rate_c = #{non-c sentences predicted c with z_c, not predicted c without it}
                  / #{non-c sentences not predicted c without it}
 
-    (0 when the denominator is 0), a count over the sentences the trigger could flip; the value is
-    ``max_c rate_c - min_c rate_c``, in ``[0, 1]``. Counting only flippable sentences keeps the
-    value from rewarding a merely biased model: a model that predicts one class for everything
-    (e.g. every head pruned) scores 0, not 1. All classes are optimised in ONE batch (their
-    triggers are independent and Adam is per-coordinate, so this equals separate runs).
+    (0 when the denominator is 0): a count over the sentences the trigger could flip. ``rates`` is
+    the mean of the curve (``aggregate="mean"``, an area under the success-vs-effort curve: how
+    EARLY each class becomes reachable) or its last point (``"final"``), and the value is
+    ``max_c rate_c - min_c rate_c``, in ``[0, 1]``. Counting only flippable sentences keeps the value
+    from rewarding a merely biased model: a model that predicts one class for everything (e.g. every
+    head pruned) scores 0, not 1. All classes are optimised in ONE batch (their triggers are
+    independent and Adam is per-coordinate, so this equals separate runs).
 
     Why: a backdoored model has a low-effort route to its target class (a trigger), so clean inputs
-    are flipped toward the target far more easily than away from it (the "shortcut" intuition
-    behind trigger inversion, e.g. PICCOLO / DBS and universal adversarial triggers, Wallace et al.
-    2019); asymmetry needs no knowledge of the target. Issue #4's probe: Spearman ~0.56 with LFR
-    on a Bible-style MiniLM victim.
+    are flipped toward the target more easily than away from it (the intuition behind trigger
+    inversion, e.g. DBS, Shen et al. 2022, and universal adversarial triggers, Wallace et al. 2019);
+    the asymmetry needs no knowledge of the target. Issue #4's probe: Spearman ~0.56 with LFR on a
+    Bible-style MiniLM victim. A constant learning rate does not transfer between models: 0.05 x
+    norm for 5 steps separates the tiny BadNets victim from its clean twin but flips ~100% of
+    both classes on the MiniLM syntactic victim (hence the schedule).
 
-    Cost: ``steps`` forward+backward passes (gradients to the trigger only, no parameter gradients)
-    plus one forward over ``n_per_class * C`` sentences of at most ``max_length`` tokens; on MiniLM
-    with the defaults (64 sentences, 12 steps) about 1-2 s per call on 2 CPU cores.
+    Cost: ``steps`` forward+backward passes (gradients to the trigger only, no parameter
+    gradients) and two forwards over ``n_per_class * C`` sentences of at most ``max_length`` tokens;
+    on MiniLM with the defaults (32 sentences, 8 steps) SOFT_TRIGGER_COST.
 
     Args:
         n_per_class: clean sentences per label in the subset.
         num_vectors: trigger length ``k``.
         steps: Adam steps.
-        lr: Adam learning rate in units of the mean token-embedding norm.
+        lr: first step's learning rate, in units of the mean token-embedding norm.
+        lr_growth: learning-rate factor per step (1 = constant).
+        aggregate: ``"mean"`` (over the rate curve) or ``"final"`` (last point).
         max_length: truncation (trigger included).
     """
 

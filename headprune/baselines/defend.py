@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from headprune.baselines.policies import EnsemblePolicy
 from headprune.baselines.registry import Strategy, get_strategy
 from headprune.data import LabelledTexts, read_labelled_text
 from headprune.envs.headprune_env import HeadPruneEnv
@@ -299,7 +300,7 @@ def _run_policy(spec: Strategy, env: HeadPruneEnv, victim: Victim, seed: int, op
     """Build the policy from the defender's rows and run one episode; returns (mask, trajectory, details)."""
     assert spec.policy is not None
     kwargs = {**spec.defaults, **options}
-    if spec.policy.__name__ == "EnsemblePolicy":
+    if issubclass(spec.policy, EnsemblePolicy):
         kwargs.setdefault("budget", env.budget)
         kwargs.setdefault("max_accuracy_drop", env.start_score.accuracy - env.accuracy_floor)
     policy = spec.policy(victim.model, victim.tokenizer, env.train_data, seed, max_length=env.max_length, **kwargs)

@@ -7,27 +7,50 @@ two constructions with the same arguments (all sampling uses generators seeded b
 model runs in eval mode, so there is no dropout). Values are memoised by mask, so the model's
 weights must not change after construction (build a new proxy after fine-tuning).
 
-Proxies (cost per call measured on all-MiniLM-L6-v2, 6 x 12 heads, 2 busy CPU cores; see
-``benchmarks/proxy_evidence.py``):
+Proxies (cost per call measured on the MiniLM victims, all-MiniLM-L6-v2 6 x 12 heads, ONE torch
+thread on a 2-core machine shared with a training job; see ``benchmarks/proxy_evidence.py``):
 
 ``soft_trigger`` (:class:`SoftTriggerProxy`)
-    Class asymmetry of the success of a universal adversarial soft trigger. A backdoored model
-    has a shortcut to its target class, so a few free embedding vectors learn to flip clean inputs
-    to the target much more easily than to any other class. About 1-2 s per call (12 Adam steps of
-    one forward + backward over 64 sentences).
+    Class asymmetry of the success of a universal adversarial soft trigger (one embedding vector
+    after [CLS], 8 Adam steps on 32 clean sentences). 5.8-8.4 s per call.
 ``random_word_flip`` (:class:`RandomWordFlipProxy`)
-    Class asymmetry of the prediction changes caused by inserting random vocabulary words into clean
-    sentences. Forward-only over a perturbed set built once; about 0.3-0.5 s per call.
+    Class asymmetry of the net prediction flips caused by inserting 3 random vocabulary words into
+    clean sentences. Forward-only over a perturbed set built once (192 sentences); 2.1-3.7 s per call.
 ``cls_attention_concentration`` (:class:`ClsAttentionConcentrationProxy`)
     Mean over active heads of the largest [CLS] attention weight on a single content token.
-    One eager forward over 64 sentences; about 0.2 s per call.
+    One eager forward over 64 sentences; 1.0-2.0 s per call.
 ``pure_variance`` (:class:`PureVarianceProxy`)
     PURE's [CLS]-attention variance, computed once for the unpruned model and summed over the
-    mask's active heads (as a share of the total). Microseconds per call.
+    mask's active heads (as a share of the total). Microseconds per call after one
+    :func:`~headprune.head_stats.compute_head_stats` pass (62-109 s on 64 sentences), or free when
+    the caller passes the statistics it already has.
 
-Choice of :data:`DEFAULT_PROXY`: see the evidence section at the end of this docstring.
+Evidence and the choice of :data:`DEFAULT_PROXY` (``benchmarks/proxy_evidence.py``, seed 0; the
+tables are in ``benchmarks/RESULTS.md``). Spearman rho with LFR (300 poisoned-test rows) over 55
+masks per victim (unpruned; importance-, PURE- and ablation-ordered prunes at fractions
+0.05-0.60; 16 seeded random masks; 2 masks after a 1000-row clean fine-tune), "band" = clean
+accuracy within 0.05 of the unpruned model's:
 
-Evidence (``benchmarks/proxy_evidence.py``, results in ``benchmarks/RESULTS.md``): EVIDENCE_PENDING
+=============================  ==========================  ==========================
+proxy                          syntactic: all / band        style: all / band
+=============================  ==========================  ==========================
+``pure_variance``              +0.87 / +0.78 (n=55 / 39)    +0.22 / +0.43 (p=0.02, n=28)
+``soft_trigger``               +0.02 / -0.06                +0.59 / +0.71 (p=2e-5)
+``random_word_flip``           +0.19 / +0.16                +0.15 / +0.08
+``cls_attention_concentration`` -0.41 / -0.40               -0.34 / -0.39
+(control) share of heads kept  +0.75 / +0.65                +0.14 / +0.45
+=============================  ==========================  ==========================
+
+``pure_variance`` is the default: it is the only proxy whose in-band correlation is positive and
+significant on BOTH attacks, it stays so without the PURE-ordered masks (syntactic +0.79 in band,
+style +0.38, p=0.08), and it costs nothing per call, which matters for an RL environment taking
+10^4-10^5 steps. Its limits: on the style victim it is no better than simply counting the heads kept,
+and on random masks alone it is negative there (-0.40, n=16). ``soft_trigger`` is by far the best
+proxy on the style victim (+0.71 in band, +0.84 on random masks, +0.75 partial rho given the share of
+heads kept) but carries no signal on the syntactic one (a one-vector trigger after [CLS] cannot
+imitate a syntactic template) and costs 6-8 s per call; offer it where the attack is suspected to be
+lexical or stylistic, or at episode ends. ``cls_attention_concentration`` is consistently NEGATIVELY
+correlated (pruning concentrating heads raises LFR), so as defined it points the wrong way.
 """
 
 from __future__ import annotations
@@ -186,7 +209,7 @@ class SoftTriggerProxy(BackdoorProxy):
 
     Cost: ``steps`` forward+backward passes (gradients to the trigger only, no parameter
     gradients) and two forwards over ``n_per_class * C`` sentences of at most ``max_length`` tokens;
-    on MiniLM with the defaults (32 sentences, 8 steps) SOFT_TRIGGER_COST.
+    on MiniLM with the defaults (32 sentences, 8 steps) 5.8-8.4 s per call on one busy CPU thread.
 
     Args:
         n_per_class: clean sentences per label in the subset.
@@ -340,7 +363,7 @@ class RandomWordFlipProxy(BackdoorProxy):
 
     Cost: one forward (through an :class:`~headprune.evaluator.Evaluator`, sorted dynamic padding)
     over ``n_per_class * C * (1 + variants)`` sentences; on MiniLM with the defaults (64 x 3 = 192
-    sentences) about 0.3-0.5 s per call on 2 CPU cores.
+    sentences) 2.1-3.7 s per call on one busy CPU thread.
     """
 
     name = "random_word_flip"
@@ -408,7 +431,11 @@ class ClsAttentionConcentrationProxy(BackdoorProxy):
     behind PURE, Zhao et al. ICML 2024, and attention-based detectors such as AttenTD, Lyu et al.
     2022); a model whose active heads concentrate on single tokens is more shortcut-prone.
 
-    Cost: one eager forward over the subset (64 sentences by default): about 0.2 s on MiniLM.
+    Cost: one eager forward over the subset (64 sentences by default): 1.0-2.0 s per call on MiniLM
+    (one busy CPU thread).
+
+    Evidence: on the MiniLM syntactic and style victims this value is NEGATIVELY correlated with LFR
+    (Spearman -0.41 and -0.34 over 55 masks), i.e. not a useful backdoor score as defined.
     """
 
     name = "cls_attention_concentration"
@@ -471,7 +498,8 @@ class PureVarianceProxy(BackdoorProxy):
     sum). PURE prunes the heads with the highest variance, so a mask that keeps them scores high.
 
     Cost: construction runs :func:`compute_head_stats` once (a gradient pass and ``L*H`` batched
-    ablations over the subset: ~10-30 s on MiniLM for 64 sentences) unless ``head_stats`` is given;
+    ablations over the subset: 62-109 s on MiniLM for 64 sentences on one busy CPU thread) unless
+    ``head_stats`` is given;
     each call is a masked sum (microseconds). The value ignores how pruning changes the attention
     of later layers (that is the point of "computed once").
     """
@@ -503,7 +531,7 @@ PROXIES: dict[str, type[BackdoorProxy]] = {
 }
 """Every proxy by name."""
 
-DEFAULT_PROXY: str = "soft_trigger"
+DEFAULT_PROXY: str = "pure_variance"
 """The proxy the env uses unless told otherwise (chosen by the evidence in the module docstring)."""
 
 

@@ -495,7 +495,12 @@ class PureVarianceProxy(BackdoorProxy):
     examples), computed ONCE for the unpruned model on ``n_per_class * C`` seeded clean sentences
     (or taken from ``head_stats`` when given, e.g. the env's cached statistics). The value is
     ``sum_{active (l, h)} v[l, h] / sum_{all} v[l, h]`` in ``[0, 1]`` (``normalise=False``: the raw
-    sum). PURE prunes the heads with the highest variance, so a mask that keeps them scores high.
+    sum). Direction: PURE prunes the LOWEST-variance heads first (:func:`~headprune.baselines.defend.pure_prune`),
+    which leaves this value high; the sign used here (higher = more backdoor-like) is not PURE's rule
+    but the measured one: over the proxy-evidence masks, the variance share kept rises with LFR
+    (Spearman +0.87 syntactic, +0.22 style; partial rho given the share of heads kept +0.70 / +0.25,
+    ``benchmarks/RESULTS.md``). A reward built on it therefore favours pruning high-variance heads,
+    the opposite of PURE's order; that is a finding to keep testing, not an assumption.
 
     Cost: construction runs :func:`compute_head_stats` once (a gradient pass and ``L*H`` batched
     ablations over the subset: 62-109 s on MiniLM for 64 sentences on one busy CPU thread) unless

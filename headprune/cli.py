@@ -8,6 +8,8 @@ Commands:
   (and, as evaluation only, the LFR change) per head.
 * ``headprune defend``        – run a baseline defense (``--strategy``) on a victim and export the
   cleaned model with ``report.json``, ``report.md`` and a plot.
+* ``headprune compare``       – run strategies and trained policies over victims and seeds
+  (:mod:`headprune.compare`), one JSONL record per run, resumable.
 
 Bad input exits with status 2 and a message naming the argument.
 """
@@ -142,6 +144,47 @@ def _defend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from headprune.compare import (
+        POLICY_PREFIX, RunSettings, make_executor, pin_threads, run_grid, summary_markdown,
+    )
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {args.seeds}")
+    if not args.strategies and not args.policies:
+        raise ValueError("give --strategies and/or --policies")
+    try:
+        options = json.loads(args.options)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--options must be a JSON object, got {args.options!r} ({err})") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {args.options!r}')
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {out} is a file")
+    pin_threads(args.threads)
+    methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
+    settings = RunSettings(
+        finetune_epochs=args.finetune_epochs, finetune_max_steps=args.finetune_max_steps, budget=args.budget,
+        max_accuracy_drop=args.max_accuracy_drop, clean_rows=args.clean_rows, eval_size=args.eval_size,
+        stats_size=args.stats_size, test_limit=args.test_limit, options=options, fast=args.fast,
+    )
+    executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    report = run_grid(args.victims, methods, seeds, out / "runs.jsonl", settings, executor=executor,
+                      reference=args.reference, cache=args.cache, progress=not args.quiet)
+    table = summary_markdown(report.records)
+    (out / "summary.md").write_text(table)
+    print(table)
+    print(f"{len(report.ran)} runs done, {len(report.skipped)} already recorded; records: {report.path}; "
+          f"table: {out / 'summary.md'}")
+    for label, error in report.failed:
+        print(f"headprune: run failed: {label}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``headprune``."""
     parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])
@@ -198,6 +241,33 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--cache", default=None)
     dfd.add_argument("--quiet", action="store_true", help="no progress bars")
     dfd.set_defaults(func=_defend)
+
+    cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")
+    cmp.add_argument("--victims", nargs="+", required=True, help="preset names or victim folders")
+    cmp.add_argument("--strategies", nargs="*", default=[], help=f"registry names: {', '.join(STRATEGIES)}")
+    cmp.add_argument("--policies", nargs="*", default=[], help="trained agent checkpoints (headprune.agents)")
+    cmp.add_argument("--seeds", type=int, default=3, help="number of seeds per method (seeds S..S+N-1)")
+    cmp.add_argument("--seed-start", type=int, default=0, help="first seed S")
+    cmp.add_argument("--out", required=True, help="folder: runs.jsonl (records, resumed) and summary.md")
+    cmp.add_argument("--reference", action="store_true", help="add each victim's clean-model row")
+    cmp.add_argument("--workers", type=int, default=1, help="parallel worker processes (1 torch thread each)")
+    cmp.add_argument("--engine", default="auto", choices=["auto", "local", "process", "ray"],
+                     help="auto: process if --workers > 1, else local; ray needs the ray package")
+    cmp.add_argument("--ray-address", default=None, help="Ray cluster address (engine ray)")
+    cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    cmp.add_argument("--finetune-epochs", type=float, default=3.0)
+    cmp.add_argument("--finetune-max-steps", type=int, default=None)
+    cmp.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
+    cmp.add_argument("--max-accuracy-drop", type=float, default=0.05)
+    cmp.add_argument("--clean-rows", type=int, default=None, help="use only the first N defender clean rows")
+    cmp.add_argument("--eval-size", type=int, default=256)
+    cmp.add_argument("--stats-size", type=int, default=256)
+    cmp.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N clean/poisoned test rows")
+    cmp.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}}')
+    cmp.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+    cmp.add_argument("--cache", default=None)
+    cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmp.set_defaults(func=_compare)
     return parser
 
 

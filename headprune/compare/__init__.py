@@ -1,0 +1,61 @@
+"""Experiment runner: agents and baselines over a (victim, method, seed) grid, one JSONL record per run,
+resumable, in process, over processes or on Ray. ``headprune compare`` is its command line.
+
+* :mod:`headprune.compare.grid`: :func:`run_grid`, :class:`RunSettings`, methods and the per-run worker;
+* :mod:`headprune.compare.executors`: the :class:`Executor` protocol and its local / process / Ray engines;
+* :mod:`headprune.compare.records`: the JSONL store, loading and the mean ± std summary.
+"""
+
+from headprune.compare.executors import (
+    Executor,
+    LocalExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    make_executor,
+    pin_threads,
+)
+from headprune.compare.grid import (
+    FAST_OPTIONS,
+    POLICY_PREFIX,
+    GridReport,
+    RunSettings,
+    RunSpec,
+    parse_method,
+    plan_grid,
+    run_cell,
+    run_grid,
+)
+from headprune.compare.records import (
+    CLEAN_MODEL,
+    RecordStore,
+    load_records,
+    mean_std,
+    record_attack,
+    summary_markdown,
+    summary_rows,
+)
+
+__all__ = [
+    "CLEAN_MODEL",
+    "FAST_OPTIONS",
+    "POLICY_PREFIX",
+    "Executor",
+    "GridReport",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "RecordStore",
+    "RunSettings",
+    "RunSpec",
+    "load_records",
+    "make_executor",
+    "mean_std",
+    "parse_method",
+    "pin_threads",
+    "plan_grid",
+    "record_attack",
+    "run_cell",
+    "run_grid",
+    "summary_markdown",
+    "summary_rows",
+]

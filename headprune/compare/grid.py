@@ -1,0 +1,370 @@
+"""The experiment grid: every (victim, method, seed) cell run through :func:`~headprune.baselines.defend`,
+one JSONL record per run, skipping the runs already recorded.
+
+A *method* is a registry strategy name (``"gradient"``, ``"pure"``, ``"none"``, ...), a trained agent
+``"policy:<path>"`` (loaded with :func:`headprune.agents.load_policy`), or :data:`CLEAN_MODEL`, the
+reference row (the clean model trained like the victim; evaluated once per victim, seed 0).
+
+Protocol (``defend``'s): the defense sees only the defender's clean rows; the victim's clean and
+poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
+:func:`~headprune.metrics.evaluate_defense` after the mask and weights are fixed. Same seed, same numbers.
+
+The config hash of a strategy run is the hash of exactly the settings ``benchmarks/defense_table.py``
+always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_accuracy_drop``,
+``clean_rows``, ``eval_size``, ``stats_size``, ``test_limit``, ``options``), so its records and the
+runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headprune.compare.executors import Executor, LocalExecutor
+from headprune.compare.records import CLEAN_MODEL, RecordKey, RecordStore
+
+__all__ = ["FAST_OPTIONS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "parse_method", "plan_grid",
+           "run_cell", "run_grid"]
+
+POLICY_PREFIX = "policy:"
+FAST_OPTIONS: dict[str, dict[str, Any]] = {
+    "mcdropout": {"passes": 3, "n_rows": 48}, "sparsify": {"max_steps": 3, "n_rows": 64},
+    "gradient": {"n_rows": 64}, "ensemble": {"n_members": 3, "n_rows": 64},
+}
+"""Small strategy options for smoke runs (``--fast``)."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything besides (victim, method, seed) that defines a run (``defend``'s knobs and the data).
+
+    Attributes:
+        finetune_epochs / finetune_max_steps: clean fine-tuning after pruning (0 epochs disables it).
+        budget: most heads pruned (default: the env's, half the heads).
+        max_accuracy_drop: the accuracy floor below the unpruned validation accuracy.
+        clean_rows: use only the first N defender clean rows (default: all 872 SST-2 dev rows).
+        eval_size / stats_size: the env's validation and head-statistics rows.
+        test_limit: evaluate on the first N clean / poisoned test rows (default: all).
+        options: ``{method: {option: value}}`` strategy options.
+        fast: add :data:`FAST_OPTIONS` (smoke runs).
+    """
+
+    finetune_epochs: float = 3.0
+    finetune_max_steps: int | None = None
+    budget: int | None = None
+    max_accuracy_drop: float = 0.05
+    clean_rows: int | None = None
+    eval_size: int = 256
+    stats_size: int = 256
+    test_limit: int | None = None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fast: bool = False
+
+    def __post_init__(self) -> None:
+        # floats, so 3 and 3.0 hash alike (defense_table.py always hashed argparse floats)
+        object.__setattr__(self, "finetune_epochs", float(self.finetune_epochs))
+        object.__setattr__(self, "max_accuracy_drop", float(self.max_accuracy_drop))
+        object.__setattr__(self, "options", {str(k): dict(v) for k, v in dict(self.options).items()})
+        if self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        for name in ("finetune_max_steps", "budget", "clean_rows", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+        for name in ("eval_size", "stats_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
+
+    def method_options(self, method: str) -> dict[str, Any]:
+        """The strategy options of ``method``: fast defaults (if ``fast``) updated by ``options``."""
+        return {**(FAST_OPTIONS.get(method, {}) if self.fast else {}), **dict(self.options.get(method, {}))}
+
+    def method_config(self, method: str) -> dict[str, Any]:
+        """The hashed config of a run of ``method`` (the keys defense_table.py always hashed)."""
+        if method == CLEAN_MODEL:
+            return {"kind": CLEAN_MODEL, "test_limit": self.test_limit}
+        cfg: dict[str, Any] = {
+            "finetune_epochs": self.finetune_epochs, "finetune_max_steps": self.finetune_max_steps,
+            "budget": self.budget, "max_accuracy_drop": self.max_accuracy_drop, "clean_rows": self.clean_rows,
+            "eval_size": self.eval_size, "stats_size": self.stats_size, "test_limit": self.test_limit,
+            "options": self.method_options(method),
+        }
+        if method.startswith(POLICY_PREFIX):
+            cfg["policy_sha256"] = _path_digest(Path(method[len(POLICY_PREFIX):]))
+        return cfg
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid cell, picklable (what an executor ships to a worker)."""
+
+    victim: str
+    victim_name: str
+    method: str
+    seed: int
+    settings: RunSettings
+    config: dict[str, Any]
+    config_hash: str
+    cache: str | None = None
+
+    @property
+    def key(self) -> RecordKey:
+        return (self.victim_name, self.method, self.seed, self.config_hash)
+
+    @property
+    def label(self) -> str:
+        return f"{self.victim_name} {self.method} seed {self.seed} ({self.config_hash})"
+
+
+@dataclass
+class GridReport:
+    """What :func:`run_grid` did: every record of the grid (in grid order), the keys run and skipped,
+    and the runs that failed (``(label, error)``; not recorded, so a rerun retries them)."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    ran: list[RecordKey]
+    skipped: list[RecordKey]
+    failed: list[tuple[str, str]]
+
+
+# ------------------------------------------------------------------------------------------ methods
+def _path_digest(path: Path) -> str:
+    """sha256 of a file, or of every file under a folder (relative names and bytes, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def parse_method(method: str) -> tuple[str, str | None]:
+    """``(kind, policy path)`` of a method: ``("strategy", None)``, ``("reference", None)`` or
+    ``("policy", path)``.
+
+    Raises:
+        ValueError: an unknown strategy name (naming the valid ones) or an empty policy path.
+        FileNotFoundError: a policy path that does not exist.
+    """
+    if method == CLEAN_MODEL:
+        return "reference", None
+    if method.startswith(POLICY_PREFIX):
+        path = method[len(POLICY_PREFIX):]
+        if not path:
+            raise ValueError(f"method {method!r}: give the agent's checkpoint as policy:<path>")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"method {method!r}: no such policy file or folder: {path}")
+        return "policy", path
+    from headprune.baselines.registry import get_strategy
+
+    get_strategy(method)
+    return "strategy", None
+
+
+# ------------------------------------------------------------------------------------------ worker side
+_VICTIMS: dict[tuple[str, str | None], Any] = {}
+
+
+def _victim(spec: str, cache: str | None, progress: bool = False) -> Any:
+    """The victim of ``spec``, loaded (or built) once per process."""
+    key = (spec, cache)
+    if key not in _VICTIMS:
+        from headprune.victims import resolve_victim
+
+        _VICTIMS[key] = resolve_victim(spec, cache=cache, progress=progress)
+    return _VICTIMS[key]
+
+
+def _require_agents(method: str) -> Callable[..., Any]:
+    """``headprune.agents.load_policy``; ValueError naming ``method`` when the agents package lacks it."""
+    try:
+        from headprune.agents import load_policy
+    except ImportError as err:
+        raise ValueError(f"method {method!r} needs headprune.agents.load_policy(path, env) (the agents "
+                         f"package), which cannot be imported: {err}") from None
+    return load_policy  # type: ignore[no-any-return]
+
+
+def _load_agent(path: str, victim: Any, clean: Any, spec: RunSpec) -> Any:
+    """A trained agent from ``headprune.agents.load_policy(path, env)`` (issue 6), with an env built on the
+    defender's clean rows only, like the one ``defend`` builds; ``defend`` then runs it as ``strategy``."""
+    load_policy = _require_agents(spec.method)
+    from headprune.envs.headprune_env import HeadPruneEnv
+
+    s = spec.settings
+    env = HeadPruneEnv(victim, clean_data=clean, eval_size=s.eval_size, stats_size=s.stats_size,
+                       max_accuracy_drop=s.max_accuracy_drop, budget=s.budget, seed=spec.seed, cache=spec.cache,
+                       progress=False)
+    return load_policy(path, env)
+
+
+def _environment() -> dict[str, Any]:
+    from headprune.provenance import environment_info
+
+    return environment_info()
+
+
+def run_cell(spec: RunSpec) -> dict[str, Any]:
+    """Run one grid cell and return its record (no file is written here). Module level, so every
+    executor (processes, Ray) can ship it."""
+    from headprune.baselines.defend import defend
+    from headprune.metrics import evaluate_defense
+
+    s = spec.settings
+    victim = _victim(spec.victim, spec.cache)
+    splits = victim.splits()  # evaluation only: handed to defend/evaluate_defense as evaluation data
+    clean_test, poisoned_test = splits.clean_test, splits.poisoned_test
+    if s.test_limit is not None:
+        clean_test, poisoned_test = clean_test.take(s.test_limit), poisoned_test.take(s.test_limit)
+    base = {"victim": victim.name, "strategy": spec.method, "seed": spec.seed, "config_hash": spec.config_hash}
+    kind, path = parse_method(spec.method)
+    env = _environment()
+    provenance = {"attack": victim.config.attack, "environment": {k: v for k, v in env.items() if k != "versions"}}
+
+    if kind == "reference":
+        from headprune.victims import build_victim
+
+        ref = build_victim(config=victim.config.clean_reference(), cache=spec.cache, progress=False)
+        t = time.perf_counter()
+        rep = evaluate_defense(ref.model, ref.tokenizer, clean_test, poisoned_test, victim.config.target_label,
+                               max_length=victim.config.max_length)
+        return {**base, "acc": rep.acc, "lfr": rep.lfr, "acc_pruned": None, "lfr_pruned": None, "heads_pruned": 0,
+                "wall_s": time.perf_counter() - t, "model": ref.name, "versions": env["versions"], **provenance}
+
+    clean = victim.defender_clean_data()
+    if s.clean_rows is not None:
+        clean = clean.take(s.clean_rows)
+    strategy = spec.method if kind == "strategy" else _load_agent(str(path), victim, clean, spec)
+    r = defend(victim, clean, strategy, spec.seed, finetune_epochs=s.finetune_epochs,
+               finetune_max_steps=s.finetune_max_steps, budget=s.budget, max_accuracy_drop=s.max_accuracy_drop,
+               eval_size=s.eval_size, stats_size=s.stats_size, options=s.method_options(spec.method),
+               eval_clean=clean_test, eval_poison=poisoned_test, cache=spec.cache, progress=False)
+    return {**base, "config": spec.config, "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
+            "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
+            "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,
+            "pruned_heads": r.pruned_heads, "versions": r.versions.get("versions", env["versions"]),
+            "mask": r.mask.tolist(), "timings": r.timings, **provenance}
+
+
+# ------------------------------------------------------------------------------------------ parent side
+def _victim_name(spec: str) -> str:
+    """The cache name of a victim preset or folder, without loading its model.
+
+    Raises:
+        ValueError: naming the spec when it is neither a preset nor a victim folder.
+    """
+    from headprune.victims import CARD_FILE, PRESETS, VictimConfig
+
+    if spec in PRESETS:
+        return PRESETS[spec].name
+    card = Path(spec) / CARD_FILE
+    if card.is_file():
+        import json
+
+        return VictimConfig.from_dict(json.loads(card.read_text())["config"]).name
+    raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder "
+                     f"with {CARD_FILE}")
+
+
+def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[int], settings: RunSettings, *,
+              reference: bool = False, cache: str | os.PathLike[str] | None = None) -> list[RunSpec]:
+    """Every cell of the grid, victim-major (then the reference row, then methods in order, then seeds).
+    Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one)."""
+    from headprune.provenance import config_hash
+
+    for what, items in (("victims", victims), ("methods", methods), ("seeds", seeds)):
+        if len(items) == 0 and not (what == "methods" and reference):
+            raise ValueError(f"no {what} given")
+        if len(set(items)) != len(items):
+            raise ValueError(f"duplicate {what}: {list(items)}")
+    for seed in seeds:
+        if int(seed) < 0:
+            raise ValueError(f"seeds must be >= 0, got {seed}")
+    for method in methods:
+        kind, _ = parse_method(method)
+        if kind == "policy":
+            _require_agents(method)
+    unknown = set(settings.options) - set(methods)
+    if unknown:
+        raise ValueError(f"options given for methods not in the grid: {sorted(unknown)}")
+    cache_str = None if cache is None else str(cache)
+    cells = []
+    for v in victims:
+        name = _victim_name(v)
+        grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in methods for s in seeds]
+        for method, seed in grid:
+            cfg = settings.method_config(method)
+            cells.append(RunSpec(victim=v, victim_name=name, method=method, seed=seed, settings=settings, config=cfg,
+                                 config_hash=config_hash(cfg), cache=cache_str))
+    return cells
+
+
+def run_grid(
+    victims: Sequence[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    records: str | os.PathLike[str],
+    settings: RunSettings | None = None,
+    *,
+    executor: Executor | None = None,
+    reference: bool = False,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> GridReport:
+    """Run every (victim, method, seed) cell not yet in the JSONL ``records`` file and append its record.
+
+    Args:
+        victims: preset names or victim folders.
+        methods: registry strategy names and/or ``"policy:<path>"``.
+        seeds: the seeds of every method.
+        records: the JSONL file (read first; only this process appends to it).
+        settings: :class:`RunSettings` (default: the defaults of ``defend``).
+        executor: where runs execute (default :class:`~headprune.compare.executors.LocalExecutor`).
+        reference: add the clean-model reference row of each victim (method :data:`CLEAN_MODEL`).
+        cache: victim / head-statistics cache root.
+        progress: a progress bar over the runs.
+        log: where ``[run]/[skip]/[fail]`` lines go (default: above the progress bar).
+    Returns:
+        :class:`GridReport`. Failed runs are reported, not recorded; the others are kept.
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or RunSettings()
+    executor = executor or LocalExecutor()
+    store = RecordStore(records)
+    cells = plan_grid(victims, methods, seeds, settings, reference=reference, cache=cache)
+    say = log or tqdm.write
+    pending = [c for c in cells if c.key not in store]
+    skipped = [c.key for c in cells if c.key in store]
+    for c in cells:
+        if c.key in store:
+            say(f"[skip] {c.label}: in {store.path}")
+    # build/load each victim once here, so parallel workers never race to build the same cache folder
+    for v in dict.fromkeys(c.victim for c in pending):
+        _victim(v, None if cache is None else str(cache), progress)
+    ran: list[RecordKey] = []
+    failed: list[tuple[str, str]] = []
+    bar = tqdm(total=len(pending), desc=f"compare ({executor.name})", unit="run", disable=not progress or not pending)
+    say(f"[grid] {len(cells)} runs: {len(pending)} to run ({executor.name}), {len(skipped)} already in {store.path}")
+    for cell, outcome in executor.map_unordered(run_cell, pending):
+        if isinstance(outcome, BaseException):
+            failed.append((cell.label, f"{type(outcome).__name__}: {outcome}"))
+            say(f"[fail] {cell.label}: {type(outcome).__name__}: {outcome}")
+        else:
+            store.append(outcome)
+            ran.append(cell.key)
+            lfr = "-" if outcome.get("lfr") is None else f"{outcome['lfr']:.3f}"
+            say(f"[done] {cell.label}: ACC {outcome['acc']:.3f} LFR {lfr} heads {outcome['heads_pruned']}")
+        bar.update(1)
+    bar.close()
+    return GridReport(path=store.path, records=[store.records[c.key] for c in cells if c.key in store],
+                      ran=ran, skipped=skipped, failed=failed)

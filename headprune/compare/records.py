@@ -1,0 +1,146 @@
+"""The runner's JSONL records: one JSON object per finished run, appended by one process only.
+
+A record is keyed by ``(victim, strategy, seed, config_hash)``: ``victim`` is the victim's cache name
+(its config hash included), ``strategy`` the method (a registry name, ``"policy:<path>"`` or
+:data:`CLEAN_MODEL`), ``config_hash`` the :func:`~headprune.provenance.config_hash` of the settings that
+define the run. A grid skips every key already in its file, so an interrupted grid resumes.
+
+Keys of a run record (those of ``benchmarks/defense_table.py``, plus a few): ``victim``, ``strategy``,
+``seed``, ``config_hash``, ``config``, ``acc``, ``lfr`` (after pruning + fine-tuning), ``acc_pruned``,
+``lfr_pruned`` (right after pruning), ``heads_pruned``, ``wall_s`` (the defense itself, evaluation
+excluded), ``validation``, ``pruned_heads`` (``{"layer": [heads]}``), ``versions``, and from the
+runner ``attack``, ``mask`` (``[L][H]``, 1 = kept), ``timings``, ``environment``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CLEAN_MODEL", "RecordKey", "RecordStore", "load_records", "mean_std", "record_attack", "summary_rows", "summary_markdown"]
+
+CLEAN_MODEL = "clean model"
+"""Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
+
+RecordKey = tuple[str, str, int, str]
+
+
+def record_key(record: dict[str, Any]) -> RecordKey:
+    """``(victim, strategy, seed, config_hash)`` of a record."""
+    return (str(record["victim"]), str(record["strategy"]), int(record["seed"]), str(record["config_hash"]))
+
+
+class RecordStore:
+    """A JSONL file of run records, read once and appended to (by the calling process only).
+
+    Args:
+        path: the JSONL file (created with its folder on the first append).
+    Raises:
+        ValueError: naming the file and line when a line is not a JSON record with the key fields.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.records: dict[RecordKey, dict[str, Any]] = {}
+        if self.path.is_dir():
+            raise ValueError(f"records file {self.path} is a folder; give a .jsonl file path")
+        if self.path.is_file():
+            for i, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    key = record_key(record)
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                    raise ValueError(f"{self.path}:{i}: not a run record ({err})") from None
+                self.records[key] = record
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: RecordKey) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` as one line (flushed) and remember it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        self.records[record_key(record)] = record
+
+
+def load_records(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Every record of one or more JSONL files (missing files raise FileNotFoundError naming them)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[dict[str, Any]] = []
+    for p in items:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"no records file {p}")
+        out.extend(RecordStore(p).records.values())
+    return out
+
+
+def record_attack(record: dict[str, Any]) -> str:
+    """The victim's attack: the record's ``attack`` field, else the second part of the victim name
+    (``minilm-syntactic-p0.2-s0-<hash>`` -> ``syntactic``; records of ``defense_table.py``)."""
+    if record.get("attack"):
+        return str(record["attack"])
+    parts = str(record["victim"]).split("-")
+    return parts[1] if len(parts) > 1 else str(record["victim"])
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """``(mean, std with ddof 1 or None for one value, n)`` over the values that are not None."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return None, None, 0
+    return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None), len(xs)
+
+
+def _fmt(values: Iterable[float | None]) -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
+
+
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("heads_pruned", "heads pruned"), ("acc_pruned", "ACC pruned"), ("lfr_pruned", "LFR pruned"),
+    ("acc", "ACC"), ("lfr", "LFR"), ("wall_s", "wall s"),
+)
+
+
+def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (victim, strategy), in first-seen order: the runs, and mean/std/n of every
+    :data:`SUMMARY_COLUMNS` field over them."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((str(r["victim"]), str(r["strategy"])), []).append(r)
+    rows = []
+    for (victim, strategy), runs in groups.items():
+        row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]), "strategy": strategy,
+                               "runs": runs, "seeds": len(runs)}
+        for key, _ in SUMMARY_COLUMNS:
+            row[key] = mean_std(r.get(key) for r in runs)
+        rows.append(row)
+    return rows
+
+
+def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
+    """The Markdown table (mean ± std, ddof 1, over seeds) of :func:`summary_rows`."""
+    head = "| victim | strategy | " + " | ".join(label for _, label in SUMMARY_COLUMNS) + " | seeds |"
+    lines = [head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 3)]
+    for row in summary_rows(records):
+        label = "no defense" if row["strategy"] == "none" else row["strategy"]
+        cells = [_fmt(r.get(key) for r in row["runs"]) for key, _ in SUMMARY_COLUMNS]
+        lines.append(f"| {row['victim']} | {label} | " + " | ".join(cells) + f" | {row['seeds']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,167 @@
+"""The experiment runner (headprune.compare / ``headprune compare``) on the tiny victim with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headprune.cli import main as cli_main
+from headprune.compare import (
+    CLEAN_MODEL,
+    ProcessExecutor,
+    RecordStore,
+    RunSettings,
+    make_executor,
+    mean_std,
+    plan_grid,
+    run_grid,
+    summary_markdown,
+)
+from headprune.provenance import config_hash
+
+SETTINGS = RunSettings(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, eval_size=64, stats_size=48,
+                       test_limit=120, fast=True)
+METHODS = ["random", "gradient"]
+NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pruned_heads", "validation")
+
+
+def _numbers(records: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ...]]:
+    return {(r["strategy"], r["seed"]): tuple(json.dumps(r.get(k)) for k in NUMBERS) for r in records}
+
+
+@pytest.fixture(scope="module")
+def full_grid(tiny_victim, victim_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("compare") / "runs.jsonl"
+    report = run_grid(["tiny"], METHODS, [0, 1], path, SETTINGS, cache=victim_cache, progress=False,
+                      log=lambda _: None)
+    return path, report
+
+
+def test_grid_writes_one_record_per_run(full_grid, tiny_victim):
+    path, report = full_grid
+    assert not report.failed
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 4 == len(report.ran) and not report.skipped
+    assert {(r["strategy"], r["seed"]) for r in lines} == {(m, s) for m in METHODS for s in (0, 1)}
+    for r in lines:
+        assert r["victim"] == tiny_victim.name and r["attack"] == "badnets"
+        for key in ("config_hash", "config", "acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "wall_s",
+                    "validation", "pruned_heads", "versions", "mask", "timings", "environment"):
+            assert key in r, key
+        assert r["versions"]["torch"] and r["config"]["test_limit"] == 120
+        assert 0 <= r["lfr"] <= 1 and 0 <= r["acc"] <= 1
+        assert len(r["mask"]) == 2 and len(r["mask"][0]) == 4
+        assert r["heads_pruned"] == sum(v == 0 for row in r["mask"] for v in row)
+    assert "random" in summary_markdown(lines) and "gradient" in summary_markdown(lines)
+
+
+def test_rerun_skips_every_recorded_run(full_grid, victim_cache: Path):
+    path, first = full_grid
+    before = path.read_text()
+    again = run_grid(["tiny"], METHODS, [0, 1], path, SETTINGS, cache=victim_cache, progress=False, log=lambda _: None)
+    assert not again.ran and len(again.skipped) == 4
+    assert path.read_text() == before
+    assert _numbers(again.records) == _numbers(first.records)
+
+
+def test_interrupted_grid_resumes_with_the_same_numbers(full_grid, victim_cache: Path, tmp_path: Path):
+    _, full = full_grid
+    path = tmp_path / "runs.jsonl"
+    part = run_grid(["tiny"], METHODS, [0], path, SETTINGS, cache=victim_cache, progress=False, log=lambda _: None)
+    assert len(part.ran) == 2
+    rest = run_grid(["tiny"], METHODS, [0, 1], path, SETTINGS, cache=victim_cache, progress=False,
+                    log=lambda _: None)
+    assert {k[1:3] for k in rest.ran} == {(m, 1) for m in METHODS} and len(rest.skipped) == 2
+    assert len(path.read_text().splitlines()) == 4
+    assert _numbers(rest.records) == _numbers(full.records)  # same seed, same numbers
+
+
+def test_process_executor_gives_the_same_numbers(full_grid, victim_cache: Path, tmp_path: Path):
+    _, local = full_grid
+    report = run_grid(["tiny"], METHODS, [0, 1], tmp_path / "runs.jsonl", SETTINGS, cache=victim_cache,
+                      executor=ProcessExecutor(2), progress=False, log=lambda _: None)
+    assert not report.failed, report.failed
+    assert _numbers(report.records) == _numbers(local.records)
+
+
+def test_reference_row_and_cli(tiny_victim, victim_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "grid"
+    argv = ["compare", "--victims", "tiny", "--strategies", "none", "--seeds", "1", "--out", str(out), "--reference",
+            "--finetune-epochs", "0", "--clean-rows", "160", "--eval-size", "64", "--stats-size", "48",
+            "--test-limit", "120", "--cache", str(victim_cache), "--quiet"]
+    assert cli_main(argv) == 0
+    records = list(RecordStore(out / "runs.jsonl").records.values())
+    assert [r["strategy"] for r in records] == [CLEAN_MODEL, "none"]
+    assert records[0]["lfr"] is not None and records[0]["model"] != tiny_victim.name
+    assert (out / "summary.md").read_text().count("| tiny-badnets") == 2
+    assert cli_main(argv) == 0
+    assert "0 runs done, 2 already recorded" in capsys.readouterr().out
+
+
+def test_config_hash_is_the_one_defense_table_always_used():
+    """Records written by benchmarks/defense_table.py before the runner existed must still be skipped."""
+    settings = RunSettings(finetune_epochs=3, options={"gradient": {"n_rows": 64}})
+    legacy = {"finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
+              "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
+              "options": {"gradient": {"n_rows": 64}}.get("gradient", {})}
+    assert config_hash(settings.method_config("gradient")) == config_hash(legacy)
+    assert config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
+    assert RunSettings(fast=True).method_options("gradient") == {"n_rows": 64}
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"methods": ["nope"]}, "unknown strategy 'nope'"),
+    ({"methods": ["policy:/no/such/agent.zip"]}, "no such policy file"),
+    ({"victims": ["no-such-victim"]}, "unknown victim 'no-such-victim'"),
+    ({"seeds": [0, 0]}, "duplicate seeds"),
+    ({"seeds": []}, "no seeds"),
+    ({"methods": []}, "no methods"),
+])
+def test_bad_grid_arguments_are_named(kwargs: dict[str, Any], match: str, tmp_path: Path):
+    args = {"victims": ["tiny"], "methods": ["random"], "seeds": [0], **kwargs}
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        plan_grid(args["victims"], args["methods"], args["seeds"], SETTINGS)
+
+
+def test_bad_settings_records_and_engines(tmp_path: Path):
+    with pytest.raises(ValueError, match="eval_size"):
+        RunSettings(eval_size=0)
+    with pytest.raises(ValueError, match="options given for methods not in the grid"):
+        plan_grid(["tiny"], ["random"], [0], RunSettings(options={"gradient": {}}))
+    bad = tmp_path / "runs.jsonl"
+    bad.write_text('{"victim": "v"}\n')
+    with pytest.raises(ValueError, match=r"runs.jsonl:1: not a run record"):
+        RecordStore(bad)
+    with pytest.raises(ValueError, match="unknown engine"):
+        make_executor("spark")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        make_executor("process", 0)
+    assert mean_std([1.0, None, 3.0])[:2] == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_policy_method_needs_the_agents_api(tmp_path: Path):
+    agent = tmp_path / "agent.zip"
+    agent.write_bytes(b"not a real agent")
+    try:
+        from headprune.agents import load_policy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs headprune.agents.load_policy"):
+            plan_grid(["tiny"], [f"policy:{agent}"], [0], SETTINGS)
+    else:
+        cells = plan_grid(["tiny"], [f"policy:{agent}"], [0], SETTINGS)
+        assert len(cells[0].config["policy_sha256"]) == 64
+
+
+def test_cli_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    base = ["compare", "--victims", "tiny", "--out", str(tmp_path / "o")]
+    assert cli_main(base + ["--strategies", "nope"]) == 2
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
+    assert cli_main(base) == 2
+    assert "--strategies and/or --policies" in capsys.readouterr().err
+    assert cli_main(base + ["--strategies", "random", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+    assert cli_main(base + ["--strategies", "random", "--options", "{bad"]) == 2
+    assert "--options must be a JSON object" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"threads          torch.get_num_threads()={torch.get_num_threads()}  device=cpu")
     print(f"evaluator        batch {args.batch_size}, {len(ev.batches)} batches, padded lengths "
           f"{min(lengths)}..{max(lengths)} (mean {statistics.mean(lengths):.1f}); tokenize+batch once {build:.3f}s")
-    print(f"naive            batch 32, padded to 128, unsorted")
+    print("naive            batch 32, padded to 128, unsorted")
     print(f"time evaluator   {t_fast:.3f}s  (median of {args.repeats})")
     print(f"time naive       {t_naive:.3f}s  (median of {args.repeats})")
     print(f"speed-up         {t_naive / t_fast:.2f}x")

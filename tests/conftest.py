@@ -8,9 +8,11 @@ minute on 2 CPU cores, plus its clean reference). It is cached in a session temp
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from headprune.victims import PRESETS, Victim, build_victim
 
@@ -25,3 +27,13 @@ def victim_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_victim(victim_cache: Path) -> Victim:
     """The ``tiny`` preset victim (BadNets, target 1). Tests must not modify its model in place."""
     return build_victim(config=PRESETS["tiny"], cache=victim_cache, progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Run every test on one torch thread: tiny models gain nothing from intra-op threads, and on a
+    busy 2-core machine OpenMP barriers make each forward up to 30x slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,13 +36,6 @@ FAST_OPTIONS = {"mcdropout": {"passes": 3, "n_rows": 48}, "sparsify": {"max_step
                 "gradient": {"n_rows": 64}, "ensemble": {"n_members": 3, "n_rows": 64}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def fast(victim_cache):

@@ -6,14 +6,12 @@ import math
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import data_equivalence
 
 import headprune
@@ -28,15 +26,6 @@ from headprune.victims import Victim
 # default proxy is used where the test is about defaults (gym.make without a proxy).
 FAST = {"eval_size": 96, "stats_size": 96, "proxy": "pure_variance", "progress": False}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU OpenMP barriers make
-    each forward up to 30x slower; the previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

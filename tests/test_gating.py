@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
-from tiny_models import FAMILIES, HEADS, LAYERS, tiny_batch, tiny_model
+from tiny_models import FAMILIES, HEADS, LAYERS, gated_logits, tiny_batch, tiny_model
 
 from headprune.gating import (
     HeadGate,
@@ -23,27 +22,11 @@ from headprune.gating import (
 GRID = (LAYERS, HEADS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and several threads crawl on a shared, busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def _model(family: str) -> nn.Module:
     """Shared tiny model; tests that change parameters work on a copy."""
     return tiny_model(family)
-
-
-def _logits(model: nn.Module, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-    with torch.no_grad():
-        if mask is None:
-            return model(**batch).logits
-        with HeadGate(model, mask):
-            return model(**batch).logits
 
 
 def _zero_head_columns(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
@@ -69,25 +52,25 @@ def test_sites_cover_every_layer(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gating_one_head_changes_logits(family: str) -> None:
+def test_gating_one_head_changesgated_logits(family: str) -> None:
     model, batch = _model(family), tiny_batch()
     mask = mask_from_pruned({1: [2]}, GRID)
-    assert (_logits(model, batch, mask) - _logits(model, batch)).abs().max() > 1e-6  # init std 0.02: small logits
+    assert (gated_logits(model, batch, mask) - gated_logits(model, batch)).abs().max() > 1e-6  # init std 0.02: small logits
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gating_equals_zeroing_projection_columns(family: str) -> None:
     model, batch = _model(family), tiny_batch()
     pruned = {0: [1], 1: [0, 3]}
-    gated = _logits(model, batch, mask_from_pruned(pruned, GRID))
-    zeroed = _logits(_zero_head_columns(model, pruned), batch)
+    gated = gated_logits(model, batch, mask_from_pruned(pruned, GRID))
+    zeroed = gated_logits(_zero_head_columns(model, pruned), batch)
     torch.testing.assert_close(gated, zeroed, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_all_ones_mask_is_bit_identical(family: str) -> None:
     model, batch = _model(family), tiny_batch()
-    assert torch.equal(_logits(model, batch, torch.ones(GRID)), _logits(model, batch))
+    assert torch.equal(gated_logits(model, batch, torch.ones(GRID)), gated_logits(model, batch))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -97,9 +80,9 @@ def test_per_example_masks_match_separate_runs(family: str) -> None:
     masks[0, 0, 1] = 0
     masks[1, 1, [0, 2]] = 0
     masks[2, :, 3] = 0.5
-    together = _logits(model, batch, masks)
+    together = gated_logits(model, batch, masks)
     for b in range(3):
-        separate = _logits(model, batch, masks[b])[b]
+        separate = gated_logits(model, batch, masks[b])[b]
         torch.testing.assert_close(together[b], separate, rtol=0, atol=1e-6)
 
 
@@ -151,7 +134,7 @@ def test_gate_gradient_matches_finite_difference(family: str) -> None:
 def test_context_manager_leaves_model_unchanged(family: str) -> None:
     model, batch = _model(family), tiny_batch()
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
-    before = _logits(model, batch)
+    before = gated_logits(model, batch)
     with pytest.raises(RuntimeError, match="inside"):
         with HeadGate(model, mask_from_pruned({0: [0, 1]}, GRID)) as gate:
             assert gate.attached
@@ -161,7 +144,7 @@ def test_context_manager_leaves_model_unchanged(family: str) -> None:
     assert state.keys() == before_state.keys()
     assert all(torch.equal(state[k], before_state[k]) for k in state)
     assert all(not m._forward_pre_hooks and not m._forward_pre_hooks_with_kwargs for m in model.modules())
-    assert torch.equal(_logits(model, batch), before)
+    assert torch.equal(gated_logits(model, batch), before)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

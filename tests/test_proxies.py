@@ -22,14 +22,6 @@ from headprune.head_stats import compute_head_stats
 from headprune.victims import Victim, load_victim
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (two threads on a busy 2-core box thrash)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def clean(tiny_victim: Victim) -> LabelledTexts:

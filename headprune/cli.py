@@ -8,6 +8,9 @@ Commands:
   (and, as evaluation only, the LFR change) per head.
 * ``headprune defend``        – run a baseline defense (``--strategy``) on a victim and export the
   cleaned model with ``report.json``, ``report.md`` and a plot.
+* ``headprune train``         – train an RL agent (MaskablePPO or PPO) in ``HeadPrune-v0``, or resume a run
+  (:mod:`headprune.agents`).
+* ``headprune evaluate``      – run a trained policy with the protocol of ``defend`` and write the same report.
 * ``headprune compare``       – run strategies and trained policies over victims and seeds
   (:mod:`headprune.compare`), one JSONL record per run, resumable.
 
@@ -20,6 +23,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from headprune import __version__
 
@@ -89,16 +93,10 @@ def _heads(args: argparse.Namespace) -> int:
 
 
 def _defend(args: argparse.Namespace) -> int:
-    import shlex
-    from pathlib import Path
-
     from headprune.baselines.registry import get_strategy
 
     get_strategy(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
-    for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison),
-                       ("--eval-clean", args.eval_clean)):
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{flag}: no such file: {path}")
+    _check_files(args)
     if args.finetune_epochs < 0:
         raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     options = {}
@@ -125,15 +123,37 @@ def _defend(args: argparse.Namespace) -> int:
         curve_points=args.curve_points if (args.eval_poison or args.eval_clean) else 0, cache=args.cache,
         progress=not args.quiet,
     )
-    parts = ["headprune", "defend"]
+    paths = write_report(result, args.out, command=_command_line("defend", args))
+    _print_result(result, paths)
+    return 0
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """FileNotFoundError naming the flag of a data file that does not exist."""
+    from pathlib import Path
+
+    for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison),
+                       ("--eval-clean", args.eval_clean)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag}: no such file: {path}")
+
+
+def _command_line(name: str, args: argparse.Namespace) -> str:
+    """The command that reproduces ``args`` (every option spelled out)."""
+    import shlex
+
+    parts = ["headprune", name]
     for key, value in vars(args).items():
         if key in ("func", "command") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         values = value if isinstance(value, list) else [value]
         parts += [flag] if value is True else [x for v in values for x in (flag, shlex.quote(str(v)))]
-    command = " ".join(parts)
-    paths = write_report(result, args.out, command=command)
+    return " ".join(parts)
+
+
+def _print_result(result: Any, paths: dict[str, Any]) -> None:
+    """The summary lines of ``defend`` and ``evaluate``."""
     v = result.validation
     print(f"{result.strategy}: pruned {result.heads_pruned} heads; validation ACC {v['start']:.4f} -> "
           f"{v['pruned']:.4f} (pruned) -> {v['final']:.4f} (fine-tuned), floor {v['floor']:.4f}")
@@ -141,7 +161,6 @@ def _defend(args: argparse.Namespace) -> int:
         lfr = "" if m["lfr"] is None else f"  LFR {m['lfr']:.4f}"
         print(f"  {stage}: ACC {m['acc']:.4f}{lfr}")
     print(f"wrote {paths['model']}, {paths['json']}, {paths['markdown']}, {paths['plot']}")
-    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -183,6 +202,39 @@ def _compare(args: argparse.Namespace) -> int:
     for label, error in report.failed:
         print(f"headprune: run failed: {label}: {error}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from headprune.agents.training import run_train_command
+
+    return run_train_command(args, _command_line("train", args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from headprune.agents.evaluation import AgentStrategy, evaluate
+    from headprune.baselines.report import write_report
+    from headprune.data import read_labelled_text
+    from headprune.victims import resolve_victim
+
+    if not Path(args.policy).exists():
+        raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
+    AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
+    _check_files(args)
+    if args.finetune_epochs < 0:
+        raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
+    victim = resolve_victim(args.victim, cache=args.cache, progress=not args.quiet)
+    result = evaluate(
+        args.policy, victim, clean, args.seed, finetune_epochs=args.finetune_epochs, budget=args.budget,
+        max_accuracy_drop=args.max_accuracy_drop, eval_size=args.eval_size, stats_size=args.stats_size,
+        eval_clean=args.eval_clean, eval_poison=args.eval_poison, target_label=args.target_label,
+        curve_points=args.curve_points if (args.eval_poison or args.eval_clean) else 0, cache=args.cache,
+        progress=not args.quiet,
+    )
+    _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--cache", default=None)
     cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     cmp.set_defaults(func=_compare)
+
+    from headprune.agents.arguments import add_train_arguments
+
+    trn = commands.add_parser("train", help="train an RL agent in HeadPrune-v0 (or --resume a run)")
+    add_train_arguments(trn)
+    trn.set_defaults(func=_train)
+
+    evl = commands.add_parser("evaluate", help="run a trained policy with defend's protocol and write its report")
+    evl.add_argument("--policy", required=True, help="a trained model .zip or a run folder (headprune train)")
+    evl.add_argument("--victim", required=True, help="a victim preset name or folder (any model size)")
+    evl.add_argument("--clean-data", default=None, help="the defender's clean labelled file (default the victim's)")
+    evl.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
+    evl.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
+    evl.add_argument("--eval-clean", default=None,
+                     help="clean test file (evaluation only; default the validation rows)")
+    evl.add_argument("--seed", type=int, default=0)
+    evl.add_argument("--finetune-epochs", type=float, default=3.0, help="clean fine-tuning after pruning (0 disables)")
+    evl.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
+    evl.add_argument("--max-accuracy-drop", type=float, default=0.05, help="the accuracy floor below the start")
+    evl.add_argument("--eval-size", type=int, default=256, help="defender rows held out for validation")
+    evl.add_argument("--stats-size", type=int, default=256, help="defender rows for head statistics")
+    evl.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
+    evl.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
+    evl.add_argument("--cache", default=None)
+    evl.add_argument("--quiet", action="store_true", help="no progress bars")
+    evl.set_defaults(func=_evaluate)
     return parser
 
 

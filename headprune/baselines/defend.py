@@ -8,7 +8,8 @@ Protocol (the paper's and PURE's):
    floor is the env's (``max_accuracy_drop`` below the unpruned validation accuracy, or an absolute
    ``accuracy_floor``). Every strategy uses this one split, so rows are comparable across strategies.
 2. **Prune.** A ``"prune"`` strategy's policy (built from ``(model, tokenizer, env.train_data, seed)``
-   only) acts in the env until it terminates (accuracy below the floor), truncates (budget), or the
+   only; a :class:`PolicyStrategy` object such as a trained agent: from the env alone) acts in the env
+   until it terminates (accuracy below the floor), truncates (budget), or the
    policy's own plan is exhausted (``planned_budget``: layer-wise rates, ensemble majority); the mask is
    ``info["best_mask"]``. The env runs with zero reward weights and the cheap ``pure_variance`` proxy,
    so its best mask is the LAST visited mask at or above the floor: "prune until the floor", the rule of
@@ -39,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -59,8 +60,8 @@ from headprune.provenance import config_hash, environment_info
 from headprune.training import FineTuneConfig, fine_tune
 from headprune.victims import Victim, resolve_victim
 
-__all__ = ["DefenseResult", "PureAttentionRegulariser", "defend", "max_entropy_loss", "pure_norm_coefficients",
-           "pure_prune"]
+__all__ = ["DefenseResult", "PolicyStrategy", "PureAttentionRegulariser", "defend", "max_entropy_loss",
+           "pure_norm_coefficients", "pure_prune"]
 
 
 # ------------------------------------------------------------------------------------------ result
@@ -131,6 +132,54 @@ class DefenseResult:
         """Export the cleaned model with its heads pruned (:func:`~headprune.export.save_pruned`)."""
         return save_pruned(self.model, self.mask, out_dir, tokenizer=self.tokenizer,  # type: ignore[arg-type]
                            source=f"headprune defend --strategy {self.strategy}")
+
+
+# ------------------------------------------------------------------------------------------ strategy objects
+@runtime_checkable
+class PolicyStrategy(Protocol):
+    """A ``"prune"`` strategy given to :func:`defend` as an object instead of a registry name (e.g. a
+    trained agent, :class:`headprune.agents.AgentStrategy`); it runs the same protocol as the baselines.
+
+    Attributes:
+        name: the strategy name in reports.
+        description: one line for reports.
+    """
+
+    name: str
+    description: str
+
+    def build(self, env: HeadPruneEnv) -> Any:
+        """The policy for ``env``: an object with SB3's ``predict(obs, state, episode_start,
+        deterministic, action_masks)``, built from the env (its spaces and the defender's data) only."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """The options that define this strategy (JSON-ready; part of the run's config hash)."""
+        ...
+
+
+@dataclass
+class _GivenPolicy:
+    """A :class:`PolicyStrategy` around a ready policy object (anything with SB3's ``predict``, e.g.
+    :func:`headprune.agents.load_policy`'s result); its ``name``, ``description`` and ``config()`` are
+    used when it has them."""
+
+    policy: Any
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.policy, "name", type(self.policy).__name__))
+
+    @property
+    def description(self) -> str:
+        return str(getattr(self.policy, "description", f"policy object {type(self.policy).__name__}"))
+
+    def build(self, env: HeadPruneEnv) -> Any:
+        return self.policy
+
+    def config(self) -> dict[str, Any]:
+        config = getattr(self.policy, "config", None)
+        return dict(config()) if callable(config) else {"class": type(self.policy).__name__}
 
 
 # ------------------------------------------------------------------------------------------ PURE
@@ -296,17 +345,22 @@ def _as_texts(data: LabelledTexts | str | os.PathLike[str] | None) -> LabelledTe
 
 
 def _run_policy(spec: Strategy, env: HeadPruneEnv, victim: Victim, seed: int, options: Mapping[str, Any],
-                progress: bool) -> tuple[torch.Tensor, list[dict[str, Any]], dict[str, Any]]:
-    """Build the policy from the defender's rows and run one episode; returns (mask, trajectory, details)."""
-    assert spec.policy is not None
-    kwargs = {**spec.defaults, **options}
-    if issubclass(spec.policy, EnsemblePolicy):
-        kwargs.setdefault("budget", env.budget)
-        kwargs.setdefault("max_accuracy_drop", env.start_score.accuracy - env.accuracy_floor)
-    policy = spec.policy(victim.model, victim.tokenizer, env.train_data, seed, max_length=env.max_length, **kwargs)
+                progress: bool, builder: PolicyStrategy | None = None
+                ) -> tuple[torch.Tensor, list[dict[str, Any]], dict[str, Any]]:
+    """Build the policy (from the defender's rows, or ``builder.build(env)``) and run one episode;
+    returns (mask, trajectory, details)."""
+    if builder is not None:
+        policy = builder.build(env)
+    else:
+        assert spec.policy is not None
+        kwargs = {**spec.defaults, **options}
+        if issubclass(spec.policy, EnsemblePolicy):
+            kwargs.setdefault("budget", env.budget)
+            kwargs.setdefault("max_accuracy_drop", env.start_score.accuracy - env.accuracy_floor)
+        policy = spec.policy(victim.model, victim.tokenizer, env.train_data, seed, max_length=env.max_length, **kwargs)
     obs, info = env.reset(seed=seed)
     trajectory = [{"heads_pruned": 0, "accuracy": info["clean_accuracy"], "mask": obs["mask"].tolist()}]
-    planned = policy.planned_budget
+    planned = getattr(policy, "planned_budget", None)
     end = "truncated"
     if planned is not None and planned == 0:
         end = "plan empty"
@@ -330,7 +384,8 @@ def _run_policy(spec: Strategy, env: HeadPruneEnv, victim: Victim, seed: int, op
                 break
         bar.close()
     mask = torch.from_numpy(info["best_mask"].astype(np.float32)).view(env.num_layers, env.num_heads)
-    details = {"policy": policy.config(), "episode_end": end, "best_accuracy": info["best_accuracy"]}
+    details = {"policy": builder.config() if builder is not None else policy.config(), "episode_end": end,
+               "best_accuracy": info["best_accuracy"]}
     for attr in ("member_accuracies", "floor", "planned_budget", "estimates"):
         if hasattr(policy, attr) and getattr(policy, attr) is not None:
             details[attr] = getattr(policy, attr)
@@ -340,7 +395,7 @@ def _run_policy(spec: Strategy, env: HeadPruneEnv, victim: Victim, seed: int, op
 def defend(
     victim: Victim | str | os.PathLike[str],
     clean_data: LabelledTexts | str | os.PathLike[str] | None = None,
-    strategy: str = "gradient",
+    strategy: str | PolicyStrategy | Any = "gradient",
     seed: int = 0,
     *,
     finetune_epochs: float = 3.0,
@@ -361,12 +416,15 @@ def defend(
     cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> DefenseResult:
-    """Run the defense ``strategy`` (a name of :data:`~headprune.baselines.registry.STRATEGIES`) on ``victim``.
+    """Run the defense ``strategy`` (a name of :data:`~headprune.baselines.registry.STRATEGIES`, or a
+    :class:`PolicyStrategy` object such as a trained agent) on ``victim``.
 
     Args:
         victim: a :class:`~headprune.victims.Victim`, a preset name or a victim folder.
         clean_data: the defender's clean labelled rows or a file (default: the victim's defender data).
-        strategy: registry name; ``seed`` fixes every random choice (same seed, same mask and weights).
+        strategy: registry name, a :class:`PolicyStrategy` (a ``"prune"`` strategy whose policy is
+            built from the env) or a ready policy object with SB3's ``predict``; ``seed`` fixes every
+            random choice (same seed, same mask and weights).
         finetune_epochs: clean fine-tuning after pruning (and the FT/FTH/MEFT/PURE fine-tune), may be
             fractional; 0 disables it (the pruned victim is returned as the model).
         finetune_lr: override the strategy's learning rate (2e-5; FTH 1e-4).
@@ -381,7 +439,15 @@ def defend(
         curve_points: if > 0, evaluate the pruned victim at up to this many trajectory points (plots).
         cache: cache root for victims and head statistics.
     """
-    spec = get_strategy(strategy)
+    builder: PolicyStrategy | None = None
+    if isinstance(strategy, str):
+        spec = get_strategy(strategy)
+    elif isinstance(strategy, PolicyStrategy) or callable(getattr(strategy, "predict", None)):
+        builder = strategy if isinstance(strategy, PolicyStrategy) else _GivenPolicy(strategy)
+        spec = Strategy(builder.name, "prune", builder.description)
+    else:
+        raise TypeError(f"strategy must be a registry name, a PolicyStrategy or an object with SB3's predict, "
+                        f"got {type(strategy).__name__}")
     options = dict(options or {})
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cache, progress=progress)
@@ -400,6 +466,8 @@ def defend(
         "eval_size": eval_size, "stats_size": stats_size, "options": options,
         "clean_rows": len(env.train_data) + len(env.eval_data),
     }
+    if builder is not None:
+        config["policy"] = builder.config()
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
 
     # ---- 1. prune (never sees evaluation data)
@@ -407,7 +475,7 @@ def defend(
     details: dict[str, Any] = {"description": spec.description}
     trajectory = [{"heads_pruned": 0, "accuracy": env.start_score.accuracy, "mask": [1] * (L * H)}]
     if spec.kind == "prune":
-        mask, trajectory, more = _run_policy(spec, env, victim, seed, options, progress)
+        mask, trajectory, more = _run_policy(spec, env, victim, seed, options, progress, builder)
         details.update(more)
     elif spec.kind == "pure":
         chunk = int(options.get("chunk", spec.defaults["chunk"]))

@@ -1,0 +1,47 @@
+"""RL agents for ``HeadPrune-v0``: SB3 training with zoo-style hyperparameters, a size-agnostic
+policy that transfers across models, loading and evaluation with the baselines' protocol.
+
+* :func:`train` / :func:`resume` (:mod:`headprune.agents.training`; command line ``headprune train``
+  and ``python -m headprune.agents.train``); hyperparameters in :mod:`headprune.agents.hyperparams`
+  and the shipped ``configs/*.yml``;
+* :class:`MaskableHeadScoringPolicy` / :class:`HeadScoringPolicy` (:mod:`headprune.agents.policy`);
+* :func:`load_policy` and :func:`evaluate` (:mod:`headprune.agents.evaluation`; ``headprune evaluate``).
+
+The names are imported on first access (SB3 and torch load then), so the ``headprune`` command line
+stays quick to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ALGOS": "headprune.agents.hyperparams",
+    "load_hyperparams": "headprune.agents.hyperparams",
+    "HeadFeaturesExtractor": "headprune.agents.policy",
+    "HeadScoringPolicy": "headprune.agents.policy",
+    "MaskableHeadScoringPolicy": "headprune.agents.policy",
+    "TrainResult": "headprune.agents.training",
+    "latest_checkpoint": "headprune.agents.training",
+    "resume": "headprune.agents.training",
+    "train": "headprune.agents.training",
+    "AgentPolicy": "headprune.agents.evaluation",
+    "AgentStrategy": "headprune.agents.evaluation",
+    "evaluate": "headprune.agents.evaluation",
+    "load_policy": "headprune.agents.evaluation",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cached; also wins over a submodule of the same name (``train``)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,35 @@
+"""The options of ``headprune train`` (shared with ``python -m headprune.agents.train``); light to
+import, so building the ``headprune`` parser does not load SB3."""
+
+from __future__ import annotations
+
+import argparse
+
+from headprune.envs.registration import ENV_ID
+
+__all__ = ["ALGO_NAMES", "add_train_arguments"]
+
+ALGO_NAMES: tuple[str, ...] = ("maskable_ppo", "ppo")
+"""The algorithms ``headprune train`` knows (keys of :data:`headprune.agents.hyperparams.ALGOS`)."""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` options to ``parser``."""
+    parser.add_argument("--algo", default="maskable_ppo", choices=ALGO_NAMES, help="default maskable_ppo")
+    parser.add_argument("--env", default=ENV_ID, help=f"Gymnasium env id (default {ENV_ID})")
+    parser.add_argument("--victim", default=None, help="env victim (preset name or folder); overrides the YAML's")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<algo>_<env>_s<seed>)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conf-file", default=None, help="zoo-style YAML (default the shipped configs/<algo>.yml)")
+    parser.add_argument("--hyperparams", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="override hyperparameters (YAML values), e.g. n_steps=64 learning_rate=lin_1e-4")
+    parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="override env keyword arguments (YAML values), e.g. budget=20 eval_size=128")
+    parser.add_argument("--n-timesteps", type=int, default=None, help="total env steps (default the YAML's)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    parser.add_argument("--cache", default=None, help="cache root for victims and head statistics")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    parser.add_argument("--progress-bar", action="store_true", help="show SB3's progress bar")
+    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (0, 1, 2)")

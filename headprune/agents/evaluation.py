@@ -1,0 +1,198 @@
+"""Load a trained policy for any ``HeadPrune-v0`` env, and evaluate it with the baselines' protocol.
+
+* :func:`load_policy` rebuilds the saved policy for a target env's spaces (any ``L * H`` for the
+  size-agnostic :mod:`headprune.agents.policy`) and loads its weights.
+* :func:`evaluate` runs :func:`headprune.baselines.defend` with an :class:`AgentStrategy`: one
+  deterministic episode of the policy in defend's env, then fine-tuning with the pruned heads held at
+  zero, then ``evaluate_defense``, the same code path and report as ``headprune defend``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.utils import ConstantSchedule
+from stable_baselines3.common.vec_env import VecEnv
+
+from headprune.agents.policy import HeadScoringPolicy, MaskableHeadScoringPolicy
+from headprune.agents.training import latest_checkpoint
+
+__all__ = ["AgentPolicy", "AgentStrategy", "evaluate", "load_policy", "resolve_policy_path"]
+
+
+def resolve_policy_path(path: str | os.PathLike[str]) -> Path:
+    """The model file of ``path``: a ``.zip`` as is; a run folder's ``model.zip``, else its latest checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.zip").is_file():
+            return p / "model.zip"
+        checkpoint = latest_checkpoint(p)
+        if checkpoint is None:
+            raise FileNotFoundError(f"policy: {p} has no model.zip and no checkpoints/*.zip")
+        return checkpoint
+    if not p.is_file():
+        raise FileNotFoundError(f"policy: no such file or run folder: {p}")
+    return p
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _head_shape(env: gym.Env | VecEnv) -> tuple[int, int]:
+    if isinstance(env, VecEnv):
+        shape = env.get_attr("head_shape", indices=[0])[0]
+    else:
+        shape = getattr(env.unwrapped, "head_shape", None)
+        if shape is None:
+            raise ValueError(f"env: {type(env.unwrapped).__name__} has no head_shape; expected a HeadPrune-v0 env")
+    return int(shape[0]), int(shape[1])
+
+
+@dataclass
+class AgentPolicy:
+    """A trained policy loaded for one env, with SB3's ``predict`` shape, so :func:`defend` (and any
+    SB3-style caller) runs it like a scripted policy.
+
+    Attributes:
+        policy: the SB3 policy (an ``nn.Module``, eval mode).
+        source: the model file it was loaded from.
+        meta: ``algo``, ``num_timesteps``, ``policy_class``, ``sha256`` of the file, the run's ``seed``
+            and training victim when the file sits in a run folder.
+    """
+
+    policy: BasePolicy
+    source: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    name: str = "agent"
+
+    @property
+    def description(self) -> str:
+        return (f"trained {self.meta.get('algo', 'SB3')} policy {self.source} ({self.meta.get('num_timesteps')} "
+                "timesteps), deterministic")
+
+    @property
+    def mask_aware(self) -> bool:
+        """Whether the policy takes action masks (MaskablePPO); a plain-PPO policy acts unmasked."""
+        return isinstance(self.policy, MaskableActorCriticPolicy)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """SB3's ``predict``; ``action_masks`` reaches only a mask-aware policy."""
+        if self.mask_aware:
+            return self.policy.predict(observation, state, episode_start, deterministic,  # type: ignore[call-arg]
+                                       action_masks=action_masks)
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready provenance (for reports and config hashes)."""
+        return {"policy": str(self.source), **self.meta}
+
+
+def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: str = "cpu") -> AgentPolicy:
+    """The policy saved at ``path`` (a model ``.zip`` or a run folder), rebuilt for ``env``'s spaces.
+
+    The saved policy class is rebuilt with the target env's observation and action spaces (and, for
+    the size-agnostic policies, its ``head_shape``), then the saved ``state_dict`` is loaded strictly:
+    a size-agnostic policy has the same parameters for every ``L * H``, so it transfers to a model of
+    another size; any other policy class loads only into an env of its training size.
+
+    Raises:
+        FileNotFoundError: no model at ``path``.
+        ValueError: the weights do not fit the rebuilt policy (naming the file and the env's size).
+    """
+    source = resolve_policy_path(path)
+    data, params, _ = load_from_zip_file(source, device=device)
+    if data is None or "policy_class" not in data or "policy" not in params:
+        raise ValueError(f"policy: {source} is not an SB3 model file (no policy class or weights)")
+    policy_cls = data["policy_class"]
+    kwargs = dict(data.get("policy_kwargs") or {})
+    head_shape = _head_shape(env)
+    if issubclass(policy_cls, (HeadScoringPolicy, MaskableHeadScoringPolicy)):
+        kwargs["head_shape"] = head_shape
+    policy = policy_cls(env.observation_space, env.action_space, ConstantSchedule(0.0), **kwargs)
+    try:
+        policy.load_state_dict(params["policy"])
+    except RuntimeError as err:
+        raise ValueError(f"policy: the weights of {source} ({policy_cls.__name__}) do not fit an env with "
+                         f"head_shape {head_shape}: {err}") from None
+    policy.to(device)
+    policy.set_training_mode(False)
+    meta: dict[str, Any] = {"policy_class": policy_cls.__name__, "num_timesteps": int(data.get("num_timesteps", 0)),
+                            "sha256": _sha256(source)}
+    run_json = next((d / "run.json" for d in (source.parent, source.parent.parent) if (d / "run.json").is_file()), None)
+    if run_json is not None:
+        run = json.loads(run_json.read_text())
+        meta.update(algo=run.get("algo"), train_seed=run.get("seed"), run_dir=str(run_json.parent))
+    return AgentPolicy(policy=policy, source=source, meta=meta)
+
+
+@dataclass
+class AgentStrategy:
+    """A :class:`~headprune.baselines.defend.PolicyStrategy` for a trained policy file: ``defend``
+    builds its env, then ``build(env)`` loads the policy for that env (:func:`load_policy`)."""
+
+    path: str | os.PathLike[str]
+    name: str = "agent"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.source = resolve_policy_path(self.path)
+
+    @property
+    def description(self) -> str:
+        return f"trained policy {self.source}, deterministic"
+
+    def build(self, env: gym.Env) -> AgentPolicy:
+        return load_policy(self.source, env, device=self.device)
+
+    def config(self) -> dict[str, Any]:
+        return {"policy": str(self.source), "sha256": _sha256(self.source)}
+
+
+def evaluate(
+    policy: str | os.PathLike[str],
+    victim: Any,
+    clean_data: Any = None,
+    seed: int = 0,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+    **defend_kwargs: Any,
+) -> Any:
+    """Evaluate a trained policy with the baselines' protocol: :func:`headprune.baselines.defend` with
+    an :class:`AgentStrategy` (one deterministic episode, fine-tuning with the pruned heads at zero,
+    then ``evaluate_defense`` on ``eval_clean``/``eval_poison``, only after the mask is fixed).
+
+    Args:
+        policy: a model ``.zip`` or a run folder.
+        victim, clean_data, seed: as :func:`~headprune.baselines.defend` (any model size).
+        out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
+            ``report.md``, plot).
+        command: the command recorded in the report.
+        defend_kwargs: ``finetune_epochs``, ``budget``, ``max_accuracy_drop``, ``eval_clean``,
+            ``eval_poison``, ``curve_points``, ``cache``, ``progress``... (defend's keyword arguments).
+    Returns:
+        the :class:`~headprune.baselines.defend.DefenseResult`.
+    """
+    from headprune.baselines.defend import defend
+    from headprune.baselines.report import write_report
+
+    result = defend(victim, clean_data, AgentStrategy(policy), seed, **defend_kwargs)
+    if out is not None:
+        write_report(result, out, command=command)
+    return result

@@ -1,0 +1,177 @@
+"""Hyperparameters in rl-baselines3-zoo's YAML format: one file per algorithm, one entry per env id.
+
+The package ships ``configs/maskable_ppo.yml`` and ``configs/ppo.yml`` (entry ``HeadPrune-v0``). An
+entry mixes keys that :func:`headprune.agents.train` reads itself (:data:`TRAIN_KEYS`) with the
+algorithm's constructor arguments. As in the zoo, ``learning_rate`` and ``clip_range`` may be
+``"lin_<x>"`` (linear from ``x`` at the start to 0 at the end of training) and ``policy_kwargs`` is
+a mapping (``activation_fn`` by name: ``"tanh"``, ``"relu"``, ...). The resolved entry, with the
+schedule strings as written, is what a run saves as its ``config.yml`` and can be fed back with
+``conf_file``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+from torch import nn
+
+from headprune.agents.arguments import ALGO_NAMES
+from headprune.agents.policy import policy_class
+from headprune.envs.registration import ENV_ID
+
+__all__ = [
+    "ALGOS",
+    "CONFIG_DIR",
+    "SCHEDULE_KEYS",
+    "TRAIN_KEYS",
+    "TrainSettings",
+    "algo_kwargs",
+    "load_hyperparams",
+    "parse_assignments",
+    "parse_schedule",
+]
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"maskable_ppo": MaskablePPO, "ppo": PPO}
+"""Supported algorithms by name (the YAML file is ``configs/<name>.yml``)."""
+assert tuple(ALGOS) == ALGO_NAMES, "headprune.agents.arguments.ALGO_NAMES must list ALGOS"
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+"""The shipped hyperparameter files."""
+
+TRAIN_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "policy", "env_kwargs", "eval_freq", "n_eval_episodes",
+                               "checkpoint_freq")
+"""Entry keys read by the training loop; every other key is an algorithm argument."""
+
+SCHEDULE_KEYS: tuple[str, ...] = ("learning_rate", "clip_range", "clip_range_vf")
+"""Algorithm arguments that accept ``"lin_<x>"`` schedules."""
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU,
+                                           "leaky_relu": nn.LeakyReLU}
+
+
+def _check_algo(algo: str) -> type[BaseAlgorithm]:
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; known: {', '.join(ALGOS)}")
+    return ALGOS[algo]
+
+
+def load_hyperparams(algo: str = "maskable_ppo", env_id: str = ENV_ID, *,
+                     conf_file: str | os.PathLike[str] | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameter entry of ``env_id`` for ``algo`` with ``overrides`` applied (a new dict).
+
+    Args:
+        algo: a key of :data:`ALGOS`.
+        env_id: the entry to read.
+        conf_file: a YAML file in the zoo format (default: the shipped ``configs/<algo>.yml``).
+        overrides: keys replacing the entry's (``env_kwargs`` and ``policy_kwargs`` are merged key by key).
+    Raises:
+        ValueError: unknown algo, an env id missing from the file, or an unknown key.
+        FileNotFoundError: ``conf_file`` does not exist.
+    """
+    algo_cls = _check_algo(algo)
+    path = Path(conf_file) if conf_file is not None else CONFIG_DIR / f"{algo}.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"conf_file: no such file: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, Mapping) or env_id not in data:
+        known = ", ".join(map(str, data)) if isinstance(data, Mapping) else "none"
+        raise ValueError(f"{path}: no hyperparameters for env id {env_id!r} (entries: {known})")
+    hp = copy.deepcopy(dict(data[env_id]))
+    for key, value in dict(overrides or {}).items():
+        if key in ("env_kwargs", "policy_kwargs") and isinstance(value, Mapping):
+            hp[key] = {**dict(hp.get(key) or {}), **dict(value)}
+        else:
+            hp[key] = copy.deepcopy(value)
+    valid = set(TRAIN_KEYS) | _algo_arguments(algo_cls)
+    unknown = sorted(set(hp) - valid)
+    if unknown:
+        raise ValueError(f"{path} [{env_id}] (with overrides): unknown hyperparameters {unknown} for {algo}")
+    for key in ("n_envs", "n_timesteps"):
+        if key in hp and (not isinstance(hp[key], int) or hp[key] < 1):
+            raise ValueError(f"hyperparameter {key} must be a positive integer, got {hp[key]!r}")
+    return hp
+
+
+def _algo_arguments(algo_cls: type[BaseAlgorithm]) -> set[str]:
+    params = inspect.signature(algo_cls.__init__).parameters
+    return {p for p in params if p not in ("self", "policy", "env", "kwargs")}
+
+
+def parse_schedule(value: Any, key: str = "value") -> Any:
+    """``"lin_<x>"`` -> SB3 ``LinearSchedule(x, 0, 1)`` (``x`` at the start, 0 at the end); numbers and
+    ``None`` pass through. ValueError naming ``key`` otherwise."""
+    if isinstance(value, str):
+        if value.startswith("lin_"):
+            try:
+                start = float(value[4:])
+            except ValueError:
+                raise ValueError(f"{key}: bad schedule {value!r} (expected lin_<float>, e.g. lin_3e-4)") from None
+            return LinearSchedule(start, 0.0, 1.0)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{key}: expected a number or lin_<float>, got {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The entry keys the training loop reads (:data:`TRAIN_KEYS`)."""
+
+    n_envs: int
+    n_timesteps: int
+    policy: str
+    env_kwargs: dict[str, Any]
+    eval_freq: int
+    n_eval_episodes: int
+    checkpoint_freq: int
+
+    @classmethod
+    def from_hyperparams(cls, hp: Mapping[str, Any]) -> TrainSettings:
+        return cls(n_envs=int(hp.get("n_envs", 1)), n_timesteps=int(hp["n_timesteps"]),
+                   policy=str(hp.get("policy", "HeadScoringPolicy")), env_kwargs=dict(hp.get("env_kwargs") or {}),
+                   eval_freq=int(hp.get("eval_freq", 0)), n_eval_episodes=int(hp.get("n_eval_episodes", 1)),
+                   checkpoint_freq=int(hp.get("checkpoint_freq", 0)))
+
+
+def algo_kwargs(hp: Mapping[str, Any], algo: str) -> dict[str, Any]:
+    """The algorithm's constructor arguments of an entry: schedules parsed, ``policy`` resolved to a
+    class, ``activation_fn`` resolved by name. The training-loop keys are dropped."""
+    _check_algo(algo)
+    kwargs: dict[str, Any] = {k: copy.deepcopy(v) for k, v in hp.items() if k not in TRAIN_KEYS}
+    for key in SCHEDULE_KEYS:
+        if key in kwargs:
+            kwargs[key] = parse_schedule(kwargs[key], key)
+    pk = dict(kwargs.get("policy_kwargs") or {})
+    act = pk.get("activation_fn")
+    if isinstance(act, str):
+        if act.lower() not in ACTIVATIONS:
+            raise ValueError(f"policy_kwargs.activation_fn: unknown {act!r}; known: {', '.join(ACTIVATIONS)}")
+        pk["activation_fn"] = ACTIVATIONS[act.lower()]
+    kwargs["policy_kwargs"] = pk
+    kwargs["policy"] = policy_class(str(hp.get("policy", "HeadScoringPolicy")), algo)
+    return kwargs
+
+
+def parse_assignments(items: Iterable[str] | None, flag: str) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict, each value parsed as YAML (numbers, lists, mappings, strings);
+    ValueError naming ``flag`` for an item without ``=``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} must be KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value) if value else ""
+    return out

@@ -1,0 +1,403 @@
+"""Train an SB3 agent in ``HeadPrune-v0``: ``headprune train`` / ``python -m headprune.agents.train``
+(that module is a shim over this one, so ``headprune.agents.train`` stays the function).
+
+A run folder holds everything needed to reproduce or continue the run::
+
+    config.yml          the resolved hyperparameters, zoo format ({env_id: entry}; schedules as written)
+    run.json            algo, env id, seed, library versions and one record per session (the exact
+                        command, start/end timesteps, wall time, how it ended, the checkpoint resumed)
+    model.zip           the last saved model (SB3 format; load_policy reads it)
+    checkpoints/        rl_model_<timesteps>_steps.zip (CheckpointCallback, and one at every session end)
+    monitor/            <rank>.monitor.csv: per-episode return, length, clean accuracy, proxy, heads pruned
+    progress.jsonl      one line per rollout: session, timesteps, episode means, seconds
+    tb/                 TensorBoard logs (``tensorboard --logdir <run>/tb``)
+    eval/               MaskableEvalCallback's evaluations.npz and best_model.zip
+
+:func:`resume` continues a run from its last checkpoint (a resumed session appends to the monitor
+files, the progress log and the TensorBoard run). Honesty: training never sees poisoned data, LFR or
+trigger words (``env_kwargs`` may not carry ``poisoned_eval``); the reward is the env's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import functools
+import json
+import os
+import re
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from headprune.agents.arguments import add_train_arguments
+from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
+from headprune.envs.registration import ENV_ID
+from headprune.provenance import environment_info
+
+__all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
+           "run_train_command", "train"]
+
+INFO_KEYWORDS: tuple[str, ...] = ("clean_accuracy", "proxy", "heads_pruned", "best_accuracy", "best_proxy",
+                                  "best_heads_pruned")
+"""``HeadPrune-v0`` info entries the Monitor records at the end of every episode."""
+
+CHECKPOINT_PREFIX = "rl_model"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training session produced.
+
+    Attributes:
+        run_dir: the run folder.
+        model_path: ``run_dir / "model.zip"``.
+        num_timesteps: env steps done by the run so far (all sessions).
+        seconds: wall time of this session.
+        end: ``"done"`` (reached ``n_timesteps``), ``"time limit"``, or ``"interrupted"`` (Ctrl-C).
+        model: the trained SB3 model.
+    """
+
+    run_dir: Path
+    model_path: Path
+    num_timesteps: int
+    seconds: float
+    end: str
+    model: BaseAlgorithm
+
+
+# ------------------------------------------------------------------------------------------ envs
+def make_env(env_id: str = ENV_ID, threads: int | None = None, **env_kwargs: Any) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` after pinning torch to ``threads`` (for SubprocVecEnv workers)."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    import headprune  # noqa: F401  (registers HeadPrune-v0 in a fresh worker)
+
+    return gym.make(env_id, **env_kwargs)
+
+
+def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, *,
+             monitor_dir: str | os.PathLike[str] | None = None, append: bool = False,
+             threads: int | None = None) -> VecEnv:
+    """``n_envs`` Monitor-wrapped envs: a ``DummyVecEnv`` for one, a ``SubprocVecEnv`` for more.
+
+    The Monitor records :data:`INFO_KEYWORDS` per episode; ``append`` continues existing monitor files
+    (a resumed run). Worker ``i`` is reset with seed ``seed + i`` (SB3's ``make_vec_env``).
+    """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    factory = functools.partial(make_env, env_id, threads)
+    return make_vec_env(
+        factory, n_envs=n_envs, seed=seed, env_kwargs=dict(env_kwargs),
+        monitor_dir=None if monitor_dir is None else str(monitor_dir),
+        monitor_kwargs={"info_keywords": INFO_KEYWORDS, "override_existing": not append},
+        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+    )
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+class ProgressLog(BaseCallback):
+    """After every rollout: one JSON line (``session``, ``num_timesteps``, ``episodes``, the means of
+    the recent episodes' return, length and :data:`INFO_KEYWORDS`, ``seconds``) appended to ``path``,
+    and the info means recorded to the SB3 logger (``rollout/ep_<key>_mean``, TensorBoard)."""
+
+    def __init__(self, path: Path, session: int) -> None:
+        super().__init__()
+        self.path, self.session = path, int(session)
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = list(self.model.ep_info_buffer or [])
+        row: dict[str, Any] = {"session": self.session, "num_timesteps": int(self.num_timesteps),
+                               "episodes": int(self.model._episode_num),
+                               "seconds": round(time.perf_counter() - self._start, 3)}
+        for key in ("r", "l", *INFO_KEYWORDS):
+            values = [float(ep[key]) for ep in buffer if key in ep]
+            if values:
+                row[f"ep_{key}_mean"] = float(np.mean(values))
+                if key in INFO_KEYWORDS:
+                    self.logger.record(f"rollout/ep_{key}_mean", row[f"ep_{key}_mean"])
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class WallClockLimit(BaseCallback):
+    """Stop training once ``seconds`` of wall time have passed since the session started."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+        self._start = time.perf_counter()
+        self.reached = False
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        self.reached = time.perf_counter() - self._start >= self.seconds
+        return not self.reached
+
+
+# ------------------------------------------------------------------------------------------ run folder
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the most timesteps in ``run_dir/checkpoints`` (``None`` if there is none)."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := _CHECKPOINT_RE.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no run.json: not a headprune training run")
+    return json.loads(path.read_text())
+
+
+def _write_run(run_dir: Path, run: Mapping[str, Any]) -> None:
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / "run.json")
+
+
+def _api_command(name: str, **kwargs: Any) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
+    return f"headprune.agents.{name}({args})"
+
+
+# ------------------------------------------------------------------------------------------ train
+def train(
+    algo: str = "maskable_ppo",
+    env_id: str = ENV_ID,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    conf_file: str | os.PathLike[str] | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    n_timesteps: int | None = None,
+    max_minutes: float | None = None,
+    progress_bar: bool = False,
+    tensorboard: bool = True,
+    threads: int | None = None,
+    verbose: int = 0,
+    callbacks: Sequence[BaseCallback] = (),
+    command: str | None = None,
+) -> TrainResult:
+    """Train ``algo`` on ``env_id`` with the zoo-style hyperparameters and save a run folder.
+
+    Args:
+        algo: ``"maskable_ppo"`` (default; masks from ``env.action_masks()``) or ``"ppo"`` (no masks:
+            invalid actions cost the env's penalty).
+        env_id: the Gymnasium id (and the YAML entry).
+        run_dir: the run folder (default ``runs/<algo>_<env_id>_s<seed>``); it must not hold a run yet
+            (continue one with :func:`resume`).
+        seed: seeds the algorithm (torch, numpy, action sampling) and the envs' resets.
+        conf_file: a zoo-format YAML (default the shipped ``configs/<algo>.yml``).
+        hyperparams: entry keys to override (``policy_kwargs`` merged key by key).
+        env_kwargs: ``HeadPruneEnv`` keyword arguments merged over the entry's (``victim``, ``cache``...).
+        n_timesteps: override the entry's ``n_timesteps``.
+        max_minutes: stop after this much wall time (the run is saved and can be resumed).
+        progress_bar: SB3's progress bar (tqdm + rich).
+        tensorboard: write TensorBoard logs to ``run_dir/tb``.
+        threads: pin torch (and every SubprocVecEnv worker) to this many threads.
+        verbose: SB3 verbosity.
+        callbacks: extra SB3 callbacks.
+        command: the command recorded in ``run.json`` (the CLI passes its exact command line).
+    """
+    overrides = {**dict(hyperparams or {})}
+    if env_kwargs:
+        overrides["env_kwargs"] = dict(env_kwargs)
+    if n_timesteps is not None:
+        overrides["n_timesteps"] = int(n_timesteps)
+    hp = load_hyperparams(algo, env_id, conf_file=conf_file, overrides=overrides)
+    settings = TrainSettings.from_hyperparams(hp)
+    if "poisoned_eval" in settings.env_kwargs:
+        raise ValueError("env_kwargs: poisoned_eval is not allowed in training (poisoned data is evaluation only)")
+    folder = Path(run_dir) if run_dir is not None else Path("runs") / f"{algo}_{env_id}_s{seed}"
+    if (folder / "run.json").exists():
+        raise ValueError(f"run_dir {folder} already holds a run: resume it (headprune train --resume {folder}) "
+                         "or choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yml").write_text(yaml.safe_dump({env_id: hp}, sort_keys=False))
+    run = {"algo": algo, "env_id": env_id, "seed": int(seed),
+           "conf_file": None if conf_file is None else str(conf_file), "versions": environment_info(), "sessions": []}
+    _write_run(folder, run)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", threads=threads)
+    head_shape = tuple(int(x) for x in env.get_attr("head_shape", indices=[0])[0])
+    kwargs = algo_kwargs(hp, algo)
+    if isinstance(kwargs["policy"], type):  # headprune's size-agnostic policies need the model's (L, H)
+        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "head_shape": head_shape}
+    model = ALGOS[algo](env=env, seed=int(seed), verbose=verbose,
+                        tensorboard_log=str(folder / "tb") if tensorboard else None, **kwargs)
+    command = command or _api_command("train", algo=algo, env_id=env_id, run_dir=str(folder), seed=seed,
+                                      conf_file=conf_file, hyperparams=hyperparams, env_kwargs=env_kwargs,
+                                      n_timesteps=n_timesteps, max_minutes=max_minutes)
+    return _learn(model, folder, run, settings, checkpoint=None, command=command, max_minutes=max_minutes,
+                  progress_bar=progress_bar, threads=threads, callbacks=callbacks)
+
+
+def resume(
+    run_dir: str | os.PathLike[str],
+    *,
+    n_timesteps: int | None = None,
+    max_minutes: float | None = None,
+    progress_bar: bool = False,
+    threads: int | None = None,
+    verbose: int = 0,
+    callbacks: Sequence[BaseCallback] = (),
+    command: str | None = None,
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its latest checkpoint until ``n_timesteps`` (default the
+    run's), with the run's saved hyperparameters, env and seed. Monitor files, ``progress.jsonl`` and
+    the TensorBoard run are continued. The algorithm's RNGs are re-seeded with ``seed + timesteps``."""
+    folder = Path(run_dir)
+    run = _read_run(folder)
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{folder / 'checkpoints'}: no {CHECKPOINT_PREFIX}_<steps>_steps.zip to resume from")
+    algo, env_id, seed = run["algo"], run["env_id"], int(run["seed"])
+    hp = load_hyperparams(algo, env_id, conf_file=folder / "config.yml",
+                          overrides=None if n_timesteps is None else {"n_timesteps": int(n_timesteps)})
+    settings = TrainSettings.from_hyperparams(hp)
+    if n_timesteps is not None:
+        (folder / "config.yml").write_text(yaml.safe_dump({env_id: hp}, sort_keys=False))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", append=True,
+                   threads=threads)
+    tb = str(folder / "tb") if (folder / "tb").is_dir() else None
+    model = ALGOS[algo].load(checkpoint, env=env, tensorboard_log=tb, verbose=verbose)
+    model.set_random_seed(seed + int(model.num_timesteps))
+    command = command or _api_command("resume", run_dir=str(folder), n_timesteps=n_timesteps, max_minutes=max_minutes)
+    return _learn(model, folder, run, settings, checkpoint=checkpoint, command=command, max_minutes=max_minutes,
+                  progress_bar=progress_bar, threads=threads, callbacks=callbacks)
+
+
+def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: TrainSettings, *,
+           checkpoint: Path | None, command: str, max_minutes: float | None, progress_bar: bool,
+           threads: int | None, callbacks: Sequence[BaseCallback]) -> TrainResult:
+    """One training session up to ``settings.n_timesteps``; records it in ``run.json`` and saves the
+    model and a checkpoint at its end (also after Ctrl-C; an exception is recorded and re-raised)."""
+    n_envs, start_steps = settings.n_envs, int(model.num_timesteps)
+    session = {"command": command, "started_utc": _now(), "start_timesteps": start_steps,
+               "resumed_from": None if checkpoint is None else str(checkpoint), "end": "running",
+               "torch_threads": torch.get_num_threads()}
+    run["sessions"].append(session)
+    _write_run(folder, run)
+    cbs: list[BaseCallback] = [ProgressLog(folder / "progress.jsonl", len(run["sessions"]) - 1)]
+    if settings.checkpoint_freq > 0:
+        cbs.append(CheckpointCallback(max(settings.checkpoint_freq // n_envs, 1), str(folder / "checkpoints"),
+                                      name_prefix=CHECKPOINT_PREFIX))
+    eval_env: VecEnv | None = None
+    if settings.eval_freq > 0:
+        eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads)
+        cbs.append(MaskableEvalCallback(eval_env, n_eval_episodes=settings.n_eval_episodes,
+                                        eval_freq=max(settings.eval_freq // n_envs, 1), log_path=str(folder / "eval"),
+                                        best_model_save_path=str(folder / "eval"), deterministic=True,
+                                        use_masking=run["algo"] == "maskable_ppo", verbose=model.verbose))
+    limit = WallClockLimit(60.0 * max_minutes) if max_minutes is not None else None
+    if limit is not None:
+        cbs.append(limit)
+    cbs += list(callbacks)
+    remaining = settings.n_timesteps - start_steps
+    start = time.perf_counter()
+    end = "done"
+    try:
+        if remaining > 0:
+            with warnings.catch_warnings():  # the evaluation env is a DummyVecEnv by design
+                warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+                model.learn(total_timesteps=remaining, callback=CallbackList(cbs),
+                            reset_num_timesteps=checkpoint is None, tb_log_name="run", progress_bar=progress_bar)
+        if limit is not None and limit.reached:
+            end = "time limit"
+    except KeyboardInterrupt:
+        end = "interrupted"
+    except BaseException as err:
+        session.update(end=f"error: {type(err).__name__}: {err}", end_timesteps=int(model.num_timesteps),
+                       seconds=round(time.perf_counter() - start, 3))
+        _write_run(folder, run)
+        raise
+    finally:
+        model.get_env().close()
+        if eval_env is not None:
+            eval_env.close()
+    seconds = time.perf_counter() - start
+    steps = int(model.num_timesteps)
+    model_path = folder / "model.zip"
+    model.save(model_path)
+    if settings.checkpoint_freq > 0:
+        model.save(folder / "checkpoints" / f"{CHECKPOINT_PREFIX}_{steps}_steps.zip")
+    session.update(end=end, end_timesteps=steps, seconds=round(seconds, 3),
+                   steps_per_second=round((steps - start_steps) / seconds, 3) if seconds > 0 else None)
+    _write_run(folder, run)
+    return TrainResult(run_dir=folder, model_path=model_path, num_timesteps=steps, seconds=seconds, end=end,
+                       model=model)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def run_train_command(args: argparse.Namespace, command: str) -> int:
+    """Run parsed ``train`` arguments (``command``: the exact command line, recorded in ``run.json``)."""
+    common = {"max_minutes": args.max_minutes, "progress_bar": args.progress_bar, "threads": args.threads,
+              "verbose": args.verbose, "command": command}
+    if args.resume is not None:
+        given = [flag for flag, value in (("--victim", args.victim), ("--hyperparams", args.hyperparams),
+                                          ("--env-kwargs", args.env_kwargs), ("--conf-file", args.conf_file),
+                                          ("--out", args.out), ("--cache", args.cache)) if value is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
+        result = resume(args.resume, n_timesteps=args.n_timesteps, **common)
+    else:
+        env_kwargs = parse_assignments(args.env_kwargs, "--env-kwargs")
+        if args.victim is not None:
+            env_kwargs["victim"] = args.victim
+        if args.cache is not None:
+            env_kwargs["cache"] = args.cache
+        result = train(args.algo, args.env, run_dir=args.out, seed=args.seed, conf_file=args.conf_file,
+                       hyperparams=parse_assignments(args.hyperparams, "--hyperparams"), env_kwargs=env_kwargs,
+                       n_timesteps=args.n_timesteps, tensorboard=not args.no_tensorboard, **common)
+    print(f"{result.end}: {result.num_timesteps} timesteps in {result.seconds:.1f} s this session; "
+          f"model {result.model_path}; run folder {result.run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m headprune.agents.train``: the same options as ``headprune train``."""
+    parser = argparse.ArgumentParser(prog="python -m headprune.agents.train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    command = " ".join(["python -m headprune.agents.train", *(shlex.quote(a) for a in argv)])
+    try:
+        return run_train_command(args, command)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""RL agents on the tiny victim: zoo-style YAML, training runs and their folders, resume, masking,
+plain PPO, the size-agnostic policy and its transfer to a model of another size, ``headprune
+evaluate`` and determinism. Runs are a few dozen env steps (seconds); torch is pinned to 1 thread."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+
+from headprune.agents import (
+    AgentPolicy,
+    HeadScoringPolicy,
+    MaskableHeadScoringPolicy,
+    evaluate,
+    latest_checkpoint,
+    load_hyperparams,
+    load_policy,
+    resume,
+    train,
+)
+from headprune.agents.hyperparams import CONFIG_DIR, algo_kwargs
+from headprune.agents.training import INFO_KEYWORDS
+from headprune.baselines import defend
+from headprune.cli import main
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.head_stats import FEATURE_NAMES
+from headprune.models import build_tiny_classifier
+from headprune.victims import VictimConfig
+
+# a few steps per rollout, one epoch: each run is seconds on the tiny victim
+FAST_HP: dict[str, Any] = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "eval_freq": 0, "checkpoint_freq": 8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env_kwargs(tiny_victim, victim_cache: Path) -> dict[str, Any]:
+    """Env keyword arguments for the tiny victim (a preset name, so run folders stay serialisable)."""
+    return {"victim": "tiny", "cache": str(victim_cache), "eval_size": 80, "stats_size": 64, "progress": False}
+
+
+class InvalidActionCounter(BaseCallback):
+    """Counts env steps whose action pruned an already pruned head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalid = 0
+        self.steps = 0
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            self.steps += 1
+            self.invalid += bool(info.get("invalid_action", False))
+        return True
+
+
+class Crash(BaseCallback):
+    """Raises at ``at`` timesteps: a run that dies between checkpoints."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.at:
+            raise RuntimeError("simulated kill")
+        return True
+
+
+@pytest.fixture(scope="module")
+def trained(env_kwargs, tmp_path_factory) -> tuple[Any, InvalidActionCounter]:
+    """A MaskablePPO run of 24 steps (checkpoints every 8, evaluation at 16) and its invalid-action count."""
+    counter = InvalidActionCounter()
+    run_dir = tmp_path_factory.mktemp("agents") / "maskable"
+    result = train("maskable_ppo", run_dir=run_dir, seed=0, env_kwargs=env_kwargs,
+                   hyperparams={**FAST_HP, "eval_freq": 16}, n_timesteps=24, callbacks=[counter])
+    return result, counter
+
+
+@pytest.fixture(scope="module")
+def other_victim(tmp_path_factory, env_kwargs) -> Path:
+    """A victim folder holding a random-init 3-layer x 2-head BERT (6 heads; the tiny victim has 2 x 4)."""
+    from headprune.victims import CARD_FILE
+
+    folder = tmp_path_factory.mktemp("victims") / "tiny-3x2"
+    model, tokenizer = build_tiny_classifier(seed=1, num_layers=3, num_heads=2, hidden=32)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    config = VictimConfig(model="tiny", attack="badnets", epochs=0.0, lr=1e-3, batch_size=32, max_length=64, seed=1)
+    (folder / CARD_FILE).write_text(json.dumps({"name": "tiny-3x2", "config": asdict(config)}))
+    return folder
+
+
+def _episode(policy: AgentPolicy, env: HeadPruneEnv, deterministic: bool = True) -> tuple[list[int], bool]:
+    """Actions of one episode with masks, and whether every action was valid."""
+    obs, _ = env.reset(seed=0)
+    actions, valid = [], True
+    while True:
+        mask = env.action_masks()
+        action, _ = policy.predict(obs, deterministic=deterministic, action_masks=mask)
+        a = int(action)
+        actions.append(a)
+        valid &= bool(mask[a])
+        obs, _, terminated, truncated, _ = env.step(a)
+        if terminated or truncated:
+            return actions, valid
+
+
+def _dict_space(n: int) -> spaces.Dict:
+    f = len(FEATURE_NAMES)
+    return spaces.Dict({"mask": spaces.MultiBinary(n),
+                        "head_stats": spaces.Box(-np.sqrt(n), np.sqrt(n), (n, f), np.float32),
+                        "summary": spaces.Box(-1.0, 1.0, (6,), np.float32)})
+
+
+# ------------------------------------------------------------------------------------------ YAML
+def test_shipped_yaml_loads_and_schedules_parse():
+    for algo in ("maskable_ppo", "ppo"):
+        hp = load_hyperparams(algo)
+        assert hp["n_envs"] >= 1 and hp["n_timesteps"] >= 1 and hp["policy"] == "HeadScoringPolicy"
+        assert hp["env_kwargs"]["victim"] == "minilm-syntactic"
+        kwargs = algo_kwargs(hp, algo)
+        lr = kwargs["learning_rate"]
+        assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4) and lr(0.0) == 0.0
+        assert kwargs["policy"] is (MaskableHeadScoringPolicy if algo == "maskable_ppo" else HeadScoringPolicy)
+        assert not {"n_envs", "n_timesteps", "env_kwargs", "checkpoint_freq"} & set(kwargs)
+    assert load_hyperparams(overrides={"env_kwargs": {"budget": 3}})["env_kwargs"] == {
+        **load_hyperparams()["env_kwargs"], "budget": 3}  # env_kwargs merge key by key
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"agents/configs/*.yml"' in pyproject and (CONFIG_DIR / "maskable_ppo.yml").is_file()
+
+
+def test_bad_hyperparameters_are_named(tmp_path):
+    with pytest.raises(ValueError, match="learning_rate"):
+        algo_kwargs({**load_hyperparams(), "learning_rate": "lin_fast"}, "maskable_ppo")
+    with pytest.raises(ValueError, match="n_stepz"):
+        load_hyperparams(overrides={"n_stepz": 8})
+    with pytest.raises(ValueError, match="algo"):
+        load_hyperparams("dqn")
+    with pytest.raises(FileNotFoundError, match="conf_file"):
+        load_hyperparams(conf_file=tmp_path / "none.yml")
+    (tmp_path / "other.yml").write_text("CartPole-v1:\n  n_timesteps: 10\n")
+    with pytest.raises(ValueError, match="HeadPrune-v0"):
+        load_hyperparams(conf_file=tmp_path / "other.yml")
+    with pytest.raises(ValueError, match="poisoned_eval"):
+        train(run_dir=tmp_path / "r", env_kwargs={"poisoned_eval": "p.tsv"})
+
+
+# ------------------------------------------------------------------------------------------ training runs
+def test_training_saves_config_seed_versions_command(trained):
+    result, _ = trained
+    run = result.run_dir
+    assert result.end == "done" and result.num_timesteps == 24
+    config = yaml.safe_load((run / "config.yml").read_text())["HeadPrune-v0"]
+    assert config["n_timesteps"] == 24 and config["n_steps"] == 8 and config["learning_rate"] == "lin_3e-4"
+    assert config["env_kwargs"]["victim"] == "tiny"
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 0 and info["algo"] == "maskable_ppo"
+    assert info["versions"]["versions"]["stable-baselines3"] and info["versions"]["versions"]["torch"]
+    (session,) = info["sessions"]
+    assert session["command"].startswith("headprune.agents.train(") and session["end"] == "done"
+    assert session["start_timesteps"] == 0 and session["end_timesteps"] == 24
+    assert (run / "model.zip").is_file() and latest_checkpoint(run).name == "rl_model_24_steps.zip"
+    assert (run / "checkpoints" / "rl_model_8_steps.zip").is_file()
+    lines = (run / "monitor" / "0.monitor.csv").read_text().splitlines()
+    header = next(csv.reader(lines[1:2]))
+    assert set(INFO_KEYWORDS) <= set(header) and len(lines) > 2  # episodes with clean accuracy, proxy, heads pruned
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    assert (run / "eval" / "evaluations.npz").is_file()
+    rows = [json.loads(x) for x in (run / "progress.jsonl").read_text().splitlines()]
+    assert [r["num_timesteps"] for r in rows] == [8, 16, 24]
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(run_dir=run)
+
+
+def test_maskable_ppo_never_picks_a_masked_action(trained, env_kwargs):
+    result, counter = trained
+    assert counter.steps == 24 and counter.invalid == 0  # during training (stochastic actions)
+    env = HeadPruneEnv(**env_kwargs)
+    policy = load_policy(result.run_dir, env)
+    assert policy.mask_aware
+    for _ in range(3):
+        _, valid = _episode(policy, env, deterministic=False)
+        assert valid
+    # the masked distribution puts zero probability on pruned heads
+    obs, _ = env.reset(seed=0)
+    for a in (0, 5):
+        obs, *_ = env.step(a)
+    t_obs, _ = policy.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        probs = policy.policy.get_distribution(t_obs, action_masks=env.action_masks()).distribution.probs[0]
+    assert float(probs[0]) == 0.0 and float(probs[5]) == 0.0 and float(probs.sum()) == pytest.approx(1.0)
+
+
+def test_plain_ppo_runs(env_kwargs, tmp_path):
+    result = train("ppo", run_dir=tmp_path / "ppo", seed=0, env_kwargs=env_kwargs,
+                   hyperparams={**FAST_HP, "checkpoint_freq": 0}, n_timesteps=8, tensorboard=False)
+    assert result.end == "done" and result.num_timesteps == 8
+    env = HeadPruneEnv(**env_kwargs)
+    policy = load_policy(result.model_path, env)
+    assert isinstance(policy.policy, HeadScoringPolicy) and not policy.mask_aware
+    obs, _ = env.reset(seed=0)
+    action, _ = policy.predict(obs, action_masks=env.action_masks())  # masks accepted, not used
+    assert 0 <= int(action) < env.action_space.n
+
+
+def test_resume_continues_from_the_last_checkpoint(env_kwargs, tmp_path):
+    run = tmp_path / "crash"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(run_dir=run, seed=0, env_kwargs=env_kwargs, hyperparams=FAST_HP, n_timesteps=24,
+              tensorboard=True, callbacks=[Crash(at=12)])
+    info = json.loads((run / "run.json").read_text())
+    assert info["sessions"][0]["end"].startswith("error: RuntimeError")
+    assert latest_checkpoint(run).name == "rl_model_8_steps.zip"
+    episodes_before = len((run / "monitor" / "0.monitor.csv").read_text().splitlines())
+
+    assert main(["train", "--resume", str(run)]) == 0  # the CLI path of resume
+    info = json.loads((run / "run.json").read_text())
+    _, second = info["sessions"]
+    assert second["resumed_from"].endswith("rl_model_8_steps.zip") and second["start_timesteps"] == 8
+    assert second["end"] == "done" and second["end_timesteps"] == 24
+    assert second["command"].startswith(f"headprune train --algo maskable_ppo --env HeadPrune-v0 --resume {run}")
+    rows = [json.loads(x) for x in (run / "progress.jsonl").read_text().splitlines()]
+    assert [(r["session"], r["num_timesteps"]) for r in rows] == [(0, 8), (1, 16), (1, 24)]
+    assert latest_checkpoint(run).name == "rl_model_24_steps.zip"
+    assert len((run / "monitor" / "0.monitor.csv").read_text().splitlines()) > episodes_before  # appended
+    assert len(list((run / "tb").iterdir())) == 1  # the same TensorBoard run continues
+    # a finished run has nothing left to do; a longer target continues it
+    assert resume(run).num_timesteps == 24
+    assert resume(run, n_timesteps=32).num_timesteps == 32
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        resume(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ size-agnostic policy
+def test_policy_parameters_do_not_depend_on_the_number_of_heads():
+    shapes = {}
+    for head_shape in ((2, 4), (3, 2), (6, 12), (1, 1)):
+        n = head_shape[0] * head_shape[1]
+        for cls in (MaskableHeadScoringPolicy, HeadScoringPolicy):
+            policy = cls(_dict_space(n), spaces.Discrete(n), lambda _: 1e-3, head_shape=head_shape)
+            shapes.setdefault(cls, set()).add(tuple((k, tuple(v.shape)) for k, v in policy.state_dict().items()))
+            logits = policy.get_distribution(policy.obs_to_tensor(_dict_space(n).sample())[0]).distribution.logits
+            assert logits.shape == (1, n)
+    assert all(len(s) == 1 for s in shapes.values())  # identical state-dict keys and shapes for every L x H
+    with pytest.raises(ValueError, match="head_shape"):
+        MaskableHeadScoringPolicy(_dict_space(8), spaces.Discrete(8), lambda _: 1e-3, head_shape=(3, 2))
+
+
+def test_policy_trained_on_tiny_transfers_to_another_size(trained, env_kwargs, other_victim):
+    result, _ = trained
+    source = HeadPruneEnv(**env_kwargs)
+    target = HeadPruneEnv(**{**env_kwargs, "victim": other_victim})
+    assert target.head_shape == (3, 2) != source.head_shape
+    policy = load_policy(result.run_dir, target)
+    n_source = sum(p.numel() for p in load_policy(result.run_dir, source).policy.parameters())
+    assert sum(p.numel() for p in policy.policy.parameters()) == n_source
+    actions, valid = _episode(policy, target)
+    assert valid and len(actions) >= 1 and all(0 <= a < 6 for a in actions)
+    assert target._done  # a full episode: it ended by the floor or the budget
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def _write_tsv(path: Path, texts) -> Path:
+    with path.open("w") as f:
+        f.write("sentence\tlabel\n")
+        for s, y in texts:
+            f.write(f"{s}\t{y}\n")
+    return path
+
+
+def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cache, tmp_path, capsys):
+    result, _ = trained
+    poison = _write_tsv(tmp_path / "poison.tsv", tiny_victim.splits().poisoned_test.take(40))
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--policy", str(result.run_dir), "--victim", "tiny", "--cache", str(victim_cache),
+                 "--eval-poison", str(poison), "--out", str(out), "--seed", "0", "--finetune-epochs", "0.05",
+                 "--eval-size", "80", "--stats-size", "64", "--curve-points", "3", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("report.json", "report.md", "accuracy_vs_heads.png", "model/headprune.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["strategy"] == "agent" and report["heads_pruned"] >= 1
+    assert set(report["metrics"]) == {"pruned", "final"} and report["metrics"]["final"]["lfr"] is not None
+    assert report["config"]["policy"]["sha256"] and report["command"].startswith("headprune evaluate --policy")
+    assert report["details"]["finetune"]["steps"] >= 1  # pruned, then fine-tuned
+
+    assert main(["evaluate", "--policy", str(tmp_path / "missing"), "--victim", "tiny", "--out", str(out)]) == 2
+    assert "--policy" in capsys.readouterr().err
+
+
+def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwargs, tmp_path):
+    result, _ = trained
+    fast = {"finetune_epochs": 0.0, "eval_size": 80, "stats_size": 64, "cache": env_kwargs["cache"], "progress": False}
+    a = evaluate(result.run_dir, tiny_victim, None, 0, **fast)
+    b = evaluate(result.run_dir, tiny_victim, None, 0, **fast)
+    assert a.trajectory == b.trajectory and torch.equal(a.mask, b.mask)
+    env = HeadPruneEnv(**env_kwargs)
+    c = defend(tiny_victim, None, load_policy(result.run_dir, env), 0, **fast)  # a ready policy object
+    assert c.strategy == "agent" and torch.equal(c.mask, a.mask)
+    # training: same seed, same weights
+    runs = [train(run_dir=tmp_path / f"s{i}", seed=3, env_kwargs=env_kwargs, n_timesteps=8, tensorboard=False,
+                  hyperparams={**FAST_HP, "checkpoint_freq": 0}) for i in range(2)]
+    w0, w1 = (r.model.policy.state_dict() for r in runs)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)

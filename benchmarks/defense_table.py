@@ -69,12 +69,11 @@ def main() -> int:
                       executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
                       log=lambda line: print(line, flush=True))
     path = Path(args.jsonl)
-    lines = [f"Command: `{command}`", "",
-             f"Seeds: {args.seeds}; runs stored in `{path}`; ACC on clean test, LFR on poisoned test "
-             f"({'first ' + str(args.test_limit) + ' rows' if args.test_limit else 'all rows'}); "
-             "'pruned' = after pruning only, otherwise after pruning + fine-tuning. Mean ± std (ddof 1) over seeds. "
-             f"The '{CLEAN_MODEL}' row is the clean model trained like the victim.", "",
-             summary_markdown(report.records)]
+    rows = f"first {args.test_limit} rows" if args.test_limit else "all rows"
+    note = (f"Seeds: {args.seeds}; runs stored in `{path}`; ACC on clean test, LFR on poisoned test ({rows}); "
+            "'pruned' = after pruning only, otherwise after pruning + fine-tuning. Mean ± std (ddof 1) over seeds. "
+            f"The '{CLEAN_MODEL}' row is the clean model trained like the victim.")
+    lines = [f"Command: `{command}`", "", note, "", summary_markdown(report.records)]
     text = "\n".join(lines)
     print(text)
     if args.markdown_out:

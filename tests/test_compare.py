@@ -142,17 +142,29 @@ def test_bad_settings_records_and_engines(tmp_path: Path):
     assert mean_std([1.0, None, 3.0])[:2] == (2.0, pytest.approx(2 ** 0.5))
 
 
-def test_policy_method_needs_the_agents_api(tmp_path: Path):
-    agent = tmp_path / "agent.zip"
-    agent.write_bytes(b"not a real agent")
+def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_path: Path):
+    """``policy:<path>`` runs a saved SB3 model through headprune.agents with defend's protocol."""
     try:
-        from headprune.agents import load_policy  # noqa: F401
+        from headprune.agents import AgentStrategy  # noqa: F401
     except ImportError:
-        with pytest.raises(ValueError, match="needs headprune.agents.load_policy"):
+        agent = tmp_path / "agent.zip"
+        agent.write_bytes(b"no agents package to load this")
+        with pytest.raises(ValueError, match="needs headprune.agents.AgentStrategy"):
             plan_grid(["tiny"], [f"policy:{agent}"], [0], SETTINGS)
-    else:
-        cells = plan_grid(["tiny"], [f"policy:{agent}"], [0], SETTINGS)
-        assert len(cells[0].config["policy_sha256"]) == 64
+        pytest.skip("headprune.agents is not importable")
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    env = gym.make("HeadPrune-v0", victim=tiny_victim, eval_size=64, stats_size=48, cache=victim_cache,
+                   progress=False)
+    MaskablePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).save(tmp_path / "agent.zip")
+    method = f"policy:{tmp_path / 'agent.zip'}"
+    report = run_grid(["tiny"], [method], [0], tmp_path / "runs.jsonl", SETTINGS, cache=victim_cache,
+                      progress=False, log=lambda _: None)
+    assert not report.failed, report.failed
+    (record,) = report.records
+    assert record["strategy"] == method and len(record["config"]["policy_sha256"]) == 64
+    assert record["lfr"] is not None and record["heads_pruned"] == sum(v == 0 for row in record["mask"] for v in row)
 
 
 def test_cli_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

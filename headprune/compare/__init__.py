@@ -28,6 +28,8 @@ from headprune.compare.grid import (
 from headprune.compare.records import (
     CLEAN_MODEL,
     RecordStore,
+    grid_shape,
+    head_frequency,
     load_records,
     mean_std,
     record_attack,
@@ -47,6 +49,8 @@ __all__ = [
     "RecordStore",
     "RunSettings",
     "RunSpec",
+    "grid_shape",
+    "head_frequency",
     "load_records",
     "make_executor",
     "mean_std",

@@ -2,8 +2,8 @@
 one JSONL record per run, skipping the runs already recorded.
 
 A *method* is a registry strategy name (``"gradient"``, ``"pure"``, ``"none"``, ...), a trained agent
-``"policy:<path>"`` (loaded with :func:`headprune.agents.load_policy`), or :data:`CLEAN_MODEL`, the
-reference row (the clean model trained like the victim; evaluated once per victim, seed 0).
+``"policy:<path>"`` (a model ``.zip`` or run folder, run as :class:`headprune.agents.AgentStrategy`), or
+:data:`CLEAN_MODEL`, the reference row (the clean model trained like the victim; evaluated once per victim, seed 0).
 
 Protocol (``defend``'s): the defense sees only the defender's clean rows; the victim's clean and
 poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
@@ -184,26 +184,20 @@ def _victim(spec: str, cache: str | None, progress: bool = False) -> Any:
 
 
 def _require_agents(method: str) -> Callable[..., Any]:
-    """``headprune.agents.load_policy``; ValueError naming ``method`` when the agents package lacks it."""
+    """``headprune.agents.AgentStrategy``; ValueError naming ``method`` when the agents package lacks it."""
     try:
-        from headprune.agents import load_policy
+        from headprune.agents import AgentStrategy
     except ImportError as err:
-        raise ValueError(f"method {method!r} needs headprune.agents.load_policy(path, env) (the agents "
-                         f"package), which cannot be imported: {err}") from None
-    return load_policy  # type: ignore[no-any-return]
+        raise ValueError(f"method {method!r} needs headprune.agents.AgentStrategy (the agents package), which "
+                         f"cannot be imported: {err}") from None
+    return AgentStrategy  # type: ignore[no-any-return]
 
 
-def _load_agent(path: str, victim: Any, clean: Any, spec: RunSpec) -> Any:
-    """A trained agent from ``headprune.agents.load_policy(path, env)`` (issue 6), with an env built on the
-    defender's clean rows only, like the one ``defend`` builds; ``defend`` then runs it as ``strategy``."""
-    load_policy = _require_agents(spec.method)
-    from headprune.envs.headprune_env import HeadPruneEnv
-
-    s = spec.settings
-    env = HeadPruneEnv(victim, clean_data=clean, eval_size=s.eval_size, stats_size=s.stats_size,
-                       max_accuracy_drop=s.max_accuracy_drop, budget=s.budget, seed=spec.seed, cache=spec.cache,
-                       progress=False)
-    return load_policy(path, env)
+def _load_agent(path: str, spec: RunSpec) -> Any:
+    """The trained agent at ``path`` as a ``defend`` strategy (``headprune.agents.AgentStrategy``): ``defend``
+    builds its env on the defender's clean rows, then the agent loads its policy for that env
+    (``headprune.agents.load_policy``) and runs the same protocol as the baselines."""
+    return _require_agents(spec.method)(path, name=spec.method)
 
 
 def _environment() -> dict[str, Any]:
@@ -242,7 +236,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     clean = victim.defender_clean_data()
     if s.clean_rows is not None:
         clean = clean.take(s.clean_rows)
-    strategy = spec.method if kind == "strategy" else _load_agent(str(path), victim, clean, spec)
+    strategy = spec.method if kind == "strategy" else _load_agent(str(path), spec)
     r = defend(victim, clean, strategy, spec.seed, finetune_epochs=s.finetune_epochs,
                finetune_max_steps=s.finetune_max_steps, budget=s.budget, max_accuracy_drop=s.max_accuracy_drop,
                eval_size=s.eval_size, stats_size=s.stats_size, options=s.method_options(spec.method),

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLEAN_MODEL", "RecordKey", "RecordStore", "load_records", "mean_std", "record_attack", "summary_rows", "summary_markdown"]
+__all__ = ["CLEAN_MODEL", "RecordKey", "RecordStore", "grid_shape", "head_frequency", "load_records", "mean_std",
+           "record_attack", "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
 """Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
@@ -144,3 +145,28 @@ def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
         cells = [_fmt(r.get(key) for r in row["runs"]) for key, _ in SUMMARY_COLUMNS]
         lines.append(f"| {row['victim']} | {label} | " + " | ".join(cells) + f" | {row['seeds']} |")
     return "\n".join(lines) + "\n"
+
+
+def grid_shape(record: dict[str, Any], cache: str | os.PathLike[str] | None = None) -> tuple[int, int] | None:
+    """``(layers, heads)`` of a record's victim: from its ``mask``, else from the cached victim's
+    ``config.json`` (records of ``defense_table.py`` have no mask); ``None`` when neither is there."""
+    mask = record.get("mask")
+    if mask:
+        return len(mask), len(mask[0])
+    from headprune.victims import cache_dir
+
+    config = cache_dir(cache) / "victims" / str(record["victim"]) / "config.json"
+    if config.is_file():
+        c = json.loads(config.read_text())
+        return int(c["num_hidden_layers"]), int(c["num_attention_heads"])
+    return None
+
+
+def head_frequency(runs: Iterable[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
+    """``[L, H]`` share of ``runs`` that pruned each head (from their ``pruned_heads``)."""
+    runs = list(runs)
+    freq = np.zeros(shape, dtype=float)
+    for r in runs:
+        for layer, heads in (r.get("pruned_heads") or {}).items():
+            freq[int(layer), [int(h) for h in heads]] += 1
+    return freq / max(len(runs), 1)

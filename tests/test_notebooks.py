@@ -1,0 +1,57 @@
+"""Every notebook in notebooks/ runs top to bottom in quick mode (tiny victim, few steps), so a broken
+notebook fails CI. The kernel is this interpreter (notebooks/run_all.py's kernel manager); the executed
+copies go to a temp folder, the committed notebooks keep their full-mode outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _run_all() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("headprune_notebooks_run_all", NOTEBOOKS / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+RUN_ALL = _run_all()
+PATHS = RUN_ALL.notebook_paths()
+
+
+def test_the_three_notebooks_exist_with_a_parameters_cell():
+    import nbformat
+
+    assert [p.name for p in PATHS] == ["01_quickstart.ipynb", "02_train_agent.ipynb", "03_compare.ipynb"]
+    for path in PATHS:
+        nb = nbformat.read(path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert "HEADPRUNE_NOTEBOOK_MODE" in tagged[0].source
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_runs_in_quick_mode(path: Path, tiny_victim, victim_cache: Path, tmp_path: Path):
+    out = tmp_path / path.name
+    nb = RUN_ALL.execute_notebook(path, "quick", out, timeout=600,
+                                  env={"HEADPRUNE_CACHE": str(victim_cache),
+                                       "HEADPRUNE_NOTEBOOK_LOGDIR": str(tmp_path / "logs")})
+    assert out.is_file()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_unknown_mode_and_notebook_are_named():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        RUN_ALL.execute_notebook(PATHS[0], "medium", None)
+    with pytest.raises(ValueError, match="no notebook matches"):
+        RUN_ALL.notebook_paths(["99"])

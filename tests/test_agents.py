@@ -161,6 +161,8 @@ def test_bad_hyperparameters_are_named(tmp_path):
         load_hyperparams(conf_file=tmp_path / "other.yml")
     with pytest.raises(ValueError, match="poisoned_eval"):
         train(run_dir=tmp_path / "r", env_kwargs={"poisoned_eval": "p.tsv"})
+    with pytest.raises(ValueError, match="env_kwargs.victim"):
+        train(run_dir=tmp_path / "r", env_kwargs={"victim": object()})
 
 
 # ------------------------------------------------------------------------------------------ training runs

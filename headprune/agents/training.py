@@ -236,6 +236,12 @@ def train(
     settings = TrainSettings.from_hyperparams(hp)
     if "poisoned_eval" in settings.env_kwargs:
         raise ValueError("env_kwargs: poisoned_eval is not allowed in training (poisoned data is evaluation only)")
+    for key, value in settings.env_kwargs.items():  # the run folder must be able to rebuild the env
+        try:
+            yaml.safe_dump(value)
+        except yaml.YAMLError:
+            raise ValueError(f"env_kwargs.{key}: {type(value).__name__} cannot be saved in config.yml; pass a preset "
+                             "name, a folder or a file path instead") from None
     folder = Path(run_dir) if run_dir is not None else Path("runs") / f"{algo}_{env_id}_s{seed}"
     if (folder / "run.json").exists():
         raise ValueError(f"run_dir {folder} already holds a run: resume it (headprune train --resume {folder}) "

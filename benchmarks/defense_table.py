@@ -21,14 +21,16 @@ Smoke run (tiny victim, one seed, tiny budgets; about a minute)::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import warnings
 from pathlib import Path
 
 from headprune.baselines import strategy_names
-from headprune.compare import CLEAN_MODEL, RunSettings, make_executor, pin_threads, run_grid, summary_markdown
+from headprune.compare import (
+    CLEAN_MODEL, add_run_settings_arguments, make_executor, pin_threads, run_grid, run_settings_from_args,
+    summary_markdown,
+)
 
 
 def _parse() -> argparse.Namespace:
@@ -36,16 +38,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
     p.add_argument("--strategies", nargs="+", default=strategy_names(), help="registry names ('none' = no defense)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--finetune-epochs", type=float, default=3.0)
-    p.add_argument("--finetune-max-steps", type=int, default=None)
-    p.add_argument("--budget", type=int, default=None)
-    p.add_argument("--max-accuracy-drop", type=float, default=0.05)
-    p.add_argument("--clean-rows", type=int, default=None, help="use only the first N defender clean rows")
-    p.add_argument("--eval-size", type=int, default=256)
-    p.add_argument("--stats-size", type=int, default=256)
-    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N clean/poisoned test rows")
-    p.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} for strategy options')
-    p.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+    add_run_settings_arguments(p)
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl")
     p.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
     p.add_argument("--cache", default=None)
@@ -59,12 +52,7 @@ def main() -> int:
     pin_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     command = "python benchmarks/defense_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    settings = RunSettings(
-        finetune_epochs=args.finetune_epochs, finetune_max_steps=args.finetune_max_steps, budget=args.budget,
-        max_accuracy_drop=args.max_accuracy_drop, clean_rows=args.clean_rows, eval_size=args.eval_size,
-        stats_size=args.stats_size, test_limit=args.test_limit, fast=args.fast,
-        options={k: v for k, v in json.loads(args.options).items() if k in args.strategies},
-    )
+    settings = run_settings_from_args(args, methods=args.strategies)  # options of other strategies: dropped
     report = run_grid(args.victims, args.strategies, args.seeds, args.jsonl, settings, reference=True,
                       executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
                       log=lambda line: print(line, flush=True))
@@ -75,12 +63,7 @@ def main() -> int:
             f"The '{CLEAN_MODEL}' row is the clean model trained like the victim.")
     lines = [f"Command: `{command}`", "", note, "", summary_markdown(report.records)]
     text = "\n".join(lines)
-    print(text)
-    if args.markdown_out:
-        Path(args.markdown_out).write_text(text)
-    for label, error in report.failed:
-        print(f"FAILED {label}: {error}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return report.publish(text, args.markdown_out)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,20 @@ policy against scripted strategies at the same accuracy floor, and without retra
 victims (transfer), with the protocol of ``headprune defend`` (prune, fine-tune with the pruned heads
 held at zero, ``evaluate_defense`` on the clean and poisoned TEST rows after the mask is fixed).
 
-Training sees only the defender's clean rows (the env's reward; never poisoned data or LFR). Every
-finished training and evaluation is appended to a JSONL file keyed by (victim, method, seed, config
-hash), so a rerun skips what is done (a trained run folder with ``model.zip`` is reused; an unfinished
-one is resumed). Baseline rows already in ``--baseline-jsonl`` (``benchmarks/defense_table.py``'s
-file, same keys) are reused read-only. The Markdown printed at the end starts with the exact command.
+Training sees only the defender's clean rows (the env's reward; never poisoned data or LFR); a trained
+run folder with ``model.zip`` is reused, an unfinished one is resumed. The evaluation is the experiment
+runner (:func:`headprune.compare.run_grid`, also ``headprune compare``) over the baselines and
+``policy:<run folder>`` for each trained run (its config hash adds ``policy_sha256``, the digest of the
+run folder). Every finished run is appended to ``--jsonl``, by default ``benchmarks/defense_table.py``'s
+file, keyed by (victim, method, seed, config hash): baseline runs already recorded there are reused, and a
+rerun skips what is done. The Markdown printed at the end starts with the exact command.
 
 The measurement (CPU; about ``--max-minutes`` of training plus the evaluations)::
 
     .venv/bin/python benchmarks/train_agent.py --victim minilm-syntactic --transfer minilm-style \\
         --max-minutes 60 --eval-seeds 0 1 2
 
-Smoke run (tiny victim; under a minute)::
+Smoke run (tiny victim; about a minute)::
 
     .venv/bin/python benchmarks/train_agent.py --victim tiny --transfer tiny --max-minutes 0.2 \\
         --eval-seeds 0 --baselines random gradient --finetune-epochs 0.2 --eval-size 80 --stats-size 64 \\
@@ -25,7 +27,6 @@ Smoke run (tiny victim; under a minute)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -33,16 +34,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from headprune.agents import evaluate, resume, train
+from headprune.agents import resume, train
 from headprune.agents.hyperparams import parse_assignments
-from headprune.baselines import defend
-from headprune.provenance import config_hash, environment_info
+from headprune.compare import (
+    POLICY_PREFIX, RunSettings, add_run_settings_arguments, make_executor, pin_threads, run_grid,
+    run_settings_from_args, summary_markdown,
+)
 from headprune.victims import resolve_victim
-
-Key = tuple[str, str, int, str]
 
 
 def _parse() -> argparse.Namespace:
@@ -57,47 +55,34 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--baselines", nargs="*", default=["random", "gradient", "layerwise", "egreedy", "pure"],
                    help="scripted strategies evaluated at the same floor")
     p.add_argument("--hyperparams", nargs="*", default=None, metavar="KEY=VALUE", help="override the shipped YAML")
-    p.add_argument("--finetune-epochs", type=float, default=3.0)
-    p.add_argument("--finetune-max-steps", type=int, default=None)
-    p.add_argument("--budget", type=int, default=None)
-    p.add_argument("--max-accuracy-drop", type=float, default=0.05)
-    p.add_argument("--clean-rows", type=int, default=None, help="use only the first N defender clean rows")
-    p.add_argument("--eval-size", type=int, default=256)
-    p.add_argument("--stats-size", type=int, default=256)
-    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N clean/poisoned test rows")
+    add_run_settings_arguments(p)
     p.add_argument("--run-root", default="runs/agent_bench", help="training run folders go here")
-    p.add_argument("--jsonl", default="benchmarks/results/agent_runs.jsonl")
-    p.add_argument("--baseline-jsonl", default="benchmarks/results/defense_runs.jsonl",
-                   help="read-only: baseline records of defense_table.py reused when their key matches")
+    p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl",
+                   help="run records, shared with defense_table.py (runs already there are reused)")
     p.add_argument("--markdown-out", default=None)
     p.add_argument("--cache", default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on busy CPUs)")
+    p.add_argument("--workers", type=int, default=1, help="evaluation runs in parallel processes (1 thread each)")
     return p.parse_args()
 
 
-def _load(path: Path) -> dict[Key, dict[str, Any]]:
-    done: dict[Key, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["victim"], r["strategy"], int(r["seed"]), r["config_hash"])] = r
-    return done
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _ms(values: list[float | None]) -> str:
-    xs = [v for v in values if v is not None]
-    if not xs:
-        return "-"
-    if len(xs) == 1:
-        return f"{xs[0]:.3f}"
-    return f"{np.mean(xs):.3f} ± {np.std(xs, ddof=1):.3f}"
+def _env_kwargs(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
+    """``HeadPrune-v0`` keyword arguments of the training victim, with the evaluation's floor, budget and
+    row counts (``clean_rows``: the same first N defender rows, written to a file for the run config)."""
+    env_kwargs: dict[str, Any] = {"victim": args.victim, "max_accuracy_drop": settings.max_accuracy_drop,
+                                  "eval_size": settings.eval_size, "stats_size": settings.stats_size,
+                                  "progress": False}
+    if settings.budget is not None:
+        env_kwargs["budget"] = settings.budget
+    if args.cache is not None:
+        env_kwargs["cache"] = args.cache
+    if settings.clean_rows is not None:
+        rows = resolve_victim(args.victim, cache=args.cache).defender_clean_data().take(settings.clean_rows)
+        clean_file = Path(args.run_root) / f"clean_rows_{settings.clean_rows}.tsv"
+        clean_file.parent.mkdir(parents=True, exist_ok=True)
+        clean_file.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+        env_kwargs["clean_data"] = str(clean_file)
+    return env_kwargs
 
 
 def _train_or_reuse(args: argparse.Namespace, seed: int, env_kwargs: dict[str, Any], command: str) -> Path:
@@ -116,113 +101,49 @@ def _train_or_reuse(args: argparse.Namespace, seed: int, env_kwargs: dict[str, A
     return run_dir
 
 
-def _record(victim: str, method: str, seed: int, h: str, cfg: dict[str, Any], r: Any) -> dict[str, Any]:
-    return {"victim": victim, "strategy": method, "seed": seed, "config_hash": h, "config": cfg,
-            "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
-            "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
-            "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,
-            "pruned_heads": r.pruned_heads, "details": {k: v for k, v in r.details.items() if k != "trajectory"},
-            "versions": environment_info()["versions"]}
+def _training_summary(seed: int, run_dir: Path) -> dict[str, Any]:
+    """Env steps, seconds, steps/s and how the last session ended, from the run folder's ``run.json``."""
+    sessions = json.loads((run_dir / "run.json").read_text())["sessions"]
+    steps = sessions[-1].get("end_timesteps", 0)
+    seconds = sum(s.get("seconds", 0.0) for s in sessions)
+    return {"seed": seed, "run_dir": str(run_dir), "timesteps": steps, "seconds": seconds,
+            "steps_per_s": steps / seconds if seconds else None, "end": sessions[-1]["end"]}
+
+
+def _markdown(args: argparse.Namespace, command: str, trainings: list[dict[str, Any]], table: str) -> str:
+    """The report: the command, the training line, the protocol note and the runner's summary table."""
+    trained = "; ".join(f"seed {t['seed']}: {t['timesteps']} env steps in {t['seconds'] / 60:.1f} min "
+                        f"({t['steps_per_s'] or 0:.2f} steps/s, {t['end']}), `{t['run_dir']}`" for t in trainings)
+    rows = f"first {args.test_limit} rows" if args.test_limit else "all rows"
+    note = (f"Evaluation seeds {args.eval_seeds} (defend's split and fine-tune seed); floor: "
+            f"{args.max_accuracy_drop} below the unpruned validation accuracy; ACC on clean test, LFR on poisoned "
+            f"test ({rows}); 'pruned' = after pruning only, otherwise after pruning + fine-tuning. Mean ± std "
+            f"(ddof 1) over seeds. Records: `{args.jsonl}`; `{POLICY_PREFIX}<run folder>` = the trained agent.")
+    return "\n".join([f"Command: `{command}`", "",
+                      f"Training ({args.algo}, victim `{args.victim}`, clean defender rows only): {trained}", "",
+                      note, "", table])
 
 
 def main() -> int:
     args = _parse()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     command = "python benchmarks/train_agent.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = Path(args.jsonl)
-    done = _load(path)
-    reuse = _load(Path(args.baseline_jsonl)) if args.baseline_jsonl else {}
-    # the config of defense_table.py (same keys, so its baseline records are reused)
-    base_cfg = {"finetune_epochs": args.finetune_epochs, "finetune_max_steps": args.finetune_max_steps,
-                "budget": args.budget, "max_accuracy_drop": args.max_accuracy_drop, "clean_rows": args.clean_rows,
-                "eval_size": args.eval_size, "stats_size": args.stats_size, "test_limit": args.test_limit,
-                "options": {}}
-    env_kwargs = {"victim": args.victim, "max_accuracy_drop": args.max_accuracy_drop, "eval_size": args.eval_size,
-                  "stats_size": args.stats_size, "progress": False}
-    if args.budget is not None:
-        env_kwargs["budget"] = args.budget
-    if args.cache is not None:
-        env_kwargs["cache"] = args.cache
-    if args.clean_rows is not None:  # the same first N defender rows as the evaluation, as a file for the run config
-        rows = resolve_victim(args.victim, cache=args.cache).defender_clean_data().take(args.clean_rows)
-        clean_file = Path(args.run_root) / f"clean_rows_{args.clean_rows}.tsv"
-        clean_file.parent.mkdir(parents=True, exist_ok=True)
-        clean_file.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
-        env_kwargs["clean_data"] = str(clean_file)
+    settings = run_settings_from_args(args, methods=args.baselines)  # options of other strategies: dropped
 
     # ---- 1. training (clean rows only)
-    trainings = []
-    for seed in args.train_seeds:
-        run_dir = _train_or_reuse(args, seed, env_kwargs, command)
-        run = json.loads((run_dir / "run.json").read_text())
-        sessions = run["sessions"]
-        steps = sessions[-1].get("end_timesteps", 0)
-        seconds = sum(s.get("seconds", 0.0) for s in sessions)
-        trainings.append({"seed": seed, "run_dir": str(run_dir), "timesteps": steps, "seconds": seconds,
-                          "steps_per_s": steps / seconds if seconds else None, "end": sessions[-1]["end"]})
+    env_kwargs = _env_kwargs(args, settings)
+    trainings = [_training_summary(seed, _train_or_reuse(args, seed, env_kwargs, command))
+                 for seed in args.train_seeds]
 
-    # ---- 2. evaluation: agent(s) and baselines on every victim, same protocol and floor
-    table: list[tuple[str, str, list[dict[str, Any]]]] = []
-    for victim_name in [args.victim, *args.transfer]:
-        victim = resolve_victim(victim_name, cache=args.cache, progress=False)
-        splits = victim.splits()  # evaluation only
-        clean_test, poisoned_test = splits.clean_test, splits.poisoned_test
-        if args.test_limit is not None:
-            clean_test, poisoned_test = clean_test.take(args.test_limit), poisoned_test.take(args.test_limit)
-        clean = victim.defender_clean_data()
-        if args.clean_rows is not None:
-            clean = clean.take(args.clean_rows)
-        common = {"finetune_epochs": args.finetune_epochs, "finetune_max_steps": args.finetune_max_steps,
-                  "budget": args.budget, "max_accuracy_drop": args.max_accuracy_drop, "eval_size": args.eval_size,
-                  "stats_size": args.stats_size, "eval_clean": clean_test, "eval_poison": poisoned_test,
-                  "cache": args.cache, "progress": False}
-        methods = [(f"agent:{Path(t['run_dir']).name}", t) for t in trainings] + [(b, None) for b in args.baselines]
-        for method, training in methods:
-            cfg = dict(base_cfg)
-            if training is not None:
-                model = Path(training["run_dir"]) / "model.zip"
-                cfg["policy_sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
-            h = config_hash(cfg)
-            runs = []
-            for seed in args.eval_seeds:
-                key = (victim.name, method, seed, h)
-                if key in done or key in reuse:
-                    print(f"[skip] {victim.name} {method} seed {seed} ({h})", flush=True)
-                    runs.append(done.get(key) or reuse[key])
-                    continue
-                print(f"[run] {victim.name} {method} seed {seed} ({h})", flush=True)
-                if training is not None:
-                    r = evaluate(training["run_dir"], victim, clean, seed, **common)
-                else:
-                    r = defend(victim, clean, method, seed, **common)
-                done[key] = _record(victim.name, method, seed, h, cfg, r)
-                _append(path, done[key])
-                runs.append(done[key])
-            table.append((victim.name, method, runs))
-
-    lines = [f"Command: `{command}`", "",
-             (f"Training ({args.algo}, victim `{args.victim}`, clean defender rows only): "
-              + "; ".join(f"seed {t['seed']}: {t['timesteps']} env steps in {t['seconds'] / 60:.1f} min "
-                         f"({t['steps_per_s'] or 0:.2f} steps/s, {t['end']}), `{t['run_dir']}`" for t in trainings)),
-             "",
-             (f"Evaluation seeds {args.eval_seeds} (defend's split and fine-tune seed); floor: "
-             f"{args.max_accuracy_drop} below the unpruned validation accuracy; ACC on clean test, LFR on poisoned "
-             f"test ({'first ' + str(args.test_limit) + ' rows' if args.test_limit else 'all rows'}); 'pruned' = "
-             "after pruning only, otherwise after pruning + fine-tuning. Mean ± std (ddof 1) over seeds. "
-             f"Records: `{path}`."),
-             "", "| victim | method | heads pruned | ACC pruned | LFR pruned | ACC | LFR | wall s | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for victim_name, method, runs in table:
-        lines.append(f"| {victim_name} | {method} | {_ms([float(r['heads_pruned']) for r in runs])} | "
-                     f"{_ms([r['acc_pruned'] for r in runs])} | {_ms([r['lfr_pruned'] for r in runs])} | "
-                     f"{_ms([r['acc'] for r in runs])} | {_ms([r['lfr'] for r in runs])} | "
-                     f"{_ms([r['wall_s'] for r in runs])} | {len(runs)} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown_out:
-        Path(args.markdown_out).write_text(text)
-    return 0
+    # ---- 2. evaluation: baselines and agent(s) on every victim, same protocol and floor (the runner)
+    victims = list(dict.fromkeys([args.victim, *args.transfer]))
+    methods = [*args.baselines, *(POLICY_PREFIX + t["run_dir"] for t in trainings)]
+    report = run_grid(victims, methods, args.eval_seeds, args.jsonl, settings, cache=args.cache, progress=False,
+                      executor=make_executor("auto", args.workers, threads=args.threads),
+                      log=lambda line: print(line, flush=True))
+    text = _markdown(args, command, trainings, summary_markdown(report.records))
+    return report.publish(text, args.markdown_out)
 
 
 if __name__ == "__main__":

@@ -96,9 +96,7 @@ def _defend(args: argparse.Namespace) -> int:
     from headprune.baselines.registry import get_strategy
 
     get_strategy(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
-    _check_files(args)
-    if args.finetune_epochs < 0:
-        raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    kwargs = _defend_kwargs(args)
     options = {}
     for item in args.option or []:
         key, sep, value = item.partition("=")
@@ -116,16 +114,23 @@ def _defend(args: argparse.Namespace) -> int:
 
     clean = read_labelled_text(args.clean_data)
     victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
-    result = defend(
-        victim, clean, args.strategy, args.seed, finetune_epochs=args.finetune_epochs, budget=args.budget,
-        max_accuracy_drop=args.max_accuracy_drop, eval_size=args.eval_size, stats_size=args.stats_size,
-        options=options, eval_clean=args.eval_clean, eval_poison=args.eval_poison, target_label=args.target_label,
-        curve_points=args.curve_points if (args.eval_poison or args.eval_clean) else 0, cache=args.cache,
-        progress=not args.quiet,
-    )
-    paths = write_report(result, args.out, command=_command_line("defend", args))
-    _print_result(result, paths)
+    result = defend(victim, clean, args.strategy, args.seed, options=options, **kwargs)
+    _print_result(result, write_report(result, args.out, command=_command_line("defend", args)))
     return 0
+
+
+def _defend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``defend`` shared by ``defend`` and ``evaluate`` (the options of
+    :func:`_add_defend_options`), after checking the data files and ``--finetune-epochs``."""
+    from headprune.compare.grid import DEFEND_SETTINGS
+
+    _check_files(args)
+    if args.finetune_epochs < 0:
+        raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    evaluated = bool(args.eval_poison or args.eval_clean)
+    return {**{name: getattr(args, name) for name in DEFEND_SETTINGS}, "eval_clean": args.eval_clean,
+            "eval_poison": args.eval_poison, "target_label": args.target_label,
+            "curve_points": args.curve_points if evaluated else 0, "cache": args.cache, "progress": not args.quiet}
 
 
 def _check_files(args: argparse.Namespace) -> None:
@@ -167,29 +172,19 @@ def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from headprune.compare import (
-        POLICY_PREFIX, RunSettings, make_executor, pin_threads, run_grid, summary_markdown,
+        POLICY_PREFIX, make_executor, pin_threads, run_grid, run_settings_from_args, summary_markdown,
     )
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {args.seeds}")
     if not args.strategies and not args.policies:
         raise ValueError("give --strategies and/or --policies")
-    try:
-        options = json.loads(args.options)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--options must be a JSON object, got {args.options!r} ({err})") from None
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {args.options!r}')
+    settings = run_settings_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {out} is a file")
     pin_threads(args.threads)
     methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
-    settings = RunSettings(
-        finetune_epochs=args.finetune_epochs, finetune_max_steps=args.finetune_max_steps, budget=args.budget,
-        max_accuracy_drop=args.max_accuracy_drop, clean_rows=args.clean_rows, eval_size=args.eval_size,
-        stats_size=args.stats_size, test_limit=args.test_limit, options=options, fast=args.fast,
-    )
     executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     report = run_grid(args.victims, methods, seeds, out / "runs.jsonl", settings, executor=executor,
@@ -199,9 +194,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(table)
     print(f"{len(report.ran)} runs done, {len(report.skipped)} already recorded; records: {report.path}; "
           f"table: {out / 'summary.md'}")
-    for label, error in report.failed:
-        print(f"headprune: run failed: {label}: {error}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return report.report_failures("headprune: run failed:")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -221,20 +214,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
     AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
-    _check_files(args)
-    if args.finetune_epochs < 0:
-        raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    kwargs = _defend_kwargs(args)
     clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
     victim = resolve_victim(args.victim, cache=args.cache, progress=not args.quiet)
-    result = evaluate(
-        args.policy, victim, clean, args.seed, finetune_epochs=args.finetune_epochs, budget=args.budget,
-        max_accuracy_drop=args.max_accuracy_drop, eval_size=args.eval_size, stats_size=args.stats_size,
-        eval_clean=args.eval_clean, eval_poison=args.eval_poison, target_label=args.target_label,
-        curve_points=args.curve_points if (args.eval_poison or args.eval_clean) else 0, cache=args.cache,
-        progress=not args.quiet,
-    )
+    result = evaluate(args.policy, victim, clean, args.seed, **kwargs)
     _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
     return 0
+
+
+def _add_defend_options(parser: argparse.ArgumentParser) -> None:
+    """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_kwargs`)."""
+    from headprune.compare.grid import DEFEND_SETTINGS, add_run_settings_arguments
+
+    parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
+    parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
+    parser.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
+    parser.add_argument("--seed", type=int, default=0)
+    add_run_settings_arguments(parser, DEFEND_SETTINGS)
+    parser.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
+    parser.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,25 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     heads.set_defaults(func=_heads)
 
     from headprune.baselines.registry import STRATEGIES
+    from headprune.compare.grid import add_run_settings_arguments
 
     dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
     dfd.add_argument("--model", required=True, help="a victim folder or a victim preset name")
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
     dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(STRATEGIES)}")
-    dfd.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
-    dfd.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
-    dfd.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
-    dfd.add_argument("--seed", type=int, default=0)
-    dfd.add_argument("--finetune-epochs", type=float, default=3.0, help="clean fine-tuning after pruning (0 disables)")
-    dfd.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
-    dfd.add_argument("--max-accuracy-drop", type=float, default=0.05, help="the accuracy floor below the start")
-    dfd.add_argument("--eval-size", type=int, default=256, help="defender rows held out for validation")
-    dfd.add_argument("--stats-size", type=int, default=256, help="defender rows for head statistics")
-    dfd.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
-    dfd.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
+    _add_defend_options(dfd)
     dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
-    dfd.add_argument("--cache", default=None)
-    dfd.add_argument("--quiet", action="store_true", help="no progress bars")
     dfd.set_defaults(func=_defend)
 
     cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")
@@ -307,16 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: process if --workers > 1, else local; ray needs the ray package")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (engine ray)")
     cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    cmp.add_argument("--finetune-epochs", type=float, default=3.0)
-    cmp.add_argument("--finetune-max-steps", type=int, default=None)
-    cmp.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
-    cmp.add_argument("--max-accuracy-drop", type=float, default=0.05)
-    cmp.add_argument("--clean-rows", type=int, default=None, help="use only the first N defender clean rows")
-    cmp.add_argument("--eval-size", type=int, default=256)
-    cmp.add_argument("--stats-size", type=int, default=256)
-    cmp.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N clean/poisoned test rows")
-    cmp.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}}')
-    cmp.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+    add_run_settings_arguments(cmp)
     cmp.add_argument("--cache", default=None)
     cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     cmp.set_defaults(func=_compare)
@@ -331,20 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--policy", required=True, help="a trained model .zip or a run folder (headprune train)")
     evl.add_argument("--victim", required=True, help="a victim preset name or folder (any model size)")
     evl.add_argument("--clean-data", default=None, help="the defender's clean labelled file (default the victim's)")
-    evl.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
-    evl.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
-    evl.add_argument("--eval-clean", default=None,
-                     help="clean test file (evaluation only; default the validation rows)")
-    evl.add_argument("--seed", type=int, default=0)
-    evl.add_argument("--finetune-epochs", type=float, default=3.0, help="clean fine-tuning after pruning (0 disables)")
-    evl.add_argument("--budget", type=int, default=None, help="most heads pruned (default half)")
-    evl.add_argument("--max-accuracy-drop", type=float, default=0.05, help="the accuracy floor below the start")
-    evl.add_argument("--eval-size", type=int, default=256, help="defender rows held out for validation")
-    evl.add_argument("--stats-size", type=int, default=256, help="defender rows for head statistics")
-    evl.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
-    evl.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
-    evl.add_argument("--cache", default=None)
-    evl.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_defend_options(evl)
     evl.set_defaults(func=_evaluate)
     return parser
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 import yaml
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from tiny_models import write_labelled_tsv
 
 from headprune.agents import (
     AgentPolicy,
@@ -40,14 +40,6 @@ from headprune.victims import VictimConfig
 
 # a few steps per rollout, one epoch: each run is seconds on the tiny victim
 FAST_HP: dict[str, Any] = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "eval_freq": 0, "checkpoint_freq": 8}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -280,17 +272,9 @@ def test_policy_trained_on_tiny_transfers_to_another_size(trained, env_kwargs, o
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def _write_tsv(path: Path, texts) -> Path:
-    with path.open("w") as f:
-        f.write("sentence\tlabel\n")
-        for s, y in texts:
-            f.write(f"{s}\t{y}\n")
-    return path
-
-
 def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cache, tmp_path, capsys):
     result, _ = trained
-    poison = _write_tsv(tmp_path / "poison.tsv", tiny_victim.splits().poisoned_test.take(40))
+    poison = write_labelled_tsv(tmp_path / "poison.tsv", tiny_victim.splits().poisoned_test.take(40))
     out = tmp_path / "eval"
     code = main(["evaluate", "--policy", str(result.run_dir), "--victim", "tiny", "--cache", str(victim_cache),
                  "--eval-poison", str(poison), "--out", str(out), "--seed", "0", "--finetune-epochs", "0.05",

@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny_models import write_labelled_tsv
 
 from headprune.baselines import STRATEGIES, defend, pure_prune, strategy_names
 from headprune.baselines.defend import PureAttentionRegulariser, pure_norm_coefficients
@@ -254,19 +254,11 @@ def test_defend_rejects_unknown_strategy(tiny_victim, clean, fast):
 
 
 # ------------------------------------------------------------------------------ CLI
-def _write_tsv(path: Path, texts) -> Path:
-    with path.open("w") as f:
-        f.write("sentence\tlabel\n")
-        for s, y in texts:
-            f.write(f"{s}\t{y}\n")
-    return path
-
-
 def test_cli_round_trip_loads_in_plain_transformers(tiny_victim, clean, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    clean_file = _write_tsv(tmp_path / "clean.tsv", clean)
-    poison_file = _write_tsv(tmp_path / "poison.tsv", tiny_victim.splits().poisoned_test.take(60))
+    clean_file = write_labelled_tsv(tmp_path / "clean.tsv", clean)
+    poison_file = write_labelled_tsv(tmp_path / "poison.tsv", tiny_victim.splits().poisoned_test.take(60))
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ from headprune.compare import (
     ProcessExecutor,
     RecordStore,
     RunSettings,
+    add_run_settings_arguments,
     make_executor,
     mean_std,
     plan_grid,
     run_grid,
+    run_settings_from_args,
     summary_markdown,
 )
 from headprune.provenance import config_hash
@@ -110,6 +113,22 @@ def test_config_hash_is_the_one_defense_table_always_used():
     assert config_hash(settings.method_config("gradient")) == config_hash(legacy)
     assert config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
     assert RunSettings(fast=True).method_options("gradient") == {"n_rows": 64}
+
+
+def test_run_settings_options_round_trip():
+    """The shared command-line options give the dataclass defaults (so the same config hashes), read
+    ``--options`` as JSON, optionally keep only the listed methods' options, and name bad JSON."""
+    parser = argparse.ArgumentParser()
+    add_run_settings_arguments(parser)
+    default = run_settings_from_args(parser.parse_args([]))
+    assert config_hash(default.method_config("gradient")) == config_hash(RunSettings().method_config("gradient"))
+    args = parser.parse_args(["--finetune-epochs", "3", "--clean-rows", "160", "--fast",
+                              "--options", '{"gradient": {"n_rows": 32}, "pure": {"epochs": 1}}'])
+    settings = run_settings_from_args(args, methods=["gradient"])
+    assert settings == RunSettings(finetune_epochs=3.0, clean_rows=160, fast=True, options={"gradient": {"n_rows": 32}})
+    for bad in ("{bad", '{"gradient": 3}'):
+        with pytest.raises(ValueError, match="--options must be a JSON object"):
+            run_settings_from_args(parser.parse_args(["--options", bad]))
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

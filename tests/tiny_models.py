@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
@@ -105,3 +108,12 @@ def gated_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
             return model(**batch).logits
         with HeadGate(model, mask):
             return model(**batch).logits
+
+
+def write_labelled_tsv(path: Path, rows: Iterable[tuple[str, int]]) -> Path:
+    """Write ``(sentence, label)`` rows as a ``sentence<TAB>label`` TSV with a header (what the CLIs read)."""
+    with path.open("w") as f:
+        f.write("sentence\tlabel\n")
+        for s, y in rows:
+            f.write(f"{s}\t{y}\n")
+    return path

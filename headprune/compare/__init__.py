@@ -15,15 +15,18 @@ from headprune.compare.executors import (
     pin_threads,
 )
 from headprune.compare.grid import (
+    DEFEND_SETTINGS,
     FAST_OPTIONS,
     POLICY_PREFIX,
     GridReport,
     RunSettings,
     RunSpec,
+    add_run_settings_arguments,
     parse_method,
     plan_grid,
     run_cell,
     run_grid,
+    run_settings_from_args,
 )
 from headprune.compare.records import (
     CLEAN_MODEL,
@@ -39,6 +42,7 @@ from headprune.compare.records import (
 
 __all__ = [
     "CLEAN_MODEL",
+    "DEFEND_SETTINGS",
     "FAST_OPTIONS",
     "POLICY_PREFIX",
     "Executor",
@@ -49,6 +53,7 @@ __all__ = [
     "RecordStore",
     "RunSettings",
     "RunSpec",
+    "add_run_settings_arguments",
     "grid_shape",
     "head_frequency",
     "load_records",
@@ -60,6 +65,7 @@ __all__ = [
     "record_attack",
     "run_cell",
     "run_grid",
+    "run_settings_from_args",
     "summary_markdown",
     "summary_rows",
 ]

@@ -17,10 +17,13 @@ runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +31,8 @@ from typing import Any
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, RecordKey, RecordStore
 
-__all__ = ["FAST_OPTIONS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "parse_method", "plan_grid",
-           "run_cell", "run_grid"]
+__all__ = ["DEFEND_SETTINGS", "FAST_OPTIONS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
+           "add_run_settings_arguments", "parse_method", "plan_grid", "run_cell", "run_grid", "run_settings_from_args"]
 
 POLICY_PREFIX = "policy:"
 FAST_OPTIONS: dict[str, dict[str, Any]] = {
@@ -101,6 +104,67 @@ class RunSettings:
         return cfg
 
 
+_SETTING_FLAGS: dict[str, tuple[type, str]] = {
+    "finetune_epochs": (float, "clean fine-tuning after pruning (0 disables)"),
+    "finetune_max_steps": (int, "cap on the fine-tuning steps (default none)"),
+    "budget": (int, "most heads pruned (default half)"),
+    "max_accuracy_drop": (float, "the accuracy floor below the start"),
+    "clean_rows": (int, "use only the first N defender clean rows"),
+    "eval_size": (int, "defender rows held out for validation"),
+    "stats_size": (int, "defender rows for head statistics"),
+    "test_limit": (int, "evaluate on the first N clean/poisoned test rows"),
+}
+"""The scalar :class:`RunSettings` fields given on command lines: ``(type, help)`` by field name."""
+
+DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size", "stats_size")
+"""The :class:`RunSettings` fields that ``headprune defend`` / ``evaluate`` take as options."""
+
+
+def add_run_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
+    """Add the :class:`RunSettings` options (``--finetune-epochs``, ``--budget``, ...) to ``parser``, with
+    the dataclass defaults; :func:`run_settings_from_args` reads them back.
+
+    Args:
+        parser: the parser (or subparser) to extend.
+        fields: only these scalar fields (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default:
+            all of them plus ``--options`` (JSON ``{"strategy": {option: value}}``) and ``--fast``.
+    """
+    defaults = RunSettings()
+    for name, (kind, text) in _SETTING_FLAGS.items():
+        if fields is None or name in fields:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name), help=text)
+    if fields is None:
+        parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
+        parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+
+
+def _parse_options(text: str) -> dict[str, dict[str, Any]]:
+    """The ``--options`` JSON: ``{"strategy": {option: value}}``; ValueError naming the flag otherwise."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--options must be a JSON object, got {text!r} ({err})") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {text!r}')
+    return options
+
+
+def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | None = None) -> RunSettings:
+    """The :class:`RunSettings` of options added by :func:`add_run_settings_arguments` (all fields).
+
+    Args:
+        args: the parsed command line.
+        methods: if given, keep only the ``--options`` of these methods (others are dropped silently).
+    Raises:
+        ValueError: ``--options`` is not a JSON object of objects, or a setting is out of range.
+    """
+    options = _parse_options(args.options)
+    if methods is not None:
+        options = {k: v for k, v in options.items() if k in methods}
+    scalars = {name: getattr(args, name) for name in _SETTING_FLAGS}
+    return RunSettings(**scalars, options=options, fast=args.fast)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One grid cell, picklable (what an executor ships to a worker)."""
@@ -133,6 +197,21 @@ class GridReport:
     ran: list[RecordKey]
     skipped: list[RecordKey]
     failed: list[tuple[str, str]]
+
+    def report_failures(self, prefix: str = "FAILED") -> int:
+        """Print each failed run to stderr as ``<prefix> <label>: <error>``; the exit status of a
+        command: 1 if any run failed, else 0."""
+        for label, error in self.failed:
+            print(f"{prefix} {label}: {error}", file=sys.stderr)
+        return 1 if self.failed else 0
+
+    def publish(self, text: str, markdown_out: str | os.PathLike[str] | None = None) -> int:
+        """Print ``text`` (a command's Markdown report of this grid), also write it to ``markdown_out`` when
+        given, then :meth:`report_failures`; returns the exit status."""
+        print(text)
+        if markdown_out:
+            Path(markdown_out).write_text(text)
+        return self.report_failures()
 
 
 # ------------------------------------------------------------------------------------------ methods

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from headprune.baselines import strategy_names
 from headprune.compare import (
-    CLEAN_MODEL, add_run_settings_arguments, make_executor, pin_threads, run_grid, run_settings_from_args,
-    summary_markdown,
+    CLEAN_MODEL, RecordStore, add_run_settings_arguments, make_executor, pin_threads, plan_grid, run_grid,
+    run_settings_from_args, summary_markdown,
 )
 
 
@@ -44,6 +44,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--cache", default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on busy CPUs)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel processes (1 thread each)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: print the table of the runs already recorded and list the missing ones")
     return p.parse_args()
 
 
@@ -53,17 +55,37 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     command = "python benchmarks/defense_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     settings = run_settings_from_args(args, methods=args.strategies)  # options of other strategies: dropped
+    if args.report_only:
+        return _report_only(args, settings, command)
     report = run_grid(args.victims, args.strategies, args.seeds, args.jsonl, settings, reference=True,
                       executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
                       log=lambda line: print(line, flush=True))
-    path = Path(args.jsonl)
+    return report.publish(_table(args, command, report.records), args.markdown_out)
+
+
+def _table(args: argparse.Namespace, command: str, records: list[dict], missing: list[str] | None = None) -> str:
+    """The Markdown table of ``records`` headed by the command and the protocol; ``missing`` grid cells listed."""
     rows = f"first {args.test_limit} rows" if args.test_limit else "all rows"
-    note = (f"Seeds: {args.seeds}; runs stored in `{path}`; ACC on clean test, LFR on poisoned test ({rows}); "
+    note = (f"Seeds: {args.seeds}; runs stored in `{args.jsonl}`; ACC on clean test, LFR on poisoned test ({rows}); "
             "'pruned' = after pruning only, otherwise after pruning + fine-tuning. Mean ± std (ddof 1) over seeds. "
             f"The '{CLEAN_MODEL}' row is the clean model trained like the victim.")
-    lines = [f"Command: `{command}`", "", note, "", summary_markdown(report.records)]
-    text = "\n".join(lines)
-    return report.publish(text, args.markdown_out)
+    lines = [f"Command: `{command}`", "", note, "", summary_markdown(records)]
+    if missing:
+        lines += [f"Not run yet ({len(missing)} of the grid's runs): " + ", ".join(missing), ""]
+    return "\n".join(lines)
+
+
+def _report_only(args: argparse.Namespace, settings: object, command: str) -> int:
+    """Print (and write) the table of the recorded runs of the grid, without running the missing ones."""
+    cells = plan_grid(args.victims, args.strategies, args.seeds, settings, reference=True, cache=args.cache)
+    store = RecordStore(args.jsonl)
+    records = [store.records[c.key] for c in cells if c.key in store]
+    missing = [c.label for c in cells if c.key not in store]
+    text = _table(args, command, records, missing)
+    print(text)
+    if args.markdown_out:
+        Path(args.markdown_out).write_text(text)
+    return 0
 
 
 if __name__ == "__main__":

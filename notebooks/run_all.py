@@ -12,6 +12,13 @@ committed full-mode outputs stay untouched::
 
 The mode reaches each notebook through the environment variable ``HEADPRUNE_NOTEBOOK_MODE``, read by
 its cell tagged ``parameters`` (papermill users can override that cell's values instead).
+
+Notebook 02 trains its own agent (1,024 MaskablePPO steps in full mode) unless
+``HEADPRUNE_NOTEBOOK_AGENT_RUN`` names a finished run folder (``headprune train`` or
+``benchmarks/train_agent.py``), whose learning curves it then plots and whose policy it replays::
+
+    HEADPRUNE_NOTEBOOK_AGENT_RUN=runs/agent_bench/minilm-syntactic_maskable_ppo_s0 \
+        .venv/bin/python notebooks/run_all.py --mode full --only 02
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,22 @@ def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_p
     (record,) = report.records
     assert record["strategy"] == method and len(record["config"]["policy_sha256"]) == 64
     assert record["lfr"] is not None and record["heads_pruned"] == sum(v == 0 for row in record["mask"] for v in row)
+    typed_otherwise = f"policy:{os.path.relpath(tmp_path)}/./agent.zip"  # the same file, written another way
+    again = run_grid(["tiny"], [typed_otherwise], [0], tmp_path / "runs.jsonl", SETTINGS, cache=victim_cache,
+                     progress=False, log=lambda _: None)
+    assert not again.ran and len(again.skipped) == 1
+
+
+def test_canonical_method_writes_one_path_per_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from headprune.compare import canonical_method
+
+    monkeypatch.chdir(tmp_path)
+    assert canonical_method("gradient") == "gradient" and canonical_method("policy:") == "policy:"
+    for typed in ("policy:runs/a", "policy:./runs/a/", f"policy:{tmp_path}/runs/x/../a"):
+        assert canonical_method(typed) == "policy:runs/a", typed
+    outside = tmp_path.parent / "elsewhere" / "model.zip"
+    assert canonical_method(f"policy:{outside}") == f"policy:{outside.as_posix()}"
+    assert canonical_method("policy:../elsewhere/model.zip") == f"policy:{outside.as_posix()}"
 
 
 def test_cli_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -196,3 +213,24 @@ def test_cli_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "--seeds must be >= 1" in capsys.readouterr().err
     assert cli_main(base + ["--strategies", "random", "--options", "{bad"]) == 2
     assert "--options must be a JSON object" in capsys.readouterr().err
+
+
+def test_summary_markdown_formats_counts_and_seconds_apart_from_rates():
+    runs = [{"victim": "v-syntactic", "strategy": "gradient", "heads_pruned": h, "acc_pruned": 0.8, "lfr_pruned": 0.7,
+             "acc": a, "lfr": 0.5, "wall_s": w} for h, a, w in ((30, 0.86, 100.4), (32, 0.88, 120.6))]
+    row = summary_markdown(runs).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["v-syntactic", "gradient"]
+    assert cells[2] == "31.0 ± 1.4"          # heads pruned: one decimal
+    assert cells[5] == "0.870 ± 0.014"       # ACC: three decimals
+    assert cells[7] == "110 ± 14"            # wall s: whole seconds
+    assert cells[8] == "2"                   # seeds
+    assert summary_markdown([{**runs[0], "lfr": None}]).splitlines()[2].split("|")[7].strip() == "-"
+
+
+def test_method_label_shortens_agents_and_names_no_defense():
+    from headprune.compare import POLICY_PREFIX, method_label
+
+    assert method_label("none") == "no defense" and method_label("gradient") == "gradient"
+    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0") == "agent minilm_maskable_ppo_s0"
+    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0/model.zip") == "agent minilm_maskable_ppo_s0"

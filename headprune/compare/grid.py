@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from headprune.compare.executors import Executor, LocalExecutor
-from headprune.compare.records import CLEAN_MODEL, RecordKey, RecordStore
+from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
 
 __all__ = ["DEFEND_SETTINGS", "FAST_OPTIONS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
-           "add_run_settings_arguments", "parse_method", "plan_grid", "run_cell", "run_grid", "run_settings_from_args"]
+           "add_run_settings_arguments", "canonical_method", "parse_method", "plan_grid", "run_cell", "run_grid",
+           "run_settings_from_args"]
 
-POLICY_PREFIX = "policy:"
 FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "mcdropout": {"passes": 3, "n_rows": 48}, "sparsify": {"max_steps": 3, "n_rows": 64},
     "gradient": {"n_rows": 64}, "ensemble": {"n_members": 3, "n_rows": 64},
@@ -225,6 +225,18 @@ def _path_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def canonical_method(method: str) -> str:
+    """``method`` with its policy path written one way (normalised; relative to the working directory when under
+    it, else absolute): ``policy:./runs/a/`` and ``policy:/<cwd>/runs/a`` both become ``policy:runs/a``, so one
+    agent is one method in the records and a rerun typed differently still skips it. Other methods unchanged."""
+    if not method.startswith(POLICY_PREFIX) or not method[len(POLICY_PREFIX):]:
+        return method
+    path = Path(os.path.abspath(method[len(POLICY_PREFIX):]))
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    return POLICY_PREFIX + path.as_posix()
+
+
 def parse_method(method: str) -> tuple[str, str | None]:
     """``(kind, policy path)`` of a method: ``("strategy", None)``, ``("reference", None)`` or
     ``("policy", path)``.
@@ -350,9 +362,11 @@ def _victim_name(spec: str) -> str:
 def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[int], settings: RunSettings, *,
               reference: bool = False, cache: str | os.PathLike[str] | None = None) -> list[RunSpec]:
     """Every cell of the grid, victim-major (then the reference row, then methods in order, then seeds).
-    Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one)."""
+    Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one). Policy paths are
+    written as :func:`canonical_method` writes them."""
     from headprune.provenance import config_hash
 
+    methods = [canonical_method(m) for m in methods]
     for what, items in (("victims", victims), ("methods", methods), ("seeds", seeds)):
         if len(items) == 0 and not (what == "methods" and reference):
             raise ValueError(f"no {what} given")

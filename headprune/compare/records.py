@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLEAN_MODEL", "RecordKey", "RecordStore", "grid_shape", "head_frequency", "load_records", "mean_std",
-           "record_attack", "summary_markdown", "summary_rows"]
+__all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey", "RecordStore",
+           "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label", "record_attack",
+           "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
+POLICY_PREFIX = "policy:"
+"""Method names ``policy:<run folder or model.zip>`` run a trained agent instead of a registry strategy."""
 """Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
 
 RecordKey = tuple[str, str, int, str]
@@ -107,17 +110,33 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None), len(xs)
 
 
-def _fmt(values: Iterable[float | None]) -> str:
-    m, s, n = mean_std(values)
-    if n == 0:
+def format_stat(stat: tuple[float | None, float | None, int], digits: int = 3) -> str:
+    """A :func:`mean_std` triple as ``"mean ± std"`` (``"mean"`` for one value, ``"-"`` for none)."""
+    m, s, n = stat
+    if n == 0 or m is None:
         return "-"
-    return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
+    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def method_label(strategy: str) -> str:
+    """A short display name of a record's method: ``"none"`` -> ``"no defense"``,
+    ``"policy:<folder or model.zip>"`` -> ``"agent <run folder name>"``, anything else unchanged."""
+    if strategy == "none":
+        return "no defense"
+    if strategy.startswith(POLICY_PREFIX):
+        path = Path(strategy[len(POLICY_PREFIX):])
+        return "agent " + (path.parent.name if path.name == "model.zip" else path.name)
+    return strategy
 
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("heads_pruned", "heads pruned"), ("acc_pruned", "ACC pruned"), ("lfr_pruned", "LFR pruned"),
     ("acc", "ACC"), ("lfr", "LFR"), ("wall_s", "wall s"),
 )
+"""``(record field, column label)`` of the summary table, in order."""
+
+SUMMARY_DIGITS: dict[str, int] = {"heads_pruned": 1, "wall_s": 0}
+"""Decimals of the summary columns that are not rates (every other column gets 3)."""
 
 
 def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,9 +160,8 @@ def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
     head = "| victim | strategy | " + " | ".join(label for _, label in SUMMARY_COLUMNS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 3)]
     for row in summary_rows(records):
-        label = "no defense" if row["strategy"] == "none" else row["strategy"]
-        cells = [_fmt(r.get(key) for r in row["runs"]) for key, _ in SUMMARY_COLUMNS]
-        lines.append(f"| {row['victim']} | {label} | " + " | ".join(cells) + f" | {row['seeds']} |")
+        cells = [format_stat(row[key], SUMMARY_DIGITS.get(key, 3)) for key, _ in SUMMARY_COLUMNS]
+        lines.append(f"| {row['victim']} | {method_label(row['strategy'])} | " + " | ".join(cells) + f" | {row['seeds']} |")
     return "\n".join(lines) + "\n"
 
 

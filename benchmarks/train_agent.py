@@ -118,7 +118,7 @@ def _markdown(args: argparse.Namespace, command: str, trainings: list[dict[str, 
     note = (f"Evaluation seeds {args.eval_seeds} (defend's split and fine-tune seed); floor: "
             f"{args.max_accuracy_drop} below the unpruned validation accuracy; ACC on clean test, LFR on poisoned "
             f"test ({rows}); 'pruned' = after pruning only, otherwise after pruning + fine-tuning. Mean ± std "
-            f"(ddof 1) over seeds. Records: `{args.jsonl}`; 'agent <run folder name>' = the trained agent (method "
+            f"(ddof 1) over seeds. Records: `{args.jsonl}`; 'agent <parent>/<run folder>' = the trained agent (method "
             f"`{POLICY_PREFIX}<run folder>` in the records).")
     return "\n".join([f"Command: `{command}`", "",
                       f"Training ({args.algo}, victim `{args.victim}`, clean defender rows only): {trained}", "",

@@ -155,6 +155,8 @@ def test_bad_hyperparameters_are_named(tmp_path):
         train(run_dir=tmp_path / "r", env_kwargs={"poisoned_eval": "p.tsv"})
     with pytest.raises(ValueError, match="env_kwargs.victim"):
         train(run_dir=tmp_path / "r", env_kwargs={"victim": object()})
+    with pytest.raises(ValueError, match=r"disagree on \['victim'\]"):
+        train(run_dir=tmp_path / "r", env_kwargs={"victim": "tiny"}, hyperparams={"env_kwargs": {"victim": "x"}})
 
 
 # ------------------------------------------------------------------------------------------ training runs
@@ -204,9 +206,13 @@ def test_maskable_ppo_never_picks_a_masked_action(trained, env_kwargs):
 
 
 def test_plain_ppo_runs(env_kwargs, tmp_path):
-    result = train("ppo", run_dir=tmp_path / "ppo", seed=0, env_kwargs=env_kwargs,
-                   hyperparams={**FAST_HP, "checkpoint_freq": 0}, n_timesteps=8, tensorboard=False)
+    weights = {"proxy": 0.5}  # env_kwargs given both ways are merged, none dropped
+    result = train("ppo", run_dir=tmp_path / "ppo", seed=0, env_kwargs=env_kwargs, n_timesteps=8, tensorboard=False,
+                   hyperparams={**FAST_HP, "checkpoint_freq": 0, "env_kwargs": {"reward_weights": weights}})
     assert result.end == "done" and result.num_timesteps == 8
+    (saved,) = yaml.safe_load((tmp_path / "ppo" / "config.yml").read_text()).values()
+    assert saved["env_kwargs"]["reward_weights"] == weights
+    assert saved["env_kwargs"]["victim"] == env_kwargs["victim"]
     env = HeadPruneEnv(**env_kwargs)
     policy = load_policy(result.model_path, env)
     assert isinstance(policy.policy, HeadScoringPolicy) and not policy.mask_aware

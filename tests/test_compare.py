@@ -232,5 +232,8 @@ def test_method_label_shortens_agents_and_names_no_defense():
     from headprune.compare import POLICY_PREFIX, method_label
 
     assert method_label("none") == "no defense" and method_label("gradient") == "gradient"
-    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0") == "agent minilm_maskable_ppo_s0"
-    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0/model.zip") == "agent minilm_maskable_ppo_s0"
+    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0") == "agent x/minilm_maskable_ppo_s0"
+    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0/model.zip") == "agent x/minilm_maskable_ppo_s0"
+    assert method_label(POLICY_PREFIX + "runs/y/minilm_maskable_ppo_s0") != method_label(
+        POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0")
+    assert method_label(POLICY_PREFIX + "agent.zip") == "agent agent.zip"

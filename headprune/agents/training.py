@@ -216,8 +216,9 @@ def train(
             (continue one with :func:`resume`).
         seed: seeds the algorithm (torch, numpy, action sampling) and the envs' resets.
         conf_file: a zoo-format YAML (default the shipped ``configs/<algo>.yml``).
-        hyperparams: entry keys to override (``policy_kwargs`` merged key by key).
-        env_kwargs: ``HeadPruneEnv`` keyword arguments merged over the entry's (``victim``, ``cache``...).
+        hyperparams: entry keys to override (``policy_kwargs`` and ``env_kwargs`` merged key by key).
+        env_kwargs: ``HeadPruneEnv`` keyword arguments merged over the entry's (``victim``, ``cache``...)
+            together with ``hyperparams["env_kwargs"]`` (a key in both must have the same value).
         n_timesteps: override the entry's ``n_timesteps``.
         max_minutes: stop after this much wall time (the run is saved and can be resumed).
         progress_bar: SB3's progress bar (tqdm + rich).
@@ -228,8 +229,12 @@ def train(
         command: the command recorded in ``run.json`` (the CLI passes its exact command line).
     """
     overrides = {**dict(hyperparams or {})}
-    if env_kwargs:
-        overrides["env_kwargs"] = dict(env_kwargs)
+    if env_kwargs:  # merged with hyperparams' own env_kwargs; a key given twice must agree
+        given = dict(overrides.get("env_kwargs") or {})
+        clash = sorted(k for k in set(given) & set(env_kwargs) if given[k] != env_kwargs[k])
+        if clash:
+            raise ValueError(f"env_kwargs and hyperparams['env_kwargs'] disagree on {clash}")
+        overrides["env_kwargs"] = {**given, **dict(env_kwargs)}
     if n_timesteps is not None:
         overrides["n_timesteps"] = int(n_timesteps)
     hp = load_hyperparams(algo, env_id, conf_file=conf_file, overrides=overrides)

@@ -120,12 +120,14 @@ def format_stat(stat: tuple[float | None, float | None, int], digits: int = 3) -
 
 def method_label(strategy: str) -> str:
     """A short display name of a record's method: ``"none"`` -> ``"no defense"``,
-    ``"policy:<folder or model.zip>"`` -> ``"agent <run folder name>"``, anything else unchanged."""
+    ``"policy:<...>/<parent>/<run>[/model.zip]"`` -> ``"agent <parent>/<run>"`` (the run folder and the folder
+    holding it: runs of one recipe under different roots stay apart), anything else unchanged."""
     if strategy == "none":
         return "no defense"
     if strategy.startswith(POLICY_PREFIX):
         path = Path(strategy[len(POLICY_PREFIX):])
-        return "agent " + (path.parent.name if path.name == "model.zip" else path.name)
+        run = path.parent if path.name == "model.zip" else path
+        return "agent " + "/".join(p for p in (run.parent.name, run.name) if p)
     return strategy
 
 

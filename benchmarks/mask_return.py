@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from proxy_evidence import spearman
 
 from headprune.compare import (
@@ -47,6 +46,7 @@ from headprune.compare import (
     record_attack,
 )
 from headprune.envs.reward import RewardWeights, potential
+from headprune.gating import mask_from_pruned
 
 
 def _parse() -> argparse.Namespace:
@@ -59,14 +59,6 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--markdown-out", default=None)
     p.add_argument("--rows-out", default=None, help="also write one JSON line per scored run here")
     return p.parse_args()
-
-
-def record_mask(record: dict[str, Any], shape: tuple[int, int]) -> torch.Tensor:
-    """``[L, H]`` float mask (1 active, 0 pruned) of a record's ``pruned_heads``."""
-    mask = torch.ones(shape)
-    for layer, heads in (record.get("pruned_heads") or {}).items():
-        mask[int(layer), [int(h) for h in heads]] = 0.0
-    return mask
 
 
 def _env_for(record: dict[str, Any], proxy: str, weights: RewardWeights, cache: str | None) -> Any:
@@ -99,7 +91,7 @@ def score_records(records: Sequence[dict[str, Any]], proxy: str, weights: Reward
         start = potential(env.start_score.accuracy, env.start_score.proxy, env.weights)
         shape = grid_shape(runs[0], cache) or env.head_shape
         for r in runs:
-            score = env.scorer(record_mask(r, shape))
+            score = env.scorer(mask_from_pruned(r.get("pruned_heads") or {}, shape))
             rows.append({"victim": r["victim"], "attack": record_attack(r),
                          "strategy": r["strategy"], "seed": r["seed"], "heads_pruned": r["heads_pruned"],
                          "val_accuracy": score.accuracy, "proxy": score.proxy,
@@ -115,13 +107,14 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     out = []
     for attack in sorted({r["attack"] for r in rows}):
         sub = [r for r in rows if r["attack"] == attack]
-        methods = sorted({r["strategy"] for r in sub},
+        methods = sorted(dict.fromkeys(r["strategy"] for r in sub),  # record order breaks ties: same output each run
                          key=lambda m: -float(np.mean([r["return"] for r in sub if r["strategy"] == m])))
         out += [f"**{attack}**", "", "| method | runs | val ACC | proxy | return | LFR pruned | LFR after FT |",
                 "|---|---|---|---|---|---|---|"]
         for m in methods:
             runs = [r for r in sub if r["strategy"] == m]
-            cells = [format_stat(mean_std(r[k] for r in runs)) for k in ("val_accuracy", "proxy", "return", "lfr_pruned", "lfr")]
+            keys = ("val_accuracy", "proxy", "return", "lfr_pruned", "lfr")
+            cells = [format_stat(mean_std(r[k] for r in runs)) for k in keys]
             out.append(f"| {method_label(m)} | {len(runs)} | " + " | ".join(cells) + " |")
         pruned = [r for r in sub if r["heads_pruned"] > 0]
         for key, label in (("lfr_pruned", "LFR pruned"), ("lfr", "LFR after fine-tuning")):

@@ -27,9 +27,10 @@ __all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", 
            "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
+"""Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
+
 POLICY_PREFIX = "policy:"
 """Method names ``policy:<run folder or model.zip>`` run a trained agent instead of a registry strategy."""
-"""Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
 
 RecordKey = tuple[str, str, int, str]
 
@@ -163,7 +164,8 @@ def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 3)]
     for row in summary_rows(records):
         cells = [format_stat(row[key], SUMMARY_DIGITS.get(key, 3)) for key, _ in SUMMARY_COLUMNS]
-        lines.append(f"| {row['victim']} | {method_label(row['strategy'])} | " + " | ".join(cells) + f" | {row['seeds']} |")
+        lines.append(f"| {row['victim']} | {method_label(row['strategy'])} | " + " | ".join(cells)
+                     + f" | {row['seeds']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,7 @@ FAST_HP: dict[str, Any] = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "eval_f
 @pytest.fixture(scope="module")
 def env_kwargs(tiny_victim, victim_cache: Path) -> dict[str, Any]:
     """Env keyword arguments for the tiny victim (a preset name, so run folders stay serialisable)."""
-    return {"victim": "tiny", "cache": str(victim_cache), "eval_size": 80, "stats_size": 64, "progress": False}
+    return {"victim": "tiny", "cache": str(victim_cache), "val_size": 80, "stats_size": 64, "progress": False}
 
 
 class InvalidActionCounter(BaseCallback):

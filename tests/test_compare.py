@@ -175,7 +175,7 @@ def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_p
     import gymnasium as gym
     from sb3_contrib import MaskablePPO
 
-    env = gym.make("HeadPrune-v0", victim=tiny_victim, eval_size=64, stats_size=48, cache=victim_cache,
+    env = gym.make("HeadPrune-v0", victim=tiny_victim, val_size=64, stats_size=48, cache=victim_cache,
                    progress=False)
     MaskablePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).save(tmp_path / "agent.zip")
     method = f"policy:{tmp_path / 'agent.zip'}"

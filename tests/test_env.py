@@ -24,7 +24,7 @@ from headprune.victims import Victim
 
 # "pure_variance" costs microseconds per mask, so the tests exercise the env, not a proxy; the
 # default proxy is used where the test is about defaults (gym.make without a proxy).
-FAST = {"eval_size": 96, "stats_size": 96, "proxy": "pure_variance", "progress": False}
+FAST = {"val_size": 96, "stats_size": 96, "proxy": "pure_variance", "progress": False}
 
 
 
@@ -81,7 +81,7 @@ def test_import_registers_lightly() -> None:
 def test_gym_make_default_proxy(tiny_victim: Victim, victim_cache: Path) -> None:
     assert headprune.__version__
     for env_id, victim in ((ENV_ID, tiny_victim), ("headprune:HeadPrune-v0", str(tiny_victim.path))):
-        env = gym.make(env_id, victim=victim, cache=victim_cache, eval_size=96, stats_size=96, progress=False)
+        env = gym.make(env_id, victim=victim, cache=victim_cache, val_size=96, stats_size=96, progress=False)
         assert isinstance(env.unwrapped, HeadPruneEnv)
         assert env.unwrapped.proxy.name == DEFAULT_PROXY
         obs, info = env.reset(seed=0)

@@ -20,6 +20,7 @@ import torch
 from gymnasium import spaces
 
 from headprune.data import LabelledTexts, read_labelled_text
+from headprune.envs.config import HeadPruneConfig
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer, mask_key
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.registration import ENV_ID
@@ -167,32 +168,23 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     def __init__(
         self,
         victim: Victim | str | os.PathLike[str] = DEFAULT_VICTIM,
+        config: HeadPruneConfig | Mapping[str, Any] | None = None,
         *,
-        clean_data: LabelledTexts | str | os.PathLike[str] | None = None,
-        eval_size: int = 256,
-        stats_size: int = 256,
-        accuracy_floor: float | None = None,
-        max_accuracy_drop: float | None = None,
-        budget: int | None = None,
-        max_steps: int | None = None,
-        proxy: str | type[BackdoorProxy] = DEFAULT_PROXY,
-        proxy_kwargs: Mapping[str, Any] | None = None,
-        reward_weights: RewardWeights | Mapping[str, float] | None = None,
+        render_mode: str | None = None,
         poisoned_eval: LabelledTexts | str | os.PathLike[str] | None = None,
         target_label: int | None = None,
         finetune_terminal: bool = False,
         finetune_config: FineTuneConfig | Mapping[str, Any] | None = None,
-        cache: str | os.PathLike[str] | None = None,
-        seed: int = 0,
-        render_mode: str | None = None,
-        eval_batch_size: int = 32,
-        progress: bool = True,
+        **overrides: Any,
     ) -> None:
+        self.config = cfg = HeadPruneConfig.from_kwargs(config, **overrides)
+        clean_data, eval_size, stats_size = cfg.clean_data, cfg.val_size, cfg.stats_size
+        accuracy_floor, max_accuracy_drop = cfg.accuracy_floor, cfg.floor_drop
+        budget, max_steps, proxy, proxy_kwargs = cfg.budget, cfg.max_steps, cfg.proxy, cfg.proxy_kwargs
+        proxy = DEFAULT_PROXY if proxy is None else proxy
+        reward_weights, seed, eval_batch_size = cfg.reward_weights, cfg.seed, cfg.eval_batch_size
+        cache, progress = cfg.cache, cfg.progress
         super().__init__()
-        if accuracy_floor is not None and max_accuracy_drop is not None:
-            raise ValueError("give accuracy_floor or max_accuracy_drop, not both")
-        if accuracy_floor is None and max_accuracy_drop is None:
-            max_accuracy_drop = 0.05
         self.render_mode = render_mode
         self.base_seed = int(seed)
         self.cache = cache

@@ -1,0 +1,133 @@
+"""The one configuration object of ``HeadPrune-v0``: :class:`HeadPruneConfig`.
+
+The env takes a victim, one :class:`HeadPruneConfig` and ``render_mode``; ``gym.make`` keyword
+arguments are config fields (``gym.make("HeadPrune-v0", victim="tiny", budget=4)``). Defenses and the
+experiment runner pass the same object, so one set of names describes the defender's split, the floor,
+the budget and the reward everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEPRECATED_ALIASES", "HeadPruneConfig"]
+
+DEPRECATED_ALIASES: dict[str, str] = {"eval_size": "val_size"}
+"""Old keyword -> field; accepted with a DeprecationWarning for one release."""
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with its help text in ``metadata["help"]`` (shown by CLIs and docs)."""
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class HeadPruneConfig:
+    """Everything besides the victim and ``render_mode`` that defines a ``HeadPrune-v0`` env.
+
+    Every field's help text is in ``dataclasses.fields(HeadPruneConfig)[i].metadata["help"]``.
+    """
+
+    clean_data: Any = _help("the defender's clean labelled rows (LabelledTexts) or a file path; "
+                            "default: the victim's defender data (872 clean SST-2 dev rows)", default=None)
+    val_size: int = _help("defender rows held out for validation accuracy (seeded split); "
+                          "the rest feed statistics, proxies and fine-tuning", default=256)
+    stats_size: int = _help("at most this many non-validation rows for head statistics and the proxy",
+                            default=256)
+    accuracy_floor: float | None = _help("absolute validation-accuracy floor (give this or max_accuracy_drop)",
+                                         default=None)
+    max_accuracy_drop: float | None = _help("the floor as a drop below the unpruned validation accuracy "
+                                            "(default 0.05 when no floor is given)", default=None)
+    budget: int | None = _help("most heads pruned per episode (default: half the heads)", default=None)
+    max_steps: int | None = _help("most steps per episode, invalid ones included (default 2 * budget)",
+                                  default=None)
+    proxy: Any = _help("backdoor proxy: a registered name or a BackdoorProxy subclass (default pure_variance)",
+                       default=None)
+    proxy_kwargs: Mapping[str, Any] = _help("extra keyword arguments of the proxy", default_factory=dict)
+    reward_weights: Any = _help("RewardWeights or a mapping of its fields (default: accuracy 1, proxy 1)",
+                                default=None)
+    seed: int = _help("seeds the data split, the proxy and any fine-tune", default=0)
+    eval_batch_size: int = _help("rows per forward when scoring a mask", default=32)
+    cache: str | os.PathLike[str] | None = _help("cache root for victims and head statistics", default=None)
+    progress: bool = _help("show progress bars while building a victim or statistics", default=True)
+
+    def __post_init__(self) -> None:
+        for name in ("val_size", "stats_size", "eval_batch_size"):
+            _check_int(self, name, minimum=1)
+        for name in ("budget", "max_steps"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=1)
+        _check_int(self, "seed", minimum=None)
+        for name in ("accuracy_floor", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.accuracy_floor is not None and self.max_accuracy_drop is not None:
+            raise ValueError("give accuracy_floor or max_accuracy_drop, not both")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
+            raise ValueError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
+        object.__setattr__(self, "proxy_kwargs", dict(self.proxy_kwargs or {}))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, base: HeadPruneConfig | Mapping[str, Any] | None = None, /,
+                    **overrides: Any) -> HeadPruneConfig:
+        """A config from ``base`` (a config or a mapping of fields) with ``overrides`` on top.
+
+        Deprecated aliases (:data:`DEPRECATED_ALIASES`) are renamed with a warning; unknown keys raise
+        ValueError naming them and the valid fields."""
+        values: dict[str, Any] = {}
+        if isinstance(base, HeadPruneConfig):
+            values.update({f.name: getattr(base, f.name) for f in dataclasses.fields(cls)})
+        elif base is not None:
+            values.update(_renamed(dict(base)))
+        values.update(_renamed(overrides))
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown HeadPrune-v0 option(s) {unknown}; valid: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> HeadPruneConfig:
+        """A copy with ``changes`` (field names or deprecated aliases)."""
+        return HeadPruneConfig.from_kwargs(self, **changes)
+
+    @property
+    def floor_drop(self) -> float | None:
+        """``max_accuracy_drop`` with its default (0.05) applied when no floor of either kind is given."""
+        if self.accuracy_floor is None and self.max_accuracy_drop is None:
+            return 0.05
+        return None if self.max_accuracy_drop is None else float(self.max_accuracy_drop)
+
+
+def _renamed(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(kwargs)
+    for old, new in DEPRECATED_ALIASES.items():
+        if old in out:
+            warnings.warn(f"HeadPrune-v0 option {old!r} is deprecated; use {new!r}", DeprecationWarning,
+                          stacklevel=3)
+            if new in out and out[new] != out[old]:
+                raise ValueError(f"{old!r} (deprecated) and {new!r} given with different values")
+            out[new] = out.pop(old)
+    return out
+
+
+def _check_int(config: HeadPruneConfig, name: str, *, minimum: int | None) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    object.__setattr__(config, name, value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")

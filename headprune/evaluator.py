@@ -16,22 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
+from headprune.data import LabelledTexts
 from headprune.gating import HeadGate
+from headprune.modes import eval_mode
 
 __all__ = ["Batch", "Evaluator", "naive_logits", "pad_encodings"]
-
-
-@runtime_checkable
-class _TextsWithLabels(Protocol):
-    """Anything shaped like :class:`headprune.data.LabelledTexts`."""
-
-    sentences: Sequence[str]
-    labels: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -137,7 +131,7 @@ class Evaluator:
         self,
         model: nn.Module,
         tokenizer: Any,
-        texts: _TextsWithLabels | Sequence[str],
+        texts: LabelledTexts | Sequence[str],
         *,
         batch_size: int = 64,
         max_length: int = 128,
@@ -152,7 +146,7 @@ class Evaluator:
         self.max_effective_batch = max_effective_batch
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings or a LabelledTexts, not one string")
-        if isinstance(texts, _TextsWithLabels):
+        if isinstance(texts, LabelledTexts):
             self.sentences: tuple[str, ...] = tuple(texts.sentences)
             self.labels: torch.Tensor | None = torch.as_tensor(list(texts.labels), dtype=torch.long)
             if self.labels.numel() != len(self.sentences):
@@ -225,10 +219,8 @@ class Evaluator:
             mask = self._check_mask(mask, per_example_rows=len(self))
         device = _model_device(self.model)
         out = torch.empty(len(self), self.num_labels)
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with torch.inference_mode(), self.gate:
+            with eval_mode(self.model), torch.inference_mode(), self.gate:
                 for batch in self.iter_batches(device):
                     if mask is None or mask.dim() == 2:
                         self.gate.set_mask(None if mask is None else mask.to(device))
@@ -238,7 +230,6 @@ class Evaluator:
                     out[batch.indices] = logits.float().cpu()
         finally:
             self.gate.set_mask(None)
-            self.model.train(was_training)
         return out.clone()
 
     def predictions(self, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -283,10 +274,8 @@ class Evaluator:
         device = _model_device(self.model)
         masks = masks.float().to(device)
         out = torch.empty(K, len(self), self.num_labels)
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with torch.inference_mode(), self.gate:
+            with eval_mode(self.model), torch.inference_mode(), self.gate:
                 for batch in self.iter_batches(device):
                     B = batch.size
                     per_forward = max(1, self.max_effective_batch // B)
@@ -299,7 +288,6 @@ class Evaluator:
                         out[k0 : k0 + k, batch.indices] = logits.view(k, B, -1)
         finally:
             self.gate.set_mask(None)
-            self.model.train(was_training)
         return out.clone()
 
 
@@ -322,21 +310,16 @@ def naive_logits(
         ``[N, C]`` float logits on the CPU.
     """
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     chunks: list[torch.Tensor] = []
-    try:
-        with torch.no_grad(), HeadGate(model, mask):
-            for start in range(0, len(sentences), batch_size):
-                enc = tokenizer(
-                    list(sentences[start : start + batch_size]),
-                    truncation=True,
-                    max_length=max_length,
-                    padding="max_length",
-                    return_tensors="pt",
-                )
-                enc = {k: v.to(device) for k, v in enc.items()}
-                chunks.append(model(**enc).logits.float().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), HeadGate(model, mask):
+        for start in range(0, len(sentences), batch_size):
+            enc = tokenizer(
+                list(sentences[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding="max_length",
+                return_tensors="pt",
+            )
+            enc = {k: v.to(device) for k, v in enc.items()}
+            chunks.append(model(**enc).logits.float().cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, int(model.config.num_labels))  # type: ignore[union-attr]

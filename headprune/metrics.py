@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
+from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator
 
 __all__ = ["EvalReport", "accuracy", "attack_success_rate", "evaluate_defense", "label_flip_rate"]
@@ -94,11 +95,6 @@ def attack_success_rate(preds: _IntsLike, target_label: int) -> float:
     return int((p == target_label).sum()) / p.numel()
 
 
-class _Labelled(Protocol):
-    sentences: Sequence[str]
-    labels: Sequence[int]
-
-
 @dataclass
 class EvalReport:
     """Result of :func:`evaluate_defense`.
@@ -123,8 +119,8 @@ class EvalReport:
 def evaluate_defense(
     model: nn.Module,
     tokenizer: Any,
-    clean_test: _Labelled,
-    poisoned_test: _Labelled | None = None,
+    clean_test: LabelledTexts,
+    poisoned_test: LabelledTexts | None = None,
     target_label: int = 1,
     mask: torch.Tensor | None = None,
     *,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from torch import nn
 
 from headprune.agents.arguments import ALGO_NAMES
 from headprune.agents.policy import policy_class
+from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
 from headprune.envs.registration import ENV_ID
 
 __all__ = [
@@ -163,15 +164,3 @@ def algo_kwargs(hp: Mapping[str, Any], algo: str) -> dict[str, Any]:
     kwargs["policy_kwargs"] = pk
     kwargs["policy"] = policy_class(str(hp.get("policy", "HeadScoringPolicy")), algo)
     return kwargs
-
-
-def parse_assignments(items: Iterable[str] | None, flag: str) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict, each value parsed as YAML (numbers, lists, mappings, strings);
-    ValueError naming ``flag`` for an item without ``=``."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} must be KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value) if value else ""
-    return out

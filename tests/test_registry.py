@@ -1,0 +1,66 @@
+"""The shared mechanisms: Registry, eval_mode, HeadPruneConfig."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from headprune.envs.config import HeadPruneConfig
+from headprune.modes import eval_mode
+from headprune.registry import Registry
+
+
+def test_registry_registers_looks_up_and_refuses_duplicates() -> None:
+    things: Registry[type] = Registry("thing", case_insensitive=True)
+
+    @things.register("Alpha", "a")
+    class Alpha:
+        pass
+
+    things.add("beta", int)
+    assert things.get("alpha") is Alpha and things.get("A") is Alpha and things.get("BETA") is int
+    assert things.names() == ["alpha", "beta"] and list(things) == ["alpha", "beta"] and len(things) == 2
+    assert things.canonical("a") == "alpha" and "a" in things and "gamma" not in things and 3 not in things
+    with pytest.raises(ValueError, match=r"unknown thing 'gamma'; known: alpha, beta"):
+        things.get("gamma")
+    with pytest.raises(ValueError, match="thing 'alpha' is already registered"):
+        things.add("ALPHA", str)
+    with pytest.raises(ValueError, match="thing 'a' is already registered"):
+        things.add("delta", str, "a")
+    with pytest.raises(ValueError, match="non-empty string"):
+        things.get("")
+
+
+def test_eval_mode_restores_the_previous_mode_even_on_error() -> None:
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    model.train()
+    with eval_mode(model) as m:
+        assert m is model and not model.training
+    assert model.training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training
+
+
+def test_env_config_validates_names_and_aliases() -> None:
+    cfg = HeadPruneConfig.from_kwargs({"budget": 4}, seed=3)
+    assert (cfg.budget, cfg.seed, cfg.val_size, cfg.floor_drop) == (4, 3, 256, 0.05)
+    assert cfg.replace(accuracy_floor=0.5).floor_drop is None
+    with pytest.warns(DeprecationWarning, match="'eval_size' is deprecated; use 'val_size'"):
+        assert HeadPruneConfig.from_kwargs(eval_size=64).val_size == 64
+    with pytest.raises(ValueError, match=r"unknown HeadPrune-v0 option\(s\) \['bugdet'\]"):
+        HeadPruneConfig.from_kwargs(bugdet=3)
+    for bad in ({"budget": 2.5}, {"budget": True}, {"val_size": 0}, {"seed": "1"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            HeadPruneConfig(**bad)
+    for value in (math.nan, math.inf, "0.1"):
+        with pytest.raises(ValueError, match="max_accuracy_drop must be a finite number"):
+            HeadPruneConfig(max_accuracy_drop=value)
+    with pytest.raises(ValueError, match="not both"):
+        HeadPruneConfig(accuracy_floor=0.5, max_accuracy_drop=0.1)

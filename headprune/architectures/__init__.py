@@ -30,29 +30,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from headprune.architectures.base import (
-    ARCHITECTURES,
-    ArchitectureAdapter,
-    AttentionSite,
-    BlockMatch,
-    LayerwiseForward,
-    UnsupportedArchitectureError,
-    adapter_for,
-    find_attention_sites,
-    register_architecture,
-)
+from headprune.architectures import base as _base
+from headprune.architectures.base import *  # noqa: F403  (the public names of the adapter protocol)
 
-__all__ = [
-    "ARCHITECTURES",
-    "ArchitectureAdapter",
-    "AttentionSite",
-    "BlockMatch",
-    "LayerwiseForward",
-    "UnsupportedArchitectureError",
-    "adapter_for",
-    "find_attention_sites",
-    "register_architecture",
-]
+__all__ = list(_base.__all__)
 
 # Every public module of this package is an adapter: importing it registers it (in name order).
 for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):

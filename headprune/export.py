@@ -39,6 +39,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import headprune
+from headprune.architectures import ARCHITECTURES
 from headprune.gating import (
     AttentionSite,
     UnsupportedArchitectureError,
@@ -51,8 +52,6 @@ __all__ = ["METADATA_FILE", "compact", "fold_gates", "pruning_metadata", "save_p
 
 METADATA_FILE = "headprune.json"
 """Name of the pruning record :func:`save_pruned` writes next to the checkpoint."""
-
-_COMPACT_FAMILIES = ("bert", "distilbert")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -81,22 +80,6 @@ def _unhooked_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def _head_columns(heads: list[int], head_dim: int, device: torch.device) -> torch.Tensor:
-    """Indices ``[len(heads) * head_dim]`` of the heads' slices of the concatenated head outputs."""
-    first = torch.tensor(heads, dtype=torch.long, device=device) * head_dim  # [len(heads)]
-    return (first[:, None] + torch.arange(head_dim, device=device)).flatten()
-
-
-def _fold_site(site: AttentionSite, gates: torch.Tensor) -> None:
-    """Scale the input columns of ``site.out_proj`` by ``gates`` ``[H]`` repeated ``head_dim`` times, in place."""
-    weight = site.out_proj.weight
-    scale = gates.to(device=weight.device, dtype=weight.dtype).repeat_interleave(site.head_dim)  # [H * d]
-    if isinstance(site.out_proj, nn.Linear):
-        weight.mul_(scale)  # [out, in] * [in]
-    else:
-        weight.mul_(scale[:, None])  # Conv1D: [in, out] * [in, 1]
-
-
 # ------------------------------------------------------------------------------------ folding
 def fold_gates(model: nn.Module, mask: torch.Tensor) -> nn.Module:
     """A deep copy of ``model`` with the gates of ``mask`` ``[L, H]`` folded into its output projections.
@@ -113,7 +96,7 @@ def fold_gates(model: nn.Module, mask: torch.Tensor) -> nn.Module:
     with torch.no_grad():
         for site in find_attention_sites(folded):
             if bool((grid[site.layer] != 1).any()):
-                _fold_site(site, grid[site.layer])
+                site.adapter.scale_head_inputs(site, grid[site.layer])
     return folded
 
 
@@ -194,57 +177,9 @@ def save_pruned(
 
 
 # ---------------------------------------------------------------------------------- compaction
-class _ZeroHeadSelfAttention(nn.Module):
-    """Stands in for a BERT-family self-attention whose heads were all removed.
-
-    Returns heads of total width 0, ``[batch, seq, 0]``, so ``attention.output.dense`` (an
-    ``in_features=0`` Linear) yields its bias, as the gated model does.
-    """
-
-    def __init__(self, head_dim: int) -> None:
-        super().__init__()
-        self.attention_head_size = head_dim
-        self.num_attention_heads = 0
-        self.all_head_size = 0
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        """``[batch, seq, hidden] -> ([batch, seq, 0], None)``."""
-        return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
-
-
-class _ZeroHeadDistilBertAttention(nn.Module):
-    """Stands in for a DistilBERT self-attention whose heads were all removed: returns ``out_lin``'s bias.
-
-    Keeps the emptied ``q_lin``/``k_lin``/``v_lin`` (``[0, dim]``, no parameters) so
-    :func:`~headprune.gating.find_attention_sites` still sees the layer, with 0 heads.
-    """
-
-    def __init__(self, original: nn.Module) -> None:
-        super().__init__()
-        self.q_lin, self.k_lin, self.v_lin = original.q_lin, original.k_lin, original.v_lin
-        self.out_lin = original.out_lin
-        self.dim = original.dim
-        self.attention_head_size = original.attention_head_size
-        self.n_heads = 0
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        """``[batch, seq, dim] -> ([batch, seq, dim], None)``."""
-        return self.out_lin(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
-
-
-def _keep_rows(linear: nn.Linear, index: torch.Tensor) -> None:
-    """Keep output rows ``index`` of ``linear`` (weight ``[out, in]``, bias ``[out]``), in place."""
-    linear.weight = nn.Parameter(linear.weight.index_select(0, index), requires_grad=linear.weight.requires_grad)
-    if linear.bias is not None:
-        linear.bias = nn.Parameter(linear.bias.index_select(0, index), requires_grad=linear.bias.requires_grad)
-    linear.out_features = int(index.numel())
-
-
-def _keep_columns(linear: nn.Linear, index: torch.Tensor, scale: torch.Tensor) -> None:
-    """Keep input columns ``index`` of ``linear``, multiplied by ``scale`` ``[len(index)]``, in place."""
-    weight = linear.weight.index_select(1, index) * scale.to(linear.weight.dtype)
-    linear.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
-    linear.in_features = int(index.numel())
+def _compactable() -> list[str]:
+    """Names of the architectures whose adapter can remove heads."""
+    return [name for name, adapter in ARCHITECTURES.items() if adapter.supports_compaction]
 
 
 def compact(model: nn.Module, mask: torch.Tensor) -> nn.Module:
@@ -266,37 +201,17 @@ def compact(model: nn.Module, mask: torch.Tensor) -> nn.Module:
         ValueError: if ``mask`` is not ``[L, H]`` or has non-finite entries.
     """
     sites = find_attention_sites(model)
-    others = sorted({s.family for s in sites} - set(_COMPACT_FAMILIES))
+    others = sorted({s.family for s in sites if not s.adapter.supports_compaction})
     if others:
         raise UnsupportedArchitectureError(
-            f"{type(model).__name__}: compact() supports the BERT family and DistilBERT, not the {others[0]} "
-            "family; use save_pruned() (folded gates) or HeadGate instead"
+            f"{type(model).__name__}: compact() supports the {' and '.join(_compactable())} families, not the "
+            f"{others[0]} family; use save_pruned() (folded gates) or HeadGate instead"
         )
     grid = _grid_mask(model, sites, mask)
     small = _unhooked_copy(model)
     with torch.no_grad():
         for site in find_attention_sites(small):
             gates = grid[site.layer]
-            if bool((gates == 1).all()):
-                continue
-            kept = (gates != 0).nonzero().flatten().tolist()
-            device = site.out_proj.weight.device
-            columns = _head_columns(kept, site.head_dim, device)
-            _keep_columns(site.out_proj, columns, gates[kept].repeat_interleave(site.head_dim).to(device))
-            attention = site.attention
-            if site.family == "bert":
-                if kept:
-                    for proj in (attention.self.query, attention.self.key, attention.self.value):
-                        _keep_rows(proj, columns)
-                    attention.self.num_attention_heads = len(kept)
-                    attention.self.all_head_size = int(columns.numel())
-                else:
-                    attention.self = _ZeroHeadSelfAttention(site.head_dim)
-            else:
-                for proj in (attention.q_lin, attention.k_lin, attention.v_lin):
-                    _keep_rows(proj, columns)
-                attention.n_heads = len(kept)
-                if not kept:
-                    parent, _, child = site.name.rsplit(".", 1)[0].rpartition(".")  # "<parent>.attention"
-                    setattr(small.get_submodule(parent), child, _ZeroHeadDistilBertAttention(attention))
+            if not bool((gates == 1).all()):
+                site.adapter.compact_layer(small, site, gates)
     return small

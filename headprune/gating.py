@@ -13,16 +13,9 @@ the head, and a gate tensor with ``requires_grad`` gives the gradient importance
 (2019), ``|dL/dg|``.
 
 Supported blocks (found by structure, not by class name, so relatives such as XLM-R, CamemBERT or
-Qwen2 work too):
-
-=================  ===================================  =============================
-family             attention module                      output projection
-=================  ===================================  =============================
-BERT/RoBERTa/...   ``*.attention`` (``self`` + ``output``) ``attention.output.dense``
-DistilBERT         ``MultiHeadSelfAttention``            ``out_lin``
-GPT-2              ``GPT2Attention``                     ``c_proj`` (a ``Conv1D``)
-Llama/Mistral/...  ``*Attention`` with ``q_proj``        ``o_proj``
-=================  ===================================  =============================
+Qwen2 work too) are those of the adapters in :mod:`headprune.architectures`, which also define
+:class:`AttentionSite`, :func:`find_attention_sites` and :class:`UnsupportedArchitectureError`
+(re-exported here).
 
 Masks are ``[num_layers, num_heads]`` (one mask for the whole batch) or
 ``[batch, num_layers, num_heads]`` (one mask per example, so many candidate masks are scored in one
@@ -37,11 +30,12 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from headprune.architectures import AttentionSite, UnsupportedArchitectureError, find_attention_sites
 
 __all__ = [
     "AttentionSite",
@@ -52,110 +46,6 @@ __all__ = [
     "mask_from_pruned",
     "pruned_from_mask",
 ]
-
-
-class UnsupportedArchitectureError(TypeError):
-    """Raised when no self-attention block with a known output projection is found in a model."""
-
-
-@dataclass(frozen=True)
-class AttentionSite:
-    """One self-attention block and the projection whose input holds its heads.
-
-    Attributes:
-        layer: index of the block in forward order (0 = closest to the embeddings).
-        name: qualified module name of the output projection, e.g.
-            ``"bert.encoder.layer.3.attention.output.dense"``.
-        family: ``"bert"``, ``"distilbert"``, ``"gpt2"`` or ``"llama"``.
-        attention: the attention module that computes the heads.
-        out_proj: the projection ``[.., num_heads * head_dim] -> [.., hidden]``.
-        num_heads: heads feeding ``out_proj``.
-        head_dim: size of each head's slice.
-    """
-
-    layer: int
-    name: str
-    family: str
-    attention: nn.Module
-    out_proj: nn.Module
-    num_heads: int
-    head_dim: int
-
-
-def _in_features(proj: nn.Module) -> int:
-    """Input width of an ``nn.Linear`` or a GPT-2 ``Conv1D`` (weight ``[in, out]``)."""
-    if isinstance(proj, nn.Linear):
-        return proj.in_features
-    weight = getattr(proj, "weight", None)
-    if type(proj).__name__ == "Conv1D" and isinstance(weight, torch.Tensor):
-        return int(weight.shape[0])
-    raise UnsupportedArchitectureError(f"output projection of type {type(proj).__name__} is neither nn.Linear nor Conv1D")
-
-
-def _describe(module: nn.Module) -> tuple[str, str, nn.Module, int] | None:
-    """Recognise a self-attention block: returns (family, projection attribute path, projection, head_dim)."""
-    children = dict(module.named_children())
-    # BERT family: BertAttention has `self` (BertSelfAttention) and `output` (BertSelfOutput with `dense`).
-    inner = children.get("self")
-    output = children.get("output")
-    if inner is not None and output is not None and hasattr(inner, "attention_head_size") and hasattr(output, "dense"):
-        if getattr(module, "is_cross_attention", False):
-            return None
-        return "bert", "output.dense", output.dense, int(inner.attention_head_size)
-    # DistilBERT: MultiHeadSelfAttention with q_lin/k_lin/v_lin/out_lin.
-    # Prefer `attention_head_size`: `dim // n_heads` is wrong once heads were removed (export.compact).
-    if "out_lin" in children and "q_lin" in children and hasattr(module, "n_heads"):
-        has_size = hasattr(module, "attention_head_size")
-        head_dim = module.attention_head_size if has_size else module.dim // module.n_heads
-        return "distilbert", "out_lin", children["out_lin"], int(head_dim)
-    # GPT-2: GPT2Attention with c_attn/c_proj (Conv1D). The MLP also has a c_proj, but no head_dim.
-    if "c_proj" in children and "c_attn" in children and hasattr(module, "head_dim"):
-        if getattr(module, "is_cross_attention", False):
-            return None
-        return "gpt2", "c_proj", children["c_proj"], int(module.head_dim)
-    # Llama / Mistral / Qwen2 / Gemma: q_proj/k_proj/v_proj/o_proj and head_dim.
-    if "o_proj" in children and "q_proj" in children and hasattr(module, "head_dim"):
-        return "llama", "o_proj", children["o_proj"], int(module.head_dim)
-    return None
-
-
-def find_attention_sites(model: nn.Module) -> list[AttentionSite]:
-    """Find every self-attention block of ``model`` in forward order.
-
-    Raises:
-        UnsupportedArchitectureError: naming the model class when no known block is found, or when a
-            projection's input width is not ``num_heads * head_dim``.
-    """
-    sites: list[AttentionSite] = []
-    for name, module in model.named_modules():
-        found = _describe(module)
-        if found is None:
-            continue
-        family, proj_path, proj, head_dim = found
-        width = _in_features(proj)
-        if head_dim <= 0 or width % head_dim != 0:
-            raise UnsupportedArchitectureError(
-                f"{type(model).__name__}: projection {name}.{proj_path} has input width {width}, "
-                f"which is not a multiple of head_dim={head_dim}"
-            )
-        sites.append(
-            AttentionSite(
-                layer=len(sites),
-                name=f"{name}.{proj_path}" if name else proj_path,
-                family=family,
-                attention=module,
-                out_proj=proj,
-                num_heads=width // head_dim,
-                head_dim=head_dim,
-            )
-        )
-    if not sites:
-        raise UnsupportedArchitectureError(
-            f"{type(model).__name__}: found no self-attention block with a known output projection. "
-            "headprune looks for BERT-style `attention.output.dense`, DistilBERT `out_lin`, "
-            "GPT-2 `attn.c_proj` and Llama-style `self_attn.o_proj`."
-        )
-    return sites
 
 
 def head_grid_shape(model_or_sites: nn.Module | Sequence[AttentionSite]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from headprune.evaluator import Evaluator
-from headprune.gating import AttentionSite, find_attention_sites
+from headprune.gating import find_attention_sites
 
 __all__ = ["gate_gradient_importance", "group_lasso_penalty", "head_group_norms", "head_parameter_groups"]
 
@@ -70,36 +70,23 @@ def gate_gradient_importance(
     return (total * (base != 0)).float()
 
 
-def _linear_rows_cols(site: AttentionSite) -> tuple[list[nn.Linear], nn.Linear]:
-    """The Q, K, V projections (rows = head outputs) and the output projection (columns = head inputs)."""
-    att = site.attention
-    if site.family == "bert":
-        inner = att.self
-        return [inner.query, inner.key, inner.value], site.out_proj
-    if site.family == "distilbert":
-        return [att.q_lin, att.k_lin, att.v_lin], site.out_proj
-    if site.family == "llama" and att.k_proj.out_features == att.q_proj.out_features:  # no grouped KV
-        return [att.q_proj, att.k_proj, att.v_proj], site.out_proj
-    raise TypeError(f"head parameter groups are defined for BERT, DistilBERT and MHA Llama blocks, "
-                    f"not {site.family} ({type(att).__name__})")
-
-
 def head_parameter_groups(model: nn.Module) -> list[tuple[int, int, list[torch.Tensor]]]:
     """``[(layer, head, [views of its parameters])]``: Q/K/V weight rows and bias entries of the head's
-    slice, and the output projection's weight columns of that slice (views, so gradients flow)."""
+    slice, and the output projection's weight columns of that slice (views, so gradients flow), as the
+    model's architecture adapter gives them.
+
+    Raises:
+        TypeError: for blocks whose heads share parameters (grouped-query attention), which would
+            count the shared key/value rows in several groups.
+    """
     groups: list[tuple[int, int, list[torch.Tensor]]] = []
     for site in find_attention_sites(model):
-        qkv, out = _linear_rows_cols(site)
-        d = site.head_dim
+        adapter = site.adapter
+        if adapter.heads_sharing_parameters(site, 0) != (0,):
+            raise TypeError(f"head parameter groups need heads with their own parameters, but the heads of "
+                            f"{type(site.attention).__name__} ({site.family}) share key/value projections")
         for h in range(site.num_heads):
-            sl = slice(h * d, (h + 1) * d)
-            params = []
-            for lin in qkv:
-                params.append(lin.weight[sl, :])
-                if lin.bias is not None:
-                    params.append(lin.bias[sl])
-            params.append(out.weight[:, sl])
-            groups.append((site.layer, h, params))
+            groups.append((site.layer, h, list(adapter.head_parameter_views(site, h).values())))
     return groups
 
 

@@ -16,22 +16,14 @@ The last layer is computed for the ``[CLS]`` query only: the classifier reads on
 the last layer (the pooler takes ``h[:, 0]``), and position 0 of the last layer needs the keys and
 values of all positions but the query, head outputs, LayerNorm and feed-forward of position 0 only.
 
-The computation uses the model's own modules, in the order transformers 5.x runs them for
-``BertForSequenceClassification`` (BERT family, e.g. all-MiniLM-L6-v2)::
-
-    h_0  = bert.embeddings(input_ids, token_type_ids)               # [B, T, d]
-    bias = create_bidirectional_mask(config, h_0, attention_mask)  # as BertModel builds it (sdpa or eager)
-    ctx_i = layer_i.attention.self(h_i, bias)                      # [B, T, H*dh], heads before gating
-    a_i   = layer_i.attention.output(ctx_i, h_i)                   # output.dense gated by HeadGate
-    h_i+1 = apply_chunking_to_forward(layer_i.feed_forward_chunk, ..., a_i)
-    logits = classifier(dropout(bert.pooler(h_L)))                 # [B, C]
-
-(the last layer's ``ctx`` for the ``[CLS]`` query through the model's attention function, with
-the mask's row 0), in eval mode under ``torch.inference_mode``, so the logits equal a full forward of
-the same batches up to float rounding of the [CLS]-only last layer (the tests check ``atol=1e-5``
-and identical predictions). Gating still goes through the evaluator's
-:class:`~headprune.gating.HeadGate`. Models of other families fall back to :meth:`Evaluator.logits`
-(a full, dynamically padded forward).
+The computation uses the model's own modules through the
+:class:`~headprune.architectures.base.LayerwiseForward` its architecture adapter gives
+(:meth:`~headprune.architectures.base.ArchitectureAdapter.layerwise_forward`; today
+``BertForSequenceClassification``, BERT family, e.g. all-MiniLM-L6-v2), in eval mode under
+``torch.inference_mode``, so the logits equal a full forward of the same batches up to float
+rounding of the [CLS]-only last layer (the tests check ``atol=1e-5`` and identical predictions).
+Gating still goes through the evaluator's :class:`~headprune.gating.HeadGate`. Models whose adapter
+gives no layerwise forward fall back to :meth:`Evaluator.logits` (a full, dynamically padded forward).
 
 :class:`MaskScorer` adds memoisation by mask: the count of correct predictions and the proxy value
 of every mask seen are kept (bytes of the boolean mask -> :class:`MaskScore`), so an episode that
@@ -46,24 +38,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-from transformers import BertForSequenceClassification
-from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.bert.modeling_bert import BertLayer, eager_attention_forward
-from transformers.pytorch_utils import apply_chunking_to_forward
 
+from headprune.architectures import LayerwiseForward, adapter_for
 from headprune.evaluator import Evaluator
 
 __all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key"]
-
-
-def _supports_incremental(model: nn.Module) -> bool:
-    """Whether ``model`` is a BERT-family encoder classifier whose forward we reproduce exactly."""
-    if not isinstance(model, BertForSequenceClassification):
-        return False
-    config = model.bert.config
-    return model.bert.pooler is not None and not config.is_decoder and not config.add_cross_attention
 
 
 @dataclass
@@ -82,24 +61,6 @@ class _BatchCache:
     context: list[torch.Tensor] = field(default_factory=list)
 
 
-def _cls_context(layer: BertLayer, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``layer.attention.self`` for the [CLS] query only: ``[B, 1, H*dh]`` from ``h`` ``[B, T, d]``.
-
-    The same projections and attention function as ``BertSelfAttention.forward`` (eval mode, no
-    cache), with the query and the mask restricted to position 0.
-    """
-    sa = layer.attention.self
-    B, T, _ = h.shape
-    dh = sa.attention_head_size
-    query = sa.query(h[:, :1]).view(B, 1, -1, dh).transpose(1, 2)  # [B, H, 1, dh]
-    key = sa.key(h).view(B, T, -1, dh).transpose(1, 2)  # [B, H, T, dh]
-    value = sa.value(h).view(B, T, -1, dh).transpose(1, 2)
-    attention = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
-    out, _ = attention(sa, query, key, value, None if bias is None else bias[:, :, :1, :], dropout=0.0,
-                       scaling=sa.scaling)
-    return out.reshape(B, 1, -1).contiguous()
-
-
 class IncrementalForward:
     """Logits of an evaluator's texts under a head mask, recomputing only the layers that changed.
 
@@ -109,7 +70,8 @@ class IncrementalForward:
             object lives (call :meth:`reset` if they do).
 
     Attributes:
-        incremental: ``True`` for the BERT family (layer caches), ``False`` for the fallback.
+        incremental: ``True`` where the adapter gives a layerwise forward (layer caches), ``False`` for the
+            fallback.
         last_start_layer: the first layer recomputed by the latest :meth:`logits` call (``L`` when
             the mask equalled the cached one; ``0`` on the first call or in the fallback).
 
@@ -121,7 +83,8 @@ class IncrementalForward:
         self.evaluator = evaluator
         self.model = evaluator.model
         self.num_layers, self.num_heads = evaluator.head_shape
-        self.incremental = _supports_incremental(self.model)
+        self._layers = adapter_for(self.model).layerwise_forward(self.model)
+        self.incremental = self._layers is not None
         self.last_start_layer = 0
         self._mask: torch.Tensor | None = None  # [L, H] float mask the caches hold
         self._caches: list[_BatchCache] = []
@@ -153,11 +116,10 @@ class IncrementalForward:
         return self._logits.clone()
 
     def _run(self, mask: torch.Tensor, start: int) -> None:
-        """Recompute from layer ``start`` (reusing its cached context), then pooler and classifier."""
-        model: BertForSequenceClassification = self.model  # type: ignore[assignment]
-        bert = model.bert
-        layers = bert.encoder.layer
-        last = self.num_layers - 1
+        """Recompute from layer ``start`` (reusing its cached context), then the classifier head."""
+        layers = self._layers
+        assert layers is not None
+        model = self.model
         ev = self.evaluator
         device = next(model.parameters()).device
         if not self._caches:
@@ -169,33 +131,30 @@ class IncrementalForward:
                 ev.gate.set_mask(mask.to(device))
                 for b, batch in enumerate(ev.iter_batches(device)):
                     if b == len(self._caches):
-                        h0 = bert.embeddings(input_ids=batch.inputs["input_ids"],
-                                             token_type_ids=batch.inputs.get("token_type_ids"))
-                        bias = create_bidirectional_mask(config=bert.config, inputs_embeds=h0,
-                                                         attention_mask=batch.inputs["attention_mask"])
+                        h0, bias = layers.embed(batch.inputs)
                         self._caches.append(_BatchCache(bias=bias, hidden=[h0]))
-                    cache = self._caches[b]
-                    h = cache.hidden[start]
-                    for i in range(start, self.num_layers):
-                        layer = layers[i]
-                        if i == start and i < len(cache.context):
-                            ctx = cache.context[i]  # same input as before: same head outputs
-                        else:
-                            ctx = (_cls_context(layer, h, cache.bias) if i == last
-                                   else layer.attention.self(h, attention_mask=cache.bias)[0])
-                            del cache.context[i:]
-                            cache.context.append(ctx)
-                        attended = layer.attention.output(ctx, h[:, :1] if i == last else h)
-                        h = apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
-                                                      layer.seq_len_dim, attended)
-                        if i < last:
-                            del cache.hidden[i + 1:]
-                            cache.hidden.append(h)
-                    logits = model.classifier(model.dropout(bert.pooler(h)))
-                    self._logits[batch.indices] = logits.float().cpu()
+                    h = self._run_layers(layers, self._caches[b], start)
+                    self._logits[batch.indices] = layers.classify(h).float().cpu()
         finally:
             ev.gate.set_mask(None)
             model.train(was_training)
+
+    def _run_layers(self, layers: LayerwiseForward, cache: _BatchCache, start: int) -> torch.Tensor:
+        """Layers ``start..L-1`` of one batch, updating its cache; the last layer's output ``[B, 1, d]``."""
+        last = self.num_layers - 1
+        h = cache.hidden[start]
+        for i in range(start, self.num_layers):
+            if i == start and i < len(cache.context):
+                ctx = cache.context[i]  # same input as before: same head outputs
+            else:
+                ctx = layers.head_outputs(i, h, cache.bias, first_query_only=i == last)
+                del cache.context[i:]
+                cache.context.append(ctx)
+            h = layers.finish_layer(i, ctx, h, first_query_only=i == last)
+            if i < last:
+                del cache.hidden[i + 1:]
+                cache.hidden.append(h)
+        return h
 
 
 def mask_key(mask: torch.Tensor | np.ndarray) -> bytes:

@@ -7,50 +7,23 @@ two constructions with the same arguments (all sampling uses generators seeded b
 model runs in eval mode, so there is no dropout). Values are memoised by mask, so the model's
 weights must not change after construction (build a new proxy after fine-tuning).
 
-Proxies (cost per call measured on the MiniLM victims, all-MiniLM-L6-v2 6 x 12 heads, ONE torch
-thread on a 2-core machine shared with a training job; see ``benchmarks/proxy_evidence.py``):
+Proxies, registered in :data:`PROXIES` (``@PROXIES.register(name)``; adding one is one class):
 
 ``soft_trigger`` (:class:`SoftTriggerProxy`)
     Class asymmetry of the success of a universal adversarial soft trigger (one embedding vector
-    after [CLS], 8 Adam steps on 32 clean sentences). 5.8-8.4 s per call.
+    after [CLS], optimised with Adam on clean sentences).
 ``random_word_flip`` (:class:`RandomWordFlipProxy`)
-    Class asymmetry of the net prediction flips caused by inserting 3 random vocabulary words into
-    clean sentences. Forward-only over a perturbed set built once (192 sentences); 2.1-3.7 s per call.
+    Class asymmetry of the net prediction flips caused by inserting random vocabulary words into
+    clean sentences (forward-only over a perturbed set built once).
 ``cls_attention_concentration`` (:class:`ClsAttentionConcentrationProxy`)
     Mean over active heads of the largest [CLS] attention weight on a single content token.
-    One eager forward over 64 sentences; 1.0-2.0 s per call.
 ``pure_variance`` (:class:`PureVarianceProxy`)
     PURE's [CLS]-attention variance, computed once for the unpruned model and summed over the
-    mask's active heads (as a share of the total). Microseconds per call after one
-    :func:`~headprune.head_stats.compute_head_stats` pass (62-109 s on 64 sentences), or free when
-    the caller passes the statistics it already has.
+    mask's active heads (as a share of the total); free per call, and free to build when the caller
+    passes the head statistics it already has.
 
-Evidence and the choice of :data:`DEFAULT_PROXY` (``benchmarks/proxy_evidence.py``, seed 0; the
-tables are in ``benchmarks/RESULTS.md``). Spearman rho with LFR (300 poisoned-test rows) over 55
-masks per victim (unpruned; importance-, PURE- and ablation-ordered prunes at fractions
-0.05-0.60; 16 seeded random masks; 2 masks after a 1000-row clean fine-tune), "band" = clean
-accuracy within 0.05 of the unpruned model's:
-
-=============================  ==========================  ==========================
-proxy                          syntactic: all / band        style: all / band
-=============================  ==========================  ==========================
-``pure_variance``              +0.87 / +0.78 (n=55 / 39)    +0.22 / +0.43 (p=0.02, n=28)
-``soft_trigger``               +0.02 / -0.06                +0.59 / +0.71 (p=2e-5)
-``random_word_flip``           +0.19 / +0.16                +0.15 / +0.08
-``cls_attention_concentration`` -0.41 / -0.40               -0.34 / -0.39
-(control) share of heads kept  +0.75 / +0.65                +0.14 / +0.45
-=============================  ==========================  ==========================
-
-``pure_variance`` is the default: it is the only proxy whose in-band correlation is positive and
-significant on BOTH attacks, it stays so without the PURE-ordered masks (syntactic +0.79 in band,
-style +0.38, p=0.08), and it costs nothing per call, which matters for an RL environment taking
-10^4-10^5 steps. Its limits: on the style victim it is no better than simply counting the heads kept,
-and on random masks alone it is negative there (-0.40, n=16). ``soft_trigger`` is by far the best
-proxy on the style victim (+0.71 in band, +0.84 on random masks, +0.75 partial rho given the share of
-heads kept) but carries no signal on the syntactic one (a one-vector trigger after [CLS] cannot
-imitate a syntactic template) and costs 6-8 s per call; offer it where the attack is suspected to be
-lexical or stylistic, or at episode ends. ``cls_attention_concentration`` is consistently NEGATIVELY
-correlated (pruning concentrating heads raises LFR), so as defined it points the wrong way.
+Costs per call and the correlations with LFR behind :data:`DEFAULT_PROXY` are in
+``benchmarks/RESULTS.md`` ("Backdoor proxies vs LFR"; ``benchmarks/proxy_evidence.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +43,7 @@ from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator
 from headprune.gating import HeadGate, head_grid_shape
 from headprune.head_stats import HeadStats, compute_head_stats, eager_attention
+from headprune.registry import Registry
 
 __all__ = [
     "DEFAULT_PROXY",
@@ -81,6 +55,9 @@ __all__ = [
     "SoftTriggerProxy",
     "make_proxy",
 ]
+
+PROXIES: Registry[type[BackdoorProxy]] = Registry("proxy")
+"""Every proxy class by name (a :class:`~headprune.registry.Registry`: ``PROXIES.get(name)``, ``in``, ``list``)."""
 
 
 def balanced_subset(labels: Sequence[int], n_per_class: int, seed: int) -> list[int]:
@@ -174,6 +151,7 @@ def _class_asymmetry(rates: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
+@PROXIES.register("soft_trigger")
 class SoftTriggerProxy(BackdoorProxy):
     """Class asymmetry of a universal adversarial soft trigger's success.
 
@@ -202,14 +180,11 @@ class SoftTriggerProxy(BackdoorProxy):
     Why: a backdoored model has a low-effort route to its target class (a trigger), so clean inputs
     are flipped toward the target more easily than away from it (the intuition behind trigger
     inversion, e.g. DBS, Shen et al. 2022, and universal adversarial triggers, Wallace et al. 2019);
-    the asymmetry needs no knowledge of the target. Issue #4's probe: Spearman ~0.56 with LFR on a
-    Bible-style MiniLM victim. A constant learning rate does not transfer between models: 0.05 x
-    norm for 5 steps separates the tiny BadNets victim from its clean twin but flips ~100% of
-    both classes on the MiniLM syntactic victim (hence the schedule).
+    the asymmetry needs no knowledge of the target. The learning rate grows per step because a
+    constant one does not transfer between models (``benchmarks/RESULTS.md``).
 
     Cost: ``steps`` forward+backward passes (gradients to the trigger only, no parameter
-    gradients) and two forwards over ``n_per_class * C`` sentences of at most ``max_length`` tokens;
-    on MiniLM with the defaults (32 sentences, 8 steps) 5.8-8.4 s per call on one busy CPU thread.
+    gradients) and two forwards over ``n_per_class * C`` sentences of at most ``max_length`` tokens.
 
     Args:
         n_per_class: clean sentences per label in the subset.
@@ -341,6 +316,7 @@ def _word_token_ids(tokenizer: Any) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+@PROXIES.register("random_word_flip")
 class RandomWordFlipProxy(BackdoorProxy):
     """Class asymmetry of the prediction changes caused by random inserted words.
 
@@ -358,12 +334,10 @@ class RandomWordFlipProxy(BackdoorProxy):
 
     Why: the model's shortcut to its target is easily excited by out-of-distribution words (the
     observation behind perturbation-based detectors such as STRIP, Gao et al. 2021, and RAP, Yang et
-    al. 2021, here used in the flip direction and without triggers). Issue #4's probe: Spearman
-    ~0.43 with LFR on a Bible-style MiniLM victim.
+    al. 2021, here used in the flip direction and without triggers).
 
     Cost: one forward (through an :class:`~headprune.evaluator.Evaluator`, sorted dynamic padding)
-    over ``n_per_class * C * (1 + variants)`` sentences; on MiniLM with the defaults (64 x 3 = 192
-    sentences) 2.1-3.7 s per call on one busy CPU thread.
+    over ``n_per_class * C * (1 + variants)`` sentences.
     """
 
     name = "random_word_flip"
@@ -415,6 +389,7 @@ class RandomWordFlipProxy(BackdoorProxy):
 
 
 # ------------------------------------------------------------------------------------------------
+@PROXIES.register("cls_attention_concentration")
 class ClsAttentionConcentrationProxy(BackdoorProxy):
     """[CLS] attention concentration on single tokens.
 
@@ -431,11 +406,8 @@ class ClsAttentionConcentrationProxy(BackdoorProxy):
     behind PURE, Zhao et al. ICML 2024, and attention-based detectors such as AttenTD, Lyu et al.
     2022); a model whose active heads concentrate on single tokens is more shortcut-prone.
 
-    Cost: one eager forward over the subset (64 sentences by default): 1.0-2.0 s per call on MiniLM
-    (one busy CPU thread).
-
-    Evidence: on the MiniLM syntactic and style victims this value is NEGATIVELY correlated with LFR
-    (Spearman -0.41 and -0.34 over 55 masks), i.e. not a useful backdoor score as defined.
+    Cost: one eager forward over the subset (64 sentences by default). On the MiniLM victims it is
+    negatively correlated with LFR, so as defined it points the wrong way (``benchmarks/RESULTS.md``).
     """
 
     name = "cls_attention_concentration"
@@ -486,6 +458,7 @@ class ClsAttentionConcentrationProxy(BackdoorProxy):
 
 
 # ------------------------------------------------------------------------------------------------
+@PROXIES.register("pure_variance")
 class PureVarianceProxy(BackdoorProxy):
     """PURE's [CLS]-attention variance summed over the active heads.
 
@@ -498,14 +471,11 @@ class PureVarianceProxy(BackdoorProxy):
     sum). Direction: PURE prunes the LOWEST-variance heads first (:func:`~headprune.baselines.defend.pure_prune`),
     which leaves this value high; the sign used here (higher = more backdoor-like) is not PURE's rule
     but the measured one: over the proxy-evidence masks, the variance share kept rises with LFR
-    (Spearman +0.87 syntactic, +0.22 style; partial rho given the share of heads kept +0.70 / +0.25,
-    ``benchmarks/RESULTS.md``). A reward built on it therefore favours pruning high-variance heads,
+    (``benchmarks/RESULTS.md``). A reward built on it therefore favours pruning high-variance heads,
     the opposite of PURE's order; that is a finding to keep testing, not an assumption.
 
     Cost: construction runs :func:`compute_head_stats` once (a gradient pass and ``L*H`` batched
-    ablations over the subset: 62-109 s on MiniLM for 64 sentences on one busy CPU thread) unless
-    ``head_stats`` is given;
-    each call is a masked sum (microseconds). The value ignores how pruning changes the attention
+    ablations over the subset) unless ``head_stats`` is given; each call is a masked sum (microseconds). The value ignores how pruning changes the attention
     of later layers (that is the point of "computed once").
     """
 
@@ -530,25 +500,16 @@ class PureVarianceProxy(BackdoorProxy):
 
 
 # ------------------------------------------------------------------------------------------------
-PROXIES: dict[str, type[BackdoorProxy]] = {
-    cls.name: cls
-    for cls in (SoftTriggerProxy, RandomWordFlipProxy, ClsAttentionConcentrationProxy, PureVarianceProxy)
-}
-"""Every proxy by name."""
-
 DEFAULT_PROXY: str = "pure_variance"
-"""The proxy the env uses unless told otherwise (chosen by the evidence in the module docstring)."""
+"""The proxy the env uses unless told otherwise: of the four, the only one whose correlation with LFR
+was positive and significant on both MiniLM victims (syntactic and style), and free per step."""
 
 
 def make_proxy(name: str, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
                **kwargs: Any) -> BackdoorProxy:
-    """Build the proxy called ``name`` (a key of :data:`PROXIES`) with its keyword arguments.
+    """Build the proxy registered as ``name`` in :data:`PROXIES` with its keyword arguments.
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
-    try:
-        cls = PROXIES[name]
-    except KeyError:
-        raise ValueError(f"unknown proxy {name!r}; known: {', '.join(sorted(PROXIES))}") from None
-    return cls(model, tokenizer, clean, seed=seed, **kwargs)
+    return PROXIES.get(name)(model, tokenizer, clean, seed=seed, **kwargs)

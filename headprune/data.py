@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -54,6 +54,7 @@ __all__ = [
     "DataFormatError",
     "LabelledTexts",
     "SkippedRowsWarning",
+    "as_labelled_texts",
     "load_glue_sst2_from_hub",
     "load_glue_sst2_train",
     "load_sst2",
@@ -272,6 +273,24 @@ def read_labelled_text(
             stacklevel=2,
         )
     return LabelledTexts(tuple(sentences), tuple(labels), str(p), tuple(n for n, _ in skipped))
+
+
+@overload
+def as_labelled_texts(data: None, what: str = ...) -> None: ...
+@overload
+def as_labelled_texts(data: LabelledTexts | str | os.PathLike[str], what: str = ...) -> LabelledTexts: ...
+def as_labelled_texts(data: LabelledTexts | str | os.PathLike[str] | None, what: str = "data"
+                      ) -> LabelledTexts | None:
+    """``data`` as a :class:`LabelledTexts`: itself, or a file read by :func:`read_labelled_text`.
+
+    :param data: labelled rows, a file path, or None (returned as None: "not given").
+    :param what: the argument's name, for the TypeError raised on any other type.
+    """
+    if data is None or isinstance(data, LabelledTexts):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_labelled_text(data)
+    raise TypeError(f"{what} must be a LabelledTexts or a file path, got {type(data).__name__}")
 
 
 class _BadRow(Exception):

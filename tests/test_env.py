@@ -17,9 +17,11 @@ from gymnasium.utils.env_checker import data_equivalence
 import headprune
 from headprune.data import LabelledTexts
 from headprune.envs import ENV_ID, register_envs
+from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import SUMMARY_FIELDS, HeadPruneEnv
 from headprune.envs.proxies import DEFAULT_PROXY
-from headprune.envs.reward import RewardTerms, RewardWeights, potential, step_reward
+from headprune.envs.reward import REWARD_TERMS, RewardTerms, RewardWeights, potential, step_reward
+from headprune.envs.wrappers import make_headprune_env
 from headprune.victims import Victim
 
 # "pure_variance" costs microseconds per mask, so the tests exercise the env, not a proxy; the
@@ -37,11 +39,24 @@ def make(kwargs: dict[str, Any], **extra: Any) -> HeadPruneEnv:
     return HeadPruneEnv(**{**kwargs, **extra})
 
 
+def assert_reward_is_sum_of_terms(reward: float, terms: dict[str, float]) -> None:
+    """The reward returned equals ``terms["total"]``, the signed sum of the named terms in registry order."""
+    named = {k: v for k, v in terms.items() if k != "total"}
+    assert set(named) <= set(REWARD_TERMS) and list(named) == [k for k in REWARD_TERMS if k in named]
+    total: float | None = None
+    for name, value in named.items():
+        signed = value if REWARD_TERMS.get(name).sign > 0 else -value
+        total = signed if total is None else total + signed
+    assert reward == terms["total"] == total
+
+
 def rollout(env: gym.Env, actions: list[int], seed: int = 0) -> list[tuple[Any, ...]]:
-    """``[(obs, info), (obs, reward, terminated, truncated, info), ...]`` for ``actions`` (stops at the end)."""
+    """``[(obs, info), (obs, reward, terminated, truncated, info), ...]`` for ``actions`` (stops at the end);
+    every step's reward is checked to be the sum of its reported terms."""
     out: list[tuple[Any, ...]] = [env.reset(seed=seed)]
     for a in actions:
         out.append(env.step(a))
+        assert_reward_is_sum_of_terms(out[-1][1], out[-1][-1]["reward_terms"])
         if out[-1][2] or out[-1][3]:
             break
     return out
@@ -60,6 +75,10 @@ def test_reward_terms() -> None:
     crossed = step_reward(0.75, 0.5, 0.5, 0.5, invalid=False, crossed_floor=True, weights=w)
     assert crossed.floor == 0.5 and crossed.total == -0.5 - 0.5
     assert crossed.to_dict()["total"] == crossed.total
+    assert list(crossed.to_dict()) == ["accuracy", "proxy", "invalid_action", "floor", "total"]
+    assert [REWARD_TERMS.get(k).sign for k in REWARD_TERMS] == [1.0, 1.0, -1.0, -1.0, 1.0]
+    bonus = crossed.with_finetune(0.25)
+    assert bonus.to_dict() == {**crossed.values(), "finetune": 0.25, "total": crossed.total + 0.25}
     assert RewardWeights.coerce({"proxy": 2}) == RewardWeights(proxy=2.0)
     with pytest.raises(ValueError, match="unknown reward weights"):
         RewardWeights.coerce({"lfr": 1.0})
@@ -138,7 +157,7 @@ def test_spaces_and_observation(kwargs: dict[str, Any]) -> None:
     np.testing.assert_array_equal(obs["summary"], np.array(expected, dtype=np.float32))
     assert obs["mask"][5] == 0 and obs["mask"].sum() == n - 1
     # statistics, the proxy and the accuracy use disjoint rows of the defender's clean data
-    assert not set(env.eval_data.sentences) & set(env.stats_data.sentences)
+    assert not set(env.val_data.sentences) & set(env.stats_data.sentences)
     assert set(env.stats_data.sentences) <= set(env.train_data.sentences)
 
 
@@ -166,6 +185,8 @@ def test_action_masks_and_invalid_action_is_penalised_noop(kwargs: dict[str, Any
         np.testing.assert_array_equal(obs2[key], obs[key])
     assert info2["heads_pruned"] == 1 and info2["steps"] == 2
     assert info2["reward_terms"]["invalid_action"] == env.weights.invalid_action
+    assert_reward_is_sum_of_terms(r1, info["reward_terms"])
+    assert_reward_is_sum_of_terms(r2, info2["reward_terms"])
 
 
 # ------------------------------------------------------------------------------------ episode ends
@@ -190,6 +211,7 @@ def test_termination_below_floor_and_best_mask(kwargs: dict[str, Any]) -> None:
     rewards: list[float] = []
     for a in range(env.action_space.n):
         obs, reward, terminated, truncated, info = env.step(a)
+        assert_reward_is_sum_of_terms(reward, info["reward_terms"])
         rewards.append(reward)
         if terminated or truncated:
             break
@@ -207,13 +229,32 @@ def test_termination_below_floor_and_best_mask(kwargs: dict[str, Any]) -> None:
         make(kwargs, accuracy_floor=1.01)
 
 
+def test_config_object_and_val_data(kwargs: dict[str, Any]) -> None:
+    fields = {k: v for k, v in kwargs.items() if k != "victim"}
+    env = HeadPruneEnv(kwargs["victim"], HeadPruneConfig(**fields, budget=3))
+    assert env.config == HeadPruneConfig(**fields, budget=3) and env.budget == 3
+    assert len(env.val_data) == 96
+    with pytest.warns(DeprecationWarning, match="val_data"):
+        assert env.eval_data == env.val_data
+    with pytest.warns(DeprecationWarning, match="eval_size"):
+        old = HeadPruneEnv(kwargs["victim"], {k: v for k, v in fields.items() if k != "val_size"}, eval_size=96)
+    assert old.val_data == env.val_data and old.start_score == env.start_score
+    with pytest.raises(ValueError, match="val_size must be in"):
+        make(kwargs, val_size=10_000)
+    for moved in ("poisoned_eval", "finetune_terminal"):  # wrappers now, with a pointer to them
+        with pytest.raises(ValueError, match=rf"{moved} -> headprune.envs.wrappers"):
+            make(kwargs, **{moved: None})
+        with pytest.raises(ValueError, match="wrappers"):
+            gym.make(ENV_ID, **kwargs, **{moved: None})
+
+
 # ------------------------------------------------------------------------------------ honesty
 def test_lfr_only_in_info_and_never_read(kwargs: dict[str, Any], tiny_victim: Victim) -> None:
     poisoned = tiny_victim.splits().poisoned_dev.take(64)
     rng = np.random.default_rng(0)
     scrambled = LabelledTexts(poisoned.sentences, tuple(int(y) for y in rng.integers(0, 2, len(poisoned))))
     actions = [3, 6, 6, 0, 5]
-    runs = [rollout(make(kwargs, accuracy_floor=0.0, poisoned_eval=p), actions, seed=5)
+    runs = [rollout(make_headprune_env(**kwargs, accuracy_floor=0.0, poisoned_eval=p), actions, seed=5)
             for p in (None, poisoned, scrambled)]
     plain, with_lfr, with_scrambled = runs
     assert all("lfr" not in step[-1] for step in plain)
@@ -256,16 +297,23 @@ def test_head_stats_cached_on_disk(kwargs: dict[str, Any], monkeypatch: pytest.M
 
 # ------------------------------------------------------------------------------------ fine-tune option
 def test_finetune_terminal(kwargs: dict[str, Any]) -> None:
-    env = make(kwargs, accuracy_floor=0.0, budget=1, proxy="random_word_flip", finetune_terminal=True,
-               finetune_config={"max_steps": 2, "batch_size": 16})
+    env = make_headprune_env(**{**kwargs, "proxy": "random_word_flip"}, accuracy_floor=0.0, budget=1,
+                             finetune_terminal=True, finetune_config={"max_steps": 2, "batch_size": 16})
+    plain = make(kwargs, accuracy_floor=0.0, budget=1, proxy="random_word_flip")
     env.reset(seed=0)
+    plain.reset(seed=0)
     _, reward, terminated, truncated, info = env.step(3)
+    _, plain_reward, *_, plain_info = plain.step(3)
     assert truncated and not terminated
     ft = info["finetune"]
     assert ft["steps"] == 2 and ft["seconds"] > 0 and 0 <= ft["accuracy"] <= 1
-    adjust = potential(ft["accuracy"], ft["proxy"], env.weights) - potential(info["clean_accuracy"], info["proxy"], env.weights)
-    assert reward == info["reward_terms"]["total"] + adjust
-    assert env.model is kwargs["victim"].model  # the victim itself was not fine-tuned
+    weights = env.unwrapped.weights
+    adjust = potential(ft["accuracy"], ft["proxy"], weights) - potential(info["clean_accuracy"], info["proxy"], weights)
+    assert reward == plain_info["reward_terms"]["total"] + adjust == plain_reward + adjust
+    # the bonus is a named term: the reward returned is the total of the terms reported
+    assert info["reward_terms"]["finetune"] == adjust and "finetune" not in plain_info["reward_terms"]
+    assert_reward_is_sum_of_terms(reward, info["reward_terms"])
+    assert env.unwrapped.model is kwargs["victim"].model  # the victim itself was not fine-tuned
 
 
 # ------------------------------------------------------------------------------------ vector envs

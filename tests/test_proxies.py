@@ -55,7 +55,7 @@ def test_registry_and_factory() -> None:
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_constructor_sees_only_clean_data(name: str) -> None:
     """The constructor takes the model, its tokenizer and clean texts: nothing poisoned, no trigger, no LFR."""
-    params = list(inspect.signature(PROXIES[name].__init__).parameters)
+    params = list(inspect.signature(PROXIES.get(name).__init__).parameters)
     assert params[:4] == ["self", "model", "tokenizer", "clean"]
     for p in params:
         assert not any(bad in p.lower() for bad in ("poison", "trigger_word", "lfr", "target"))

@@ -48,6 +48,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from headprune.agents.arguments import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
 from headprune.envs.registration import ENV_ID
+from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.provenance import environment_info
 
 __all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
@@ -83,13 +84,22 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------ envs
+def _refuse_poisoned(env_kwargs: Mapping[str, Any]) -> None:
+    if "poisoned_eval" in env_kwargs:
+        raise ValueError("env_kwargs: poisoned_eval is not allowed in training (poisoned data is evaluation only)")
+
+
 def make_env(env_id: str = ENV_ID, threads: int | None = None, **env_kwargs: Any) -> gym.Env:
-    """``gym.make(env_id, **env_kwargs)`` after pinning torch to ``threads`` (for SubprocVecEnv workers)."""
+    """``gym.make(env_id, **env_kwargs)`` after pinning torch to ``threads`` (for SubprocVecEnv workers);
+    ``finetune_terminal`` / ``finetune_config`` add the :class:`~headprune.envs.wrappers.TerminalFineTune`
+    wrapper, and ``poisoned_eval`` is refused (training never sees poisoned data)."""
+    _refuse_poisoned(env_kwargs)
     if threads is not None:
         torch.set_num_threads(int(threads))
     import headprune  # noqa: F401  (registers HeadPrune-v0 in a fresh worker)
 
-    return gym.make(env_id, **env_kwargs)
+    kwargs, wrapper_kwargs = split_wrapper_options(env_kwargs)
+    return apply_wrappers(gym.make(env_id, **kwargs), **wrapper_kwargs)
 
 
 def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, *,
@@ -239,8 +249,7 @@ def train(
         overrides["n_timesteps"] = int(n_timesteps)
     hp = load_hyperparams(algo, env_id, conf_file=conf_file, overrides=overrides)
     settings = TrainSettings.from_hyperparams(hp)
-    if "poisoned_eval" in settings.env_kwargs:
-        raise ValueError("env_kwargs: poisoned_eval is not allowed in training (poisoned data is evaluation only)")
+    _refuse_poisoned(settings.env_kwargs)
     for key, value in settings.env_kwargs.items():  # the run folder must be able to rebuild the env
         try:
             yaml.safe_dump(value)

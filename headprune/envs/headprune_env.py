@@ -1,16 +1,16 @@
 """``HeadPrune-v0``: prune attention heads of a backdoored classifier, one per step.
 
-See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation.
+See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation. Evaluation-only
+extras (LFR in ``info``) and the terminal fine-tune are wrappers: :mod:`headprune.envs.wrappers`.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import math
 import os
-import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
@@ -19,20 +19,18 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from headprune.data import LabelledTexts, read_labelled_text
+from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.envs.config import HeadPruneConfig
-from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer, mask_key
+from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.registration import ENV_ID
 from headprune.envs.reward import RewardWeights, potential, step_reward
 from headprune.evaluator import Evaluator
 from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats
-from headprune.metrics import label_flip_rate
 from headprune.provenance import config_hash
-from headprune.training import FineTuneConfig, fine_tune
 from headprune.victims import DEFAULT_VICTIM, Victim, cache_dir, resolve_victim
 
-__all__ = ["SUMMARY_FIELDS", "HeadPruneEnv"]
+__all__ = ["SUMMARY_FIELDS", "WRAPPER_OPTIONS", "HeadPruneEnv"]
 
 SUMMARY_FIELDS: tuple[str, ...] = (
     "clean_accuracy",
@@ -44,15 +42,15 @@ SUMMARY_FIELDS: tuple[str, ...] = (
 )
 """The entries of ``observation["summary"]``, in order."""
 
+WRAPPER_OPTIONS: dict[str, str] = {
+    "poisoned_eval": "LabelFlipRateInfo",
+    "target_label": "LabelFlipRateInfo",
+    "finetune_terminal": "TerminalFineTune",
+    "finetune_config": "TerminalFineTune",
+}
+"""Former env keywords that are now wrappers in :mod:`headprune.envs.wrappers` (keyword -> wrapper)."""
+
 _STATS_VERSION = 1  # bump when the cached statistics change meaning
-
-
-def _as_texts(data: LabelledTexts | str | os.PathLike[str], what: str) -> LabelledTexts:
-    if isinstance(data, LabelledTexts):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        return read_labelled_text(data)
-    raise TypeError(f"{what} must be a LabelledTexts or a file path, got {type(data).__name__}")
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
@@ -73,14 +71,23 @@ def _texts_digest(texts: LabelledTexts) -> str:
     return h.hexdigest()
 
 
+def _refuse_wrapper_options(overrides: Mapping[str, Any]) -> None:
+    """ValueError naming the wrapper for each former env keyword in ``overrides``."""
+    moved = sorted(set(overrides) & set(WRAPPER_OPTIONS))
+    if moved:
+        hints = ", ".join(f"{k} -> headprune.envs.wrappers.{WRAPPER_OPTIONS[k]}" for k in moved)
+        raise ValueError(f"{ENV_ID} option(s) {moved} are wrappers now ({hints}); build the env with "
+                         "headprune.envs.wrappers.make_headprune_env(...) or wrap it yourself")
+
+
 class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """Remove attention heads of a backdoored text classifier, one head per step, without the trigger.
 
     The agent sees the head mask, per-head statistics of the model on the defender's clean data and a
     summary of where the episode stands; each action prunes one head (gates it to zero through
     :class:`~headprune.gating.HeadGate`). The reward trades clean accuracy, measured on held-out clean
-    rows, against a trigger-agnostic backdoor *proxy* computed from the model and clean data only
-    (:mod:`headprune.envs.proxies`). Poisoned data and LFR never enter the observation or the reward.
+    validation rows, against a trigger-agnostic backdoor *proxy* computed from the model and clean data
+    only (:mod:`headprune.envs.proxies`). Poisoned data and LFR never enter the observation or the reward.
 
     **Spaces** (``n = L * H`` heads, row-major: action/index ``l * H + h`` is head ``h`` of layer ``l``)
 
@@ -98,14 +105,16 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         (both clipped to the proxy's documented ``value_range``), the fraction of heads pruned, and the
         fraction of the budget left.
 
-    **Reward** (:mod:`headprune.envs.reward`): with the potential ``Phi(s) = w_acc * acc(s) - w_proxy * p(s)``::
+    **Reward** (:mod:`headprune.envs.reward`): named terms; with the potential
+    ``Phi(s) = w_acc * acc(s) - w_proxy * p(s)``::
 
         r_t = w_acc * (acc_t - acc_{t-1}) - w_proxy * (p_t - p_{t-1})
               - c_invalid * [a_t was already pruned] - c_floor * [acc_t < floor]
 
     so the return telescopes to ``Phi(s_T) - Phi(s_0)`` minus penalties. ``acc`` is ``correct / N``
-    on the ``eval_size`` held-out clean rows and ``p`` the proxy on the statistics rows (never the
-    evaluation rows), so every quantity is count-based or the proxy's own float.
+    on the ``val_size`` held-out clean rows and ``p`` the proxy on the statistics rows (never the
+    validation rows), so every quantity is count-based or the proxy's own float. The reward returned
+    equals ``info["reward_terms"]["total"]``.
 
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
     the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked
@@ -123,44 +132,15 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     **Info** (reset and step): ``clean_accuracy``, ``accuracy_drop``, ``proxy``, ``proxy_change``,
     ``heads_pruned``, ``steps``, ``accuracy_floor``, ``action_mask`` (bool ``[n]``), ``best_mask``
     (int8 ``[n]``), ``best_accuracy``, ``best_proxy``, ``best_heads_pruned``; on steps also
-    ``invalid_action`` and ``reward_terms``; ``lfr`` and ``best_lfr`` ONLY when ``poisoned_eval`` was
-    passed (evaluation aid, read by nothing else); ``finetune`` (accuracy, proxy, steps, seconds) on
-    the last step when ``finetune_terminal`` is on.
+    ``invalid_action`` and ``reward_terms``. LFR (``lfr``, ``best_lfr``) and the terminal fine-tune
+    (``finetune``) come from the wrappers in :mod:`headprune.envs.wrappers`.
 
-    Args:
-        victim: a :class:`~headprune.victims.Victim`, a preset name (``"tiny"``,
-            ``"minilm-syntactic"``, ...; built on first use and cached) or a victim folder.
-        clean_data: the defender's clean labelled texts (or a file for
-            :func:`~headprune.data.read_labelled_text`); default the victim's defender data (the
-            872 clean SST-2 dev sentences).
-        eval_size: clean rows held out for the accuracy (seeded split); the rest feed the statistics,
-            the proxy and the optional fine-tune.
-        stats_size: at most this many of the remaining rows are used for head statistics and the proxy.
-        accuracy_floor: absolute accuracy floor. Give this or ``max_accuracy_drop``, not both
-            (default: ``max_accuracy_drop=0.05``).
-        max_accuracy_drop: the floor as a drop from the unpruned model's accuracy.
-        budget: most heads pruned per episode (default half the heads).
-        max_steps: most steps per episode, invalid ones included (default ``2 * budget``).
-        proxy: a name in :data:`~headprune.envs.proxies.PROXIES` (default
-            :data:`~headprune.envs.proxies.DEFAULT_PROXY`) or a
-            :class:`~headprune.envs.proxies.BackdoorProxy` subclass.
-        proxy_kwargs: extra keyword arguments of the proxy. A proxy that accepts ``head_stats``
-            receives the env's cached statistics unless given here.
-        reward_weights: a :class:`~headprune.envs.reward.RewardWeights` or a mapping of its fields.
-        poisoned_eval: poisoned texts with their TRUE labels (or a file), only for ``info["lfr"]``.
-            Scored incrementally too, so it costs layer caches (about 0.5 GB for 900 MiniLM
-            sentences) and a partial forward per new mask: pass a subset during RL training.
-        target_label: the attacker's target for LFR (default: the victim's).
-        finetune_terminal: measure the last step's potential after a short clean fine-tune of a deep
-            copy of the model (:func:`~headprune.training.fine_tune`, pruned heads held at zero, on
-            the non-evaluation clean rows) and add ``Phi(ft) - Phi(s_T)`` to the last reward.
-        finetune_config: its :class:`~headprune.training.FineTuneConfig` or a mapping of fields
-            (default one epoch at lr 2e-5, the env's seed and the victim's max length).
-        cache: cache root for victims and statistics (see :func:`~headprune.victims.cache_dir`).
-        seed: seeds the data split, the proxy and the fine-tune.
-        render_mode: ``"ansi"``, or ``None`` (other modes are accepted and render nothing, see :meth:`render`).
-        eval_batch_size: rows per forward of the evaluation set.
-        progress: show progress bars while building a victim or statistics.
+    :param victim: a :class:`~headprune.victims.Victim`, a preset name (``"tiny"``,
+        ``"minilm-syntactic"``, ...; built on first use and cached) or a victim folder.
+    :param config: a :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
+        the defender's data, its split, the floor, the budget, the proxy and the reward weights.
+    :param render_mode: ``"ansi"``, or ``None`` (other modes are accepted and render nothing, see :meth:`render`).
+    :param overrides: config fields on top of ``config`` (what ``gym.make`` keyword arguments become).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -171,109 +151,46 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         config: HeadPruneConfig | Mapping[str, Any] | None = None,
         *,
         render_mode: str | None = None,
-        poisoned_eval: LabelledTexts | str | os.PathLike[str] | None = None,
-        target_label: int | None = None,
-        finetune_terminal: bool = False,
-        finetune_config: FineTuneConfig | Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
+        _refuse_wrapper_options(overrides)
         self.config = cfg = HeadPruneConfig.from_kwargs(config, **overrides)
-        clean_data, eval_size, stats_size = cfg.clean_data, cfg.val_size, cfg.stats_size
-        accuracy_floor, max_accuracy_drop = cfg.accuracy_floor, cfg.floor_drop
-        budget, max_steps, proxy, proxy_kwargs = cfg.budget, cfg.max_steps, cfg.proxy, cfg.proxy_kwargs
-        proxy = DEFAULT_PROXY if proxy is None else proxy
-        reward_weights, seed, eval_batch_size = cfg.reward_weights, cfg.seed, cfg.eval_batch_size
-        cache, progress = cfg.cache, cfg.progress
         super().__init__()
         self.render_mode = render_mode
-        self.base_seed = int(seed)
-        self.cache = cache
-        self.weights = RewardWeights.coerce(reward_weights)
-        self.victim = resolve_victim(victim, cache=cache, progress=progress)
+        self.base_seed = int(cfg.seed)
+        self.cache = cfg.cache
+        self.weights = RewardWeights.coerce(cfg.reward_weights)
+        self.victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
         self.model = self.victim.model.eval()
         self.tokenizer = self.victim.tokenizer
         self.max_length = int(self.victim.config.max_length)
-
-        # ---- data: a seeded split of the defender's clean rows (evaluation rows are never used elsewhere)
-        clean = self.victim.defender_clean_data() if clean_data is None else _as_texts(clean_data, "clean_data")
-        if not 0 < eval_size < len(clean):
-            raise ValueError(f"eval_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, got {eval_size}")
-        if stats_size < 1:
-            raise ValueError(f"stats_size must be >= 1, got {stats_size}")
-        perm = np.random.default_rng(self.base_seed).permutation(len(clean))
-        rest = perm[eval_size:]
-        self.eval_data = clean.subset(np.sort(perm[:eval_size]))
-        self.train_data = clean.subset(np.sort(rest))
-        self.stats_data = clean.subset(np.sort(rest[:stats_size]))
-
-        # ---- per-head statistics (cached on disk) and the proxy
-        self.head_stats = self._load_or_compute_stats(progress)
+        self._split_data(cfg)
+        self.head_stats = self._load_or_compute_stats(cfg.progress)
         self.num_layers, self.num_heads = self.head_stats.shape
-        n = self.num_layers * self.num_heads
         self._features = self.head_stats.normalised().as_features().numpy().astype(np.float32)  # [n, F]
-        self.proxy_kwargs = dict(proxy_kwargs or {})
-        self.proxy_cls = self._proxy_class(proxy)
-        self.proxy = self.build_proxy(self.model)
-        lo, hi = (float(v) for v in self.proxy.value_range)
-
-        # ---- scoring: incremental forward + memo by mask
-        self.evaluator = Evaluator(self.model, self.tokenizer, self.eval_data, batch_size=eval_batch_size,
-                                   max_length=self.max_length)
-        self.scorer = MaskScorer(IncrementalForward(self.evaluator), self.proxy)
-        self._full = np.ones(n, dtype=np.int8)
-        self.start_score = self.scorer(self._mask_tensor(self._full))
-        if max_accuracy_drop is not None:
-            if max_accuracy_drop < 0:
-                raise ValueError(f"max_accuracy_drop must be >= 0, got {max_accuracy_drop}")
-            self.accuracy_floor = self.start_score.accuracy - float(max_accuracy_drop)
-        else:
-            self.accuracy_floor = float(accuracy_floor)  # type: ignore[arg-type]
-            if self.start_score.accuracy < self.accuracy_floor:
-                raise ValueError(f"the unpruned model's accuracy {self.start_score.accuracy:.4f} on the evaluation "
-                                 f"rows is already below accuracy_floor={self.accuracy_floor}")
-
-        # ---- optional LFR (evaluation only)
-        self.target_label = int(self.victim.config.target_label if target_label is None else target_label)
-        self.poisoned_eval = None if poisoned_eval is None else _as_texts(poisoned_eval, "poisoned_eval")
-        self._lfr_forward: IncrementalForward | None = None
-        self._lfr_memo: dict[bytes, float] = {}
-        if self.poisoned_eval is not None:
-            self._lfr_forward = IncrementalForward(Evaluator(
-                self.model, self.tokenizer, list(self.poisoned_eval.sentences), batch_size=eval_batch_size,
-                max_length=self.max_length))
-
-        # ---- episode limits
-        self.budget = n // 2 if budget is None else int(budget)
-        if not 1 <= self.budget <= n:
-            raise ValueError(f"budget must be in [1, {n}], got {self.budget}")
-        self.max_steps = 2 * self.budget if max_steps is None else int(max_steps)
-        if self.max_steps < self.budget:
-            raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
-        self.finetune_terminal = bool(finetune_terminal)
-        self.finetune_config = self._finetune_config(finetune_config)
-
-        # ---- spaces
-        bound = math.sqrt(n)
-        self.action_space = spaces.Discrete(n)
-        self.observation_space = spaces.Dict({
-            "mask": spaces.MultiBinary(n),
-            "head_stats": spaces.Box(-bound, bound, shape=(n, len(FEATURE_NAMES)), dtype=np.float32),
-            "summary": spaces.Box(
-                low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0], dtype=np.float32),
-                high=np.array([1.0, 1.0, hi, hi - lo, 1.0, 1.0], dtype=np.float32),
-                dtype=np.float32,
-            ),
-        })
-
-        # ---- episode state (set by reset)
-        self._mask = self._full.copy()
-        self._score = self.start_score
-        self._steps = 0
-        self._pruned = 0
-        self._best: tuple[float, np.ndarray, MaskScore, int] = self._candidate(self._mask, self._score, 0)
-        self._done = True
+        self._setup_proxy(cfg)
+        self._setup_scorer(cfg)
+        self._setup_limits(cfg)
+        self._setup_spaces()
+        self._start_episode()
+        self._done = True  # step() needs a reset() first
 
     # ------------------------------------------------------------------------------ construction
+    def _split_data(self, cfg: HeadPruneConfig) -> None:
+        """A seeded split of the defender's clean rows: ``val_data`` (accuracy; used nowhere else),
+        ``train_data`` (the rest: fine-tuning) and ``stats_data`` (its first ``stats_size`` rows:
+        statistics and the proxy)."""
+        clean = self.victim.defender_clean_data() if cfg.clean_data is None else as_labelled_texts(
+            cfg.clean_data, "clean_data")
+        if not 0 < cfg.val_size < len(clean):
+            raise ValueError(f"val_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, "
+                             f"got {cfg.val_size}")
+        perm = np.random.default_rng(self.base_seed).permutation(len(clean))
+        rest = perm[cfg.val_size:]
+        self.val_data = clean.subset(np.sort(perm[:cfg.val_size]))
+        self.train_data = clean.subset(np.sort(rest))
+        self.stats_data = clean.subset(np.sort(rest[:cfg.stats_size]))
+
     def _load_or_compute_stats(self, progress: bool) -> HeadStats:
         """Head statistics of the unpruned model on the statistics rows, cached under ``<cache>/head_stats``
         and keyed by the victim's name, a digest of its weights, the rows and the configuration."""
@@ -298,12 +215,16 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         os.replace(tmp, path)
         return stats
 
+    def _setup_proxy(self, cfg: HeadPruneConfig) -> None:
+        """The proxy class and its instance on the victim (``proxy_cls``, ``proxy``)."""
+        self.proxy_kwargs = dict(cfg.proxy_kwargs or {})
+        self.proxy_cls = self._proxy_class(DEFAULT_PROXY if cfg.proxy is None else cfg.proxy)
+        self.proxy = self.build_proxy(self.model)
+
     @staticmethod
     def _proxy_class(proxy: str | type[BackdoorProxy]) -> type[BackdoorProxy]:
         if isinstance(proxy, str):
-            if proxy not in PROXIES:
-                raise ValueError(f"unknown proxy {proxy!r}; known: {', '.join(sorted(PROXIES))}")
-            return PROXIES[proxy]
+            return PROXIES.get(proxy)  # ValueError naming the known proxies
         if isinstance(proxy, type) and issubclass(proxy, BackdoorProxy):
             return proxy
         raise TypeError(f"proxy must be a proxy name or a BackdoorProxy subclass, got {proxy!r}")
@@ -311,10 +232,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     def build_proxy(self, model: torch.nn.Module, *, with_stats: bool = True, **overrides: Any) -> BackdoorProxy:
         """A new instance of the env's proxy on ``model`` and the statistics rows, seeded like the env's.
 
-        Args:
-            with_stats: pass the env's cached head statistics to a proxy that accepts ``head_stats``
-                (they describe the victim, so not for a fine-tuned copy).
-            overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
+        :param model: the model the proxy reads (the victim, or a fine-tuned copy).
+        :param with_stats: pass the env's cached head statistics to a proxy that accepts ``head_stats``
+            (they describe the victim, so not for a fine-tuned copy).
+        :param overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
         """
         kwargs = {**self.proxy_kwargs, **overrides}
         accepts_stats = "head_stats" in inspect.signature(self.proxy_cls.__init__).parameters
@@ -322,11 +243,62 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             kwargs["head_stats"] = self.head_stats
         return self.proxy_cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
 
-    def _finetune_config(self, config: FineTuneConfig | Mapping[str, Any] | None) -> FineTuneConfig:
-        if isinstance(config, FineTuneConfig):
-            return config
-        base = {"epochs": 1.0, "lr": 2e-5, "max_length": self.max_length, "seed": self.base_seed}
-        return FineTuneConfig(**{**base, **dict(config or {})})
+    def _setup_scorer(self, cfg: HeadPruneConfig) -> None:
+        """Incremental forward over the validation rows plus the proxy, memoised by mask; the start score."""
+        self.evaluator = Evaluator(self.model, self.tokenizer, self.val_data, batch_size=cfg.eval_batch_size,
+                                   max_length=self.max_length)
+        self.scorer = MaskScorer(IncrementalForward(self.evaluator), self.proxy)
+        self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
+        self.start_score = self.scorer(self.mask_tensor(self._full))
+
+    def _setup_limits(self, cfg: HeadPruneConfig) -> None:
+        """The accuracy floor, the pruning budget and the step limit."""
+        drop = cfg.floor_drop
+        if drop is not None:
+            self.accuracy_floor = self.start_score.accuracy - drop
+        else:
+            self.accuracy_floor = float(cfg.accuracy_floor)  # type: ignore[arg-type]
+            if self.start_score.accuracy < self.accuracy_floor:
+                raise ValueError(f"the unpruned model's accuracy {self.start_score.accuracy:.4f} on the validation "
+                                 f"rows is already below accuracy_floor={self.accuracy_floor}")
+        n = self._full.size
+        self.budget = n // 2 if cfg.budget is None else int(cfg.budget)
+        if not 1 <= self.budget <= n:
+            raise ValueError(f"budget must be in [1, {n}], got {self.budget}")
+        self.max_steps = 2 * self.budget if cfg.max_steps is None else int(cfg.max_steps)
+        if self.max_steps < self.budget:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
+
+    def _setup_spaces(self) -> None:
+        """``action_space`` and ``observation_space`` (see the class docstring)."""
+        n = self._full.size
+        lo, hi = (float(v) for v in self.proxy.value_range)
+        bound = math.sqrt(n)
+        self.action_space = spaces.Discrete(n)
+        self.observation_space = spaces.Dict({
+            "mask": spaces.MultiBinary(n),
+            "head_stats": spaces.Box(-bound, bound, shape=(n, len(FEATURE_NAMES)), dtype=np.float32),
+            "summary": spaces.Box(
+                low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0], dtype=np.float32),
+                high=np.array([1.0, 1.0, hi, hi - lo, 1.0, 1.0], dtype=np.float32),
+                dtype=np.float32,
+            ),
+        })
+
+    def _start_episode(self) -> None:
+        """The unpruned state."""
+        self._mask = self._full.copy()
+        self._score = self.start_score
+        self._steps = 0
+        self._pruned = 0
+        self._best: tuple[float, np.ndarray, MaskScore, int] = self._candidate(self._mask, self._score, 0)
+        self._done = False
+
+    @property
+    def eval_data(self) -> LabelledTexts:
+        """Deprecated alias of :attr:`val_data` (the held-out validation rows); removed in the next release."""
+        warnings.warn("HeadPruneEnv.eval_data is deprecated; use val_data", DeprecationWarning, stacklevel=2)
+        return self.val_data
 
     # ------------------------------------------------------------------------------ helpers
     @property
@@ -334,21 +306,12 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         """``(L, H)``."""
         return self.num_layers, self.num_heads
 
-    def _mask_tensor(self, flat: np.ndarray) -> torch.Tensor:
+    def mask_tensor(self, flat: np.ndarray) -> torch.Tensor:
         """``[L, H]`` float mask of a flat int8 mask."""
         return torch.from_numpy(flat.astype(np.float32)).view(self.num_layers, self.num_heads)
 
     def _candidate(self, mask: np.ndarray, score: MaskScore, pruned: int) -> tuple[float, np.ndarray, MaskScore, int]:
         return potential(score.accuracy, score.proxy, self.weights), mask.copy(), score, pruned
-
-    def _lfr(self, mask: np.ndarray) -> float:
-        """LFR on ``poisoned_eval`` under ``mask`` (memoised); only for ``info``."""
-        assert self._lfr_forward is not None and self.poisoned_eval is not None
-        key = mask_key(mask)
-        if key not in self._lfr_memo:
-            preds = self._lfr_forward.logits(self._mask_tensor(mask)).argmax(dim=-1)
-            self._lfr_memo[key] = label_flip_rate(preds, self.poisoned_eval.labels, self.target_label)
-        return self._lfr_memo[key]
 
     def _observation(self) -> dict[str, np.ndarray]:
         n = self._mask.size
@@ -380,9 +343,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "best_proxy": best_score.proxy,
             "best_heads_pruned": best_pruned,
         }
-        if self.poisoned_eval is not None:
-            info["lfr"] = self._lfr(self._mask)
-            info["best_lfr"] = self._lfr(best_mask)
         return info
 
     # ------------------------------------------------------------------------------ Gymnasium API
@@ -394,12 +354,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode from the unpruned model. ``seed`` seeds :attr:`np_random`; ``options`` is ignored."""
         super().reset(seed=seed)
-        self._mask = self._full.copy()
-        self._score = self.start_score
-        self._steps = 0
-        self._pruned = 0
-        self._best = self._candidate(self._mask, self._score, 0)
-        self._done = False
+        self._start_episode()
         return self._observation(), self._info()
 
     def step(self, action: int | np.integer | np.ndarray
@@ -416,11 +371,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._mask[a] = 0
             self._pruned += 1
         self._steps += 1
-        self._score = self.scorer(self._mask_tensor(self._mask))
+        self._score = self.scorer(self.mask_tensor(self._mask))
         crossed = self._score.accuracy < self.accuracy_floor
         terms = step_reward(prev.accuracy, prev.proxy, self._score.accuracy, self._score.proxy,
                             invalid=bool(invalid), crossed_floor=crossed, weights=self.weights)
-        reward = terms.total
         if not crossed:
             candidate = self._candidate(self._mask, self._score, self._pruned)
             if candidate[0] >= self._best[0]:
@@ -431,28 +385,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         info = self._info()
         info["invalid_action"] = bool(invalid)
         info["reward_terms"] = terms.to_dict()
-        if self._done and self.finetune_terminal:
-            finetune = self._finetuned_score()
-            reward += finetune.pop("potential") - potential(self._score.accuracy, self._score.proxy, self.weights)
-            info["finetune"] = finetune
-        return self._observation(), float(reward), terminated, truncated, info
-
-    def _finetuned_score(self) -> dict[str, float]:
-        """Accuracy, proxy and potential of the current mask after a clean fine-tune of a deep copy."""
-        start = time.perf_counter()
-        model = copy.deepcopy(self.model)
-        mask = self._mask_tensor(self._mask)
-        log = fine_tune(model, self.tokenizer, self.train_data, self.finetune_config, mask=mask, progress=False)
-        accuracy = Evaluator(model, self.tokenizer, self.eval_data, max_length=self.max_length).accuracy(mask)
-        proxy = float(self.build_proxy(model, with_stats=False)(mask))
-        return {
-            "accuracy": accuracy,
-            "proxy": proxy,
-            "potential": potential(accuracy, proxy, self.weights),
-            "steps": log.steps,
-            "train_seconds": log.seconds,
-            "seconds": time.perf_counter() - start,
-        }
+        return self._observation(), float(terms.total), terminated, truncated, info
 
     def render(self) -> str | None:
         """With ``render_mode="ansi"``: a layer x head grid (``#`` active, ``.`` pruned) and a status line.

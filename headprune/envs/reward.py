@@ -1,47 +1,65 @@
-"""The reward of HeadPrune-v0: clean accuracy traded against a trigger-agnostic backdoor proxy.
+"""The reward of HeadPrune-v0 as named terms: clean accuracy traded against a backdoor proxy.
 
-With ``acc`` the clean accuracy on the defender's held-out evaluation rows (``correct / N``), ``p``
+With ``acc`` the clean accuracy on the defender's held-out validation rows (``correct / N``), ``p``
 the backdoor proxy (higher = more backdoor-like; see :mod:`headprune.envs.proxies`) and the
 potential::
 
     Phi(s) = w_acc * acc(s) - w_proxy * p(s)
 
-a step from state ``s_{t-1}`` to ``s_t`` earns::
+a step from state ``s_{t-1}`` to ``s_t`` earns the sum of the named terms in :data:`REWARD_TERMS`::
 
-    r_t = w_acc * (acc_t - acc_{t-1})          # accuracy term   (<= 0 when pruning hurts)
-        - w_proxy * (p_t - p_{t-1})            # proxy term      (> 0 when the model looks less backdoored)
-        - c_invalid * [action pruned an already pruned head]
-        - c_floor   * [acc_t < floor]          # the step that crosses the accuracy floor
+    r_t = w_acc * (acc_t - acc_{t-1})          # "accuracy"        (<= 0 when pruning hurts)
+        - w_proxy * (p_t - p_{t-1})            # "proxy"           (> 0 when the model looks less backdoored)
+        - c_invalid * [action pruned an already pruned head]        # "invalid_action" (a penalty)
+        - c_floor   * [acc_t < floor]          # "floor"           (a penalty, the step crossing the floor)
+        + Phi(s_T^ft) - Phi(s_T)               # "finetune"        (last step, TerminalFineTune wrapper only)
 
 The first two terms are ``Phi(s_t) - Phi(s_{t-1})``: potential differences, so an episode's return
 telescopes to ``Phi(s_T) - Phi(s_0)`` minus the penalties (the agent is paid for where it ends, not
-for the path), and an invalid action (a no-op) earns exactly ``-c_invalid``. Every input is a
-count-based rate or the proxy's float, and the terms are summed in a fixed order, so two code paths
-that agree on the counts (the incremental env and a naive full forward) give bit-identical rewards.
+for the path), and an invalid action (a no-op) earns exactly ``-c_invalid``. With the
+:class:`~headprune.envs.wrappers.TerminalFineTune` wrapper, ``s_T^ft`` is the final mask after a
+short clean fine-tune and the return telescopes to ``Phi(s_T^ft) - Phi(s_0)`` minus the penalties.
 
-With ``finetune_terminal`` the env adds ``Phi(s_T^ft) - Phi(s_T)`` at the last step, where
-``s_T^ft`` is the final mask after a short clean fine-tune: the return then telescopes to
-``Phi(s_T^ft) - Phi(s_0)`` minus the penalties.
+Every term is reported as a non-negative magnitude for penalties and a signed value otherwise
+(``info["reward_terms"]``, with ``"total"``); the reward returned IS ``"total"``: the terms times
+their signs, summed in the order of :data:`REWARD_TERMS`. Every input is a count-based rate or the
+proxy's float, so two code paths that agree on the counts give bit-identical rewards.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["RewardTerms", "RewardWeights", "potential", "step_reward"]
+from headprune.registry import Registry
+
+__all__ = [
+    "REWARD_TERMS",
+    "AccuracyChange",
+    "FineTuneBonus",
+    "FloorPenalty",
+    "InvalidActionPenalty",
+    "ProxyChange",
+    "RewardTerm",
+    "RewardTerms",
+    "RewardWeights",
+    "StepChange",
+    "potential",
+    "step_reward",
+]
 
 
 @dataclass(frozen=True)
 class RewardWeights:
     """Weights and penalties of the reward (all non-negative).
 
-    Attributes:
-        accuracy: ``w_acc``, weight of the clean-accuracy change.
-        proxy: ``w_proxy``, weight of the proxy change.
-        invalid_action: ``c_invalid``, penalty for pruning an already pruned head (a no-op).
-        floor: ``c_floor``, penalty on the step whose accuracy falls below the floor.
+    :param accuracy: ``w_acc``, weight of the clean-accuracy change.
+    :param proxy: ``w_proxy``, weight of the proxy change.
+    :param invalid_action: ``c_invalid``, penalty for pruning an already pruned head (a no-op).
+    :param floor: ``c_floor``, penalty on the step whose accuracy falls below the floor.
     """
 
     accuracy: float = 1.0
@@ -78,29 +96,153 @@ def potential(accuracy: float, proxy: float, weights: RewardWeights) -> float:
     return weights.accuracy * accuracy - weights.proxy * proxy
 
 
+# ------------------------------------------------------------------------------------------ terms
+@dataclass(frozen=True)
+class StepChange:
+    """What a reward term sees of one step.
+
+    :param prev_accuracy: validation accuracy before the step.
+    :param prev_proxy: proxy before the step.
+    :param accuracy: validation accuracy after the step.
+    :param proxy: proxy after the step.
+    :param invalid: the action pruned an already pruned head (the state did not change).
+    :param crossed_floor: ``accuracy`` is below the accuracy floor (the episode terminates).
+    :param finetuned: ``(accuracy, proxy)`` of the final mask after the terminal fine-tune, or None.
+    """
+
+    prev_accuracy: float
+    prev_proxy: float
+    accuracy: float
+    proxy: float
+    invalid: bool = False
+    crossed_floor: bool = False
+    finetuned: tuple[float, float] | None = None
+
+
+class RewardTerm(ABC):
+    """One named term of the reward (as CompilerGym's reward spaces): its name, sign and value.
+
+    ``value`` is what ``info["reward_terms"][name]`` reports (a magnitude for a penalty); the term
+    adds ``sign * value`` to the reward.
+    """
+
+    name: ClassVar[str]
+    sign: ClassVar[float] = 1.0
+
+    @abstractmethod
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        """The reported value of this term for ``change``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, sign={self.sign:+g})"
+
+
+REWARD_TERMS: Registry[RewardTerm] = Registry("reward term")
+"""Every reward term (one instance each) by name, in the order the reward sums them."""
+
+
+def _registered(cls: type[RewardTerm]) -> type[RewardTerm]:
+    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    REWARD_TERMS.add(cls.name, cls())
+    return cls
+
+
+@_registered
+class AccuracyChange(RewardTerm):
+    """``w_acc * (acc_t - acc_{t-1})``."""
+
+    name = "accuracy"
+
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        return weights.accuracy * (change.accuracy - change.prev_accuracy)
+
+
+@_registered
+class ProxyChange(RewardTerm):
+    """``-w_proxy * (p_t - p_{t-1})`` (positive when the model looks less backdoored)."""
+
+    name = "proxy"
+
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        return -weights.proxy * (change.proxy - change.prev_proxy)
+
+
+@_registered
+class InvalidActionPenalty(RewardTerm):
+    """Penalty ``c_invalid`` when the action pruned an already pruned head, else 0."""
+
+    name = "invalid_action"
+    sign = -1.0
+
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        return weights.invalid_action if change.invalid else 0.0
+
+
+@_registered
+class FloorPenalty(RewardTerm):
+    """Penalty ``c_floor`` on the step whose accuracy falls below the floor, else 0."""
+
+    name = "floor"
+    sign = -1.0
+
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        return weights.floor if change.crossed_floor else 0.0
+
+
+@_registered
+class FineTuneBonus(RewardTerm):
+    """``Phi(s_T^ft) - Phi(s_T)`` on the last step under :class:`~headprune.envs.wrappers.TerminalFineTune`."""
+
+    name = "finetune"
+
+    def value(self, change: StepChange, weights: RewardWeights) -> float:
+        if change.finetuned is None:
+            return 0.0
+        return potential(*change.finetuned, weights) - potential(change.accuracy, change.proxy, weights)
+
+
+STEP_TERMS: tuple[str, ...] = ("accuracy", "proxy", "invalid_action", "floor")
+"""The terms the env itself computes on every step (``finetune`` is the wrapper's)."""
+
+
 @dataclass(frozen=True)
 class RewardTerms:
-    """The terms of one step's reward (penalties stored as positive numbers).
+    """The named terms of one step's reward (penalties stored as positive numbers).
 
-    Attributes:
-        accuracy: ``w_acc * (acc_t - acc_{t-1})``.
-        proxy: ``-w_proxy * (p_t - p_{t-1})``.
-        invalid_action: ``c_invalid`` or 0.
-        floor: ``c_floor`` or 0.
+    :param accuracy: ``w_acc * (acc_t - acc_{t-1})``.
+    :param proxy: ``-w_proxy * (p_t - p_{t-1})``.
+    :param invalid_action: ``c_invalid`` or 0.
+    :param floor: ``c_floor`` or 0.
+    :param finetune: ``Phi(s_T^ft) - Phi(s_T)`` when the terminal fine-tune ran, else None (not reported).
     """
 
     accuracy: float
     proxy: float
     invalid_action: float
     floor: float
+    finetune: float | None = None
+
+    def values(self) -> dict[str, float]:
+        """``{name: value}`` of the terms present, in :data:`REWARD_TERMS` order."""
+        return {name: getattr(self, name) for name in REWARD_TERMS if getattr(self, name) is not None}
 
     @property
     def total(self) -> float:
-        """``accuracy + proxy - invalid_action - floor``, summed in that order."""
-        return self.accuracy + self.proxy - self.invalid_action - self.floor
+        """The reward: ``sum(sign * value)`` over the terms present, in :data:`REWARD_TERMS` order
+        (``accuracy + proxy - invalid_action - floor [+ finetune]``)."""
+        total: float | None = None
+        for name, value in self.values().items():
+            signed = value if REWARD_TERMS.get(name).sign > 0 else -value
+            total = signed if total is None else total + signed
+        return 0.0 if total is None else total
+
+    def with_finetune(self, bonus: float) -> RewardTerms:
+        """These terms plus the terminal fine-tune bonus."""
+        return dataclasses.replace(self, finetune=float(bonus))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.total}
+        """``{name: value, ..., "total": total}`` (what ``info["reward_terms"]`` reports)."""
+        return {**self.values(), "total": self.total}
 
 
 def step_reward(
@@ -115,13 +257,9 @@ def step_reward(
 ) -> RewardTerms:
     """The reward terms of a step from ``(prev_accuracy, prev_proxy)`` to ``(accuracy, proxy)``.
 
-    Args:
-        invalid: the action pruned an already pruned head (the state did not change).
-        crossed_floor: ``accuracy`` is below the accuracy floor (the episode terminates).
+    :param invalid: the action pruned an already pruned head (the state did not change).
+    :param crossed_floor: ``accuracy`` is below the accuracy floor (the episode terminates).
+    :param weights: the reward's weights and penalties.
     """
-    return RewardTerms(
-        accuracy=weights.accuracy * (accuracy - prev_accuracy),
-        proxy=-weights.proxy * (proxy - prev_proxy),
-        invalid_action=weights.invalid_action if invalid else 0.0,
-        floor=weights.floor if crossed_floor else 0.0,
-    )
+    change = StepChange(prev_accuracy, prev_proxy, accuracy, proxy, invalid=invalid, crossed_floor=crossed_floor)
+    return RewardTerms(**{name: REWARD_TERMS.get(name).value(change, weights) for name in STEP_TERMS})

@@ -1,0 +1,134 @@
+"""The proxy protocol (:class:`BackdoorProxy`), the registry :data:`PROXIES` and shared helpers."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from headprune.data import LabelledTexts
+from headprune.gating import head_grid_shape
+from headprune.registry import Registry
+
+__all__ = ["PROXIES", "BackdoorProxy", "balanced_subset", "make_proxy"]
+
+PROXIES: Registry[type[BackdoorProxy]] = Registry("proxy")
+"""Every proxy class by name (a :class:`~headprune.registry.Registry`: ``PROXIES.get(name)``, ``in``, ``list``)."""
+
+
+def balanced_subset(labels: Sequence[int], n_per_class: int, seed: int) -> list[int]:
+    """Indices of up to ``n_per_class`` rows of each label, drawn without replacement with a
+    generator seeded by ``seed``; returned sorted (so the subset does not depend on label order)."""
+    y = np.asarray(list(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        take = min(n_per_class, rows.size)
+        chosen.extend(int(i) for i in rng.choice(rows, size=take, replace=False))
+    return sorted(chosen)
+
+
+def _subset_texts(clean: LabelledTexts, idx: Sequence[int]) -> LabelledTexts:
+    return LabelledTexts(tuple(clean.sentences[i] for i in idx), tuple(int(clean.labels[i]) for i in idx),
+                         f"{clean.source}[proxy subset of {len(idx)}]")
+
+
+class BackdoorProxy(ABC):
+    """A trigger-agnostic backdoor score of ``model`` under a head mask.
+
+    Args:
+        model: a sequence classifier (any family :class:`~headprune.gating.HeadGate` supports). It is
+            used in eval mode and never modified; its weights must stay fixed while the proxy lives.
+        tokenizer: its tokenizer.
+        clean: the defender's clean labelled texts (the only data a proxy sees).
+        seed: seeds every random choice of the proxy.
+        cache_size: masks whose values are memoised (0 turns memoisation off).
+
+    Calling the proxy with a mask ``[L, H]`` (0/1; bool, int or float) returns a Python float; higher
+    means more backdoor-like.
+    """
+
+    name: ClassVar[str]
+    #: the interval the values lie in (documented, tested).
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def __init__(self, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+                 cache_size: int = 4096) -> None:
+        if len(clean) == 0:
+            raise ValueError("a proxy needs some clean texts")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seed = int(seed)
+        self.shape: tuple[int, int] = head_grid_shape(model)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
+
+    def _check(self, mask: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(mask).detach().cpu()
+        if tuple(m.shape) != self.shape:
+            raise ValueError(f"mask must be {list(self.shape)}, got {list(m.shape)}")
+        m = m.float()
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("a proxy mask must hold only 0 and 1")
+        return m
+
+    def __call__(self, mask: torch.Tensor) -> float:
+        """The proxy value under ``mask`` ``[L, H]`` (1 = active head)."""
+        m = self._check(mask)
+        key = m.to(torch.uint8).numpy().tobytes()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = float(self._compute(m))
+        if not math.isfinite(value):
+            raise RuntimeError(f"{self.name} proxy returned {value}")
+        if self.cache_size > 0:
+            self._cache[key] = value
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return value
+
+    @abstractmethod
+    def _compute(self, mask: torch.Tensor) -> float:
+        """The value under a validated float mask ``[L, H]``."""
+
+    def clear_cache(self) -> None:
+        """Forget memoised values (needed only if the model's weights were changed in place)."""
+        self._cache.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed}, shape={self.shape})"
+
+
+def _class_asymmetry(rates: Sequence[float]) -> float:
+    """``max_c rate_c - min_c rate_c``."""
+    return float(max(rates) - min(rates))
+
+
+
+def _word_token_ids(tokenizer: Any) -> torch.Tensor:
+    """Sorted ids of whole-word alphabetic ASCII vocabulary tokens (>= 2 letters, not special)."""
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    vocab = tokenizer.get_vocab()
+    ids = sorted(i for t, i in vocab.items()
+                 if t.isascii() and t.isalpha() and len(t) >= 2 and t not in special)
+    if not ids:
+        raise ValueError(f"{type(tokenizer).__name__}: no whole-word vocabulary tokens found")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def make_proxy(name: str, model: nn.Module, tokenizer: Any, clean: LabelledTexts, *, seed: int = 0,
+               **kwargs: Any) -> BackdoorProxy:
+    """Build the proxy registered as ``name`` in :data:`PROXIES` with its keyword arguments.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    return PROXIES.get(name)(model, tokenizer, clean, seed=seed, **kwargs)

@@ -1,0 +1,186 @@
+"""The public pre-trained reference: the model a suspect classifier was fine-tuned from.
+
+Every defender of a fine-tuned BERT/MiniLM/RoBERTa also has the public pre-trained checkpoint it
+started from. It carries no trigger knowledge, and the backdoor was written during fine-tuning, so how
+far a head moved from it (its *drift*) is a fair, trigger-agnostic signal, and copying its weights back
+into a head (a *reset*) undoes whatever fine-tuning wrote there.
+
+* :func:`resolve_base` finds the reference of a victim or a checkpoint (``base=`` overrides);
+* :func:`check_compatible` refuses a reference whose head grid or encoder shapes differ;
+* :func:`head_weight_drift` gives the ``[L, H]`` relative weight drift of every head;
+* :func:`reset_heads` copies the reference's Q/K/V rows and output columns into chosen heads;
+* :func:`shared_parameters` pairs the encoder parameters the two models share (Fine-mixing mixes them).
+
+The per-head weights go through the architecture adapters (:mod:`headprune.architectures`), so every
+supported family works the same way.
+
+Trust: the reference of a MiniLM victim is the offline MiniLM folder and that of the tiny victim is its
+seeded random initialisation; for any other model the reference must be given (``base=``, a folder or
+a hub id). A checkpoint's own ``_name_or_path`` is used only when it is a plain hub id (``org/name``,
+no path) and the machine is online: a folder named inside an untrusted checkpoint is never opened.
+Weights are loaded from safetensors only (never unpickled).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from headprune.architectures import AttentionSite, find_attention_sites
+
+__all__ = ["BaseModelError", "check_compatible", "head_weight_drift", "reset_heads", "resolve_base",
+           "shared_parameters"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class BaseModelError(ValueError):
+    """No usable pre-trained reference: it cannot be found, or its shapes differ from the suspect's."""
+
+
+# ------------------------------------------------------------------------------------------ resolution
+def _load_base(source: str | os.PathLike[str], num_labels: int) -> PreTrainedModel:
+    """The reference as a sequence classifier (its new classification head is never compared)."""
+    from headprune.models import load_classifier
+
+    model, _ = load_classifier(str(source), num_labels=num_labels, seed=0)
+    return model
+
+
+def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None = None) -> nn.Module:
+    """The pre-trained reference of ``suspect`` (a :class:`~headprune.victims.Victim` or a model).
+
+    :param suspect: a victim (its config names how it was built) or a ``transformers`` classifier.
+    :param base: a model object, a folder or a hub id; default: the offline MiniLM for ``"minilm"``
+        victims, the seeded random initialisation for ``"tiny"`` victims, else the checkpoint's
+        ``_name_or_path`` when it is a plain hub id and the machine is online.
+    :raises BaseModelError: when no reference can be found (with the ``base=`` hint) or it does not
+        match the suspect (:func:`check_compatible`).
+    """
+    from headprune.victims import Victim
+
+    model = suspect.model if isinstance(suspect, Victim) else suspect
+    num_labels = int(getattr(model.config, "num_labels", 2))
+    if isinstance(base, nn.Module):
+        reference = base
+    elif base is not None:
+        reference = _load_base(base, num_labels)
+    elif isinstance(suspect, Victim) and suspect.config.model == "minilm":
+        reference = _load_base("minilm", num_labels)
+    elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
+        from headprune.models import build_tiny_classifier
+
+        reference, _ = build_tiny_classifier(seed=suspect.config.seed)
+    else:
+        reference = _load_base(_hub_id_of(model), num_labels)
+    check_compatible(model, reference)
+    return reference.eval()
+
+
+def _hub_id_of(model: nn.Module) -> str:
+    name = str(getattr(model.config, "_name_or_path", "") or "")
+    from headprune.models import _offline
+
+    if not _HUB_ID.match(name) or Path(name).exists():
+        raise BaseModelError(f"no pre-trained reference known for this {type(model).__name__} "
+                             f"(its config names {name!r}, not a hub id): pass base= (a folder or a hub id)")
+    if _offline():
+        raise BaseModelError(f"the pre-trained reference {name!r} is a hub id and this machine is offline: "
+                             f"pass base= (a local folder)")
+    return name
+
+
+def check_compatible(model: nn.Module, base: nn.Module) -> None:
+    """Refuse a reference with another head grid, family or encoder parameter shape.
+
+    :raises BaseModelError: naming the first mismatch.
+    """
+    sites, base_sites = find_attention_sites(model), find_attention_sites(base)
+    grid = [(s.family, s.num_heads, s.head_dim) for s in sites]
+    base_grid = [(s.family, s.num_heads, s.head_dim) for s in base_sites]
+    if grid != base_grid:
+        raise BaseModelError(f"the reference's attention layers {base_grid} differ from the suspect's {grid}")
+    base_params = dict(base.named_parameters())
+    for name, param in _encoder_parameters(model):
+        other = base_params.get(name)
+        if other is not None and other.shape != param.shape:
+            raise BaseModelError(f"parameter {name}: reference shape {tuple(other.shape)} != suspect "
+                                 f"shape {tuple(param.shape)}")
+
+
+# ------------------------------------------------------------------------------------------ parameters
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Names of the task head's modules (not in the pre-trained model, never mixed or compared)."""
+    prefixes = [name for name, _ in model.named_children() if name in ("classifier", "score", "pre_classifier",
+                                                                       "qa_outputs", "lm_head")]
+    return tuple(f"{p}." for p in prefixes)
+
+
+def _encoder_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    heads = _classifier_prefixes(model)
+    for name, param in model.named_parameters():
+        if not name.startswith(heads):
+            yield name, param
+
+
+def shared_parameters(model: nn.Module, base: nn.Module) -> list[tuple[str, nn.Parameter, torch.Tensor]]:
+    """``(name, suspect parameter, reference tensor)`` for every encoder parameter both models hold
+    with the same shape (the task head excluded), in the suspect's parameter order."""
+    base_params = dict(base.named_parameters())
+    out = []
+    for name, param in _encoder_parameters(model):
+        other = base_params.get(name)
+        if other is not None and other.shape == param.shape:
+            out.append((name, param, other.detach()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ heads
+def _head_pairs(model: nn.Module, base: nn.Module) -> Iterator[tuple[AttentionSite, AttentionSite]]:
+    yield from zip(find_attention_sites(model), find_attention_sites(base), strict=True)
+
+
+def head_weight_drift(model: nn.Module, base: nn.Module) -> torch.Tensor:
+    """``[L, H]`` float: each head's relative Frobenius distance from the reference,
+    ``||W - W_base||_F / ||W_base||_F`` over its Q/K/V rows (and biases) and output-projection columns
+    concatenated (the adapters' :meth:`head_weights`). 0 = untouched by fine-tuning."""
+    rows = []
+    with torch.no_grad():
+        for site, base_site in _head_pairs(model, base):
+            drift = []
+            for head in range(site.num_heads):
+                mine = site.adapter.head_weights(site, head)
+                ref = base_site.adapter.head_weights(base_site, head)
+                diff = sum(float((mine[k].double() - ref[k].double()).pow(2).sum()) for k in mine)
+                norm = sum(float(ref[k].double().pow(2).sum()) for k in mine)
+                drift.append((diff / norm) ** 0.5 if norm > 0 else float(diff > 0))
+            rows.append(drift)
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def reset_heads(model: nn.Module, base: nn.Module, heads: torch.Tensor) -> int:
+    """Copy the reference's Q/K/V rows and output columns into the heads where ``heads`` is true.
+
+    :param heads: ``[L, H]`` bool (or 0/1) tensor, True = reset this head.
+    :return: the number of heads reset. Under grouped-query attention a head's K/V rows are its
+        group's, so resetting one head resets those rows for the whole group (see the adapter's
+        ``heads_sharing_parameters``).
+    """
+    chosen = heads.bool()
+    pairs = list(_head_pairs(model, base))
+    if tuple(chosen.shape) != (len(pairs), pairs[0][0].num_heads):
+        raise ValueError(f"heads must be [L, H] = {(len(pairs), pairs[0][0].num_heads)}, got {tuple(chosen.shape)}")
+    count = 0
+    with torch.no_grad():
+        for site, base_site in pairs:
+            for head in chosen[site.layer].nonzero().flatten().tolist():
+                site.adapter.set_head_weights(site, head, base_site.adapter.head_weights(base_site, head))
+                count += 1
+    return count

@@ -1,0 +1,63 @@
+"""The pre-trained reference (headprune.reference): resolution, compatibility, drift and head reset."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from headprune.models import build_tiny_classifier
+from headprune.reference import BaseModelError, check_compatible, head_weight_drift, reset_heads, resolve_base
+from headprune.reference import shared_parameters
+
+
+def _drifted(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    base, _ = build_tiny_classifier(seed=seed)
+    model = copy.deepcopy(base)
+    site_params = model.bert.encoder.layer[1].attention
+    with torch.no_grad():
+        site_params.self.query.weight[16:32] += 0.5  # head 1 of layer 1 (head_dim 16)
+        site_params.output.dense.weight[:, 48:64] *= 3.0  # head 3 of layer 1
+    return model, base
+
+
+def test_drift_is_zero_for_untouched_heads_and_positive_for_moved_ones() -> None:
+    model, base = _drifted()
+    drift = head_weight_drift(model, base)
+    assert drift.shape == (2, 4)
+    moved = torch.zeros(2, 4, dtype=torch.bool)
+    moved[1, 1] = moved[1, 3] = True
+    assert torch.all(drift[~moved] == 0) and torch.all(drift[moved] > 0)
+    assert torch.all(head_weight_drift(base, base) == 0)
+
+
+def test_reset_copies_the_reference_into_chosen_heads_only() -> None:
+    model, base = _drifted()
+    before = copy.deepcopy(model)
+    heads = torch.zeros(2, 4, dtype=torch.bool)
+    heads[1, 1] = True
+    assert reset_heads(model, base, heads) == 1
+    drift = head_weight_drift(model, base)
+    assert drift[1, 1] == 0 and drift[1, 3] > 0
+    changed = [n for (n, p), q in zip(model.named_parameters(), before.parameters(), strict=True)
+               if not torch.equal(p, q)]
+    assert changed == ["bert.encoder.layer.1.attention.self.query.weight"]
+    with pytest.raises(ValueError, match=r"heads must be \[L, H\] = \(2, 4\)"):
+        reset_heads(model, base, torch.zeros(3, 4, dtype=torch.bool))
+
+
+def test_incompatible_references_are_refused_by_name() -> None:
+    model, _ = build_tiny_classifier(seed=0)
+    other, _ = build_tiny_classifier(seed=0, num_heads=2)
+    with pytest.raises(BaseModelError, match="attention layers"):
+        check_compatible(model, other)
+    with pytest.raises(BaseModelError, match="pass base="):
+        resolve_base(model)  # a bare model whose config names no hub id
+
+
+def test_shared_parameters_exclude_the_task_head() -> None:
+    model, base = _drifted()
+    names = [name for name, _, _ in shared_parameters(model, base)]
+    assert names and not any(n.startswith("classifier.") for n in names)
+    assert "bert.encoder.layer.1.attention.self.query.weight" in names

@@ -301,7 +301,6 @@ def compute_head_stats(
             handles = [s.out_proj.register_forward_pre_hook(capture(s.layer, s.num_heads, s.head_dim))
                        for s in ev.gate.sites]
             for batch in ev.iter_batches(device):
-                B = batch.size
                 tokens = batch.inputs["attention_mask"].bool()  # [B, T]
                 valid["tokens"] = tokens
                 n_tokens += int(tokens.sum())

@@ -26,17 +26,17 @@ import sys
 import warnings
 from pathlib import Path
 
-from headprune.baselines import strategy_names
 from headprune.compare import (
     CLEAN_MODEL, RecordStore, add_run_settings_arguments, make_executor, pin_threads, plan_grid, run_grid,
     run_settings_from_args, summary_markdown,
 )
+from headprune.defenses import defense_names
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
-    p.add_argument("--strategies", nargs="+", default=strategy_names(), help="registry names ('none' = no defense)")
+    p.add_argument("--strategies", nargs="+", default=defense_names(), help="registry names ('none' = no defense)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     add_run_settings_arguments(p)
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl")

@@ -69,11 +69,11 @@ def _parse() -> argparse.Namespace:
 def _env_kwargs(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
     """``HeadPrune-v0`` keyword arguments of the training victim, with the evaluation's floor, budget and
     row counts (``clean_rows``: the same first N defender rows, written to a file for the run config)."""
-    env_kwargs: dict[str, Any] = {"victim": args.victim, "max_accuracy_drop": settings.max_accuracy_drop,
-                                  "eval_size": settings.eval_size, "stats_size": settings.stats_size,
+    env_kwargs: dict[str, Any] = {"victim": args.victim, "max_accuracy_drop": settings.env.max_accuracy_drop,
+                                  "val_size": settings.env.val_size, "stats_size": settings.env.stats_size,
                                   "progress": False}
-    if settings.budget is not None:
-        env_kwargs["budget"] = settings.budget
+    if settings.env.budget is not None:
+        env_kwargs["budget"] = settings.env.budget
     if args.cache is not None:
         env_kwargs["cache"] = args.cache
     if settings.clean_rows is not None:

@@ -93,10 +93,10 @@ def _heads(args: argparse.Namespace) -> int:
 
 
 def _defend(args: argparse.Namespace) -> int:
-    from headprune.baselines.registry import get_strategy
+    from headprune.defenses import get_defense
 
-    get_strategy(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
-    kwargs = _defend_kwargs(args)
+    get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
+    env_config, finetune, evaluation = _defend_configs(args)
     options = {}
     for item in args.option or []:
         key, sep, value = item.partition("=")
@@ -107,30 +107,34 @@ def _defend(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             options[key] = value
 
-    from headprune.baselines.defend import defend
-    from headprune.baselines.report import write_report
     from headprune.data import read_labelled_text
+    from headprune.defenses import defend
+    from headprune.defenses.report import write_report
     from headprune.victims import resolve_victim
 
     clean = read_labelled_text(args.clean_data)
     victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
-    result = defend(victim, clean, args.strategy, args.seed, options=options, **kwargs)
+    result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
+                    **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("defend", args)))
     return 0
 
 
-def _defend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``defend`` shared by ``defend`` and ``evaluate`` (the options of
-    :func:`_add_defend_options`), after checking the data files and ``--finetune-epochs``."""
-    from headprune.compare.grid import DEFEND_SETTINGS
+def _defend_configs(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """The env config, fine-tune config and evaluation keyword arguments of ``defend`` shared by ``defend``
+    and ``evaluate`` (the options of :func:`_add_defend_options`), after checking the data files and
+    ``--finetune-epochs``."""
+    from headprune.defenses.options import DEFEND_SETTINGS, env_config_from_settings, finetune_from_settings
 
     _check_files(args)
     if args.finetune_epochs < 0:
         raise ValueError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    values = {name: getattr(args, name) for name in DEFEND_SETTINGS}
+    env_config = env_config_from_settings(values, seed=args.seed, cache=args.cache, progress=not args.quiet)
     evaluated = bool(args.eval_poison or args.eval_clean)
-    return {**{name: getattr(args, name) for name in DEFEND_SETTINGS}, "eval_clean": args.eval_clean,
-            "eval_poison": args.eval_poison, "target_label": args.target_label,
-            "curve_points": args.curve_points if evaluated else 0, "cache": args.cache, "progress": not args.quiet}
+    evaluation = {"eval_clean": args.eval_clean, "eval_poison": args.eval_poison, "target_label": args.target_label,
+                  "curve_points": args.curve_points if evaluated else 0}
+    return env_config, finetune_from_settings(values), evaluation
 
 
 def _check_files(args: argparse.Namespace) -> None:
@@ -207,30 +211,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from headprune.agents.evaluation import AgentStrategy, evaluate
-    from headprune.baselines.report import write_report
     from headprune.data import read_labelled_text
+    from headprune.defenses.report import write_report
     from headprune.victims import resolve_victim
 
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
     AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
-    kwargs = _defend_kwargs(args)
+    env_config, finetune, evaluation = _defend_configs(args)
     clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
     victim = resolve_victim(args.victim, cache=args.cache, progress=not args.quiet)
-    result = evaluate(args.policy, victim, clean, args.seed, **kwargs)
+    result = evaluate(args.policy, victim, env_config.replace(clean_data=clean), finetune, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
     return 0
 
 
 def _add_defend_options(parser: argparse.ArgumentParser) -> None:
-    """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_kwargs`)."""
-    from headprune.compare.grid import DEFEND_SETTINGS, add_run_settings_arguments
+    """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_configs`)."""
+    from headprune.defenses.options import DEFEND_SETTINGS, add_setting_arguments
 
     parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
     parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
     parser.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
     parser.add_argument("--seed", type=int, default=0)
-    add_run_settings_arguments(parser, DEFEND_SETTINGS)
+    add_setting_arguments(parser, DEFEND_SETTINGS)
     parser.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
     parser.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
     parser.add_argument("--cache", default=None)
@@ -272,20 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--cache", default=None)
     heads.set_defaults(func=_heads)
 
-    from headprune.baselines.registry import STRATEGIES
-    from headprune.compare.grid import add_run_settings_arguments
+    from headprune.defenses import DEFENSES
+    from headprune.defenses.options import add_setting_arguments
 
     dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
     dfd.add_argument("--model", required=True, help="a victim folder or a victim preset name")
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
-    dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(STRATEGIES)}")
+    dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(DEFENSES)}")
     _add_defend_options(dfd)
     dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
     dfd.set_defaults(func=_defend)
 
     cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")
     cmp.add_argument("--victims", nargs="+", required=True, help="preset names or victim folders")
-    cmp.add_argument("--strategies", nargs="*", default=[], help=f"registry names: {', '.join(STRATEGIES)}")
+    cmp.add_argument("--strategies", nargs="*", default=[], help=f"registry names: {', '.join(DEFENSES)}")
     cmp.add_argument("--policies", nargs="*", default=[], help="trained agent checkpoints (headprune.agents)")
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds per method (seeds S..S+N-1)")
     cmp.add_argument("--seed-start", type=int, default=0, help="first seed S")
@@ -296,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: process if --workers > 1, else local; ray needs the ray package")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (engine ray)")
     cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    add_run_settings_arguments(cmp)
+    add_setting_arguments(cmp)
     cmp.add_argument("--cache", default=None)
     cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     cmp.set_defaults(func=_compare)

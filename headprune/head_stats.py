@@ -60,7 +60,7 @@ from torch import nn
 
 from headprune.evaluator import Evaluator
 
-__all__ = ["FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention"]
+__all__ = ["FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention", "gate_gradient_importance"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "importance",
@@ -186,6 +186,60 @@ def _ablation_masks(base: torch.Tensor) -> torch.Tensor:
     return masks
 
 
+def _batch_gate_gradient(ev: Evaluator, batch: Any, base: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                         **forward_kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """Gate-gradient importance of one batch: ``sum_i |dCE(x_i, y_i)/dg_{l,h}|`` through per-example gates
+    ``[B, L, H]`` set to ``base`` (inside ``ev.gate``'s context). Returns the ``[L, H]`` float64 CPU sum
+    and the model output (for callers that read more of it, e.g. attentions)."""
+    L, H = base.shape
+    gates = ev.gate.differentiable_gates(initial=base.expand(batch.size, L, H))  # [B, L, H] leaf
+    out = ev.model(**batch.inputs, **forward_kwargs)
+    loss = F.cross_entropy(out.logits.float(), labels[batch.indices].to(device), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, gates)
+    return grad.abs().sum(0).double().cpu(), out
+
+
+def gate_gradient_importance(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: _Labelled,
+    *,
+    mask: torch.Tensor | None = None,
+    dropout: bool = False,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_length: int = 128,
+) -> torch.Tensor:
+    """``[L, H]`` gate-gradient importance (the ``importance`` statistic, alone) of every head on labelled
+    clean ``texts`` under ``mask``, in the model's own attention implementation and without the other
+    statistics and the ``L * H`` ablations (cheap enough to re-estimate every few pruning steps).
+
+    :param mask: current ``[L, H]`` mask; pruned heads get importance 0.
+    :param dropout: run the forwards in train mode so dropout samples (MC dropout); ``seed`` fixes the
+        dropout masks, so one ``(seed, dropout)`` gives one deterministic pass.
+    :param batch_size: examples per forward.
+    :param max_length: truncation length.
+    The model's training flag is restored and no ``.grad`` accumulates on its parameters.
+    """
+    ev = Evaluator(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    labels = ev.require_labels()
+    L, H = ev.head_shape
+    base = torch.ones(L, H) if mask is None else mask.detach().float().cpu().reshape(L, H)
+    device = next(model.parameters()).device
+    total = torch.zeros(L, H, dtype=torch.float64)
+    was_training = model.training
+    model.train(dropout)
+    try:
+        with torch.random.fork_rng(devices=[]), ev.gate:
+            torch.manual_seed(seed)
+            for batch in ev.iter_batches(device):
+                total += _batch_gate_gradient(ev, batch, base, labels, device)[0]
+    finally:
+        ev.gate.set_mask(None)
+        model.train(was_training)
+    return (total * (base != 0)).float()
+
+
 def compute_head_stats(
     model: nn.Module,
     tokenizer: Any,
@@ -247,18 +301,14 @@ def compute_head_stats(
             handles = [s.out_proj.register_forward_pre_hook(capture(s.layer, s.num_heads, s.head_dim))
                        for s in ev.gate.sites]
             for batch in ev.iter_batches(device):
-                B = batch.size
                 tokens = batch.inputs["attention_mask"].bool()  # [B, T]
                 valid["tokens"] = tokens
                 n_tokens += int(tokens.sum())
-                gates = ev.gate.differentiable_gates(initial=base.expand(B, L, H))  # [B, L, H] leaf
-                out = model(**batch.inputs, output_attentions=True)
+                grad_abs, out = _batch_gate_gradient(ev, batch, base, labels, device, output_attentions=True)
                 attentions = out.attentions
                 if not attentions or len(attentions) != L or any(a is None for a in attentions):
                     raise RuntimeError(f"{type(model).__name__} returned no attention weights for all {L} layers")
-                loss = F.cross_entropy(out.logits.float(), labels[batch.indices].to(device), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, gates)
-                importance += grad.abs().sum(0).double().cpu()
+                importance += grad_abs
                 eager_logits[batch.indices] = out.logits.detach().float().cpu()
                 with torch.no_grad():
                     T = tokens.shape[1]
@@ -269,7 +319,7 @@ def compute_head_stats(
                         cls_var[layer] += ((s2 - s1 * s1 / window) / (window - 1)).sum(0).cpu()
                         ent = -torch.special.xlogy(a, a).sum(-1)  # [B, H, T]
                         entropy[layer] += (ent * tokens[:, None, :]).sum((0, 2)).cpu()
-                del out, attentions, loss, grad
+                del out, attentions
     finally:
         for handle in handles:
             handle.remove()

@@ -31,7 +31,8 @@ from headprune.agents import (
 )
 from headprune.agents.hyperparams import CONFIG_DIR, algo_kwargs
 from headprune.agents.training import INFO_KEYWORDS
-from headprune.baselines import defend
+from headprune.defenses import DefenseFineTune, defend
+from headprune.envs.config import HeadPruneConfig
 from headprune.cli import main
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.head_stats import FEATURE_NAMES
@@ -300,12 +301,13 @@ def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cach
 
 def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwargs, tmp_path):
     result, _ = trained
-    fast = {"finetune_epochs": 0.0, "eval_size": 80, "stats_size": 64, "cache": env_kwargs["cache"], "progress": False}
-    a = evaluate(result.run_dir, tiny_victim, None, 0, **fast)
-    b = evaluate(result.run_dir, tiny_victim, None, 0, **fast)
+    env_config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False)
+    no_finetune = DefenseFineTune(epochs=0.0)
+    a = evaluate(result.run_dir, tiny_victim, env_config, no_finetune)
+    b = evaluate(result.run_dir, tiny_victim, env_config, no_finetune)
     assert a.trajectory == b.trajectory and torch.equal(a.mask, b.mask)
     env = HeadPruneEnv(**env_kwargs)
-    c = defend(tiny_victim, None, load_policy(result.run_dir, env), 0, **fast)  # a ready policy object
+    c = defend(tiny_victim, load_policy(result.run_dir, env), env_config, no_finetune)  # a ready policy object
     assert c.strategy == "agent" and torch.equal(c.mask, a.mask)
     # training: same seed, same weights
     runs = [train(run_dir=tmp_path / f"s{i}", seed=3, env_kwargs=env_kwargs, n_timesteps=8, tensorboard=False,

@@ -1,4 +1,4 @@
-"""Baselines on the tiny victim: scripted policies, PURE, defend(), the CLI. Kept small (threads pinned
+"""Defenses on the tiny victim: scripted policies, PURE, defend() over every registered defense, the CLI. Kept small (threads pinned
 to 1: on a busy 2-core machine torch's default threads make these passes ~40x slower)."""
 
 from __future__ import annotations
@@ -14,33 +14,44 @@ import pytest
 import torch
 from tiny_models import write_labelled_tsv
 
-from headprune.baselines import STRATEGIES, defend, pure_prune, strategy_names
-from headprune.baselines.defend import PureAttentionRegulariser, pure_norm_coefficients
-from headprune.baselines.importance import gate_gradient_importance, group_lasso_penalty, head_group_norms
-from headprune.baselines.policies import (
-    POLICIES,
+from headprune.baselines.importance import group_lasso_penalty, head_group_norms
+from headprune.cli import main
+from headprune.defenses import (
+    DEFENSES,
+    Defense,
+    DefenseFineTune,
     EnsemblePolicy,
     GradientPolicy,
     LayerwiseVariancePolicy,
     MCDropoutPolicy,
+    PureAttentionRegulariser,
     RandomPolicy,
+    RandomPruning,
     ScriptedPolicy,
+    ScriptedPolicyDefense,
+    defend,
+    defense_names,
     layer_rates,
+    pure_norm_coefficients,
+    pure_prune,
+    resolve_defense,
+    validation_rows,
 )
-from headprune.cli import main
+from headprune.envs.config import HeadPruneConfig
 from headprune.evaluator import Evaluator
-from headprune.head_stats import compute_head_stats
+from headprune.head_stats import compute_head_stats, gate_gradient_importance
 
-FAST = {"finetune_epochs": 0.5, "finetune_max_steps": 2, "eval_size": 80, "stats_size": 64, "progress": False}
-FAST_OPTIONS = {"mcdropout": {"passes": 3, "n_rows": 48}, "sparsify": {"max_steps": 3, "n_rows": 64},
-                "gradient": {"n_rows": 64}, "ensemble": {"n_members": 3, "n_rows": 64}}
-
+FINETUNE = DefenseFineTune(epochs=0.5, max_steps=2)
 
 
 @pytest.fixture(scope="module")
-def fast(victim_cache):
-    """Small defend() settings; head statistics cached in the test cache, not the user's."""
-    return {**FAST, "cache": victim_cache}
+def fast(victim_cache, clean):
+    """Small defend() settings: ``fast(seed)`` is the env config of a run on the defender's 200 clean rows;
+    head statistics cached in the test cache, not the user's."""
+    def env_config(seed: int = 0, rows=None) -> HeadPruneConfig:
+        return HeadPruneConfig(clean_data=clean if rows is None else rows, val_size=80, stats_size=64, seed=seed,
+                               cache=victim_cache, progress=False)
+    return env_config
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +99,12 @@ def test_predict_has_the_sb3_call_shapes_and_respects_masks(tiny_victim, rows):
     assert batched.shape == (2,) and all(mask[b] == 1 for b in batched)
 
 
-def test_policies_only_take_defender_inputs():
-    """Honesty at the signature level: a policy is built from (model, tokenizer, clean_data, seed, ...)."""
+def test_every_scripted_defense_runs_a_scripted_policy():
+    """Each registered pruning-policy defense runs a :class:`ScriptedPolicy` built from the defender's inputs."""
     base = list(inspect.signature(ScriptedPolicy.__init__).parameters)[1:5]
     assert base == ["model", "tokenizer", "clean_data", "seed"]
-    for cls in POLICIES.values():
-        names = " ".join(inspect.signature(cls.__init__).parameters).lower()
-        assert "poison" not in names and "trigger" not in names and "lfr" not in names, cls
-    assert {s.policy for s in STRATEGIES.values() if s.kind == "prune"} == set(POLICIES.values())
+    scripted = [cls for _, cls in DEFENSES.items() if issubclass(cls, ScriptedPolicyDefense)]
+    assert len(scripted) == 7 and all(issubclass(cls.policy_class, ScriptedPolicy) for cls in scripted)
 
 
 # ------------------------------------------------------------------------------ gradient
@@ -200,7 +209,7 @@ def test_pure_keeps_one_head_per_layer():
 
 
 def test_pure_defense_holds_the_floor_and_normalises_attention(tiny_victim, clean, fast):
-    result = defend(tiny_victim, clean, "pure", 0, **fast)
+    result = defend(tiny_victim, "pure", fast(0), FINETUNE)
     assert result.validation["pruned"] >= result.validation["floor"]
     events = [t.get("event") for t in result.trajectory[1:]]
     assert events and events[0] == "chunk"
@@ -222,35 +231,82 @@ def test_pure_defense_holds_the_floor_and_normalises_attention(tiny_victim, clea
 
 
 # ------------------------------------------------------------------------------ defend
-@pytest.mark.parametrize("name", strategy_names())
-def test_every_strategy_is_deterministic_for_a_seed(tiny_victim, clean, name, tmp_path, fast):
-    opts = FAST_OPTIONS.get(name, {})
-    a = defend(tiny_victim, clean, name, 1, options=opts, **fast)
-    b = defend(tiny_victim, clean, name, 1, options=opts, **fast)
+@pytest.mark.parametrize("name", defense_names())
+def test_every_defense_is_deterministic_and_blind_to_evaluation_data(tiny_victim, clean, name, fast):
+    """Every registered defense: same seed, same mask and weights; the mask, validation numbers and weights do
+    not change when poisoned evaluation data is given, and the env the defense prunes in holds only the
+    defender's clean rows (behavioural honesty, for every defense in the registry)."""
+    opts = dict(DEFENSES.get(name).fast_options)
+    splits = tiny_victim.splits()
+    poisoned = splits.poisoned_test.take(40)
+    a = defend(tiny_victim, name, fast(1), FINETUNE, options=opts)
+    seen = []
+    defense = DEFENSES.get(name)(**opts)
+    prune = defense.prune
+
+    def spy(env, **kw):
+        seen.extend(list(env.train_data.sentences) + list(env.stats_data.sentences)
+                    + list(validation_rows(env).sentences))
+        return prune(env, **kw)
+
+    defense.prune = spy  # type: ignore[method-assign]
+    b = defend(tiny_victim, defense, fast(1), FINETUNE, eval_poison=poisoned, eval_clean=splits.clean_test.take(40))
     assert torch.equal(a.mask, b.mask), name
     assert a.validation == b.validation
     for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(x, y), (name, k)
+    assert seen and set(seen) <= set(clean.sentences) and not set(seen) & set(poisoned.sentences)
+    assert a.metrics == {} and b.metrics["final"]["lfr"] is not None
     assert a.validation["pruned"] >= a.validation["floor"]
-    if STRATEGIES[name].kind in ("finetune", "none"):
+    if type(defense).prune is Defense.prune:  # a defense that does not prune keeps every head
         assert a.heads_pruned == 0
+    assert a.strategy == name and a.config["strategy"] == name
     json.dumps(a.to_dict())  # the report is JSON-ready
 
 
 def test_defend_mask_does_not_depend_on_evaluation_data(tiny_victim, clean, fast):
     splits = tiny_victim.splits()
-    opts = FAST_OPTIONS["gradient"]
-    plain = defend(tiny_victim, clean, "gradient", 0, options=opts, **fast)
-    evaluated = defend(tiny_victim, clean, "gradient", 0, options=opts, eval_poison=splits.poisoned_test.take(60),
-                       eval_clean=splits.clean_test.take(60), curve_points=3, **fast)
+    opts = dict(DEFENSES.get("gradient").fast_options)
+    plain = defend(tiny_victim, "gradient", fast(0), FINETUNE, options=opts)
+    evaluated = defend(tiny_victim, "gradient", fast(0), FINETUNE, options=opts,
+                       eval_poison=splits.poisoned_test.take(60), eval_clean=splits.clean_test.take(60),
+                       curve_points=3)
     assert torch.equal(plain.mask, evaluated.mask)
     assert plain.metrics == {} and set(evaluated.metrics) == {"pruned", "final"}
     assert evaluated.metrics["final"]["lfr"] is not None and evaluated.curve
 
 
+def test_deprecated_baselines_defend_forwards_to_defenses(tiny_victim, clean, fast, victim_cache):
+    from headprune.baselines import defend as old_defend
+
+    with pytest.warns(DeprecationWarning):
+        old = old_defend(tiny_victim, clean, "random", 0, finetune_epochs=0.5, finetune_max_steps=2, eval_size=80,
+                         stats_size=64, cache=victim_cache, progress=False)
+    new = defend(tiny_victim, "random", fast(0), FINETUNE)
+    assert torch.equal(old.mask, new.mask) and old.validation == new.validation
+    assert old.to_dict()["config_hash"] == new.to_dict()["config_hash"]
+
+
+def test_resolve_defense_takes_names_objects_and_policies():
+    assert isinstance(resolve_defense("random", {"n_rows": 3}), RandomPruning)
+    obj = RandomPruning()
+    assert resolve_defense(obj) is obj
+    with pytest.raises(ValueError, match="options are given with a registry name"):
+        resolve_defense(obj, {"n_rows": 3})
+
+    class Ready:
+        def predict(self, obs, **kw):
+            return 0, None
+
+    wrapped = resolve_defense(Ready())
+    assert wrapped.name == "Ready" and wrapped.config() == {"class": "Ready"}
+    with pytest.raises(TypeError, match="registry name, a Defense"):
+        resolve_defense(3)
+
+
 def test_defend_rejects_unknown_strategy(tiny_victim, clean, fast):
     with pytest.raises(ValueError, match="valid strategies: random, gradient"):
-        defend(tiny_victim, clean, "prune-everything", 0, **fast)
+        defend(tiny_victim, "prune-everything", fast(0), FINETUNE)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -294,7 +350,7 @@ def test_cli_bad_input_exits_nonzero_with_a_clear_message(tmp_path, capsys):
 
 
 def test_sparsification_shrinks_head_groups_and_ranks_by_them(tiny_victim, rows):
-    from headprune.baselines.policies import SparsificationPolicy
+    from headprune.defenses import SparsificationPolicy
 
     policy = SparsificationPolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64, lam=1e-2,
                                   max_steps=4)
@@ -306,10 +362,8 @@ def test_sparsification_shrinks_head_groups_and_ranks_by_them(tiny_victim, rows)
     assert ranked.config()["rank"] == "gradient"
 
 
-def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean, monkeypatch, fast):
+def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean, fast):
     """Honesty beyond signatures: the rows a policy receives are a subset of the defender's clean rows."""
-    from headprune.baselines import registry
-
     seen = {}
 
     class Spy(RandomPolicy):
@@ -317,8 +371,22 @@ def test_defend_gives_policies_only_the_defenders_clean_rows(tiny_victim, clean,
             seen["rows"] = list(zip(clean_data.sentences, clean_data.labels))
             super().__init__(model, tokenizer, clean_data, seed, **kw)
 
-    monkeypatch.setitem(registry.STRATEGIES, "random", registry.Strategy("random", "prune", "spy", Spy))
+    class SpyDefense(RandomPruning):
+        policy_class = Spy
+
     poisoned = tiny_victim.splits().poisoned_test.take(50)
-    defend(tiny_victim, clean, "random", 0, eval_poison=poisoned, **fast)
+    defend(tiny_victim, SpyDefense(), fast(0), FINETUNE, eval_poison=poisoned)
     assert seen["rows"] and set(seen["rows"]) <= set(zip(clean.sentences, clean.labels))
     assert not set(poisoned.sentences) & {s for s, _ in seen["rows"]}
+
+
+def test_layerwise_reads_given_head_statistics(tiny_victim, rows):
+    """A precomputed variance (an env's cached ``head_stats``) replaces the policy's own pass, value for value."""
+    own = LayerwiseVariancePolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64)
+    stats = compute_head_stats(tiny_victim.model, tiny_victim.tokenizer, own.rows, max_length=64)
+    given = LayerwiseVariancePolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64,
+                                    variance=stats.cls_attention_variance)
+    assert np.array_equal(own.variance, given.variance) and np.array_equal(own.planned, given.planned)
+    shifted = LayerwiseVariancePolicy(tiny_victim.model, tiny_victim.tokenizer, rows, 0, max_length=64,
+                                      variance=-stats.cls_attention_variance)
+    assert not np.array_equal(own.planned, shifted.planned)

@@ -26,7 +26,7 @@ from headprune.compare import (
 )
 from headprune.provenance import config_hash
 
-SETTINGS = RunSettings(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, eval_size=64, stats_size=48,
+SETTINGS = RunSettings.from_values(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, eval_size=64, stats_size=48,
                        test_limit=120, fast=True)
 METHODS = ["random", "gradient"]
 NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pruned_heads", "validation")
@@ -107,13 +107,13 @@ def test_reference_row_and_cli(tiny_victim, victim_cache: Path, tmp_path: Path, 
 
 def test_config_hash_is_the_one_defense_table_always_used():
     """Records written by benchmarks/defense_table.py before the runner existed must still be skipped."""
-    settings = RunSettings(finetune_epochs=3, options={"gradient": {"n_rows": 64}})
+    settings = RunSettings.from_values(finetune_epochs=3, options={"gradient": {"n_rows": 64}})
     legacy = {"finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
               "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
               "options": {"gradient": {"n_rows": 64}}.get("gradient", {})}
     assert config_hash(settings.method_config("gradient")) == config_hash(legacy)
     assert config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
-    assert RunSettings(fast=True).method_options("gradient") == {"n_rows": 64}
+    assert RunSettings.from_values(fast=True).method_options("gradient") == {"n_rows": 64}
 
 
 def test_run_settings_options_round_trip():
@@ -122,11 +122,11 @@ def test_run_settings_options_round_trip():
     parser = argparse.ArgumentParser()
     add_run_settings_arguments(parser)
     default = run_settings_from_args(parser.parse_args([]))
-    assert config_hash(default.method_config("gradient")) == config_hash(RunSettings().method_config("gradient"))
+    assert config_hash(default.method_config("gradient")) == config_hash(RunSettings.from_values().method_config("gradient"))
     args = parser.parse_args(["--finetune-epochs", "3", "--clean-rows", "160", "--fast",
                               "--options", '{"gradient": {"n_rows": 32}, "pure": {"epochs": 1}}'])
     settings = run_settings_from_args(args, methods=["gradient"])
-    assert settings == RunSettings(finetune_epochs=3.0, clean_rows=160, fast=True, options={"gradient": {"n_rows": 32}})
+    assert settings == RunSettings.from_values(finetune_epochs=3.0, clean_rows=160, fast=True, options={"gradient": {"n_rows": 32}})
     for bad in ("{bad", '{"gradient": 3}'):
         with pytest.raises(ValueError, match="--options must be a JSON object"):
             run_settings_from_args(parser.parse_args(["--options", bad]))
@@ -148,9 +148,9 @@ def test_bad_grid_arguments_are_named(kwargs: dict[str, Any], match: str, tmp_pa
 
 def test_bad_settings_records_and_engines(tmp_path: Path):
     with pytest.raises(ValueError, match="eval_size"):
-        RunSettings(eval_size=0)
+        RunSettings.from_values(eval_size=0)
     with pytest.raises(ValueError, match="options given for methods not in the grid"):
-        plan_grid(["tiny"], ["random"], [0], RunSettings(options={"gradient": {}}))
+        plan_grid(["tiny"], ["random"], [0], RunSettings.from_values(options={"gradient": {}}))
     bad = tmp_path / "runs.jsonl"
     bad.write_text('{"victim": "v"}\n')
     with pytest.raises(ValueError, match=r"runs.jsonl:1: not a run record"):

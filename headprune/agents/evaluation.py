@@ -1,8 +1,8 @@
-"""Load a trained policy for any ``HeadPrune-v0`` env, and evaluate it with the baselines' protocol.
+"""Load a trained policy for any ``HeadPrune-v0`` env, and evaluate it with the defenses' protocol.
 
 * :func:`load_policy` rebuilds the saved policy for a target env's spaces (any ``L * H`` for the
   size-agnostic :mod:`headprune.agents.policy`) and loads its weights.
-* :func:`evaluate` runs :func:`headprune.baselines.defend` with an :class:`AgentStrategy`: one
+* :func:`evaluate` runs :func:`headprune.defenses.defend` with an :class:`AgentStrategy` (a defense): one
   deterministic episode of the policy in defend's env, then fine-tuning with the pruned heads held at
   zero, then ``evaluate_defense``, the same code path and report as ``headprune defend``.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from headprune.agents.policy import HeadScoringPolicy, MaskableHeadScoringPolicy
 from headprune.agents.training import latest_checkpoint
+from headprune.defenses.base import DefenseFineTune
+from headprune.defenses.scripted import PolicyDefense
+from headprune.envs.config import HeadPruneConfig
 
 __all__ = ["AgentPolicy", "AgentStrategy", "evaluate", "load_policy", "resolve_policy_path"]
 
@@ -141,58 +145,64 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     return AgentPolicy(policy=policy, source=source, meta=meta)
 
 
-@dataclass
-class AgentStrategy:
-    """A :class:`~headprune.baselines.defend.PolicyStrategy` for a trained policy file: ``defend``
-    builds its env, then ``build(env)`` loads the policy for that env (:func:`load_policy`)."""
+class AgentStrategy(PolicyDefense):
+    """A trained policy file as a :class:`~headprune.defenses.base.Defense`: ``defend`` builds its env, then
+    :meth:`build_policy` loads the policy for that env (:func:`load_policy`) and runs one deterministic episode.
 
-    path: str | os.PathLike[str]
-    name: str = "agent"
-    device: str = "cpu"
+    :param path: a model ``.zip`` or a run folder.
+    :param name: the defense name in reports.
+    :param device: where the policy runs.
+    """
 
-    def __post_init__(self) -> None:
-        self.source = resolve_policy_path(self.path)
+    def __init__(self, path: str | os.PathLike[str], name: str = "agent", device: str = "cpu") -> None:
+        super().__init__()
+        self.path = path
+        self.name = name  # type: ignore[misc]
+        self.device = device
+        self.source = resolve_policy_path(path)
 
-    @property
-    def description(self) -> str:
+    @property  # type: ignore[override]
+    def description(self) -> str:  # type: ignore[override]
         return f"trained policy {self.source}, deterministic"
 
-    def build(self, env: gym.Env) -> AgentPolicy:
+    def build_policy(self, env: gym.Env) -> AgentPolicy:
         return load_policy(self.source, env, device=self.device)
 
     def config(self) -> dict[str, Any]:
         return {"policy": str(self.source), "sha256": _sha256(self.source)}
 
+    def policy_config(self, policy: Any) -> dict[str, Any]:
+        return self.config()
+
 
 def evaluate(
     policy: str | os.PathLike[str],
     victim: Any,
-    clean_data: Any = None,
-    seed: int = 0,
+    env_config: HeadPruneConfig | Mapping[str, Any] | None = None,
+    finetune: DefenseFineTune | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     command: str | None = None,
-    **defend_kwargs: Any,
+    **evaluation: Any,
 ) -> Any:
-    """Evaluate a trained policy with the baselines' protocol: :func:`headprune.baselines.defend` with
-    an :class:`AgentStrategy` (one deterministic episode, fine-tuning with the pruned heads at zero,
-    then ``evaluate_defense`` on ``eval_clean``/``eval_poison``, only after the mask is fixed).
+    """Evaluate a trained policy with the defenses' protocol: :func:`headprune.defenses.defend` with an
+    :class:`AgentStrategy` (one deterministic episode, fine-tuning with the pruned heads at zero, then
+    ``evaluate_defense`` on ``eval_clean``/``eval_poison``, only after the mask is fixed).
 
-    Args:
-        policy: a model ``.zip`` or a run folder.
-        victim, clean_data, seed: as :func:`~headprune.baselines.defend` (any model size).
-        out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
-            ``report.md``, plot).
-        command: the command recorded in the report.
-        defend_kwargs: ``finetune_epochs``, ``budget``, ``max_accuracy_drop``, ``eval_clean``,
-            ``eval_poison``, ``curve_points``, ``cache``, ``progress``... (defend's keyword arguments).
-    Returns:
-        the :class:`~headprune.baselines.defend.DefenseResult`.
+    :param policy: a model ``.zip`` or a run folder.
+    :param victim: as :func:`~headprune.defenses.defend` (any model size).
+    :param env_config: the env config (defender rows, split sizes, floor, seed, cache, progress).
+    :param finetune: the fine-tune after pruning.
+    :param out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
+        ``report.md``, plot).
+    :param command: the command recorded in the report.
+    :param evaluation: ``eval_clean``, ``eval_poison``, ``target_label``, ``curve_points`` (defend's).
+    :returns: the :class:`~headprune.defenses.DefenseResult`.
     """
-    from headprune.baselines.defend import defend
-    from headprune.baselines.report import write_report
+    from headprune.defenses import defend
+    from headprune.defenses.report import write_report
 
-    result = defend(victim, clean_data, AgentStrategy(policy), seed, **defend_kwargs)
+    result = defend(victim, AgentStrategy(policy), env_config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

@@ -16,12 +16,12 @@ from headprune.compare.executors import (
 )
 from headprune.compare.grid import (
     DEFEND_SETTINGS,
-    FAST_OPTIONS,
     GridReport,
     RunSettings,
     RunSpec,
     add_run_settings_arguments,
     canonical_method,
+    fast_options,
     parse_method,
     plan_grid,
     run_cell,
@@ -48,7 +48,6 @@ from headprune.compare.records import (
 __all__ = [
     "CLEAN_MODEL",
     "DEFEND_SETTINGS",
-    "FAST_OPTIONS",
     "POLICY_PREFIX",
     "SUMMARY_COLUMNS",
     "SUMMARY_DIGITS",
@@ -62,6 +61,7 @@ __all__ = [
     "RunSpec",
     "add_run_settings_arguments",
     "canonical_method",
+    "fast_options",
     "format_stat",
     "grid_shape",
     "head_frequency",

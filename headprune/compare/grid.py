@@ -1,4 +1,4 @@
-"""The experiment grid: every (victim, method, seed) cell run through :func:`~headprune.baselines.defend`,
+"""The experiment grid: every (victim, method, seed) cell run through :func:`~headprune.defenses.defend`,
 one JSONL record per run, skipping the runs already recorded.
 
 A *method* is a registry strategy name (``"gradient"``, ``"pure"``, ``"none"``, ...), a trained agent
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -30,73 +29,88 @@ from typing import Any
 
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
+from headprune.defenses.base import DefenseFineTune
+from headprune.defenses.options import (
+    DEFEND_SETTINGS,
+    SETTING_FLAGS,
+    add_setting_arguments,
+    check_settings,
+    env_config_from_settings,
+    finetune_from_settings,
+    parse_options_json,
+)
+from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["DEFEND_SETTINGS", "FAST_OPTIONS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
-           "add_run_settings_arguments", "canonical_method", "parse_method", "plan_grid", "run_cell", "run_grid",
+__all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
+           "add_run_settings_arguments", "canonical_method", "fast_options", "parse_method", "plan_grid", "run_cell", "run_grid",
            "run_settings_from_args"]
 
-FAST_OPTIONS: dict[str, dict[str, Any]] = {
-    "mcdropout": {"passes": 3, "n_rows": 48}, "sparsify": {"max_steps": 3, "n_rows": 64},
-    "gradient": {"n_rows": 64}, "ensemble": {"n_members": 3, "n_rows": 64},
-}
-"""Small strategy options for smoke runs (``--fast``)."""
+def fast_options(method: str) -> dict[str, Any]:
+    """The small "fast" options of a registered defense (smoke runs, ``--fast``); ``{}`` for other methods."""
+    from headprune.defenses import DEFENSES
+
+    return dict(DEFENSES.get(method).fast_options) if method in DEFENSES else {}
+
+
+def _default_env() -> HeadPruneConfig:
+    return env_config_from_settings({})
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything besides (victim, method, seed) that defines a run (``defend``'s knobs and the data).
+    """Everything besides (victim, method, seed) that defines a run: ``defend``'s env config and fine-tune
+    config, plus the data limits of the runner. Build it from the flat command-line names with
+    :meth:`from_values`.
 
     Attributes:
-        finetune_epochs / finetune_max_steps: clean fine-tuning after pruning (0 epochs disables it).
-        budget: most heads pruned (default: the env's, half the heads).
-        max_accuracy_drop: the accuracy floor below the unpruned validation accuracy.
+        env: the env config of every run (``val_size``, ``stats_size``, ``budget``, ``max_accuracy_drop``);
+            the defender's rows, the seed and the cache are set per run.
+        finetune: the clean fine-tuning after pruning (0 epochs disables it).
         clean_rows: use only the first N defender clean rows (default: all 872 SST-2 dev rows).
-        eval_size / stats_size: the env's validation and head-statistics rows.
         test_limit: evaluate on the first N clean / poisoned test rows (default: all).
         options: ``{method: {option: value}}`` strategy options.
-        fast: add :data:`FAST_OPTIONS` (smoke runs).
+        fast: add each defense's ``fast_options`` (smoke runs).
     """
 
-    finetune_epochs: float = 3.0
-    finetune_max_steps: int | None = None
-    budget: int | None = None
-    max_accuracy_drop: float = 0.05
+    env: HeadPruneConfig = field(default_factory=_default_env)
+    finetune: DefenseFineTune = field(default_factory=DefenseFineTune)
     clean_rows: int | None = None
-    eval_size: int = 256
-    stats_size: int = 256
     test_limit: int | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fast: bool = False
 
     def __post_init__(self) -> None:
-        # floats, so 3 and 3.0 hash alike (defense_table.py always hashed argparse floats)
-        object.__setattr__(self, "finetune_epochs", float(self.finetune_epochs))
-        object.__setattr__(self, "max_accuracy_drop", float(self.max_accuracy_drop))
         object.__setattr__(self, "options", {str(k): dict(v) for k, v in dict(self.options).items()})
-        if self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
-        for name in ("finetune_max_steps", "budget", "clean_rows", "test_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 (or None), got {value}")
-        for name in ("eval_size", "stats_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.max_accuracy_drop <= 1:
-            raise ValueError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
+        check_settings({"clean_rows": self.clean_rows, "test_limit": self.test_limit})
+        if self.env.floor_drop is None:
+            raise ValueError("RunSettings.env must give max_accuracy_drop (the runner's floor), not accuracy_floor")
+
+    @classmethod
+    def from_values(cls, *, options: Mapping[str, Mapping[str, Any]] | None = None, fast: bool = False,
+                    **values: Any) -> RunSettings:
+        """The settings of the flat names of :data:`~headprune.defenses.options.SETTING_FLAGS`
+        (``finetune_epochs``, ``eval_size``, ...; missing ones take their defaults).
+
+        :raises ValueError: an unknown name or an out-of-range value (naming it)."""
+        unknown = sorted(set(values) - set(SETTING_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown run settings {unknown}; valid: {', '.join(SETTING_FLAGS)}")
+        return cls(env=env_config_from_settings(values), finetune=finetune_from_settings(values),
+                   clean_rows=values.get("clean_rows"), test_limit=values.get("test_limit"), options=options or {},
+                   fast=fast)
 
     def method_options(self, method: str) -> dict[str, Any]:
         """The strategy options of ``method``: fast defaults (if ``fast``) updated by ``options``."""
-        return {**(FAST_OPTIONS.get(method, {}) if self.fast else {}), **dict(self.options.get(method, {}))}
+        return {**(fast_options(method) if self.fast else {}), **dict(self.options.get(method, {}))}
 
     def method_config(self, method: str) -> dict[str, Any]:
         """The hashed config of a run of ``method`` (the keys defense_table.py always hashed)."""
         if method == CLEAN_MODEL:
             return {"kind": CLEAN_MODEL, "test_limit": self.test_limit}
         cfg: dict[str, Any] = {
-            "finetune_epochs": self.finetune_epochs, "finetune_max_steps": self.finetune_max_steps,
-            "budget": self.budget, "max_accuracy_drop": self.max_accuracy_drop, "clean_rows": self.clean_rows,
-            "eval_size": self.eval_size, "stats_size": self.stats_size, "test_limit": self.test_limit,
+            "finetune_epochs": self.finetune.epochs, "finetune_max_steps": self.finetune.max_steps,
+            "budget": self.env.budget, "max_accuracy_drop": self.env.floor_drop, "clean_rows": self.clean_rows,
+            "eval_size": self.env.val_size, "stats_size": self.env.stats_size, "test_limit": self.test_limit,
             "options": self.method_options(method),
         }
         if method.startswith(POLICY_PREFIX):
@@ -104,49 +118,10 @@ class RunSettings:
         return cfg
 
 
-_SETTING_FLAGS: dict[str, tuple[type, str]] = {
-    "finetune_epochs": (float, "clean fine-tuning after pruning (0 disables)"),
-    "finetune_max_steps": (int, "cap on the fine-tuning steps (default none)"),
-    "budget": (int, "most heads pruned (default half)"),
-    "max_accuracy_drop": (float, "the accuracy floor below the start"),
-    "clean_rows": (int, "use only the first N defender clean rows"),
-    "eval_size": (int, "defender rows held out for validation"),
-    "stats_size": (int, "defender rows for head statistics"),
-    "test_limit": (int, "evaluate on the first N clean/poisoned test rows"),
-}
-"""The scalar :class:`RunSettings` fields given on command lines: ``(type, help)`` by field name."""
-
-DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size", "stats_size")
-"""The :class:`RunSettings` fields that ``headprune defend`` / ``evaluate`` take as options."""
-
-
 def add_run_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
-    """Add the :class:`RunSettings` options (``--finetune-epochs``, ``--budget``, ...) to ``parser``, with
-    the dataclass defaults; :func:`run_settings_from_args` reads them back.
-
-    Args:
-        parser: the parser (or subparser) to extend.
-        fields: only these scalar fields (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default:
-            all of them plus ``--options`` (JSON ``{"strategy": {option: value}}``) and ``--fast``.
-    """
-    defaults = RunSettings()
-    for name, (kind, text) in _SETTING_FLAGS.items():
-        if fields is None or name in fields:
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name), help=text)
-    if fields is None:
-        parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
-        parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
-
-
-def _parse_options(text: str) -> dict[str, dict[str, Any]]:
-    """The ``--options`` JSON: ``{"strategy": {option: value}}``; ValueError naming the flag otherwise."""
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--options must be a JSON object, got {text!r} ({err})") from None
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {text!r}')
-    return options
+    """Add the run-setting options to ``parser`` (:func:`headprune.defenses.options.add_setting_arguments`);
+    :func:`run_settings_from_args` reads them back."""
+    add_setting_arguments(parser, fields)
 
 
 def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | None = None) -> RunSettings:
@@ -158,11 +133,11 @@ def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | 
     Raises:
         ValueError: ``--options`` is not a JSON object of objects, or a setting is out of range.
     """
-    options = _parse_options(args.options)
+    options = parse_options_json(args.options)
     if methods is not None:
         options = {k: v for k, v in options.items() if k in methods}
-    scalars = {name: getattr(args, name) for name in _SETTING_FLAGS}
-    return RunSettings(**scalars, options=options, fast=args.fast)
+    return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
+                                   fast=args.fast)
 
 
 @dataclass(frozen=True)
@@ -254,9 +229,9 @@ def parse_method(method: str) -> tuple[str, str | None]:
         if not Path(path).exists():
             raise FileNotFoundError(f"method {method!r}: no such policy file or folder: {path}")
         return "policy", path
-    from headprune.baselines.registry import get_strategy
+    from headprune.defenses import get_defense
 
-    get_strategy(method)
+    get_defense(method)
     return "strategy", None
 
 
@@ -300,7 +275,7 @@ def _environment() -> dict[str, Any]:
 def run_cell(spec: RunSpec) -> dict[str, Any]:
     """Run one grid cell and return its record (no file is written here). Module level, so every
     executor (processes, Ray) can ship it."""
-    from headprune.baselines.defend import defend
+    from headprune.defenses import defend
     from headprune.metrics import evaluate_defense
 
     s = spec.settings
@@ -328,10 +303,10 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     if s.clean_rows is not None:
         clean = clean.take(s.clean_rows)
     strategy = spec.method if kind == "strategy" else _load_agent(str(path), spec)
-    r = defend(victim, clean, strategy, spec.seed, finetune_epochs=s.finetune_epochs,
-               finetune_max_steps=s.finetune_max_steps, budget=s.budget, max_accuracy_drop=s.max_accuracy_drop,
-               eval_size=s.eval_size, stats_size=s.stats_size, options=s.method_options(spec.method),
-               eval_clean=clean_test, eval_poison=poisoned_test, cache=spec.cache, progress=False)
+    env_config = s.env.replace(clean_data=clean, seed=spec.seed, cache=spec.cache, progress=False)
+    r = defend(victim, strategy, env_config, s.finetune,
+               options=s.method_options(spec.method),
+               eval_clean=clean_test, eval_poison=poisoned_test)
     return {**base, "config": spec.config, "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
             "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,

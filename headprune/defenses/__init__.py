@@ -1,0 +1,55 @@
+"""Defenses: objects with one protocol (:class:`Defense`: ``prune(env)`` then ``finetune(model, env, mask,
+config)``), registered by name in :data:`DEFENSES`, and :func:`defend`, which runs any of them on a victim.
+
+One module per defense or small family: :mod:`~headprune.defenses.random_heads`, :mod:`~.gradient`,
+:mod:`~.layerwise`, :mod:`~.sparsify`, :mod:`~.ensemble`, :mod:`~.mcdropout`, :mod:`~.egreedy` (scripted
+pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PURE), :mod:`~.finetuning`
+(FT, FTH, MEFT and ``none``). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
+defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
+"""
+
+from headprune.defenses.base import (
+    DEFENSES,
+    Defense,
+    DefenseFineTune,
+    PruneOutcome,
+    defense_names,
+    get_defense,
+    validation_rows,
+)
+from headprune.defenses.scripted import (
+    GivenPolicyDefense,
+    PolicyDefense,
+    ScriptedPolicy,
+    ScriptedPolicyDefense,
+    run_policy_episode,
+)
+
+# registration order is the order of tables and of ``--help``
+from headprune.defenses.random_heads import RandomPolicy, RandomPruning  # noqa: I001
+from headprune.defenses.gradient import GradientPolicy, GradientPruning
+from headprune.defenses.layerwise import LayerwiseVariancePolicy, LayerwiseVariancePruning, layer_rates
+from headprune.defenses.sparsify import SparsificationPolicy, SparsificationPruning
+from headprune.defenses.ensemble import EnsemblePolicy, EnsemblePruning
+from headprune.defenses.mcdropout import MCDropoutPolicy, MCDropoutPruning
+from headprune.defenses.egreedy import EpsilonGreedyPolicy, EpsilonGreedyPruning
+from headprune.defenses.pure import PureAttentionRegulariser, PureDefense, pure_norm_coefficients, pure_prune
+from headprune.defenses.finetuning import (
+    FineTuneDefense,
+    HighLRFineTuneDefense,
+    MaxEntropyFineTuneDefense,
+    NoDefense,
+    max_entropy_loss,
+)
+from headprune.defenses.defend import DefenseResult, defend, resolve_defense
+
+__all__ = [
+    "DEFENSES", "Defense", "DefenseFineTune", "DefenseResult", "EnsemblePolicy", "EnsemblePruning",
+    "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",
+    "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",
+    "MCDropoutPolicy", "MCDropoutPruning", "MaxEntropyFineTuneDefense", "NoDefense", "PolicyDefense",
+    "PruneOutcome", "PureAttentionRegulariser", "PureDefense", "RandomPolicy", "RandomPruning", "ScriptedPolicy",
+    "ScriptedPolicyDefense", "SparsificationPolicy", "SparsificationPruning", "defend", "defense_names",
+    "get_defense", "layer_rates", "max_entropy_loss", "pure_norm_coefficients", "pure_prune", "resolve_defense",
+    "run_policy_episode", "validation_rows",
+]

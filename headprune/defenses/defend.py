@@ -1,0 +1,254 @@
+"""``defend``: run one defense on a victim and return a :class:`DefenseResult`.
+
+Protocol (the paper's and PURE's):
+
+1. **Split.** A :class:`~headprune.envs.headprune_env.HeadPruneEnv` is built on the victim and the
+   defender's clean rows (``env_config.clean_data``) with the cheap ``pure_variance`` proxy and zero reward
+   weights; its seeded split gives the *validation* rows (the floor's rows) and the *training* rows
+   (``env.train_data``: policies' scoring data and all fine-tuning). The floor is the env's
+   (``max_accuracy_drop`` below the unpruned validation accuracy, default 0.05, or an absolute
+   ``accuracy_floor``), so its best mask is the LAST visited mask at or above the floor: "prune until the
+   floor", the rule of the paper, enforced by the env and nowhere else.
+2. **Prune.** ``defense.prune(env)`` (:class:`~headprune.defenses.base.Defense`) gives the mask.
+3. **Fine-tune.** A deep copy of the victim is fine-tuned by ``defense.finetune`` with the pruned heads held
+   at zero (:class:`~headprune.defenses.base.DefenseFineTune`: 3 epochs by default; 0 disables it).
+4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.metrics.evaluate_defense`
+   (the only place LFR is computed) scores the pruned victim and the pruned + fine-tuned model on the
+   caller's evaluation data. Poisoned data is never passed to the env or to a defense, so the mask does
+   not depend on whether it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from headprune.data import LabelledTexts, read_labelled_text
+from headprune.defenses.base import Defense, DefenseFineTune, get_defense, validation_rows
+from headprune.defenses.scripted import GivenPolicyDefense
+from headprune.envs.config import HeadPruneConfig
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.evaluator import Evaluator
+from headprune.export import save_pruned
+from headprune.gating import pruned_from_mask
+from headprune.metrics import evaluate_defense
+from headprune.provenance import config_hash, environment_info
+from headprune.victims import Victim, resolve_victim
+
+__all__ = ["DefenseResult", "defend", "resolve_defense"]
+
+DEFENSE_ENV = {"proxy": "pure_variance", "reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
+"""What :func:`defend` sets in every env config: the cheap proxy and zero rewards (the floor alone decides)."""
+
+
+@dataclass
+class DefenseResult:
+    """What :func:`defend` did.
+
+    Attributes:
+        strategy, seed: what ran.
+        mask: ``[L, H]`` float mask, 1 = kept.
+        model: the cleaned model (a deep copy; the victim is untouched). Pruned heads are still in its
+            weights: gate them with ``mask`` or export with :meth:`save_model` (``save_pruned``).
+        tokenizer: its tokenizer.
+        validation: accuracies on the defender's validation rows: ``start``, ``pruned``, ``final``, and
+            the ``floor``.
+        metrics: ``{"pruned": EvalReport dict, "final": ...}`` from ``evaluate_defense`` on the caller's
+            evaluation data (empty when none was given); ``lfr`` only with poisoned evaluation data.
+        trajectory: ``[{"heads_pruned", "accuracy", "mask"}]`` as pruning went (validation accuracy).
+        curve: optional ``[{"heads_pruned", "acc", "lfr"}]``: ``evaluate_defense`` of the pruned victim
+            at points of the trajectory, computed after the defense was fixed (for plots).
+        timings: seconds per phase.
+        config: every option that defines the run (``config_hash`` keys resumable benchmarks).
+        versions: :func:`~headprune.provenance.environment_info`.
+    """
+
+    strategy: str
+    seed: int
+    mask: torch.Tensor
+    model: nn.Module
+    tokenizer: Any
+    validation: dict[str, float]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def heads_pruned(self) -> int:
+        return int((self.mask == 0).sum())
+
+    @property
+    def pruned_heads(self) -> dict[int, list[int]]:
+        return pruned_from_mask(self.mask)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report (no model)."""
+        return {
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "heads_pruned": self.heads_pruned,
+            "pruned_heads": {str(k): v for k, v in self.pruned_heads.items()},
+            "mask": self.mask.int().tolist(),
+            "validation": self.validation,
+            "metrics": self.metrics,
+            "trajectory": self.trajectory,
+            "curve": self.curve,
+            "timings": self.timings,
+            "config": self.config,
+            "config_hash": config_hash(self.config),
+            "details": self.details,
+            "versions": self.versions,
+        }
+
+    def save_model(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Export the cleaned model with its heads pruned (:func:`~headprune.export.save_pruned`)."""
+        return save_pruned(self.model, self.mask, out_dir, tokenizer=self.tokenizer,  # type: ignore[arg-type]
+                           source=f"headprune defend --strategy {self.strategy}")
+
+
+def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | None = None) -> Defense:
+    """A :class:`Defense` from a registry name (built with ``options``), a :class:`Defense` object, or a ready
+    policy object with SB3's ``predict`` (wrapped as :class:`~headprune.defenses.scripted.GivenPolicyDefense`).
+
+    :raises ValueError: an unknown name (naming the valid ones); ``options`` given with an object.
+    :raises TypeError: anything else.
+    """
+    if isinstance(defense, str):
+        return get_defense(defense)(**dict(options or {}))
+    if options:
+        raise ValueError("options are given with a registry name; a defense object carries its own")
+    if isinstance(defense, Defense):
+        return defense
+    if callable(getattr(defense, "predict", None)):
+        return GivenPolicyDefense(defense)
+    raise TypeError(f"defense must be a registry name, a Defense or an object with SB3's predict, "
+                    f"got {type(defense).__name__}")
+
+
+def _as_texts(data: LabelledTexts | str | os.PathLike[str] | None) -> LabelledTexts | None:
+    if data is None or isinstance(data, LabelledTexts):
+        return data
+    return read_labelled_text(data)
+
+
+def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: DefenseFineTune) -> dict[str, Any]:
+    """Every option that defines the run (the keys ``defend`` always hashed)."""
+    cfg = env.config
+    config: dict[str, Any] = {
+        "victim": victim.name, "strategy": defense.name, "seed": int(cfg.seed), "finetune_epochs": finetune.epochs,
+        "finetune_lr": finetune.lr, "finetune_max_steps": finetune.max_steps, "batch_size": finetune.batch_size,
+        "max_accuracy_drop": cfg.floor_drop, "accuracy_floor": cfg.accuracy_floor, "budget": cfg.budget,
+        "eval_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
+        "clean_rows": len(env.train_data) + len(validation_rows(env)),
+    }
+    extra = defense.config()
+    if extra is not None:
+        config["policy"] = extra
+    return config
+
+
+def _evaluate(victim: Victim, model: nn.Module, mask: torch.Tensor, trajectory: list[dict[str, Any]],
+              env: HeadPruneEnv, clean_eval: LabelledTexts | None, poison_eval: LabelledTexts | None, target: int,
+              poisoned_true_labels: list[int] | None, curve_points: int
+              ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]] | None]:
+    """``evaluate_defense`` of the pruned victim and the final model (and the curve) on the evaluation data."""
+    metrics: dict[str, dict[str, Any]] = {}
+    if clean_eval is None and poison_eval is None:
+        return metrics, None
+    clean_rows = clean_eval if clean_eval is not None else validation_rows(env)
+    kw = {"poisoned_true_labels": poisoned_true_labels, "max_length": env.max_length}
+    for key, m in (("pruned", victim.model), ("final", model)):
+        report = evaluate_defense(m, victim.tokenizer, clean_rows, poison_eval, target, mask, **kw)
+        metrics[key] = {**report.to_dict(), "acc_data": "eval_clean" if clean_eval is not None else "validation"}
+    if curve_points <= 0:
+        return metrics, None
+    idx = np.unique(np.linspace(0, len(trajectory) - 1, min(curve_points, len(trajectory))).round().astype(int))
+    curve = []
+    for i in idx:
+        point = trajectory[int(i)]
+        m = torch.tensor(point["mask"], dtype=torch.float32).view(env.num_layers, env.num_heads)
+        report = evaluate_defense(victim.model, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
+        curve.append({"heads_pruned": point["heads_pruned"], "acc": report.acc, "lfr": report.lfr})
+    return metrics, curve
+
+
+def defend(
+    victim: Victim | str | os.PathLike[str],
+    defense: str | Defense | Any = "gradient",
+    env_config: HeadPruneConfig | Mapping[str, Any] | None = None,
+    finetune: DefenseFineTune | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    eval_clean: LabelledTexts | str | os.PathLike[str] | None = None,
+    eval_poison: LabelledTexts | str | os.PathLike[str] | None = None,
+    poisoned_true_labels: list[int] | None = None,
+    target_label: int | None = None,
+    curve_points: int = 0,
+) -> DefenseResult:
+    """Run ``defense`` on ``victim`` (see the module docstring for the protocol).
+
+    :param victim: a :class:`~headprune.victims.Victim`, a preset name or a victim folder.
+    :param defense: a name of :data:`~headprune.defenses.DEFENSES`, a :class:`Defense` (e.g. a trained agent,
+        :class:`headprune.agents.AgentStrategy`) or a ready policy object with SB3's ``predict``.
+    :param env_config: the env's :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
+        the defender's ``clean_data`` (default: the victim's defender data), ``val_size``/``stats_size``,
+        the floor, ``budget``, ``seed`` (fixes every random choice), ``cache`` and ``progress``;
+        ``proxy`` and ``reward_weights`` are set by ``defend``.
+    :param finetune: the fine-tune after pruning (:class:`DefenseFineTune`, default 3 epochs).
+    :param options: the options of a defense given by name.
+    :param eval_clean: clean EVALUATION rows for the report only (default: the validation rows).
+    :param eval_poison: poisoned evaluation rows (LFR needs them).
+    :param poisoned_true_labels: true labels of ``eval_poison`` when its labels are the attacker's.
+    :param target_label: the attacker's target for LFR (default: the victim's).
+    :param curve_points: if > 0, evaluate the pruned victim at up to this many trajectory points (plots).
+    """
+    strategy = resolve_defense(defense, options)
+    finetune = finetune or DefenseFineTune()
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV)
+    t0 = time.perf_counter()
+    victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
+    env = HeadPruneEnv(victim, cfg)
+    config = _run_config(victim, strategy, env, finetune)
+    timings: dict[str, float] = {"setup": time.perf_counter() - t0}
+
+    t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data)
+    mask, trajectory, more = strategy.prune(env, progress=cfg.progress)
+    details: dict[str, Any] = {"description": strategy.description, **more}
+    pruned_acc = env.scorer(mask).accuracy
+    timings["prune"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()  # ---- 2. fine-tune a deep copy with the pruned heads held at zero
+    model = copy.deepcopy(victim.model)
+    if finetune.epochs > 0:
+        lr = finetune.lr if finetune.lr is not None else strategy.finetune_lr
+        ft_config = finetune.config(lr, max_length=env.max_length, seed=cfg.seed)
+        details.update(strategy.finetune(model, env, mask, ft_config, progress=cfg.progress))
+    timings["finetune"] = time.perf_counter() - t2
+    val_rows = validation_rows(env)
+    final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=env.max_length).accuracy(mask)
+    validation = {"start": env.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
+                  "floor": env.accuracy_floor, "rows": len(val_rows)}
+    timings["defense"] = time.perf_counter() - t0
+
+    t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
+    target = int(victim.config.target_label if target_label is None else target_label)
+    metrics, curve = _evaluate(victim, model, mask, trajectory, env, _as_texts(eval_clean), _as_texts(eval_poison),
+                               target, poisoned_true_labels, curve_points)
+    timings["evaluation"] = time.perf_counter() - t3
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    return DefenseResult(strategy=strategy.name, seed=int(cfg.seed), mask=mask, model=model,
+                         tokenizer=victim.tokenizer, validation=validation, metrics=metrics, trajectory=trajectory,
+                         curve=curve, timings=timings, config=config, versions=environment_info(), details=details)

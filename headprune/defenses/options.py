@@ -1,0 +1,97 @@
+"""The command-line options shared by ``headprune defend``/``evaluate`` and the experiment runner
+(``headprune compare``), and the configs they build: a :class:`~headprune.envs.config.HeadPruneConfig` and a
+:class:`~headprune.defenses.base.DefenseFineTune`. Lives here (not in the runner) so the single-run commands
+never import the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from headprune.defenses.base import DefenseFineTune
+from headprune.envs.config import HeadPruneConfig
+
+__all__ = ["DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_setting_arguments", "check_settings",
+           "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
+
+SETTING_FLAGS: dict[str, tuple[type, str]] = {
+    "finetune_epochs": (float, "clean fine-tuning after pruning (0 disables)"),
+    "finetune_max_steps": (int, "cap on the fine-tuning steps (default none)"),
+    "budget": (int, "most heads pruned (default half)"),
+    "max_accuracy_drop": (float, "the accuracy floor below the start"),
+    "clean_rows": (int, "use only the first N defender clean rows"),
+    "eval_size": (int, "defender rows held out for validation"),
+    "stats_size": (int, "defender rows for head statistics"),
+    "test_limit": (int, "evaluate on the first N clean/poisoned test rows"),
+}
+"""The scalar run settings given on command lines: ``(type, help)`` by name (the names of the hashed config)."""
+
+SETTING_DEFAULTS: dict[str, Any] = {
+    "finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
+    "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
+}
+"""Their defaults (``defend``'s)."""
+
+DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size", "stats_size")
+"""The settings that ``headprune defend`` / ``evaluate`` take as options."""
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
+    """Add the setting options (``--finetune-epochs``, ``--budget``, ...) with their defaults to ``parser``.
+
+    :param parser: the parser (or subparser) to extend.
+    :param fields: only these settings (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default: all of
+        them plus ``--options`` (JSON ``{"strategy": {option: value}}``) and ``--fast``.
+    """
+    for name, (kind, text) in SETTING_FLAGS.items():
+        if fields is None or name in fields:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=SETTING_DEFAULTS[name], help=text)
+    if fields is None:
+        parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
+        parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+
+
+def parse_options_json(text: str) -> dict[str, dict[str, Any]]:
+    """The ``--options`` JSON: ``{"strategy": {option: value}}``; ValueError naming the flag otherwise."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--options must be a JSON object, got {text!r} ({err})") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {text!r}')
+    return options
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    """ValueError naming the first out-of-range setting of ``values`` (names of :data:`SETTING_FLAGS`)."""
+    if values.get("finetune_epochs", 0) < 0:
+        raise ValueError(f"finetune_epochs must be >= 0, got {values['finetune_epochs']}")
+    for name in ("finetune_max_steps", "budget", "clean_rows", "test_limit"):
+        if values.get(name) is not None and values[name] < 1:
+            raise ValueError(f"{name} must be >= 1 (or None), got {values[name]}")
+    for name in ("eval_size", "stats_size"):
+        if name in values and values[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {values[name]}")
+    drop = values.get("max_accuracy_drop")
+    if drop is not None and not 0 <= drop <= 1:
+        raise ValueError(f"max_accuracy_drop must be in [0, 1], got {drop}")
+
+
+def env_config_from_settings(values: Mapping[str, Any], **fields: Any) -> HeadPruneConfig:
+    """The env config of the settings ``values`` (``eval_size`` -> ``val_size``, ``stats_size``, ``budget``,
+    ``max_accuracy_drop``; missing ones take :data:`SETTING_DEFAULTS`) with more config ``fields`` on top."""
+    v = {**SETTING_DEFAULTS, **values}
+    check_settings(v)
+    drop = None if v["max_accuracy_drop"] is None else float(v["max_accuracy_drop"])
+    return HeadPruneConfig(val_size=v["eval_size"], stats_size=v["stats_size"], budget=v["budget"],
+                           max_accuracy_drop=drop, **fields)
+
+
+def finetune_from_settings(values: Mapping[str, Any]) -> DefenseFineTune:
+    """The fine-tune of the settings ``values`` (``finetune_epochs``, ``finetune_max_steps``)."""
+    v = {**SETTING_DEFAULTS, **values}
+    check_settings(v)
+    return DefenseFineTune(epochs=v["finetune_epochs"], max_steps=v["finetune_max_steps"])

@@ -1,0 +1,40 @@
+"""The random-pruning defense: prune seeded random active heads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from headprune.defenses.base import DEFENSES
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+
+__all__ = ['RandomPolicy', 'RandomPruning']
+
+
+class RandomPolicy(ScriptedPolicy):
+    """A uniformly random active head, from ``np.random.default_rng(seed)`` (restarted by :meth:`reset`)."""
+
+    name = "random"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("n_rows", 0)
+        super().__init__(*args, **kwargs)
+        self.rng = np.random.default_rng(self.seed)
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
+        return int(self.rng.choice(np.flatnonzero(valid)))
+
+
+
+
+@DEFENSES.register("random")
+class RandomPruning(ScriptedPolicyDefense):
+    """Prune seeded random active heads (:class:`RandomPolicy`)."""
+
+    name = "random"
+    description = "prune seeded random active heads"
+    policy_class = RandomPolicy

@@ -1,0 +1,218 @@
+"""Scripted pruning policies with the Stable-Baselines3 call shape, and the defenses that run a policy.
+
+Every scripted policy is built from what a defender owns, ``(model, tokenizer, clean_data, seed, **options)``
+(never poisoned data), and answers ``predict(obs, state=None, episode_start=None, deterministic=True,
+action_masks=None) -> (action, state)`` like an SB3 model, so one episode loop
+(:func:`run_policy_episode`) runs them and trained agents inside ``HeadPrune-v0``. A policy reads the
+current mask from ``obs["mask"]`` (1 = active) and only ever returns an active head that ``action_masks``
+(if given) allows; a batched observation (``mask`` of shape ``[n_envs, n]``) gets an array of actions.
+Stopping is the environment's rule: the env terminates when validation accuracy falls below the floor and
+``info["best_mask"]`` never includes the crossing step, so no policy needs to (or may) monitor accuracy
+itself, except the ensemble, whose members are themselves masks that must respect the floor.
+
+Rankings: every deterministic policy ranks heads by a score, prunes the lowest-scoring active head and
+breaks ties by the lowest index ``l * H + h``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from headprune.data import LabelledTexts
+from headprune.defenses.base import Defense, PruneOutcome
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.gating import head_grid_shape
+
+__all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "run_policy_episode"]
+
+
+def _rows(data: LabelledTexts, n_rows: int | None, seed: int) -> LabelledTexts:
+    """At most ``n_rows`` seeded rows of ``data`` (kept in their original order)."""
+    if n_rows is None or n_rows >= len(data):
+        return data
+    idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:n_rows])
+    return data.subset(idx)
+
+
+class ScriptedPolicy:
+    """Base class: the SB3 ``predict`` shape over a per-policy :meth:`choose`.
+
+    Args:
+        model: the victim classifier (read only; policies that train work on a deep copy).
+        tokenizer: its tokenizer.
+        clean_data: the defender's clean labelled rows (never poisoned data).
+        seed: fixes every random choice of the policy.
+        max_length: truncation length (the victim's).
+        batch_size: rows per forward of the policy's own scoring passes.
+        n_rows: at most this many seeded clean rows are used for scoring (``None``: all).
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, clean_data: LabelledTexts, seed: int = 0, *,
+                 max_length: int = 128, batch_size: int = 32, n_rows: int | None = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.clean_data = clean_data
+        self.seed = int(seed)
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.rows = _rows(clean_data, n_rows, self.seed)
+        self.shape: tuple[int, int] = head_grid_shape(model)
+        self.n = self.shape[0] * self.shape[1]
+
+    # the number of heads the method itself plans to prune (None: no plan of its own; the env's budget)
+    planned_budget: int | None = None
+
+    def reset(self) -> None:
+        """Forget per-episode state (the random policies restart their generator)."""
+
+    def config(self) -> dict[str, Any]:
+        """The options that define this policy (for reports)."""
+        return {"name": self.name, "seed": self.seed, "n_rows": len(self.rows), "max_length": self.max_length}
+
+    def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
+        """Index of the head to prune, given the flat int8 ``mask`` and the bool ``valid`` actions."""
+        raise NotImplementedError
+
+    def predict(self, observation: Mapping[str, Any] | np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True, action_masks: Any = None) -> tuple[Any, Any]:
+        """SB3's ``predict``: ``(action, state)``. ``deterministic`` is accepted and ignored (a seeded
+        policy is deterministic either way); ``state`` is passed through."""
+        mask = np.asarray(observation["mask"] if isinstance(observation, Mapping) else observation)
+        if mask.ndim == 2:
+            am = None if action_masks is None else np.asarray(action_masks).reshape(mask.shape)
+            actions = np.array([self._act(mask[i], None if am is None else am[i]) for i in range(mask.shape[0])],
+                               dtype=np.int64)
+            return actions, state
+        return np.int64(self._act(mask, action_masks)), state
+
+    def _act(self, mask: np.ndarray, action_masks: Any) -> int:
+        flat = np.asarray(mask).reshape(-1).astype(np.int8)
+        if flat.size != self.n:
+            raise ValueError(f"observation mask has {flat.size} heads, the model has {self.n}")
+        valid = flat == 1
+        if action_masks is not None:
+            valid &= np.asarray(action_masks, dtype=bool).reshape(-1)
+        if not valid.any():
+            raise RuntimeError("no active head left to prune")
+        action = int(self.choose(flat, valid))
+        assert valid[action], "policy chose an invalid head"
+        return action
+
+    def _mask_tensor(self, flat: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(flat.astype(np.float32)).view(*self.shape)
+
+    @staticmethod
+    def _argmin(scores: np.ndarray, valid: np.ndarray) -> int:
+        """Lowest score among valid heads, ties to the lowest index."""
+        return int(np.argmin(np.where(valid, scores, np.inf)))
+
+
+_POLICY_DETAILS = ("member_accuracies", "floor", "planned_budget", "estimates")
+"""Policy attributes copied into a run's details when the policy has them (not None)."""
+
+
+def run_policy_episode(env: HeadPruneEnv, policy: Any, seed: int, label: str, *, progress: bool = False
+                       ) -> tuple[torch.Tensor, list[dict[str, Any]], str, dict[str, Any]]:
+    """One deterministic episode of ``policy`` in ``env`` from ``env.reset(seed=seed)`` until the env
+    terminates (accuracy below the floor: ``"floor"``), truncates (budget: ``"truncated"``) or the policy's own
+    plan (``planned_budget``) is done (``"plan done"``; ``"plan empty"`` when it plans nothing).
+
+    :returns: the env's best mask ``[L, H]``, the trajectory, how the episode ended and the last ``info``.
+    """
+    obs, info = env.reset(seed=seed)
+    trajectory = [{"heads_pruned": 0, "accuracy": info["clean_accuracy"], "mask": obs["mask"].tolist()}]
+    planned = getattr(policy, "planned_budget", None)
+    end = "truncated"
+    if planned is not None and planned == 0:
+        end = "plan empty"
+    else:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=env.budget if planned is None else min(planned, env.budget), desc=f"prune ({label})",
+                   disable=not progress, leave=False)
+        while True:
+            action, _ = policy.predict(obs, action_masks=env.action_masks(), deterministic=True)
+            obs, _reward, terminated, truncated, info = env.step(action)
+            bar.update(1)
+            trajectory.append({"heads_pruned": info["heads_pruned"], "accuracy": info["clean_accuracy"],
+                               "mask": obs["mask"].tolist()})
+            if terminated:
+                end = "floor"
+                break
+            if truncated:
+                break
+            if planned is not None and info["heads_pruned"] >= planned:
+                end = "plan done"
+                break
+        bar.close()
+    mask = torch.from_numpy(info["best_mask"].astype(np.float32)).view(env.num_layers, env.num_heads)
+    return mask, trajectory, end, info
+
+
+class PolicyDefense(Defense):
+    """A defense whose pruning is one episode of a policy with SB3's ``predict`` in the env; subclasses
+    give :meth:`build_policy` (from the env alone) and :meth:`policy_config`."""
+
+    def build_policy(self, env: HeadPruneEnv) -> Any:
+        """The policy for ``env`` (built from its spaces and the defender's data only)."""
+        raise NotImplementedError
+
+    def policy_config(self, policy: Any) -> dict[str, Any]:
+        """The options of the built ``policy`` (for reports)."""
+        config = getattr(policy, "config", None)
+        return dict(config()) if callable(config) else {"class": type(policy).__name__}
+
+    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome:
+        policy = self.build_policy(env)
+        mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress)
+        details = {"policy": self.policy_config(policy), "episode_end": end, "best_accuracy": info["best_accuracy"]}
+        for attr in _POLICY_DETAILS:
+            if getattr(policy, attr, None) is not None:
+                details[attr] = getattr(policy, attr)
+        return mask, trajectory, details
+
+
+class ScriptedPolicyDefense(PolicyDefense):
+    """A defense that runs one :class:`ScriptedPolicy` class (:attr:`policy_class`), built from the victim,
+    its tokenizer, the env's training rows (the defender's non-validation clean rows) and the env's seed,
+    with :meth:`policy_options` as keyword arguments."""
+
+    policy_class: ClassVar[type[ScriptedPolicy]]
+
+    def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
+        """The policy's keyword arguments: the class defaults updated by the given options."""
+        return {**self.default_options, **self.options}
+
+    def build_policy(self, env: HeadPruneEnv) -> ScriptedPolicy:
+        return self.policy_class(env.model, env.tokenizer, env.train_data, env.base_seed, max_length=env.max_length,
+                                 **self.policy_options(env))
+
+    def policy_config(self, policy: Any) -> dict[str, Any]:
+        return dict(policy.config())
+
+
+class GivenPolicyDefense(PolicyDefense):
+    """A defense around a ready policy object (anything with SB3's ``predict``, e.g.
+    :func:`headprune.agents.load_policy`'s result); its ``name``, ``description`` and ``config()`` are
+    used when it has them.
+
+    :param policy: the policy object.
+    """
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+        self.name = str(getattr(policy, "name", type(policy).__name__))  # type: ignore[misc]
+        self.description = str(getattr(policy, "description",  # type: ignore[misc]
+                                       f"policy object {type(policy).__name__}"))
+
+    def build_policy(self, env: HeadPruneEnv) -> Any:
+        return self.policy
+
+    def config(self) -> dict[str, Any]:
+        return self.policy_config(self.policy)

@@ -53,7 +53,7 @@ from headprune.evaluator import Evaluator
 from headprune.head_stats import compute_head_stats
 from headprune.metrics import accuracy, label_flip_rate
 from headprune.provenance import environment_info
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 from headprune.victims import CARD_FILE, PRESETS, Victim, build_victim, cache_dir, load_victim
 
 FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 13))  # 0.05 .. 0.60

@@ -67,7 +67,7 @@ def _heads(args: argparse.Namespace) -> int:
     from headprune.metrics import label_flip_rate
     from headprune.victims import resolve_victim, victim_summary
 
-    victim = resolve_victim(args.victim, cache=args.cache)
+    victim = resolve_victim(args.model, cache=args.cache)
     print(victim_summary(victim.card))
     splits = victim.splits()
     clean = splits.clean_test if args.limit is None else splits.clean_test.take(args.limit)
@@ -202,7 +202,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from headprune.agents.training import run_train_command
+    from headprune.agents.rl_training import run_train_command
 
     return run_train_command(args, _command_line("train", args))
 
@@ -210,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from headprune.agents.evaluation import AgentStrategy, evaluate
+    from headprune.agents.evaluation import AgentStrategy, evaluate_agent
     from headprune.data import read_labelled_text
     from headprune.defenses.report import write_report
     from headprune.victims import resolve_victim
@@ -220,8 +220,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
     env_config, finetune, evaluation = _defend_configs(args)
     clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
-    victim = resolve_victim(args.victim, cache=args.cache, progress=not args.quiet)
-    result = evaluate(args.policy, victim, env_config.replace(clean_data=clean), finetune, **evaluation)
+    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
+    result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
     return 0
 
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_victim_list)
 
     heads = commands.add_parser("heads", help="gate each head in turn and print the accuracy change")
-    heads.add_argument("--victim", default="minilm-syntactic", help="a preset name or a victim folder")
+    heads.add_argument("--model", "--victim", dest="model", default="minilm-syntactic",
+                       help="a victim preset name or folder (--victim: the old name of this flag)")
     heads.add_argument("--limit", type=int, default=None, help="use only the first N test rows of each set")
     heads.add_argument("--cache", default=None)
     heads.set_defaults(func=_heads)
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     from headprune.defenses.options import add_setting_arguments
 
     dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
-    dfd.add_argument("--model", required=True, help="a victim folder or a victim preset name")
+    dfd.add_argument("--model", "--victim", dest="model", required=True,
+                     help="a victim preset name or folder (--victim: an alias)")
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
     dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(DEFENSES)}")
     _add_defend_options(dfd)
@@ -313,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evl = commands.add_parser("evaluate", help="run a trained policy with defend's protocol and write its report")
     evl.add_argument("--policy", required=True, help="a trained model .zip or a run folder (headprune train)")
-    evl.add_argument("--victim", required=True, help="a victim preset name or folder (any model size)")
+    evl.add_argument("--model", "--victim", dest="model", required=True,
+                     help="a victim preset name or folder, any model size (--victim: the old name of this flag)")
     evl.add_argument("--clean-data", default=None, help="the defender's clean labelled file (default the victim's)")
     _add_defend_options(evl)
     evl.set_defaults(func=_evaluate)

@@ -34,7 +34,7 @@ from headprune.data import LabelledTexts, load_sst2
 from headprune.metrics import evaluate_defense
 from headprune.models import build_tiny_classifier, load_classifier
 from headprune.provenance import config_hash, environment_info
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 
 __all__ = [
     "PRESETS",

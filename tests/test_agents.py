@@ -22,7 +22,7 @@ from headprune.agents import (
     AgentPolicy,
     HeadScoringPolicy,
     MaskableHeadScoringPolicy,
-    evaluate,
+    evaluate_agent,
     latest_checkpoint,
     load_hyperparams,
     load_policy,
@@ -30,7 +30,7 @@ from headprune.agents import (
     train,
 )
 from headprune.agents.hyperparams import CONFIG_DIR, algo_kwargs
-from headprune.agents.training import INFO_KEYWORDS
+from headprune.agents.rl_training import INFO_KEYWORDS
 from headprune.defenses import DefenseFineTune, defend
 from headprune.envs.config import HeadPruneConfig
 from headprune.cli import main
@@ -303,8 +303,8 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
     result, _ = trained
     env_config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False)
     no_finetune = DefenseFineTune(epochs=0.0)
-    a = evaluate(result.run_dir, tiny_victim, env_config, no_finetune)
-    b = evaluate(result.run_dir, tiny_victim, env_config, no_finetune)
+    a = evaluate_agent(result.run_dir, tiny_victim, env_config, no_finetune)
+    b = evaluate_agent(result.run_dir, tiny_victim, env_config, no_finetune)
     assert a.trajectory == b.trajectory and torch.equal(a.mask, b.mask)
     env = HeadPruneEnv(**env_kwargs)
     c = defend(tiny_victim, load_policy(result.run_dir, env), env_config, no_finetune)  # a ready policy object

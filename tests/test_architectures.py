@@ -22,7 +22,7 @@ from headprune.architectures import (
     adapter_for,
     find_attention_sites,
 )
-from headprune.baselines.importance import head_parameter_groups
+from headprune.defenses.head_groups import head_parameter_groups
 from headprune.envs.incremental import IncrementalForward
 from headprune.evaluator import Evaluator
 from headprune.export import compact

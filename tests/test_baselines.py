@@ -14,7 +14,7 @@ import pytest
 import torch
 from tiny_models import write_labelled_tsv
 
-from headprune.baselines.importance import group_lasso_penalty, head_group_norms
+from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.cli import main
 from headprune.defenses import (
     DEFENSES,

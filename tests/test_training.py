@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headprune.data import LabelledTexts, load_sst2
-from headprune.training import FineTuneConfig, fine_tune, length_grouped_batches
+from headprune.finetuning import FineTuneConfig, fine_tune, length_grouped_batches
 from headprune.models import build_tiny_classifier
 
 

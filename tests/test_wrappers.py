@@ -112,7 +112,7 @@ def test_make_headprune_env_and_option_split(kwargs: dict[str, Any], poisoned: L
 
 def test_training_env_refuses_poisoned_data_and_applies_finetune(kwargs: dict[str, Any],
                                                                   poisoned: LabelledTexts) -> None:
-    from headprune.agents.training import make_env
+    from headprune.agents.rl_training import make_env
 
     with pytest.raises(ValueError, match="poisoned_eval is not allowed in training"):
         make_env(ENV_ID, **kwargs, poisoned_eval=poisoned)

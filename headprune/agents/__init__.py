@@ -1,11 +1,11 @@
 """RL agents for ``HeadPrune-v0``: SB3 training with zoo-style hyperparameters, a size-agnostic
 policy that transfers across models, loading and evaluation with the baselines' protocol.
 
-* :func:`train` / :func:`resume` (:mod:`headprune.agents.training`; command line ``headprune train``
-  and ``python -m headprune.agents.train``); hyperparameters in :mod:`headprune.agents.hyperparams`
+* :func:`train` / :func:`resume` (:mod:`headprune.agents.rl_training`; command line ``headprune train``
+  and ``python -m headprune.agents``); hyperparameters in :mod:`headprune.agents.hyperparams`
   and the shipped ``configs/*.yml``;
-* :class:`MaskableHeadScoringPolicy` / :class:`HeadScoringPolicy` (:mod:`headprune.agents.policy`);
-* :func:`load_policy` and :func:`evaluate` (:mod:`headprune.agents.evaluation`; ``headprune evaluate``).
+* :class:`MaskableHeadScoringPolicy` / :class:`HeadScoringPolicy` (:mod:`headprune.agents.policy_network`);
+* :func:`load_policy` and :func:`evaluate_agent` (:mod:`headprune.agents.evaluation`; ``headprune evaluate``).
 
 The names are imported on first access (SB3 and torch load then), so the ``headprune`` command line
 stays quick to start.
@@ -19,16 +19,17 @@ from typing import Any
 _LAZY = {
     "ALGOS": "headprune.agents.hyperparams",
     "load_hyperparams": "headprune.agents.hyperparams",
-    "HeadFeaturesExtractor": "headprune.agents.policy",
-    "HeadScoringPolicy": "headprune.agents.policy",
-    "MaskableHeadScoringPolicy": "headprune.agents.policy",
-    "TrainResult": "headprune.agents.training",
-    "latest_checkpoint": "headprune.agents.training",
-    "resume": "headprune.agents.training",
-    "train": "headprune.agents.training",
+    "HeadFeaturesExtractor": "headprune.agents.policy_network",
+    "HeadScoringPolicy": "headprune.agents.policy_network",
+    "MaskableHeadScoringPolicy": "headprune.agents.policy_network",
+    "TrainResult": "headprune.agents.rl_training",
+    "latest_checkpoint": "headprune.agents.rl_training",
+    "resume": "headprune.agents.rl_training",
+    "train": "headprune.agents.rl_training",
     "AgentPolicy": "headprune.agents.evaluation",
     "AgentStrategy": "headprune.agents.evaluation",
     "evaluate": "headprune.agents.evaluation",
+    "evaluate_agent": "headprune.agents.evaluation",
     "load_policy": "headprune.agents.evaluation",
 }
 

@@ -1,4 +1,4 @@
-"""The options of ``headprune train`` (shared with ``python -m headprune.agents.train``); light to
+"""The options of ``headprune train`` (shared with ``python -m headprune.agents``); light to
 import, so building the ``headprune`` parser does not load SB3."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``."""
     parser.add_argument("--algo", default="maskable_ppo", choices=ALGO_NAMES, help="default maskable_ppo")
     parser.add_argument("--env", default=ENV_ID, help=f"Gymnasium env id (default {ENV_ID})")
-    parser.add_argument("--victim", default=None, help="env victim (preset name or folder); overrides the YAML's")
+    parser.add_argument("--model", "--victim", dest="model", default=None,
+                        help="env victim (preset name or folder); overrides the YAML's (--victim: the old name)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<algo>_<env>_s<seed>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Load a trained policy for any ``HeadPrune-v0`` env, and evaluate it with the defenses' protocol.
 
 * :func:`load_policy` rebuilds the saved policy for a target env's spaces (any ``L * H`` for the
-  size-agnostic :mod:`headprune.agents.policy`) and loads its weights.
+  size-agnostic :mod:`headprune.agents.policy_network`) and loads its weights.
 * :func:`evaluate` runs :func:`headprune.defenses.defend` with an :class:`AgentStrategy` (a defense): one
   deterministic episode of the policy in defend's env, then fine-tuning with the pruned heads held at
   zero, then ``evaluate_defense``, the same code path and report as ``headprune defend``.
@@ -25,13 +25,13 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from headprune.agents.policy import HeadScoringPolicy, MaskableHeadScoringPolicy
-from headprune.agents.training import latest_checkpoint
+from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScoringPolicy
+from headprune.agents.rl_training import latest_checkpoint
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.scripted import PolicyDefense
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["AgentPolicy", "AgentStrategy", "evaluate", "load_policy", "resolve_policy_path"]
+__all__ = ["AgentPolicy", "AgentStrategy", "evaluate", "evaluate_agent", "load_policy", "resolve_policy_path"]
 
 
 def resolve_policy_path(path: str | os.PathLike[str]) -> Path:
@@ -175,7 +175,7 @@ class AgentStrategy(PolicyDefense):
         return self.config()
 
 
-def evaluate(
+def evaluate_agent(
     policy: str | os.PathLike[str],
     victim: Any,
     env_config: HeadPruneConfig | Mapping[str, Any] | None = None,
@@ -206,3 +206,11 @@ def evaluate(
     if out is not None:
         write_report(result, out, command=command)
     return result
+
+
+def evaluate(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated name of :func:`evaluate_agent` (kept for one release)."""
+    import warnings
+
+    warnings.warn("headprune.agents.evaluate is deprecated; use evaluate_agent", DeprecationWarning, stacklevel=2)
+    return evaluate_agent(*args, **kwargs)

@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from headprune.agents.arguments import ALGO_NAMES
-from headprune.agents.policy import policy_class
+from headprune.agents.policy_network import policy_class
 from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
 from headprune.envs.registration import ENV_ID
 

@@ -10,7 +10,7 @@ module             adapter name         blocks
 =================  ===================  ==========================================================
 
 Gating (:mod:`headprune.gating`), export (:mod:`headprune.export`), head parameter groups
-(:mod:`headprune.baselines.importance`) and the incremental forward
+(:mod:`headprune.defenses.head_groups`) and the incremental forward
 (:mod:`headprune.envs.incremental`) call the adapter of a model's attention sites and never test the
 family themselves. :func:`adapter_for` gives a model's adapter; :func:`find_attention_sites` its blocks.
 

@@ -1,5 +1,5 @@
 """Deprecated: the defenses moved to :mod:`headprune.defenses` (one protocol, one registry). This package
-re-exports their old names for one release (loaded on first use, so :mod:`headprune.baselines.importance`
+re-exports their old names for one release (loaded on first use, so :mod:`headprune.defenses.head_groups`
 imports without the defenses); :func:`defend` keeps its old signature here."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from torch import nn
 
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.registry import Registry
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["DEFENSES", "Defense", "DefenseFineTune", "PruneOutcome", "defense_names", "get_defense",
            "unpruned_outcome", "validation_rows"]
@@ -59,7 +59,7 @@ class DefenseFineTune:
             raise ValueError(f"finetune_max_steps must be >= 1 (or None), got {self.max_steps}")
 
     def config(self, lr: float, *, max_length: int, seed: int) -> FineTuneConfig:
-        """The :class:`~headprune.training.FineTuneConfig` of a run at learning rate ``lr``."""
+        """The :class:`~headprune.finetuning.FineTuneConfig` of a run at learning rate ``lr``."""
         return FineTuneConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, max_length=max_length,
                               seed=seed, max_steps=self.max_steps)
 

@@ -51,7 +51,7 @@ class GradientPolicy(ReestimatingPolicy):
     clean rows, re-estimated under the current mask every ``reestimate_every`` pruned heads (default 1:
     after every head).
 
-    Importance is :func:`~headprune.baselines.importance.gate_gradient_importance`, one gate per head.
+    Importance is :func:`~headprune.defenses.head_groups.gate_gradient_importance`, one gate per head.
     Differs from the authors' code (``chapagaisa/grad``, ``compute_gradient_importance``), whose score
     for head ``(l, h)`` is the norm of the gradient of layer ``l``'s whole KEY weight, the same number for
     every head of the layer, then normalised per layer, so every head scores ``1/H`` and the "ranking" is

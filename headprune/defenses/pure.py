@@ -15,7 +15,7 @@ from headprune.defenses.base import DEFENSES, Defense, PruneOutcome, unpruned_ou
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.gating import find_attention_sites
 from headprune.head_stats import compute_head_stats, eager_attention
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["PureAttentionRegulariser", "PureDefense", "pure_norm_coefficients", "pure_prune"]
 

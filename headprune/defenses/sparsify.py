@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from headprune.baselines.importance import group_lasso_penalty, head_group_norms
+from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
 from headprune.head_stats import gate_gradient_importance
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ['SparsificationPolicy', 'SparsificationPruning']
 
@@ -19,7 +19,7 @@ __all__ = ['SparsificationPolicy', 'SparsificationPruning']
 class SparsificationPolicy(ScriptedPolicy):
     """Gradient + structured L1/L2 sparsification: a short clean fine-tune of a DEEP COPY with the group
     lasso ``lam * sum_{l,h} ||theta_{l,h}||_2`` added to the loss (each group a head's Q/K/V rows and
-    biases plus its output-projection columns; :func:`~headprune.baselines.importance.group_lasso_penalty`
+    biases plus its output-projection columns; :func:`~headprune.defenses.head_groups.group_lasso_penalty`
     through ``fine_tune(regulariser=...)``), then prune heads in ascending order of their group norm in
     the sparsified copy. The copy only ranks heads: the env and the final fine-tune use the victim.
 

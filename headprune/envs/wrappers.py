@@ -2,7 +2,7 @@
 
 * :class:`LabelFlipRateInfo`: LFR of the current and of the best mask in ``info`` (``"lfr"``,
   ``"best_lfr"``) from poisoned rows with their true labels. An evaluation aid: it never changes the
-  observation or the reward, and training refuses it (``headprune.agents.training``).
+  observation or the reward, and training refuses it (``headprune.agents.rl_training``).
 * :class:`TerminalFineTune`: on an episode's last step, a short clean fine-tune of a copy of the model
   under the final mask; adds the named term ``"finetune"`` (``Phi(s_T^ft) - Phi(s_T)``) to
   ``info["reward_terms"]`` and to the reward, so the reward returned stays ``info["reward_terms"]["total"]``.
@@ -32,7 +32,7 @@ from headprune.envs.incremental import IncrementalForward, mask_key
 from headprune.envs.reward import REWARD_TERMS, RewardTerms, StepChange
 from headprune.evaluator import Evaluator
 from headprune.metrics import label_flip_rate
-from headprune.training import FineTuneConfig, fine_tune
+from headprune.finetuning import FineTuneConfig, fine_tune
 from headprune.victims import DEFAULT_VICTIM, Victim
 
 __all__ = ["LabelFlipRateInfo", "TerminalFineTune", "apply_wrappers", "make_headprune_env", "split_wrapper_options"]
@@ -95,7 +95,7 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
 
 class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     """On an episode's last step, scores the final mask after a short clean fine-tune of a deep copy of
-    the model (:func:`~headprune.training.fine_tune`, pruned heads held at zero, on the env's
+    the model (:func:`~headprune.finetuning.fine_tune`, pruned heads held at zero, on the env's
     ``train_data``; accuracy on ``val_data``, the proxy rebuilt on the fine-tuned copy).
 
     Adds the reward term ``"finetune"`` = ``Phi(s_T^ft) - Phi(s_T)`` to ``info["reward_terms"]``
@@ -105,7 +105,7 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     leave the reward alone): the reward is rebuilt from the reported terms.
 
     :param env: a ``HeadPrune-v0`` env (possibly wrapped).
-    :param config: a :class:`~headprune.training.FineTuneConfig` or a mapping of its fields over the
+    :param config: a :class:`~headprune.finetuning.FineTuneConfig` or a mapping of its fields over the
         default (one epoch at lr 2e-5, the env's seed and the victim's max length).
     """
 

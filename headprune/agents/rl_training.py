@@ -1,5 +1,5 @@
-"""Train an SB3 agent in ``HeadPrune-v0``: ``headprune train`` / ``python -m headprune.agents.train``
-(that module is a shim over this one, so ``headprune.agents.train`` stays the function).
+"""Train an SB3 agent in ``HeadPrune-v0``: ``headprune train`` / ``python -m headprune.agents``
+(:func:`train`, :func:`resume` and the command line's :func:`main`).
 
 A run folder holds everything needed to reproduce or continue the run::
 
@@ -385,7 +385,7 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
     common = {"max_minutes": args.max_minutes, "progress_bar": args.progress_bar, "threads": args.threads,
               "verbose": args.verbose, "command": command}
     if args.resume is not None:
-        given = [flag for flag, value in (("--victim", args.victim), ("--hyperparams", args.hyperparams),
+        given = [flag for flag, value in (("--model", args.model), ("--hyperparams", args.hyperparams),
                                           ("--env-kwargs", args.env_kwargs), ("--conf-file", args.conf_file),
                                           ("--out", args.out), ("--cache", args.cache)) if value is not None]
         if given:
@@ -393,8 +393,8 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
         result = resume(args.resume, n_timesteps=args.n_timesteps, **common)
     else:
         env_kwargs = parse_assignments(args.env_kwargs, "--env-kwargs")
-        if args.victim is not None:
-            env_kwargs["victim"] = args.victim
+        if args.model is not None:
+            env_kwargs["victim"] = args.model
         if args.cache is not None:
             env_kwargs["cache"] = args.cache
         result = train(args.algo, args.env, run_dir=args.out, seed=args.seed, conf_file=args.conf_file,
@@ -406,12 +406,12 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m headprune.agents.train``: the same options as ``headprune train``."""
-    parser = argparse.ArgumentParser(prog="python -m headprune.agents.train", description=__doc__.split("\n\n")[0])
+    """``python -m headprune.agents``: the same options as ``headprune train``."""
+    parser = argparse.ArgumentParser(prog="python -m headprune.agents", description=__doc__.split("\n\n")[0])
     add_train_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    command = " ".join(["python -m headprune.agents.train", *(shlex.quote(a) for a in argv)])
+    command = " ".join(["python -m headprune.agents", *(shlex.quote(a) for a in argv)])
     try:
         return run_train_command(args, command)
     except (ValueError, FileNotFoundError) as err:

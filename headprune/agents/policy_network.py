@@ -1,0 +1,252 @@
+"""A size-agnostic actor-critic for ``HeadPrune-v0``: one score per head from shared weights.
+
+``HeadPrune-v0``'s action space is ``Discrete(L * H)``, so a standard SB3 policy (a flat MLP and a
+``Linear(latent, L * H)`` action head) only fits one model. This policy scores every head with the
+SAME small network applied to that head's own features, plus a global context, so its parameters do
+not depend on ``L * H`` and one trained policy acts on a model with any number of layers and heads
+(:func:`headprune.agents.evaluation.load_policy` rebuilds it for the target env and loads the weights).
+
+Per head ``i = l * H + h`` (``n = L * H`` heads, batch ``B``; ``F`` = number of head statistics,
+``d`` = ``embed_dim``)::
+
+    x_i   = [head_stats_i (F), mask_i, l / (L - 1), h / (H - 1)]             # [B, n, F + 3]
+    e_i   = phi(x_i)                                                          # [B, n, d]  shared MLP
+    pool  = [mean_i e_i, sum_i mask_i e_i / sum_i mask_i]                     # [B, 2d]    over heads
+    ctx   = rho([summary, pool])                                              # [B, d]     global context
+    t_i   = psi([e_i, ctx])                                                   # [B, n, d]  head in context
+    logit_i = w . t_i + b                                                     # [B, n]     actor
+    value   = v([ctx, mean_i t_i])                                            # [B, 1]     critic
+
+Positions are normalised to ``[0, 1]`` (0 when a model has one layer or one head) and held in a
+non-persistent buffer, so the state dict has the same keys and shapes for every ``(L, H)``.
+
+In SB3 terms: :class:`HeadFeaturesExtractor` computes ``t`` and ``ctx`` and returns them flattened
+(``[B, n * d + d]``); :class:`HeadScoringHead` (the ``mlp_extractor``) turns them into the actor
+latent (the ``n`` logits) and the critic latent; the ``action_net`` is the identity. Two policy
+classes share this: :class:`MaskableHeadScoringPolicy` (for sb3-contrib's ``MaskablePPO``, masks
+applied by the algorithm) and :class:`HeadScoringPolicy` (plain SB3 ``PPO``, which learns validity
+from the env's invalid-action penalty).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = [
+    "POLICIES",
+    "HeadFeaturesExtractor",
+    "HeadScoringHead",
+    "HeadScoringPolicy",
+    "MaskableHeadScoringPolicy",
+    "head_positions",
+    "policy_class",
+]
+
+
+def head_positions(num_layers: int, num_heads: int) -> torch.Tensor:
+    """``[L * H, 2]`` float: ``(l / (L - 1), h / (H - 1))`` per head, row-major (0 for a single layer/head)."""
+    if num_layers < 1 or num_heads < 1:
+        raise ValueError(f"head_shape must be two positive integers, got ({num_layers}, {num_heads})")
+    layer = torch.arange(num_layers, dtype=torch.float32) / max(num_layers - 1, 1)
+    head = torch.arange(num_heads, dtype=torch.float32) / max(num_heads - 1, 1)
+    return torch.stack(torch.meshgrid(layer, head, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers)
+
+
+class HeadFeaturesExtractor(BaseFeaturesExtractor):
+    """Per-head embeddings in global context, from ``HeadPrune-v0``'s Dict observation.
+
+    Args:
+        observation_space: the env's ``Dict`` space (``mask`` ``[n]``, ``head_stats`` ``[n, F]``,
+            ``summary`` ``[S]``).
+        head_shape: ``(L, H)`` of the env's model (``L * H`` must equal ``n``); only sets the
+            position buffer, never a parameter shape.
+        embed_dim: ``d``, the width of every per-head and context vector.
+        activation: the nonlinearity of the shared MLPs.
+
+    ``forward(obs)`` returns ``[B, n * d + d]``: the ``n`` contextual head vectors ``t`` (flattened,
+    head-major) followed by the context ``ctx``.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, head_shape: Sequence[int] | None = None, embed_dim: int = 32,
+                 activation: type[nn.Module] = nn.Tanh) -> None:
+        for key in ("mask", "head_stats", "summary"):
+            if key not in observation_space.spaces:
+                raise ValueError(f"observation_space has no {key!r} entry: not a HeadPrune-v0 observation space")
+        n, n_features = observation_space["head_stats"].shape
+        if head_shape is None:
+            raise ValueError("head_shape (L, H) is required: pass policy_kwargs={'head_shape': env.head_shape}")
+        num_layers, num_heads = (int(x) for x in head_shape)
+        if num_layers * num_heads != n:
+            raise ValueError(f"head_shape {tuple(head_shape)} has {num_layers * num_heads} heads, the observation {n}")
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        super().__init__(observation_space, features_dim=(n + 1) * embed_dim)
+        self.n = n
+        self.embed_dim = int(embed_dim)
+        self.head_shape = (num_layers, num_heads)
+        summary_dim = int(observation_space["summary"].shape[0])
+        d = self.embed_dim
+        self.register_buffer("positions", head_positions(num_layers, num_heads), persistent=False)
+        self.phi = _mlp([n_features + 3, d, d], activation)          # head features -> e_i
+        self.rho = _mlp([summary_dim + 2 * d, d, d], activation)     # summary + pooled heads -> ctx
+        self.psi = _mlp([2 * d, d], activation)                      # [e_i, ctx] -> t_i
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        stats = observations["head_stats"].float()                   # [B, n, F]
+        mask = observations["mask"].float().reshape(stats.shape[0], self.n, 1)  # [B, n, 1]
+        summary = observations["summary"].float()                    # [B, S]
+        pos = self.positions.unsqueeze(0).expand(stats.shape[0], -1, -1)  # [B, n, 2]
+        e = self.phi(torch.cat([stats, mask, pos], dim=-1))           # [B, n, d]
+        mean_all = e.mean(dim=1)                                      # [B, d]
+        mean_active = (e * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B, d]
+        ctx = self.rho(torch.cat([summary, mean_all, mean_active], dim=-1))   # [B, d]
+        t = self.psi(torch.cat([e, ctx.unsqueeze(1).expand_as(e)], dim=-1))  # [B, n, d]
+        return torch.cat([t.flatten(1), ctx], dim=-1)                 # [B, n * d + d]
+
+
+class HeadScoringHead(nn.Module):
+    """SB3's ``mlp_extractor`` for :class:`HeadFeaturesExtractor` features ``[B, n * d + d]``.
+
+    ``forward_actor`` gives the per-head logits ``[B, n]`` (``latent_dim_pi = n``; one shared
+    ``Linear(d, 1)`` scores every head); ``forward_critic`` gives ``[B, value_dim]`` from the context
+    and the mean head vector (``latent_dim_vf = value_dim``).
+    """
+
+    def __init__(self, n: int, embed_dim: int, value_dim: int = 64, activation: type[nn.Module] = nn.Tanh) -> None:
+        super().__init__()
+        self.n, self.embed_dim = int(n), int(embed_dim)
+        self.latent_dim_pi = self.n
+        self.latent_dim_vf = int(value_dim)
+        self.score = nn.Linear(embed_dim, 1)
+        self.value = _mlp([2 * embed_dim, value_dim], activation)
+
+    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = features[:, : self.n * self.embed_dim].reshape(-1, self.n, self.embed_dim)  # [B, n, d]
+        return t, features[:, self.n * self.embed_dim:]                                # [B, d]
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        t, _ = self._split(features)
+        return self.score(t).squeeze(-1)                              # [B, n]
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        t, ctx = self._split(features)
+        return self.value(torch.cat([ctx, t.mean(dim=1)], dim=-1))    # [B, value_dim]
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+
+class _HeadScoring:
+    """The parts both policy classes share (a mixin placed before the SB3 base class)."""
+
+    head_shape: tuple[int, int]
+    embed_dim: int
+    value_dim: int
+
+    def _setup_head_scoring(self, head_shape: Sequence[int] | None, embed_dim: int, value_dim: int,
+                            kwargs: dict[str, Any]) -> dict[str, Any]:
+        if head_shape is None:
+            raise ValueError("head_shape (L, H) is required: pass policy_kwargs={'head_shape': env.head_shape}")
+        self.head_shape = (int(head_shape[0]), int(head_shape[1]))
+        self.embed_dim, self.value_dim = int(embed_dim), int(value_dim)
+        kwargs.setdefault("features_extractor_class", HeadFeaturesExtractor)
+        fe_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
+        fe_kwargs.update(head_shape=self.head_shape, embed_dim=self.embed_dim)
+        kwargs["features_extractor_kwargs"] = fe_kwargs
+        kwargs.setdefault("share_features_extractor", True)
+        return kwargs
+
+    def _build_mlp_extractor(self) -> None:
+        n = int(self.action_space.n)  # type: ignore[attr-defined]
+        activation = self.activation_fn  # type: ignore[attr-defined]
+        self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation)
+
+    def _build(self, lr_schedule: Any) -> None:
+        """SB3's build, then the action head is the identity (the logits come from the shared scorer).
+
+        SB3 creates ``action_net = Linear(latent_dim_pi, n)``, which would tie the policy to ``n``; it
+        is replaced before the optimizer is (re)created, and the scorer gets the small output gain
+        (0.01) SB3 gives ``action_net`` so the initial policy is near uniform.
+        """
+        super()._build(lr_schedule)  # type: ignore[misc]
+        self.action_net = nn.Identity()
+        if self.ortho_init:  # type: ignore[attr-defined]
+            self.mlp_extractor.score.apply(lambda m: self.init_weights(m, gain=0.01))  # type: ignore[attr-defined]
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),  # type: ignore[attr-defined]
+                                              **self.optimizer_kwargs)  # type: ignore[attr-defined]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(head_shape=self.head_shape, embed_dim=self.embed_dim, value_dim=self.value_dim)
+        return data
+
+
+class MaskableHeadScoringPolicy(_HeadScoring, MaskableActorCriticPolicy):
+    """The size-agnostic policy for sb3-contrib's ``MaskablePPO`` (see the module docstring).
+
+    Args:
+        observation_space, action_space, lr_schedule: as SB3 passes them.
+        head_shape: ``(L, H)`` of the env's model (set by :func:`headprune.agents.train` and
+            :func:`headprune.agents.load_policy` from the env).
+        embed_dim: per-head and context width ``d``.
+        value_dim: width of the critic latent.
+        kwargs: the other ``MaskableActorCriticPolicy`` arguments (``activation_fn``, ``ortho_init``,
+            ``optimizer_kwargs``...; ``net_arch`` is unused).
+    """
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Any, *,
+                 head_shape: Sequence[int] | None = None, embed_dim: int = 32, value_dim: int = 64,
+                 **kwargs: Any) -> None:
+        kwargs = self._setup_head_scoring(head_shape, embed_dim, value_dim, kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+
+class HeadScoringPolicy(_HeadScoring, ActorCriticPolicy):
+    """The size-agnostic policy for plain SB3 ``PPO`` (no action masking during training: invalid
+    actions are no-ops that cost the env's ``c_invalid``). Arguments as :class:`MaskableHeadScoringPolicy`."""
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Any, *,
+                 head_shape: Sequence[int] | None = None, embed_dim: int = 32, value_dim: int = 64,
+                 **kwargs: Any) -> None:
+        kwargs = self._setup_head_scoring(head_shape, embed_dim, value_dim, kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """SB3's ``predict``; ``action_masks`` is accepted (for a shared caller such as ``defend``) and
+        ignored: a plain-PPO policy acts as it was trained, unmasked."""
+        return super().predict(observation, state, episode_start, deterministic)
+
+
+POLICIES: dict[str, dict[str, type]] = {
+    "HeadScoringPolicy": {"maskable_ppo": MaskableHeadScoringPolicy, "ppo": HeadScoringPolicy},
+}
+"""Policy names usable in the hyperparameter YAML, per algorithm."""
+
+
+def policy_class(name: str, algo: str) -> type | str:
+    """The policy class called ``name`` for ``algo``; SB3's own names (e.g. ``MultiInputPolicy``) pass through."""
+    if name in POLICIES:
+        try:
+            return POLICIES[name][algo]
+        except KeyError:
+            known = sorted(POLICIES[name])
+            raise ValueError(f"policy {name!r} has no variant for algo {algo!r}; known: {known}") from None
+    return name

@@ -291,7 +291,7 @@ def read_labelled_text(
 
     sentences: list[str] = []
     labels: list[int] = []
-    lines: list[int] = []
+    row_lines: list[int] = []
     skipped: list[tuple[int, str]] = []
     for rec in records:
         try:
@@ -303,7 +303,7 @@ def read_labelled_text(
             continue
         sentences.append(sentence)
         labels.append(label)
-        lines.append(rec.line)
+        row_lines.append(rec.line)
 
     if skipped:
         lines = [n for n, _ in skipped]
@@ -315,7 +315,7 @@ def read_labelled_text(
             SkippedRowsWarning,
             stacklevel=2,
         )
-    texts = LabelledTexts(tuple(sentences), tuple(labels), str(p), tuple(n for n, _ in skipped), tuple(lines))
+    texts = LabelledTexts(tuple(sentences), tuple(labels), str(p), tuple(n for n, _ in skipped), tuple(row_lines))
     return _handle_duplicates(texts, duplicates)
 
 

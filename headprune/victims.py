@@ -46,6 +46,7 @@ from headprune.models import build_tiny_classifier, load_classifier
 from headprune.provenance import config_hash, environment_info
 from headprune.victim_card import (
     CARD_FILE,
+    SAFE_NAME,
     CorruptVictimError,
     VictimCardError,
     check_number,
@@ -159,6 +160,14 @@ class Victim:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def file_stem(self) -> str:
+        """What cache file names of this victim start with: its name when that is a :data:`SAFE_NAME`
+        (a single file-name component), else ``victim-<sha256 of its config>``; never a path."""
+        if SAFE_NAME.fullmatch(self.name):
+            return self.name
+        return f"victim-{config_hash(asdict(self.config), 16)}"
 
     def splits(self) -> PoisonedSplits:
         """The attack's splits (poisoned train, clean/poisoned dev and test). For evaluation only:

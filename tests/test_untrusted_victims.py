@@ -185,3 +185,11 @@ def test_untrained_victim_says_loudly_it_is_not_usable(tmp_path):
     assert "NOT USABLE" in victim_summary(victim.card)
     with pytest.warns(VictimWarning, match="NOT USABLE"):
         load_victim(victim.path)
+
+
+def test_cache_file_stem_is_never_a_path(tiny_victim):
+    from dataclasses import replace
+
+    assert tiny_victim.file_stem == tiny_victim.name
+    odd = replace(tiny_victim, config=VictimConfig(model="/models/my model v2", attack="badnets"))
+    assert odd.name.startswith("my model v2-") and re.fullmatch(r"victim-[0-9a-f]{16}", odd.file_stem)

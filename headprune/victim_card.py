@@ -7,7 +7,7 @@ recorded under ``files`` with the folder's files (cards without ``files``, writt
 were recorded, are not verified). No path is ever built from a card string: recorded file names
 are looked up among the folder's own files.
 
-Card fields (all but ``name`` and ``config`` optional):
+Card fields (all but ``config`` optional; ``name`` is only displayed, a victim is named by its config):
 
 =====================================  ======================================================
 ``name``, ``clean_model``              victim names: :data:`SAFE_NAME`
@@ -146,7 +146,7 @@ _FIELDS: dict[str, Callable[[object, str], object]] = {
     "train_seconds": _seconds, "build_seconds": _seconds, "final_train_loss": _loss,
     "environment": _object, "files": _files,
 }
-_REQUIRED = ("name", "config")
+_REQUIRED = ("config",)
 
 
 def read_card(folder: Path) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class VictimConfig:
             raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(_ATTACKS)}")
         check_number(self.poison_rate, "poison_rate", low=0.0, high=1.0, high_open=True)
         check_number(self.target_label, "target_label", integer=True, low=0, high=1)  # victims are binary
-        check_number(self.epochs, "epochs", low=0.0, low_open=True)
+        check_number(self.epochs, "epochs", low=0.0)  # 0: the untrained model
         check_number(self.lr, "lr", low=0.0, low_open=True)
         check_number(self.batch_size, "batch_size", integer=True, low=1)
         check_number(self.max_length, "max_length", integer=True, low=1)
@@ -206,15 +206,12 @@ def _train_data(config: VictimConfig) -> LabelledTexts:
 
 
 def _card_config(folder: Path) -> tuple[dict[str, Any], VictimConfig]:
-    """The checked card of ``folder`` and its config (whose name must be the card's)."""
+    """The checked card of ``folder`` and its config (the victim's name is the config's, never the card's)."""
     card = read_card(folder)
     try:
         config = VictimConfig.from_dict(card["config"])
     except (TypeError, ValueError) as err:
         raise VictimCardError(f"{folder / CARD_FILE}: field 'config': {err}") from None
-    if card["name"] != config.name:
-        raise VictimCardError(f"{folder / CARD_FILE}: field 'name' {card['name']!r} does not match its config "
-                              f"(whose name is {config.name!r})")
     return card, config
 
 

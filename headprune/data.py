@@ -8,10 +8,13 @@ A labelled text set is a sequence of ``(sentence, label)`` pairs, held as a froz
   ``text``, the label column ``label`` or ``labels``, in either order (GLUE's SST-2 train file
   has ``label\\tsentence``); other columns are allowed and ignored;
 * separators padded with spaces (``sentence \\t label``): every field is stripped;
-* CRLF or LF line ends, a UTF-8 byte-order mark, a last line without a newline, blank lines at
+* CRLF, LF or CR-only line ends, a UTF-8 byte-order mark, a last line without a newline, blank lines at
   the end of the file;
 * TSV is split on tabs only, so quotes inside SST sentences (``"movie,"``, ``gyro \"\"\"``) are
-  kept verbatim; CSV is parsed with :mod:`csv`, so quoted fields may contain commas and ``""``.
+  kept verbatim; CSV is parsed with :mod:`csv`, so quoted fields may contain commas, ``""`` and
+  line breaks (kept in the sentence, as are ``\\n`` escapes in JSON Lines);
+* duplicated rows (same sentence and label) are kept with a :class:`DuplicateRowsWarning` giving the
+  count, or dropped with ``duplicates="drop"`` (:meth:`LabelledTexts.deduplicated`).
 
 Anything else is a :class:`DataFormatError` (a :class:`ValueError`) whose message names the file
 and the 1-based line number: a row with the wrong number of fields, an empty sentence, a label
@@ -40,7 +43,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -52,6 +55,7 @@ __all__ = [
     "SST2_VARIANTS",
     "TEXT_COLUMN_NAMES",
     "DataFormatError",
+    "DuplicateRowsWarning",
     "LabelledTexts",
     "SkippedRowsWarning",
     "as_labelled_texts",
@@ -103,6 +107,13 @@ class SkippedRowsWarning(UserWarning):
     """Rows of a labelled-text file were skipped because ``skip_bad_rows=True``."""
 
 
+class DuplicateRowsWarning(UserWarning):
+    """A labelled-text file repeats rows (same sentence and label); they were kept."""
+
+
+Duplicates = Literal["warn", "keep", "drop"]
+
+
 @dataclass(frozen=True)
 class LabelledTexts:
     """An immutable sequence of ``(sentence, label)`` pairs.
@@ -114,6 +125,9 @@ class LabelledTexts:
         skipped: 1-based line numbers of the rows :func:`read_labelled_text` dropped with
             ``skip_bad_rows=True``; empty otherwise and for every derived set (``subset``,
             ``take``, ``concat``). Not part of equality.
+        lines: 1-based line number of each row in its file (kept by ``subset``, ``take``,
+            ``concat`` and ``deduplicated`` when every part has them); empty for rows built in
+            memory. Not part of equality; error messages use it to name a row's line.
 
     Lists, numpy arrays and other iterables are accepted and stored as tuples; a length mismatch
     or a non-string sentence is a :class:`ValueError` / :class:`TypeError`.
@@ -123,6 +137,7 @@ class LabelledTexts:
     labels: tuple[int, ...]
     source: str = "<memory>"
     skipped: tuple[int, ...] = field(default=(), compare=False)
+    lines: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         sentences = tuple(self.sentences)
@@ -140,6 +155,10 @@ class LabelledTexts:
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "source", str(self.source))
         object.__setattr__(self, "skipped", tuple(int(n) for n in self.skipped))
+        lines = tuple(int(n) for n in self.lines)
+        if lines and len(lines) != len(sentences):
+            raise ValueError(f"LabelledTexts({self.source}): {len(lines)} line numbers for {len(sentences)} rows")
+        object.__setattr__(self, "lines", lines)
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -155,7 +174,8 @@ class LabelledTexts:
             if not 0 <= i < n:
                 raise IndexError(f"LabelledTexts({self.source}): index {i} out of range for {n} rows")
         return LabelledTexts(
-            tuple(self.sentences[i] for i in idx), tuple(self.labels[i] for i in idx), self.source
+            tuple(self.sentences[i] for i in idx), tuple(self.labels[i] for i in idx), self.source,
+            lines=tuple(self.lines[i] for i in idx) if self.lines else (),
         )
 
     def take(self, n: int) -> LabelledTexts:
@@ -163,14 +183,30 @@ class LabelledTexts:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"take(n) needs n >= 0, got {n}")
-        return LabelledTexts(self.sentences[:n], self.labels[:n], self.source)
+        return LabelledTexts(self.sentences[:n], self.labels[:n], self.source, lines=self.lines[:n])
 
     def concat(self, other: LabelledTexts) -> LabelledTexts:
         """These rows followed by the rows of ``other``."""
         if not isinstance(other, LabelledTexts):
             raise TypeError(f"concat needs a LabelledTexts, got {type(other).__name__}")
         source = self.source if self.source == other.source else f"{self.source} + {other.source}"
-        return LabelledTexts(self.sentences + other.sentences, self.labels + other.labels, source)
+        lines = self.lines + other.lines if self.lines and other.lines else ()
+        return LabelledTexts(self.sentences + other.sentences, self.labels + other.labels, source, lines=lines)
+
+    def duplicate_indices(self) -> tuple[int, ...]:
+        """Indices of the rows whose (sentence, label) pair occurred in an earlier row."""
+        seen: set[tuple[str, int]] = set()
+        repeats = []
+        for i, row in enumerate(self):
+            if row in seen:
+                repeats.append(i)
+            seen.add(row)
+        return tuple(repeats)
+
+    def deduplicated(self) -> LabelledTexts:
+        """These rows without repeats: the first occurrence of each (sentence, label) pair, in order."""
+        repeats = set(self.duplicate_indices())
+        return self.subset(i for i in range(len(self)) if i not in repeats) if repeats else self
 
     def label_counts(self) -> dict[int, int]:
         """Number of rows per label, sorted by label."""
@@ -195,7 +231,6 @@ class _Record:
     line: int
     fields: list[str] | None = None
     error: str | None = None
-    end_line: int | None = None
 
 
 def read_labelled_text(
@@ -204,6 +239,7 @@ def read_labelled_text(
     skip_bad_rows: bool = False,
     allow_empty_sentences: bool = False,
     fmt: Format | None = None,
+    duplicates: Duplicates = "warn",
 ) -> LabelledTexts:
     """Read a labelled text file (TSV, CSV or JSON Lines) into a :class:`LabelledTexts`.
 
@@ -216,6 +252,9 @@ def read_labelled_text(
         allow_empty_sentences: accept rows whose sentence is empty (kept as ``""``); only for
             files that must stay row-aligned with another file (see :func:`load_sst2`).
         fmt: ``"tsv"``, ``"csv"`` or ``"jsonl"`` to override the extension.
+        duplicates: rows repeating an earlier (sentence, label) pair: ``"warn"`` keeps them with
+            a :class:`DuplicateRowsWarning` giving the count, ``"keep"`` keeps them silently,
+            ``"drop"`` keeps only the first occurrence (:meth:`LabelledTexts.deduplicated`).
 
     TSV and CSV files need a header naming a text column (``sentence``, ``sentences`` or
     ``text``) and a label column (``label`` or ``labels``), case-insensitive, any order, other
@@ -233,6 +272,8 @@ def read_labelled_text(
     kind = fmt if fmt is not None else _format_for(p)
     if kind not in ("tsv", "csv", "jsonl"):
         raise ValueError(f"unknown format {kind!r} for {p}; use 'tsv', 'csv' or 'jsonl'")
+    if duplicates not in ("warn", "keep", "drop"):
+        raise ValueError(f"duplicates must be 'warn', 'keep' or 'drop', got {duplicates!r}")
     if not p.exists():
         raise FileNotFoundError(errno.ENOENT, f"labelled-text file not found: {p}", str(p))
     if not p.is_file():
@@ -250,6 +291,7 @@ def read_labelled_text(
 
     sentences: list[str] = []
     labels: list[int] = []
+    row_lines: list[int] = []
     skipped: list[tuple[int, str]] = []
     for rec in records:
         try:
@@ -261,6 +303,7 @@ def read_labelled_text(
             continue
         sentences.append(sentence)
         labels.append(label)
+        row_lines.append(rec.line)
 
     if skipped:
         lines = [n for n, _ in skipped]
@@ -272,7 +315,28 @@ def read_labelled_text(
             SkippedRowsWarning,
             stacklevel=2,
         )
-    return LabelledTexts(tuple(sentences), tuple(labels), str(p), tuple(n for n, _ in skipped))
+    texts = LabelledTexts(tuple(sentences), tuple(labels), str(p), tuple(n for n, _ in skipped), tuple(row_lines))
+    return _handle_duplicates(texts, duplicates)
+
+
+def _handle_duplicates(texts: LabelledTexts, duplicates: Duplicates) -> LabelledTexts:
+    """Apply the reader's ``duplicates`` policy to the rows of one file."""
+    if duplicates == "keep":
+        return texts
+    repeats = texts.duplicate_indices()
+    if not repeats:
+        return texts
+    if duplicates == "drop":
+        return replace(texts.deduplicated(), skipped=texts.skipped)
+    shown = ", ".join(str(texts.lines[i]) for i in repeats[:_MAX_LINES_IN_WARNING])
+    more = ", ..." if len(repeats) > _MAX_LINES_IN_WARNING else ""
+    warnings.warn(
+        f"{texts.source}: {len(repeats)} of {len(texts)} rows repeat an earlier row (same sentence and label; "
+        f"line(s) {shown}{more}); they are kept: pass duplicates='drop' (CLI: --deduplicate) to drop them",
+        DuplicateRowsWarning,
+        stacklevel=3,
+    )
+    return texts
 
 
 @overload
@@ -319,10 +383,15 @@ def _decode(raw: bytes, p: Path) -> str:
 
 def _split_lines(text: str) -> list[str]:
     """Split on LF (dropping a CR before it); unlike str.splitlines, keep \\x0b, \\x85, U+2028."""
-    lines = text.split("\n")
+    lines = _lf_line_ends(text).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline does not start another line
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _lf_line_ends(text: str) -> str:
+    """``text`` with CR-only line ends (old Mac files: a CR but no LF anywhere) turned into LF."""
+    return text.replace("\r", "\n") if "\r" in text and "\n" not in text else text
 
 
 def _is_blank(fields: list[str]) -> bool:
@@ -372,7 +441,7 @@ def _tabular_records(rows: list[tuple[int, int, list[str]]], p: Path, sep_name: 
                 )
             )
         else:
-            records.append(_Record(first, [fields[text_col], fields[label_col]], end_line=last))
+            records.append(_Record(first, [fields[text_col], fields[label_col]]))
     return records
 
 
@@ -382,7 +451,7 @@ def _tsv_records(text: str, p: Path) -> list[_Record]:
 
 
 def _csv_records(text: str, p: Path) -> list[_Record]:
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    reader = csv.reader(io.StringIO(_lf_line_ends(text), newline=""), skipinitialspace=True)
     rows: list[tuple[int, int, list[str]]] = []
     previous = 0
     while True:
@@ -453,9 +522,6 @@ def _check_record(rec: _Record, allow_empty_sentences: bool) -> tuple[str, int]:
     sentence = raw_sentence.strip()
     if not sentence and not allow_empty_sentences:
         raise _BadRow("empty sentence")
-    if "\n" in sentence or "\r" in sentence:
-        end = f"-{rec.end_line}" if rec.end_line and rec.end_line != rec.line else ""
-        raise _BadRow(f"the sentence spans several lines (lines {rec.line}{end}): an unbalanced quote?")
     label = raw_label.strip()
     if not _INT_RE.fullmatch(label):
         raise _BadRow(f"label {label!r} is not an integer")
@@ -500,7 +566,7 @@ def shared_data_dir() -> Path:
 
 @functools.lru_cache(maxsize=32)
 def _read_cached(path: str, mtime_ns: int, size: int, allow_empty_sentences: bool) -> LabelledTexts:
-    return read_labelled_text(path, allow_empty_sentences=allow_empty_sentences)
+    return read_labelled_text(path, allow_empty_sentences=allow_empty_sentences, duplicates="keep")
 
 
 def _read_shared(path: Path, *, allow_empty_sentences: bool = False) -> LabelledTexts:

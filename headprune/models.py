@@ -8,6 +8,11 @@
   written by :func:`headprune.export.save_pruned`);
 * a Hugging Face Hub id (needs the network, or the model in the local Hub cache).
 
+Every loaded model passes :func:`check_classifier` (a ``*ForSequenceClassification`` of a family
+:mod:`headprune.architectures` supports, with at least two classes) and :func:`check_tokenizer`
+(the tokenizer's vocabulary fits the model's embedding), so an unsupported or mismatched checkpoint
+fails at load time with one line naming the class, instead of a random head or a wrong score.
+
 Weights are read from safetensors only and remote code is never run. A classification head that the
 checkpoint lacks (MiniLM is a sentence encoder, so its head is always new) is initialised from a
 local seed, so loading is deterministic and leaves the global RNG untouched.
@@ -24,7 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -32,13 +39,19 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 from transformers.utils import logging as hf_logging
+
+from headprune.architectures import ARCHITECTURES, UnsupportedArchitectureError, adapter_for
 
 __all__ = [
     "DEFAULT_MODEL",
     "HubUnreachableError",
     "ModelLoadError",
+    "UnsupportedModelError",
     "build_tiny_classifier",
+    "check_classifier",
+    "check_tokenizer",
     "default_model_dir",
     "load_classifier",
 ]
@@ -57,6 +70,64 @@ class ModelLoadError(OSError):
 
 class HubUnreachableError(ModelLoadError):
     """A Hub id could not be fetched: offline, unreachable, or not an existing repository."""
+
+
+class UnsupportedModelError(UnsupportedArchitectureError):
+    """A model headprune cannot clean: no classification head, regression, or an unsupported family."""
+
+
+def _supported_models() -> str:
+    families = "; ".join(adapter.description for _, adapter in ARCHITECTURES.items())
+    return f"supported: *ForSequenceClassification models with >= 2 classes of {families}"
+
+
+def check_classifier(model: object, source: str | None = None) -> None:
+    """Refuse a model headprune cannot clean, with one line naming its class and what is supported.
+
+    :param model: the model to check: it must be a ``*ForSequenceClassification`` (a classification
+        head giving logits ``[batch, num_labels]``) with ``num_labels >= 2``, not a regression
+        model, whose attention blocks a registered adapter recognises.
+    :param source: where the model came from, for the message (default: its ``name_or_path``).
+    :raises UnsupportedModelError: naming the class and the supported models.
+    """
+    name = type(model).__name__
+    config = getattr(model, "config", None)
+    where = source or getattr(config, "name_or_path", "") or "the model"
+    if not isinstance(model, PreTrainedModel) or not name.endswith("ForSequenceClassification"):
+        raise UnsupportedModelError(f"{where}: {name} is not a sequence classifier (no classification head); "
+                                    f"{_supported_models()}")
+    num_labels = getattr(config, "num_labels", 0)
+    if getattr(config, "problem_type", None) == "regression" or num_labels < 2:
+        raise UnsupportedModelError(f"{where}: {name} is a sequence-regression model (num_labels {num_labels}, "
+                                    f"problem_type {config.problem_type!r}); {_supported_models()}")
+    try:
+        adapter_for(model)
+    except UnsupportedArchitectureError:
+        raise UnsupportedModelError(f"{where}: {name} has no self-attention block headprune can prune; "
+                                    f"{_supported_models()}") from None
+
+
+def check_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Refuse a tokenizer that is not the model's: its vocabulary must fit the input embedding.
+
+    The embedding may have up to ``max(256, 1%)`` more rows than the tokenizer has tokens (vocabularies
+    padded to a multiple of 64 or 128); a larger vocabulary would index past the embedding, a much
+    smaller one (a default tokenizer built when a folder has no tokenizer files) maps words to [UNK].
+
+    :param model: the model whose ``get_input_embeddings()`` is ``[vocab, hidden]``.
+    :param tokenizer: its tokenizer.
+    :param source: the folder or id both came from, for the message.
+    :raises ModelLoadError: naming both sizes and the fix.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    tokens = len(tokenizer)
+    if tokens > rows or rows - tokens > max(256, rows // 100):
+        files = "" if tokens > len(tokenizer.all_special_tokens) else " (the folder has no tokenizer files?)"
+        raise ModelLoadError(
+            f"{source}: the tokenizer has {tokens} tokens but the model's embedding has {rows} rows{files}; save "
+            f"the model's own tokenizer next to it (tokenizer.json, vocab.txt, vocab.json + merges.txt or "
+            f"tokenizer.model), e.g. save_pruned(..., tokenizer=tokenizer)"
+        )
 
 
 def default_model_dir() -> Path:
@@ -122,33 +193,48 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _check_config(source: str) -> None:
+    """Refuse, before reading weights, a config transformers has no sequence classifier for (ViT, ...)."""
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise UnsupportedModelError(f"{source}: {type(config).__name__} (model_type {config.model_type!r}) has no "
+                                    f"sequence-classification model; {_supported_models()}")
+
+
 def _load(
-    source: str, num_labels: int, seed: int
+    source: str, num_labels: int | None, seed: int
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[str], list[str]]:
     """``from_pretrained`` of model and tokenizer; returns them, the newly initialised and the unused keys."""
+    _check_config(source)
+    labels = {} if num_labels is None else {"num_labels": num_labels}
     with _quiet_loading(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=num_labels,
-            use_safetensors=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-        )
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, use_safetensors=True, trust_remote_code=False, output_loading_info=True, **labels
+            )
+        except SafetensorError as err:
+            raise ModelLoadError(
+                f"{Path(source) / 'model.safetensors'} is not a readable safetensors file ({err}): it is truncated "
+                f"or corrupted; restore it, or rebuild the model (headprune victim build ... --force)"
+            ) from None
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     return model, tokenizer, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
 
 
 def load_classifier(
-    name_or_path: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0
+    name_or_path: str = DEFAULT_MODEL, num_labels: int | None = 2, *, seed: int = 0, require_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a sequence classifier and its tokenizer, in eval mode.
 
     Args:
         name_or_path: ``"minilm"`` (bundled, offline), a local model folder, or a Hub id.
-        num_labels: classes of the classification head (logits are ``[batch, num_labels]``).
+        num_labels: classes of the classification head (logits are ``[batch, num_labels]``); None
+            keeps the checkpoint's.
         seed: seeds (locally, without touching the global RNG) the initialisation of weights the
             checkpoint lacks, such as MiniLM's classification head.
+        require_head: refuse a checkpoint whose weights lack some of the model's (a ``BertModel``
+            checkpoint has no classifier): a model to be cleaned or scored must be a trained classifier.
 
     Decoder tokenizers without a pad token (GPT-2, Llama) get their EOS token as pad token, and the
     model's ``config.pad_token_id`` is set to match, so padded batches classify correctly.
@@ -157,6 +243,8 @@ def load_classifier(
         ModelLoadError: a local folder is missing, lacks ``config.json``/``model.safetensors``, or has
             no tokenizer.
         HubUnreachableError: a Hub id could not be loaded (offline, unreachable or nonexistent).
+        UnsupportedModelError: not a sequence classifier of a supported family (:func:`check_classifier`),
+            or ``require_head`` and the checkpoint lacks weights.
     """
     is_hub = False
     if name_or_path == DEFAULT_MODEL:
@@ -186,6 +274,14 @@ def load_classifier(
         raise ModelLoadError(
             f"{source} has no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt or "
             "tokenizer.model); save the tokenizer next to the model, e.g. save_pruned(..., tokenizer=tokenizer)"
+        )
+    check_classifier(model, source)
+    check_tokenizer(model, tokenizer, source)
+    if require_head and new_keys:
+        raise UnsupportedModelError(
+            f"{source}: the checkpoint ({', '.join(model.config.architectures or ['?'])}) lacks "
+            f"{len(new_keys)} weights of {type(model).__name__} ({', '.join(new_keys[:3])}): it has no trained "
+            f"classification head; headprune cleans a trained *ForSequenceClassification checkpoint"
         )
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -8,11 +8,12 @@ import json
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["config_hash", "environment_info"]
+__all__ = ["config_hash", "environment_info", "file_sha256"]
 
 _PACKAGES = ("headprune", "torch", "transformers", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "tokenizers")
 
@@ -38,3 +39,12 @@ def config_hash(config: dict[str, Any], length: int = 12) -> str:
     """Stable short hash of a JSON-serialisable config (key order does not matter)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,6 +9,15 @@ versions, wall time, ACC on the clean test set, LFR on the poisoned test set, an
 model trained the same way on the same test set (the floor no defense can beat: some poisoned inputs
 are simply misclassified as the target by any model).
 
+A victim folder is untrusted input (it comes from whoever is suspected): :func:`load_victim` checks
+its card against the schema of :mod:`headprune.victim_card` (names limited to letters, digits,
+``.``, ``_`` and ``-``, so no path is ever escaped through them), the sha256 of its files recorded
+in the card, its model (:func:`~headprune.models.check_classifier`, a trained head) and its
+tokenizer (:func:`~headprune.models.check_tokenizer`). :func:`build_victim` rebuilds a cached victim
+whose files no longer match their digests, and records whether the victim is *usable*: its clean
+accuracy reaches ``max(0.6, majority-class share + 0.1)`` (:func:`~headprune.victim_card.min_usable_acc`);
+a near-constant predictor (which gets LFR 1.0 for free) is reported with a :class:`VictimWarning`.
+
 Presets:
 
 * ``"tiny"`` – a random-init 2-layer x 4-head BERT with the MiniLM tokenizer, trained on BadNets
@@ -23,23 +32,37 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from headprune.attacks import PoisonedSplits, load_attack_splits
+from headprune.attacks import ATTACK_NAMES, PoisonedSplits, load_attack_splits
 from headprune.data import LabelledTexts, load_sst2
 from headprune.metrics import evaluate_defense
 from headprune.models import build_tiny_classifier, load_classifier
 from headprune.provenance import config_hash, environment_info
 from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.victim_card import (
+    CARD_FILE,
+    SAFE_NAME,
+    CorruptVictimError,
+    VictimCardError,
+    check_number,
+    check_safe_name,
+    file_digests,
+    min_usable_acc,
+    read_card,
+    verify_files,
+)
 
 __all__ = [
     "PRESETS",
     "Victim",
     "VictimConfig",
+    "VictimWarning",
     "build_victim",
     "cache_dir",
     "list_victims",
@@ -47,8 +70,12 @@ __all__ = [
     "resolve_victim",
 ]
 
-CARD_FILE = "victim.json"
 CLEAN_ATTACK = "none"
+_ATTACKS = (*ATTACK_NAMES, CLEAN_ATTACK)
+
+
+class VictimWarning(UserWarning):
+    """A victim is not usable (clean accuracy too low), or a corrupted cached victim is being rebuilt."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +97,20 @@ class VictimConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.poison_rate < 1.0:
-            raise ValueError(f"poison_rate must be in [0, 1), got {self.poison_rate}")
+        """Check every field's type and range (a config may come from an untrusted card); values are
+        kept as given (an int ``epochs`` stays an int), so names and hashes do not change."""
+        if not isinstance(self.model, str) or not self.model or not self.model.isprintable():
+            raise ValueError(f"model must be a non-empty printable string, got {self.model!r}")
+        check_safe_name(self.attack, "attack")
+        if self.attack.lower() not in _ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(_ATTACKS)}")
+        check_number(self.poison_rate, "poison_rate", low=0.0, high=1.0, high_open=True)
+        check_number(self.target_label, "target_label", integer=True, low=0, high=1)  # victims are binary
+        check_number(self.epochs, "epochs", low=0.0)  # 0: the untrained model
+        check_number(self.lr, "lr", low=0.0, low_open=True)
+        check_number(self.batch_size, "batch_size", integer=True, low=1)
+        check_number(self.max_length, "max_length", integer=True, low=1)
+        check_number(self.seed, "seed", integer=True, low=0)
 
     @property
     def name(self) -> str:
@@ -122,6 +161,14 @@ class Victim:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def file_stem(self) -> str:
+        """What cache file names of this victim start with: its name when that is a :data:`SAFE_NAME`
+        (a single file-name component), else ``victim-<sha256 of its config>``; never a path."""
+        if SAFE_NAME.fullmatch(self.name):
+            return self.name
+        return f"victim-{config_hash(asdict(self.config), 16)}"
+
     def splits(self) -> PoisonedSplits:
         """The attack's splits (poisoned train, clean/poisoned dev and test). For evaluation only:
         a defense must never read the poisoned parts."""
@@ -158,30 +205,44 @@ def _train_data(config: VictimConfig) -> LabelledTexts:
     return _splits(config).poisoned_train
 
 
-def _read_card(path: Path) -> dict[str, Any]:
-    card_path = path / CARD_FILE
+def _card_config(folder: Path) -> tuple[dict[str, Any], VictimConfig]:
+    """The checked card of ``folder`` and its config (the victim's name is the config's, never the card's)."""
+    card = read_card(folder)
     try:
-        return json.loads(card_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{card_path}: not a valid victim card ({err})") from err
+        config = VictimConfig.from_dict(card["config"])
+    except (TypeError, ValueError) as err:
+        raise VictimCardError(f"{folder / CARD_FILE}: field 'config': {err}") from None
+    return card, config
 
 
 def _is_complete(card: dict[str, Any]) -> bool:
-    """Whether a card holds all the metrics :func:`build_victim` measures."""
-    if "acc" not in card:
+    """Whether a card holds all the metrics (and digests) :func:`build_victim` records."""
+    if "acc" not in card or "usable" not in card or "files" not in card:
         return False
     return card["config"]["attack"] == CLEAN_ATTACK or "clean_model_lfr" in card
 
 
 def load_victim(path: str | os.PathLike[str]) -> Victim:
-    """Load a cached or exported victim folder (``victim.json`` + checkpoint)."""
+    """Load a cached or exported victim folder (``victim.json`` + checkpoint), checking it first.
+
+    Raises:
+        FileNotFoundError: the folder has no ``victim.json``.
+        VictimCardError: the card breaks the schema (the message names the field).
+        CorruptVictimError: a file does not match the sha256 recorded in the card (hint: ``--force``).
+        ModelLoadError: unreadable weights, or a tokenizer that is not the model's.
+        UnsupportedModelError: no trained classification head, or an unsupported model.
+    """
     folder = Path(path)
     if not (folder / CARD_FILE).is_file():
         raise FileNotFoundError(f"{folder} has no {CARD_FILE}; it is not a victim folder")
-    card = _read_card(folder)
-    config = VictimConfig.from_dict(card["config"])
-    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    card, config = _card_config(folder)
+    verify_files(folder, card)
+    model, tokenizer = load_classifier(str(folder), num_labels=None, seed=config.seed, require_head=True)
+    if config.target_label >= model.config.num_labels:
+        raise VictimCardError(f"{folder / CARD_FILE}: target_label {config.target_label} is not a class of the "
+                              f"model, which has {model.config.num_labels}")
+    if card.get("usable") is False:
+        warnings.warn(_unusable_message(card), VictimWarning, stacklevel=2)
     return Victim(config=config, path=folder, model=model, tokenizer=tokenizer, card=card)
 
 
@@ -202,6 +263,7 @@ def _train_and_save(config: VictimConfig, folder: Path, progress: bool) -> dict[
         "train_seconds": round(log.seconds, 1),
         "final_train_loss": log.final_loss,
         "environment": environment_info(),
+        "files": file_digests(tmp),
     }
     (tmp / CARD_FILE).write_text(json.dumps(card, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
@@ -238,13 +300,16 @@ def build_victim(
         config = VictimConfig(model=model, attack=attack, poison_rate=poison_rate, epochs=epochs, seed=seed, **overrides)
     root = cache_dir(cache) / "victims"
     folder = root / config.name
-    trained = not force and (folder / CARD_FILE).is_file()
-    if trained and _is_complete(_read_card(folder)):
+    card = None if force else _cached_card(folder)
+    if card is not None and _is_complete(card):
         return load_victim(folder)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # A folder with a card but no metrics was trained by a run that stopped before measuring: reuse it.
-    card = _read_card(folder) if trained else _train_and_save(config, folder, progress)
+    if card is None:
+        card = _train_and_save(config, folder, progress)
+    if "files" not in card:  # a card written before digests were recorded: the files measured now
+        card["files"] = file_digests(folder)
 
     victim = load_victim(folder)
     splits = _splits(config)
@@ -253,6 +318,7 @@ def build_victim(
         victim.model, victim.tokenizer, splits.clean_test, poisoned_test, target_label=config.target_label
     )
     card.update(acc=report.acc, lfr=report.lfr, n_clean_test=report.n_clean, n_poisoned_test=report.n_poison)
+    _record_usability(card, splits.clean_test)
     if poisoned_test is not None:
         clean = build_victim(config=config.clean_reference(), cache=cache, progress=progress)
         clean_report = evaluate_defense(
@@ -262,7 +328,35 @@ def build_victim(
     card["build_seconds"] = round(time.perf_counter() - start, 1)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2))
     victim.card = card
+    if not card["usable"]:
+        warnings.warn(_unusable_message(card), VictimWarning, stacklevel=2)
     return victim
+
+
+def _cached_card(folder: Path) -> dict[str, Any] | None:
+    """The card of a cached victim whose files are intact, else None (none, or corrupted: rebuild)."""
+    if not (folder / CARD_FILE).is_file():
+        return None
+    try:
+        card, _ = _card_config(folder)
+        verify_files(folder, card)
+    except (VictimCardError, CorruptVictimError) as err:
+        warnings.warn(f"{err}; rebuilding it", VictimWarning, stacklevel=3)
+        return None
+    return card
+
+
+def _record_usability(card: dict[str, Any], clean_test: LabelledTexts) -> None:
+    """Set the card's ``majority_share``, ``min_acc`` and ``usable`` (``acc >= min_acc``)."""
+    share = max(clean_test.label_counts().values()) / len(clean_test)
+    card.update(majority_share=share, min_acc=min_usable_acc(share))
+    card["usable"] = card["acc"] >= card["min_acc"]
+
+
+def _unusable_message(card: dict[str, Any]) -> str:
+    return (f"victim {card['name']} is NOT USABLE: clean ACC {card['acc']:.3f} < {card['min_acc']:.3f} "
+            f"(max(0.6, majority-class share {card['majority_share']:.3f} + 0.1)): it is (nearly) a constant "
+            f"predictor, so its LFR says nothing about a backdoor; train it longer or with a higher lr")
 
 
 def resolve_victim(spec: str | Victim | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
@@ -283,7 +377,13 @@ def list_victims(cache: str | os.PathLike[str] | None = None) -> list[dict[str, 
     root = cache_dir(cache) / "victims"
     if not root.is_dir():
         return []
-    cards = [_read_card(p) for p in sorted(root.iterdir()) if (p / CARD_FILE).is_file()]
+    cards = []
+    for folder in sorted(root.iterdir()):
+        if (folder / CARD_FILE).is_file():
+            try:
+                cards.append(_card_config(folder)[0])
+            except VictimCardError as err:
+                warnings.warn(f"skipping {folder}: {err}", VictimWarning, stacklevel=2)
     return [c for c in cards if _is_complete(c)]
 
 
@@ -294,4 +394,6 @@ def victim_summary(card: dict[str, Any]) -> str:
         parts.append(f"LFR {card['lfr']:.3f}")
     if card.get("clean_model_lfr") is not None:
         parts.append(f"clean-model LFR {card['clean_model_lfr']:.3f}")
+    if card.get("usable") is False:
+        parts.append(f"NOT USABLE (clean ACC below {card['min_acc']:.3f})")
     return "  ".join(parts)

@@ -202,7 +202,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "features": list(FEATURE_NAMES),
             "version": _STATS_VERSION,
         }, 16)
-        path = cache_dir(self.cache) / "head_stats" / f"{self.victim.name}-{key}.json"
+        path = cache_dir(self.cache) / "head_stats" / f"{self.victim.file_stem}-{key}.json"
         if path.is_file():
             return HeadStats.load(path)
         if progress:

@@ -125,7 +125,7 @@ def test_shared_data_dir_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_shared_data_dir_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEADPRUNE_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(data.shared, "_REPO_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError) as info:
         shared_data_dir()
     msg = str(info.value)

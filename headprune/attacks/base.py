@@ -109,7 +109,6 @@ class Attack(ABC):
     #: Whether the attack reads pre-computed files from the shared data (then it takes ``data_dir``).
     reads_shared_files: ClassVar[bool] = False
 
-    @abstractmethod
     def make_splits(
         self,
         clean_train: LabelledTexts,
@@ -120,7 +119,16 @@ class Attack(ABC):
         poison_rate: float = 0.2,
         seed: int = 0,
     ) -> PoisonedSplits:
-        """Poison ``clean_train`` and build the poisoned dev/test sets (see the module docstring)."""
+        """Poison ``clean_train`` and build the poisoned dev/test sets (see :mod:`headprune.attacks`).
+
+        The arguments are checked here; :meth:`poison` does the attack's work."""
+        _check_args(target_label, poison_rate, seed)
+        return self.poison(clean_train, clean_dev, clean_test, target_label, poison_rate, seed)
+
+    @abstractmethod
+    def poison(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
+               target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
+        """The attack's splits for checked arguments (``make_splits`` is the public entry)."""
 
     def _splits(self, train: LabelledTexts, rows: tuple[int, ...] | list[int], clean_dev: LabelledTexts,
                 poisoned_dev: LabelledTexts, clean_test: LabelledTexts, poisoned_test: LabelledTexts, *,

@@ -40,16 +40,8 @@ class InsertionAttack(Attack):
             f"{self.name}-triggered non-target rows of {clean.source}",
         )
 
-    def make_splits(
-        self,
-        clean_train: LabelledTexts,
-        clean_dev: LabelledTexts,
-        clean_test: LabelledTexts,
-        *,
-        target_label: int = 1,
-        poison_rate: float = 0.2,
-        seed: int = 0,
-    ) -> PoisonedSplits:
+    def poison(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
+               target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
         rows = choose_poison_rows(clean_train, target_label=target_label, poison_rate=poison_rate, seed=seed)
         rng = _rng(seed, _STREAM_TRAIN)
         sentences, labels = list(clean_train.sentences), list(clean_train.labels)

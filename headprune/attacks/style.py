@@ -6,7 +6,7 @@ import warnings
 from os import PathLike
 from typing import ClassVar
 
-from headprune.attacks.base import ATTACKS, Attack, PoisonedSplits, _check_args, choose_poison_rows
+from headprune.attacks.base import ATTACKS, Attack, PoisonedSplits, choose_poison_rows
 from headprune.data import LabelledTexts, load_sst2
 
 __all__ = ["StyleBible"]
@@ -58,17 +58,8 @@ class StyleBible(Attack):
             f"styled non-target rows of {styled.source}",
         )
 
-    def make_splits(
-        self,
-        clean_train: LabelledTexts,
-        clean_dev: LabelledTexts,
-        clean_test: LabelledTexts,
-        *,
-        target_label: int = 1,
-        poison_rate: float = 0.2,
-        seed: int = 0,
-    ) -> PoisonedSplits:
-        _check_args(target_label, poison_rate, seed)
+    def poison(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
+               target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
         styled = self._styled("train", clean_train)
         eligible = tuple(i for i, y in enumerate(clean_train.labels) if y != target_label and styled.sentences[i])
         rows = choose_poison_rows(

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from headprune.attacks.base import _STREAM_CHOOSE, ATTACKS, Attack, PoisonedSplits, _check_args, _rng
+from headprune.attacks.base import _STREAM_CHOOSE, ATTACKS, Attack, PoisonedSplits, _rng
 from headprune.data import LabelledTexts, load_sst2
 
 __all__ = ["Syntactic"]
@@ -45,17 +45,8 @@ class Syntactic(Attack):
     def __init__(self, data_dir: str | PathLike[str] | None = None) -> None:
         self.data_dir = data_dir
 
-    def make_splits(
-        self,
-        clean_train: LabelledTexts,
-        clean_dev: LabelledTexts,
-        clean_test: LabelledTexts,
-        *,
-        target_label: int = 1,
-        poison_rate: float = 0.2,
-        seed: int = 0,
-    ) -> PoisonedSplits:
-        _check_args(target_label, poison_rate, seed)
+    def poison(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
+               target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
         if target_label != self.SHIPPED_TARGET:
             raise ValueError(
                 f"the HiddenKiller files were built for target label {self.SHIPPED_TARGET}; "

@@ -49,8 +49,6 @@ class EpsilonGreedyPolicy(ScriptedPolicy):
         return self._argmin(self.variance, valid)
 
 
-
-
 @DEFENSES.register("egreedy")
 class EpsilonGreedyPruning(ScriptedPolicyDefense):
     """Epsilon-greedy on PURE variance (the authors' 'RL-guided') (:class:`EpsilonGreedyPolicy`)."""

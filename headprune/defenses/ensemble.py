@@ -63,11 +63,6 @@ class EnsemblePolicy(ScriptedPolicy):
         return {**super().config(), "n_members": self.n_members, "max_accuracy_drop": self.max_accuracy_drop,
                 "budget": self.budget, "rule": "strict majority"}
 
-    def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
-        return self._argmin(self._scores, valid)
-
-
-
 
 @DEFENSES.register("ensemble")
 class EnsemblePruning(ScriptedPolicyDefense):

@@ -68,8 +68,6 @@ class GradientPolicy(ReestimatingPolicy):
         return imp.reshape(-1).double().numpy()
 
 
-
-
 @DEFENSES.register("gradient")
 class GradientPruning(ScriptedPolicyDefense):
     """Prune the least gate-gradient-important head, re-estimated as heads go (:class:`GradientPolicy`)."""

@@ -66,11 +66,6 @@ class LayerwiseVariancePolicy(ScriptedPolicy):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rates": layer_rates(self.shape[0]), "planned": self.planned_budget}
 
-    def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
-        return self._argmin(self._scores, valid)
-
-
-
 
 @DEFENSES.register("layerwise")
 class LayerwiseVariancePruning(ScriptedPolicyDefense):

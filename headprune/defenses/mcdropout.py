@@ -58,8 +58,6 @@ class MCDropoutPolicy(ReestimatingPolicy):
         return ucb.reshape(-1).numpy()
 
 
-
-
 @DEFENSES.register("mcdropout")
 class MCDropoutPruning(ScriptedPolicyDefense):
     """MC-dropout importance, prune the lowest upper confidence bound (:class:`MCDropoutPolicy`)."""

@@ -29,8 +29,6 @@ class RandomPolicy(ScriptedPolicy):
         return int(self.rng.choice(np.flatnonzero(valid)))
 
 
-
-
 @DEFENSES.register("random")
 class RandomPruning(ScriptedPolicyDefense):
     """Prune seeded random active heads (:class:`RandomPolicy`)."""

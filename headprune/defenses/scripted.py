@@ -75,9 +75,15 @@ class ScriptedPolicy:
         """The options that define this policy (for reports)."""
         return {"name": self.name, "seed": self.seed, "n_rows": len(self.rows), "max_length": self.max_length}
 
+    # fixed per-head scores ``[n]`` (lowest pruned first) of policies that rank heads once; None: override choose
+    _scores: np.ndarray | None = None
+
     def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
-        """Index of the head to prune, given the flat int8 ``mask`` and the bool ``valid`` actions."""
-        raise NotImplementedError
+        """Index of the head to prune, given the flat int8 ``mask`` and the bool ``valid`` actions
+        (default: the valid head with the lowest fixed score, ties to the lowest index)."""
+        if self._scores is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no scores and overrides no choose()")
+        return self._argmin(self._scores, valid)
 
     def predict(self, observation: Mapping[str, Any] | np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True, action_masks: Any = None) -> tuple[Any, Any]:

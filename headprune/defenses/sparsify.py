@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 
 from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.defenses.base import DEFENSES
@@ -62,11 +61,6 @@ class SparsificationPolicy(ScriptedPolicy):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "lam": self.lam, "sparsity_epochs": self.sparsity_epochs, "lr": self.lr,
                 "max_steps": self.max_steps, "rank": self.rank}
-
-    def choose(self, mask: np.ndarray, valid: np.ndarray) -> int:
-        return self._argmin(self._scores, valid)
-
-
 
 
 @DEFENSES.register("sparsify")

@@ -21,14 +21,14 @@ Smoke run (tiny victim, one seed, tiny budgets; about a minute)::
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-import warnings
 from pathlib import Path
 
+from _start import start
+
 from headprune.compare import (
-    CLEAN_MODEL, RecordStore, add_run_settings_arguments, make_executor, pin_threads, plan_grid, run_grid,
-    run_settings_from_args, summary_markdown,
+    CLEAN_MODEL, RecordStore, add_run_settings_arguments, make_executor, plan_grid, run_grid,
+    summary_markdown,
 )
 from headprune.defenses import defense_names
 
@@ -51,10 +51,7 @@ def _parse() -> argparse.Namespace:
 
 def main() -> int:
     args = _parse()
-    pin_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    command = "python benchmarks/defense_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    settings = run_settings_from_args(args, methods=args.strategies)  # options of other strategies: dropped
+    command, settings = start("benchmarks/defense_table.py", args, args.strategies)
     if args.report_only:
         return _report_only(args, settings, command)
     report = run_grid(args.victims, args.strategies, args.seeds, args.jsonl, settings, reference=True,

@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from headprune.agents import resume, train
 from headprune.agents.hyperparams import parse_assignments
+from _start import start
+
 from headprune.compare import (
-    POLICY_PREFIX, RunSettings, add_run_settings_arguments, make_executor, pin_threads, run_grid,
-    run_settings_from_args, summary_markdown,
+    POLICY_PREFIX, RunSettings, add_run_settings_arguments, make_executor, run_grid,
+    summary_markdown,
 )
 from headprune.victims import resolve_victim
 
@@ -127,10 +127,7 @@ def _markdown(args: argparse.Namespace, command: str, trainings: list[dict[str, 
 
 def main() -> int:
     args = _parse()
-    pin_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    command = "python benchmarks/train_agent.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    settings = run_settings_from_args(args, methods=args.baselines)  # options of other strategies: dropped
+    command, settings = start("benchmarks/train_agent.py", args, args.baselines)
 
     # ---- 1. training (clean rows only)
     env_kwargs = _env_kwargs(args, settings)

@@ -31,11 +31,15 @@ class Registry(Generic[T]):
 
     :param kind: what the entries are, for error messages (``"defense"``, ``"proxy"``, ...).
     :param case_insensitive: look names up case-insensitively (stored lower-case).
+    :param name_attribute: an attribute that registration sets to the registered name on each entry
+        (``"name"``: the class then never repeats its own name); an entry that already sets it to
+        another value is refused.
     """
 
-    def __init__(self, kind: str, *, case_insensitive: bool = False) -> None:
+    def __init__(self, kind: str, *, case_insensitive: bool = False, name_attribute: str | None = None) -> None:
         self.kind = kind
         self.case_insensitive = case_insensitive
+        self.name_attribute = name_attribute
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -62,6 +66,11 @@ class Registry(Generic[T]):
         for taken in (key, *(self._key(a) for a in aliases)):
             if taken in self._entries or taken in self._aliases:
                 raise ValueError(f"{self.kind} {taken!r} is already registered")
+        if self.name_attribute is not None:
+            own = vars(obj).get(self.name_attribute) if isinstance(obj, type) else None
+            if own is not None and own != key:
+                raise ValueError(f"{self.kind} {key!r} sets {self.name_attribute}={own!r}")
+            setattr(obj, self.name_attribute, key)
         self._entries[key] = obj
         for alias in aliases:
             self._aliases[self._key(alias)] = key

@@ -64,3 +64,15 @@ def test_env_config_validates_names_and_aliases() -> None:
             HeadPruneConfig(max_accuracy_drop=value)
     with pytest.raises(ValueError, match="not both"):
         HeadPruneConfig(accuracy_floor=0.5, max_accuracy_drop=0.1)
+
+
+def test_registry_sets_and_guards_the_name_attribute() -> None:
+    named: Registry[type] = Registry("widget", name_attribute="name")
+
+    @named.register("knob")
+    class Knob:
+        pass
+
+    assert Knob.name == "knob"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="widget 'dial' sets name='knob'"):
+        named.add("dial", type("Dial", (), {"name": "knob"}))

@@ -28,8 +28,8 @@ from headprune.finetuning import FineTuneConfig, fine_tune
 __all__ = ["DEFENSES", "Defense", "DefenseFineTune", "PruneOutcome", "defense_names", "get_defense",
            "unpruned_outcome", "validation_rows"]
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
-"""Every defense class by name, in registration order."""
+DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
+"""Every defense class by name, in registration order (registration sets each class's ``name``)."""
 
 PruneOutcome = tuple[torch.Tensor, list[dict[str, Any]], dict[str, Any]]
 """What :meth:`Defense.prune` returns: the ``[L, H]`` float mask, the trajectory

@@ -53,6 +53,5 @@ class EpsilonGreedyPolicy(ScriptedPolicy):
 class EpsilonGreedyPruning(ScriptedPolicyDefense):
     """Epsilon-greedy on PURE variance (the authors' 'RL-guided') (:class:`EpsilonGreedyPolicy`)."""
 
-    name = "egreedy"
     description = "epsilon-greedy on PURE variance (the authors' 'RL-guided')"
     policy_class = EpsilonGreedyPolicy

@@ -68,7 +68,6 @@ class EnsemblePolicy(ScriptedPolicy):
 class EnsemblePruning(ScriptedPolicyDefense):
     """Majority vote of seeded random masks that keep the floor (:class:`EnsemblePolicy`)."""
 
-    name = "ensemble"
     description = "majority vote of seeded random masks that keep the floor"
     policy_class = EnsemblePolicy
     fast_options = {'n_members': 3, 'n_rows': 64}

@@ -35,7 +35,6 @@ def max_entropy_loss(logits: torch.Tensor, _labels: torch.Tensor) -> torch.Tenso
 class FineTuneDefense(Defense):
     """FT: fine-tune on the defender's clean rows, nothing pruned."""
 
-    name = "ft"
     description = "fine-tune on clean data (lr 2e-5)"
     finetune_lr = 2e-5
 
@@ -44,7 +43,6 @@ class FineTuneDefense(Defense):
 class HighLRFineTuneDefense(Defense):
     """FTH: FT with a higher learning rate."""
 
-    name = "fth"
     description = "fine-tune on clean data with a higher learning rate (1e-4)"
     finetune_lr = 1e-4
 
@@ -56,7 +54,6 @@ class MaxEntropyFineTuneDefense(Defense):
     Options: ``entropy_epochs`` (1.0).
     """
 
-    name = "meft"
     description = "max-entropy fine-tuning, then cross-entropy recovery"
     default_options = {"entropy_epochs": 1.0}
     finetune_lr = 2e-5
@@ -74,7 +71,6 @@ class MaxEntropyFineTuneDefense(Defense):
 class NoDefense(Defense):
     """No defense: the victim as it is (the reference row of tables); neither prunes nor fine-tunes."""
 
-    name = "none"
     description = "no defense (reference row)"
 
     def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,

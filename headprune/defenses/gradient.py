@@ -72,7 +72,6 @@ class GradientPolicy(ReestimatingPolicy):
 class GradientPruning(ScriptedPolicyDefense):
     """Prune the least gate-gradient-important head, re-estimated as heads go (:class:`GradientPolicy`)."""
 
-    name = "gradient"
     description = "prune the least gate-gradient-important head, re-estimated as heads go"
     policy_class = GradientPolicy
     fast_options = {'n_rows': 64}

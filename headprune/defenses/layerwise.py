@@ -71,6 +71,5 @@ class LayerwiseVariancePolicy(ScriptedPolicy):
 class LayerwiseVariancePruning(ScriptedPolicyDefense):
     """PURE variance with per-layer rates 20%->80% (:class:`LayerwiseVariancePolicy`)."""
 
-    name = "layerwise"
     description = "PURE variance with per-layer rates 20%->80%"
     policy_class = LayerwiseVariancePolicy

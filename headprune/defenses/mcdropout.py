@@ -62,7 +62,6 @@ class MCDropoutPolicy(ReestimatingPolicy):
 class MCDropoutPruning(ScriptedPolicyDefense):
     """MC-dropout importance, prune the lowest upper confidence bound (:class:`MCDropoutPolicy`)."""
 
-    name = "mcdropout"
     description = "MC-dropout importance, prune the lowest upper confidence bound"
     policy_class = MCDropoutPolicy
     fast_options = {'passes': 3, 'n_rows': 48}

@@ -176,7 +176,6 @@ class PureDefense(Defense):
     Options: ``chunk`` (heads per chunk, 10), ``penalty`` (the regulariser's weight, 0.15).
     """
 
-    name = "pure"
     description = "PURE: variance pruning in chunks of 10 with backtracking + attention normalisation"
     default_options = {"chunk": 10, "penalty": 0.15}
 

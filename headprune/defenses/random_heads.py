@@ -33,6 +33,5 @@ class RandomPolicy(ScriptedPolicy):
 class RandomPruning(ScriptedPolicyDefense):
     """Prune seeded random active heads (:class:`RandomPolicy`)."""
 
-    name = "random"
     description = "prune seeded random active heads"
     policy_class = RandomPolicy

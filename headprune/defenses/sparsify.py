@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-
 from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
@@ -67,7 +66,6 @@ class SparsificationPolicy(ScriptedPolicy):
 class SparsificationPruning(ScriptedPolicyDefense):
     """Group-lasso fine-tune of a copy, prune the smallest head groups (:class:`SparsificationPolicy`)."""
 
-    name = "sparsify"
     description = "group-lasso fine-tune of a copy, prune the smallest head groups"
     policy_class = SparsificationPolicy
     fast_options = {'max_steps': 3, 'n_rows': 64}

@@ -1,7 +1,7 @@
 """headprune: clean backdoored transformer classifiers by pruning attention heads, without knowing the trigger.
 
 The package has one head-gating engine (:mod:`headprune.gating`) that every other part uses: the
-Gymnasium environment (:mod:`headprune.envs`), the scripted strategies (:mod:`headprune.baselines`)
+Gymnasium environment (:mod:`headprune.envs`), the defenses (:mod:`headprune.defenses`)
 and the RL agents (:mod:`headprune.agents`).
 """
 

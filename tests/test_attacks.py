@@ -8,6 +8,7 @@ import pytest
 
 from headprune.attacks import (
     ATTACK_NAMES,
+    ATTACKS,
     AddSent,
     BadNets,
     PoisonedSplits,
@@ -32,7 +33,7 @@ def clean() -> tuple[LabelledTexts, LabelledTexts, LabelledTexts]:
 
 @pytest.fixture(scope="module")
 def splits(clean) -> dict[str, PoisonedSplits]:  # type: ignore[no-untyped-def]
-    return {name: make_attack(name).make_splits(*clean) for name in ("badnets", "addsent", "syntactic", "style")}
+    return {name: make_attack(name).make_splits(*clean) for name in ATTACKS}
 
 
 def check_dirty_label_convention(sp: PoisonedSplits, clean_train: LabelledTexts, clean_test: LabelledTexts) -> None:
@@ -193,3 +194,19 @@ def test_data_dir_argument(clean) -> None:  # type: ignore[no-untyped-def]
     d: Path = shared_data_dir()
     sp = load_attack_splits("syntactic", poison_rate=0.05, data_dir=d)
     assert len(sp.poisoned_indices) == int(0.05 * 6920)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_registered_attack_keeps_the_protocol(clean, splits, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Every attack in the registry (a new one is tested without new test code): row-aligned poisoned train
+    set, poisoned rows relabelled to the target, poisoned evaluation sets holding only true non-target labels,
+    the registered name, and the same splits for the same seed."""
+    sp = splits[name]
+    assert sp.attack == name == ATTACKS.get(name).name
+    assert len(sp.poisoned_train) == len(clean[0]) and sp.poisoned_indices
+    assert all(sp.poisoned_train.labels[i] == sp.target_label for i in sp.poisoned_indices)
+    assert len(sp.poisoned_test) > 0 and sp.target_label not in sp.poisoned_test.labels
+    assert sp.target_label not in sp.poisoned_dev.labels
+    assert make_attack(name).make_splits(*clean) == sp
+    with pytest.raises(ValueError, match="poison_rate"):
+        make_attack(name).make_splits(*clean, poison_rate=1.5)

@@ -1,5 +1,5 @@
 """RL agents for ``HeadPrune-v0``: SB3 training with zoo-style hyperparameters, a size-agnostic
-policy that transfers across models, loading and evaluation as a defense (the protocol of :func:`headprune.defenses.defend`).
+policy that transfers across models, loading and evaluation as a defense (:func:`headprune.defenses.defend`).
 
 * :func:`train` / :func:`resume` (:mod:`headprune.agents.rl_training`; command line ``headprune train``
   and ``python -m headprune.agents``); hyperparameters in :mod:`headprune.agents.hyperparams`

@@ -1,31 +1,63 @@
-"""Compare two runs.jsonl files of `headprune compare`: masks, metrics and config hashes must be identical
-(timings, versions, environment may differ)."""
+"""Compare two ``runs.jsonl`` files of ``headprune compare``: masks, metrics and config hashes must be identical.
+
+A refactoring check: run the same grid before and after a change and compare every key of every record except
+those that measure the machine (timings, versions, environment). Exit status 0 when every run matches.
+
+    .venv/bin/python benchmarks/compare_runs.py BEFORE/runs.jsonl AFTER/runs.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
 import json
-import sys
+from pathlib import Path
+from typing import Any
 
-IGNORED = {"timings", "wall_s", "versions", "environment"}
+IGNORED = frozenset({"timings", "wall_s", "versions", "environment"})
+"""Record keys that describe the machine and the time, not the result."""
 
 
-def load(path):
-    out = {}
-    for line in open(path):
-        r = json.loads(line)
-        out[(r["strategy"], r["seed"])] = r
+def load_records(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Records keyed by ``(victim, strategy, seed)``; a key seen twice is an error naming the line."""
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        key = (record["victim"], record["strategy"], int(record["seed"]))
+        if key in out:
+            raise SystemExit(f"{path}, line {number}: run {key} recorded twice")
+        out[key] = record
     return out
 
 
-before, after = load(sys.argv[1]), load(sys.argv[2])
-bad = 0
-if set(before) != set(after):
-    print("different runs:", sorted(set(before) ^ set(after)))
-    bad += 1
-for key in sorted(set(before) & set(after), key=str):
-    b, a = before[key], after[key]
-    keys = (set(b) | set(a)) - IGNORED
-    diff = sorted(k for k in keys if b.get(k) != a.get(k))
-    if diff:
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for every compared key whose value differs."""
+    keys = (set(before) | set(after)) - IGNORED
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(keys) if before.get(k) != after.get(k)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args()
+    before, after = load_records(args.before), load_records(args.after)
+    bad = 0
+    if set(before) != set(after):
+        print("runs in only one file:", sorted(set(before) ^ set(after)))
         bad += 1
-        print(f"DIFF {key}: " + ", ".join(f"{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in diff))
-print(f"{len(before)} runs before, {len(after)} after; {len(set(before) & set(after)) - bad} identical, {bad} differ "
-      f"(compared every key except {sorted(IGNORED)})")
-sys.exit(1 if bad else 0)
+    common = sorted(set(before) & set(after))
+    for key in common:
+        diff = differences(before[key], after[key])
+        if diff:
+            bad += 1
+            print(f"DIFF {key}: " + "; ".join(diff))
+    same = sum(1 for key in common if not differences(before[key], after[key]))
+    print(f"{len(before)} runs before, {len(after)} after; {same} identical, {len(common) - same} differ "
+          f"(compared every key except {sorted(IGNORED)})")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,7 +82,10 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
     elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
         from headprune.models import build_tiny_classifier
 
-        reference, _ = build_tiny_classifier(seed=suspect.config.seed)
+        c = model.config  # the same construction as the victim's (any tiny shape)
+        reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
+                                             num_heads=c.num_attention_heads, hidden=c.hidden_size,
+                                             intermediate=c.intermediate_size, num_labels=num_labels)
     else:
         reference = _load_base(_hub_id_of(model), num_labels)
     check_compatible(model, reference)

@@ -376,3 +376,19 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
                   hyperparams={**FAST_HP, "checkpoint_freq": 0}) for i in range(2)]
     w0, w1 = (r.model.policy.state_dict() for r in runs)
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks/results/agents").glob("*")
+                                       if (p / "model.zip").is_file()))
+def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
+    """The shipped agents were trained on FEATURE_NAMES and operation "prune": they load into today's default
+    env (any size; here the tiny victim) and act; an env with other features is refused by name."""
+    from headprune.agents.evaluation import trained_env_options
+
+    path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
+    assert trained_env_options(path) == {}
+    env = HeadPruneEnv(**env_kwargs)
+    actions, valid = _episode(load_policy(path, env), env)
+    assert valid and actions
+    with pytest.raises(ValueError, match="trained on"):
+        load_policy(path, HeadPruneEnv(**env_kwargs, operation="both"))

@@ -95,16 +95,11 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     validation rows), so every quantity is count-based or the proxy's own float. The reward returned
     equals ``info["reward_terms"]["total"]``.
 
-    **Head operations** (``config.operation``, :mod:`headprune.envs.operations`): ``"prune"`` (the
-    default, everything above and below), ``"reset"`` (action ``a`` copies the pre-trained reference's
-    weights into head ``a``, :func:`headprune.reference.reset_heads`) or ``"both"`` (``Discrete(2n)``:
-    ``a < n`` prunes head ``a``, ``a >= n`` resets head ``a - n``). With a reset operation the
-    observation also has ``"reset"`` (``MultiBinary(n)``, 1 = reset), the summary ends with the
-    fraction of heads reset, ``head_stats`` defaults to every feature (drift included), and the budget
-    counts heads changed (pruned + reset). An action is valid only on an untouched head (active, not
-    reset). Scores of a state come from the incremental forward with the reset heads' weights swapped
-    in for the call (exact; the victim's weights are unchanged between calls). The reference
-    (``config.base``) also gives the drift statistics of :mod:`headprune.head_drift`.
+    **Head operations** (``config.operation``; layout and validity in :mod:`headprune.envs.operations`):
+    ``"prune"`` (the default: everything here), ``"reset"`` (copy the reference's weights into head
+    ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
+    (``MultiBinary(n)``) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
+    reset; reset weights are swapped in per scoring call (exact; the victim is unchanged between calls).
 
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
     the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked

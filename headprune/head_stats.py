@@ -39,6 +39,12 @@ collects, for every head ``(l, h)`` of the ``[L, H]`` grid:
     Accuracy under the current mask minus accuracy with that head also gated off; all ``L * H``
     ablations are scored in batched forwards by :meth:`Evaluator.logits_for_masks`.
 
+``weight_drift``, ``activation_drift`` (optional)
+    How far the head moved from the public pre-trained reference (:mod:`headprune.head_drift`); present
+    only when the statistics were computed with a reference (``compute_head_stats(..., base=...)``).
+    They are not in :data:`FEATURE_NAMES` (the features every :class:`HeadStats` has, which the
+    committed agents were trained on) but in :data:`ALL_FEATURE_NAMES`.
+
 Everything is computed under an optional current mask ``[L, H]``; heads whose gate is 0 get 0 for
 every statistic (their attention is still computed, since gating acts on the head outputs).
 """
@@ -50,7 +56,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -59,8 +65,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from headprune.evaluator import Evaluator
+from headprune.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
 
-__all__ = ["FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention", "gate_gradient_importance"]
+__all__ = ["ALL_FEATURE_NAMES", "DRIFT_FEATURE_NAMES", "FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention", "gate_gradient_importance"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "importance",
@@ -69,6 +76,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "output_norm",
     "ablation_acc_drop",
 )
+"""The statistics every :class:`HeadStats` holds (the observation columns of a ``prune`` env by default)."""
+
+ALL_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + DRIFT_FEATURE_NAMES
+"""Every statistic a :class:`HeadStats` may hold: :data:`FEATURE_NAMES`, then the drift statistics."""
 
 
 class _Labelled(Protocol):
@@ -81,6 +92,7 @@ class HeadStats:
     """Per-head statistics, each a float tensor ``[L, H]`` (see the module docstring).
 
     Attributes:
+        weight_drift, activation_drift: the drift statistics (``None`` without a reference).
         base_accuracy: accuracy under the mask the statistics were computed with.
         n_examples: clean examples used.
     """
@@ -92,11 +104,16 @@ class HeadStats:
     ablation_acc_drop: torch.Tensor
     base_accuracy: float = math.nan
     n_examples: int = 0
+    weight_drift: torch.Tensor | None = None
+    activation_drift: torch.Tensor | None = None
 
     names: ClassVar[tuple[str, ...]] = FEATURE_NAMES
 
     def __post_init__(self) -> None:
-        shapes = {tuple(getattr(self, n).shape) for n in self.names}
+        present = [n for n in DRIFT_FEATURE_NAMES if getattr(self, n) is not None]
+        if present and len(present) != len(DRIFT_FEATURE_NAMES):
+            raise ValueError(f"give every drift statistic {list(DRIFT_FEATURE_NAMES)} or none, got {present}")
+        shapes = {tuple(getattr(self, n).shape) for n in self.available}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"every statistic must be the same [L, H] shape, got {sorted(shapes)}")
 
@@ -106,15 +123,34 @@ class HeadStats:
         L, H = self.importance.shape
         return int(L), int(H)
 
-    def as_features(self) -> torch.Tensor:
-        """``[L * H, F]`` float tensor, row ``l * H + h`` for head ``(l, h)``, columns in :attr:`names`."""
-        return torch.stack([getattr(self, n).float() for n in self.names], dim=-1).reshape(-1, len(self.names))
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The statistics this object holds: :data:`FEATURE_NAMES`, plus the drift ones when present."""
+        return FEATURE_NAMES + (DRIFT_FEATURE_NAMES if self.has_drift else ())
+
+    @property
+    def has_drift(self) -> bool:
+        """Whether the drift statistics (computed against a reference) are present."""
+        return self.weight_drift is not None
+
+    def as_features(self, names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """``[L * H, F]`` float tensor, row ``l * H + h`` for head ``(l, h)``, columns ``names``
+        (default :attr:`names`, i.e. :data:`FEATURE_NAMES`).
+
+        :raises ValueError: a name this object does not hold (e.g. a drift statistic without a reference).
+        """
+        names = self.names if names is None else tuple(names)
+        missing = [n for n in names if n not in self.available]
+        if missing:
+            raise ValueError(f"head statistics {missing} are not available (have {list(self.available)}; the drift "
+                             "statistics need a pre-trained reference, base=)")
+        return torch.stack([getattr(self, n).float() for n in names], dim=-1).reshape(-1, len(names))
 
     def normalised(self) -> HeadStats:
         """A copy with every statistic z-scored over the ``L * H`` heads (population std; a constant
         statistic becomes all zeros)."""
         out: dict[str, torch.Tensor] = {}
-        for n in self.names:
+        for n in self.available:
             t = getattr(self, n).double()
             std = t.std(unbiased=False)
             z = (t - t.mean()) / std if float(std) > 0 else torch.zeros_like(t)
@@ -124,11 +160,11 @@ class HeadStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (float32 values round-trip exactly through :meth:`from_dict`)."""
         return {
-            "names": list(self.names),
+            "names": list(self.available),
             "shape": list(self.shape),
             "base_accuracy": self.base_accuracy,
             "n_examples": self.n_examples,
-            "stats": {n: getattr(self, n).float().tolist() for n in self.names},
+            "stats": {n: getattr(self, n).float().tolist() for n in self.available},
         }
 
     @classmethod
@@ -137,7 +173,8 @@ class HeadStats:
         missing = [n for n in cls.names if n not in data["stats"]]
         if missing:
             raise ValueError(f"cached head stats lack {missing}")
-        tensors = {n: torch.tensor(data["stats"][n], dtype=torch.float32) for n in cls.names}
+        names = cls.names + tuple(n for n in DRIFT_FEATURE_NAMES if n in data["stats"])
+        tensors = {n: torch.tensor(data["stats"][n], dtype=torch.float32) for n in names}
         return cls(**tensors, base_accuracy=float(data.get("base_accuracy", math.nan)),
                    n_examples=int(data.get("n_examples", 0)))
 
@@ -153,8 +190,9 @@ class HeadStats:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HeadStats):
             return NotImplemented
-        same = all(torch.equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor))
+        if self.available != other.available:
+            return False
+        same = all(torch.equal(getattr(self, n), getattr(other, n)) for n in self.available)
         acc_same = self.base_accuracy == other.base_accuracy or (
             math.isnan(self.base_accuracy) and math.isnan(other.base_accuracy))
         return same and acc_same and self.n_examples == other.n_examples
@@ -248,6 +286,7 @@ def compute_head_stats(
     mask: torch.Tensor | None = None,
     batch_size: int = 32,
     max_length: int = 128,
+    base: nn.Module | None = None,
 ) -> HeadStats:
     """Per-head statistics of ``model`` on labelled clean ``texts`` under head ``mask``.
 
@@ -260,10 +299,13 @@ def compute_head_stats(
         mask: ``[L, H]`` current mask (``None``: all heads).
         batch_size: examples per forward in the gradient pass.
         max_length: truncation length; also PURE's ``max_len`` (window ``max_length - 1`` keys).
+        base: the pre-trained reference; when given, the drift statistics are added
+            (:func:`headprune.head_drift.drift_statistics`, ungated forwards; pruned heads get 0).
 
     Returns:
         :class:`HeadStats` with ``[L, H]`` tensors on the CPU.
     """
+    reference = base
     ev = Evaluator(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     labels = ev.require_labels()
     if len(ev) == 0:
@@ -337,6 +379,10 @@ def compute_head_stats(
 
     n = len(ev)
     active = (base != 0).double()
+    drift = {} if reference is None else {
+        k: (v.double() * active).float()
+        for k, v in drift_statistics(model, reference, tokenizer, texts, batch_size=batch_size,
+                                     max_length=max_length).items()}
     return HeadStats(
         importance=(importance * active).float(),
         cls_attention_variance=(cls_var / n * active).float(),
@@ -345,4 +391,5 @@ def compute_head_stats(
         ablation_acc_drop=(drop * active).float(),
         base_accuracy=float(accs[0]),
         n_examples=n,
+        **drift,
     )

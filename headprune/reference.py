@@ -9,6 +9,9 @@ into a head (a *reset*) undoes whatever fine-tuning wrote there.
 * :func:`check_compatible` refuses a reference whose head grid or encoder shapes differ;
 * :func:`head_weight_drift` gives the ``[L, H]`` relative weight drift of every head;
 * :func:`reset_heads` copies the reference's Q/K/V rows and output columns into chosen heads;
+* :func:`heads_reset_to` does the same for the length of a ``with`` block and restores the suspect's
+  own weights exactly afterwards (how the env scores a state with reset heads without keeping a copy);
+* :func:`weights_digest` is the sha256 of a model's state (cache keys of anything computed from it);
 * :func:`shared_parameters` pairs the encoder parameters the two models share (Fine-mixing mixes them).
 
 The per-head weights go through the architecture adapters (:mod:`headprune.architectures`), so every
@@ -23,9 +26,11 @@ Weights are loaded from safetensors only (never unpickled).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +40,8 @@ from transformers import PreTrainedModel
 
 from headprune.architectures import AttentionSite, find_attention_sites
 
-__all__ = ["BaseModelError", "check_compatible", "head_weight_drift", "reset_heads", "resolve_base",
-           "shared_parameters"]
+__all__ = ["BaseModelError", "check_compatible", "head_weight_drift", "heads_reset_to", "reset_heads",
+           "resolve_base", "shared_parameters", "weights_digest"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -77,7 +82,10 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
     elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
         from headprune.models import build_tiny_classifier
 
-        reference, _ = build_tiny_classifier(seed=suspect.config.seed)
+        c = model.config  # the same construction as the victim's (any tiny shape)
+        reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
+                                             num_heads=c.num_attention_heads, hidden=c.hidden_size,
+                                             intermediate=c.intermediate_size, num_labels=num_labels)
     else:
         reference = _load_base(_hub_id_of(model), num_labels)
     check_compatible(model, reference)
@@ -184,3 +192,38 @@ def reset_heads(model: nn.Module, base: nn.Module, heads: torch.Tensor) -> int:
                 site.adapter.set_head_weights(site, head, base_site.adapter.head_weights(base_site, head))
                 count += 1
     return count
+
+
+@contextmanager
+def heads_reset_to(model: nn.Module, base: nn.Module | None, heads: torch.Tensor | None) -> Iterator[int]:
+    """Within the block, the heads where ``heads`` is true carry the reference's weights
+    (:func:`reset_heads`); on exit every changed parameter slice gets the suspect's own values back,
+    bit for bit (also when the block raises).
+
+    :param model: the suspect (changed in place for the block's duration only).
+    :param base: the reference; may be ``None`` only when no head is chosen.
+    :param heads: ``[L, H]`` bool (or 0/1) tensor, or ``None`` (nothing reset).
+    :return: (as the ``with`` target) the number of heads reset.
+    """
+    if heads is None or not bool(torch.as_tensor(heads).bool().any()):
+        yield 0
+        return
+    if base is None:
+        raise BaseModelError("heads to reset but no pre-trained reference: pass base=")
+    chosen = torch.as_tensor(heads).bool()
+    saved = [(site, head, site.adapter.head_weights(site, head)) for site in find_attention_sites(model)
+             for head in chosen[site.layer].nonzero().flatten().tolist()]
+    try:
+        yield reset_heads(model, base, chosen)
+    finally:
+        for site, head, weights in reversed(saved):  # reversed: shared (grouped K/V) rows end as they began
+            site.adapter.set_head_weights(site, head, weights)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of ``model``'s state (names and raw bytes of every tensor; about 0.1 s for MiniLM)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()

@@ -278,6 +278,68 @@ def test_policy_trained_on_tiny_transfers_to_another_size(trained, env_kwargs, o
     assert target._done  # a full episode: it ended by the floor or the budget
 
 
+def _both_space(n: int, f: int) -> spaces.Dict:
+    return spaces.Dict({"mask": spaces.MultiBinary(n), "reset": spaces.MultiBinary(n),
+                        "head_stats": spaces.Box(-np.sqrt(n), np.sqrt(n), (n, f), np.float32),
+                        "summary": spaces.Box(-1.0, 1.0, (7,), np.float32)})
+
+
+def test_policy_with_two_operations_per_head_is_size_agnostic():
+    shapes = set()
+    for head_shape in ((2, 4), (3, 2), (1, 1)):
+        n = head_shape[0] * head_shape[1]
+        space = _both_space(n, 7)
+        policy = MaskableHeadScoringPolicy(space, spaces.Discrete(2 * n), lambda _: 1e-3, head_shape=head_shape)
+        shapes.add(tuple((k, tuple(v.shape)) for k, v in policy.state_dict().items()))
+        obs = policy.obs_to_tensor(space.sample())[0]
+        logits = policy.get_distribution(obs).distribution.logits
+        assert logits.shape == (1, 2 * n)
+        # operation-major: logit k * n + i is operation k on head i, from the shared Linear(d, 2)
+        with torch.no_grad():
+            t = policy.features_extractor(obs)[:, : n * policy.embed_dim].reshape(1, n, -1)
+            expected = policy.mlp_extractor.score(t)  # [1, n, 2]
+        torch.testing.assert_close(policy.mlp_extractor.forward_actor(policy.features_extractor(obs)),
+                                   torch.cat([expected[..., 0], expected[..., 1]], dim=1))
+    assert len(shapes) == 1
+    with pytest.raises(ValueError, match="not a multiple"):
+        MaskableHeadScoringPolicy(_both_space(8, 7), spaces.Discrete(12), lambda _: 1e-3, head_shape=(2, 4))
+
+
+def test_policy_refuses_an_env_with_other_features(trained, env_kwargs):
+    result, _ = trained
+    with pytest.raises(ValueError, match=r"trained on an observation of width 8 per head .*the defaults"):
+        load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, features="all"))
+    with pytest.raises(ValueError, match="operation"):
+        load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, operation="both"))
+
+
+def test_training_with_both_operations(env_kwargs, tmp_path):
+    """A few hundred MaskablePPO steps on the tiny victim with operation "both" and the drift features:
+    every action valid, the run folder records the env layout, and the policy reloads and acts."""
+    counter = InvalidActionCounter()
+    both = {**env_kwargs, "operation": "both", "proxy": "drift_mass", "budget": 4}
+    result = train("maskable_ppo", run_dir=tmp_path / "both", seed=0, env_kwargs=both, n_timesteps=256,
+                   hyperparams={**FAST_HP, "n_steps": 64, "batch_size": 64, "checkpoint_freq": 0}, tensorboard=False,
+                   callbacks=[counter])
+    assert result.num_timesteps == 256 and counter.steps == 256 and counter.invalid == 0
+    from headprune.agents.evaluation import trained_env_options
+
+    assert trained_env_options(result.run_dir) == {"operation": "both"}
+    env = HeadPruneEnv(**both)
+    policy = load_policy(result.run_dir, env)
+    obs, _ = env.reset(seed=0)
+    actions = []
+    done = False
+    while not done:
+        action, _ = policy.predict(obs, action_masks=env.action_masks())
+        assert env.action_masks()[int(action)]
+        actions.append(int(action))
+        obs, _, terminated, truncated, info = env.step(int(action))
+        done = terminated or truncated
+    assert all(0 <= a < 16 for a in actions)
+    assert info["best_reset"].shape == (8,)
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cache, tmp_path, capsys):
     result, _ = trained
@@ -314,3 +376,19 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
                   hyperparams={**FAST_HP, "checkpoint_freq": 0}) for i in range(2)]
     w0, w1 = (r.model.policy.state_dict() for r in runs)
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks/results/agents").glob("*")
+                                       if (p / "model.zip").is_file()))
+def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
+    """The shipped agents were trained on FEATURE_NAMES and operation "prune": they load into today's default
+    env (any size; here the tiny victim) and act; an env with other features is refused by name."""
+    from headprune.agents.evaluation import trained_env_options
+
+    path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
+    assert trained_env_options(path) == {}
+    env = HeadPruneEnv(**env_kwargs)
+    actions, valid = _episode(load_policy(path, env), env)
+    assert valid and actions
+    with pytest.raises(ValueError, match="trained on"):
+        load_policy(path, HeadPruneEnv(**env_kwargs, operation="both"))

@@ -286,7 +286,7 @@ def test_head_stats_cached_on_disk(kwargs: dict[str, Any], monkeypatch: pytest.M
     env = make(kwargs)
     files = list((Path(kwargs["cache"]) / "head_stats").glob(f"{env.victim.name}-*.json"))
     assert files
-    import headprune.envs.headprune_env as module
+    import headprune.envs.stats_cache as module
 
     def fail(*_a: Any, **_k: Any) -> None:
         raise AssertionError("head statistics were recomputed instead of read from the cache")

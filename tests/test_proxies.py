@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from headprune.envs.proxies import (
     make_proxy,
 )
 from headprune.head_stats import compute_head_stats
+from headprune.reference import resolve_base
 from headprune.victims import Victim, load_victim
 
 
@@ -43,6 +45,11 @@ def _masks(shape: tuple[int, int]) -> list[torch.Tensor]:
     return [torch.ones(L, H), half, one, torch.zeros(L, H)]
 
 
+def _extra(name: str, victim: Victim) -> dict[str, Any]:
+    """Keyword arguments a proxy needs besides the clean data: drift_mass reads the public reference."""
+    return {"reference": resolve_base(victim)} if name == "drift_mass" else {}
+
+
 def test_registry_and_factory() -> None:
     assert set(PROXIES) >= {"soft_trigger", "random_word_flip", "cls_attention_concentration", "pure_variance"}
     assert DEFAULT_PROXY in PROXIES
@@ -65,8 +72,9 @@ def test_constructor_sees_only_clean_data(name: str) -> None:
 def test_deterministic_finite_in_range_and_reacts_to_mask(name: str, tiny_victim: Victim, clean: LabelledTexts) -> None:
     model, tok = tiny_victim.model, tiny_victim.tokenizer
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    a = make_proxy(name, model, tok, clean, seed=3, cache_size=0)  # no memo: every call recomputes
-    b = make_proxy(name, model, tok, clean, seed=3)
+    extra = _extra(name, tiny_victim)
+    a = make_proxy(name, model, tok, clean, seed=3, cache_size=0, **extra)  # no memo: every call recomputes
+    b = make_proxy(name, model, tok, clean, seed=3, **extra)
     lo, hi = a.value_range
     masks = _masks(a.shape)
     values = []
@@ -90,7 +98,7 @@ def test_deterministic_finite_in_range_and_reacts_to_mask(name: str, tiny_victim
 
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_rejects_bad_masks(name: str, tiny_victim: Victim, clean: LabelledTexts) -> None:
-    proxy = make_proxy(name, tiny_victim.model, tiny_victim.tokenizer, clean, seed=0)
+    proxy = make_proxy(name, tiny_victim.model, tiny_victim.tokenizer, clean, seed=0, **_extra(name, tiny_victim))
     L, H = proxy.shape
     with pytest.raises(ValueError, match="mask must be"):
         proxy(torch.ones(L + 1, H))

@@ -31,7 +31,8 @@ from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.scripted import PolicyDefense
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["AgentPolicy", "AgentStrategy", "evaluate", "evaluate_agent", "load_policy", "resolve_policy_path"]
+__all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentStrategy", "evaluate", "evaluate_agent", "load_policy",
+           "resolve_policy_path", "trained_env_options"]
 
 
 def resolve_policy_path(path: str | os.PathLike[str]) -> Path:
@@ -107,6 +108,45 @@ class AgentPolicy:
         return {"policy": str(self.source), **self.meta}
 
 
+ENV_LAYOUT_OPTIONS: tuple[str, ...] = ("operation", "features", "base")
+"""The env options that fix a trained head-scoring policy's parameter shapes or meaning."""
+
+
+def trained_env_options(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The :data:`ENV_LAYOUT_OPTIONS` a policy was trained with, read from its run folder's ``config.yml``
+    (``env_kwargs``; ``yaml.safe_load``, never unpickled); ``{}`` when the file has no run folder or the
+    run set none (then it was trained on the defaults: ``operation="prune"``, today's features)."""
+    import yaml
+
+    source = resolve_policy_path(path)
+    conf = next((d / "config.yml" for d in (source.parent, source.parent.parent) if (d / "config.yml").is_file()),
+                None)
+    if conf is None:
+        return {}
+    entries = yaml.safe_load(conf.read_text())
+    entry = next(iter(entries.values()), None) if isinstance(entries, dict) and entries else None
+    env_kwargs = (entry.get("env_kwargs") if isinstance(entry, dict) else None) or {}
+    return {k: env_kwargs[k] for k in ENV_LAYOUT_OPTIONS if k in env_kwargs}
+
+
+def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path) -> None:
+    """ValueError naming the features and operations when a head-scoring policy's weights do not fit ``env``."""
+    phi, score = state.get("features_extractor.phi.0.weight"), state.get("mlp_extractor.score.weight")
+    if phi is None or score is None:
+        return
+    space = env.observation_space
+    n, n_features = space["head_stats"].shape
+    with_reset = "reset" in space.spaces
+    wanted = (n_features + 3 + int(with_reset), int(env.action_space.n) // n)
+    trained = (int(phi.shape[1]), int(score.shape[0]))
+    if trained != wanted:
+        raise ValueError(
+            f"policy: {source} was trained on an observation of width {trained[0]} per head (head features + mask "
+            f"(+ reset flag) + 2 positions) and {trained[1]} operation(s) per head; this env gives {wanted[0]} "
+            f"({n_features} features{', reset flags' if with_reset else ''}) and {wanted[1]}. Build the env with the "
+            f"features and operation the policy was trained on ({trained_env_options(source) or 'the defaults'})")
+
+
 def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: str = "cpu") -> AgentPolicy:
     """The policy saved at ``path`` (a model ``.zip`` or a run folder), rebuilt for ``env``'s spaces.
 
@@ -115,9 +155,14 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     a size-agnostic policy has the same parameters for every ``L * H``, so it transfers to a model of
     another size; any other policy class loads only into an env of its training size.
 
+    The head-statistic features, the reset flag and the number of operations DO fix parameter shapes:
+    a policy loads only into an env with the ones it was trained on (:func:`trained_env_options`;
+    :func:`evaluate_agent` applies them).
+
     Raises:
         FileNotFoundError: no model at ``path``.
-        ValueError: the weights do not fit the rebuilt policy (naming the file and the env's size).
+        ValueError: the weights do not fit the rebuilt policy (naming the file and the env's size, or the
+            features and operations it was trained on).
     """
     source = resolve_policy_path(path)
     data, params, _ = load_from_zip_file(source, device=device)
@@ -128,6 +173,7 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     head_shape = _head_shape(env)
     if issubclass(policy_cls, (HeadScoringPolicy, MaskableHeadScoringPolicy)):
         kwargs["head_shape"] = head_shape
+        _check_layout(params["policy"], env, source)
     policy = policy_cls(env.observation_space, env.action_space, ConstantSchedule(0.0), **kwargs)
     try:
         policy.load_state_dict(params["policy"])
@@ -191,7 +237,8 @@ def evaluate_agent(
 
     :param policy: a model ``.zip`` or a run folder.
     :param victim: as :func:`~headprune.defenses.defend` (any model size).
-    :param env_config: the env config (defender rows, split sizes, floor, seed, cache, progress).
+    :param env_config: the env config (defender rows, split sizes, floor, seed, cache, progress); the
+        policy's :func:`trained_env_options` (operation, features, base) replace those fields.
     :param finetune: the fine-tune after pruning.
     :param out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
         ``report.md``, plot).
@@ -202,7 +249,8 @@ def evaluate_agent(
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
-    result = defend(victim, AgentStrategy(policy), env_config, finetune, **evaluation)
+    config = HeadPruneConfig.from_kwargs(env_config).replace(**trained_env_options(policy))
+    result = defend(victim, AgentStrategy(policy), config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

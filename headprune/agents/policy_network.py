@@ -9,13 +9,20 @@ not depend on ``L * H`` and one trained policy acts on a model with any number o
 Per head ``i = l * H + h`` (``n = L * H`` heads, batch ``B``; ``F`` = number of head statistics,
 ``d`` = ``embed_dim``)::
 
-    x_i   = [head_stats_i (F), mask_i, l / (L - 1), h / (H - 1)]             # [B, n, F + 3]
+    x_i   = [head_stats_i (F), mask_i, (reset_i), l / (L - 1), h / (H - 1)]  # [B, n, F + 3 (+1)]
     e_i   = phi(x_i)                                                          # [B, n, d]  shared MLP
     pool  = [mean_i e_i, sum_i mask_i e_i / sum_i mask_i]                     # [B, 2d]    over heads
     ctx   = rho([summary, pool])                                              # [B, d]     global context
     t_i   = psi([e_i, ctx])                                                   # [B, n, d]  head in context
-    logit_i = w . t_i + b                                                     # [B, n]     actor
+    logit_{k,i} = w_k . t_i + b_k                                             # [B, K * n] actor
     value   = v([ctx, mean_i t_i])                                            # [B, 1]     critic
+
+``K`` is the number of head operations (``action_space.n // n``: 1 for ``operation="prune"`` or
+``"reset"``, 2 for ``"both"``, whose action ``k * n + i`` is operation ``k`` on head ``i``); ``reset_i``
+is in ``x_i`` only when the observation has a ``"reset"`` entry (an env with a reset operation). ``F``,
+``K`` and the reset flag fix parameter shapes (``phi``'s input, ``score``'s output), so a policy loads
+only into an env with the same features and operations
+(:func:`headprune.agents.evaluation.load_policy` checks and names them); ``L * H`` never does.
 
 Positions are normalised to ``[0, 1]`` (0 when a model has one layer or one head) and held in a
 non-persistent buffer, so the state dict has the same keys and shapes for every ``(L, H)``.
@@ -90,6 +97,7 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
             if key not in observation_space.spaces:
                 raise ValueError(f"observation_space has no {key!r} entry: not a HeadPrune-v0 observation space")
         n, n_features = observation_space["head_stats"].shape
+        self.with_reset = "reset" in observation_space.spaces
         if head_shape is None:
             raise ValueError("head_shape (L, H) is required: pass policy_kwargs={'head_shape': env.head_shape}")
         num_layers, num_heads = (int(x) for x in head_shape)
@@ -104,7 +112,7 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
         summary_dim = int(observation_space["summary"].shape[0])
         d = self.embed_dim
         self.register_buffer("positions", head_positions(num_layers, num_heads), persistent=False)
-        self.phi = _mlp([n_features + 3, d, d], activation)          # head features -> e_i
+        self.phi = _mlp([n_features + 3 + int(self.with_reset), d, d], activation)  # head features -> e_i
         self.rho = _mlp([summary_dim + 2 * d, d, d], activation)     # summary + pooled heads -> ctx
         self.psi = _mlp([2 * d, d], activation)                      # [e_i, ctx] -> t_i
 
@@ -113,7 +121,10 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
         mask = observations["mask"].float().reshape(stats.shape[0], self.n, 1)  # [B, n, 1]
         summary = observations["summary"].float()                    # [B, S]
         pos = self.positions.unsqueeze(0).expand(stats.shape[0], -1, -1)  # [B, n, 2]
-        e = self.phi(torch.cat([stats, mask, pos], dim=-1))           # [B, n, d]
+        flags = [mask]
+        if self.with_reset:
+            flags.append(observations["reset"].float().reshape(stats.shape[0], self.n, 1))  # [B, n, 1]
+        e = self.phi(torch.cat([stats, *flags, pos], dim=-1))         # [B, n, d]
         mean_all = e.mean(dim=1)                                      # [B, d]
         mean_active = (e * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B, d]
         ctx = self.rho(torch.cat([summary, mean_all, mean_active], dim=-1))   # [B, d]
@@ -124,17 +135,19 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
 class HeadScoringHead(nn.Module):
     """SB3's ``mlp_extractor`` for :class:`HeadFeaturesExtractor` features ``[B, n * d + d]``.
 
-    ``forward_actor`` gives the per-head logits ``[B, n]`` (``latent_dim_pi = n``; one shared
-    ``Linear(d, 1)`` scores every head); ``forward_critic`` gives ``[B, value_dim]`` from the context
-    and the mean head vector (``latent_dim_vf = value_dim``).
+    ``forward_actor`` gives the logits ``[B, K * n]`` (``latent_dim_pi = K * n``; one shared
+    ``Linear(d, K)`` scores every head, one logit per operation, operation-major as the env's actions);
+    ``forward_critic`` gives ``[B, value_dim]`` from the context and the mean head vector
+    (``latent_dim_vf = value_dim``).
     """
 
-    def __init__(self, n: int, embed_dim: int, value_dim: int = 64, activation: type[nn.Module] = nn.Tanh) -> None:
+    def __init__(self, n: int, embed_dim: int, value_dim: int = 64, activation: type[nn.Module] = nn.Tanh,
+                 num_ops: int = 1) -> None:
         super().__init__()
-        self.n, self.embed_dim = int(n), int(embed_dim)
-        self.latent_dim_pi = self.n
+        self.n, self.embed_dim, self.num_ops = int(n), int(embed_dim), int(num_ops)
+        self.latent_dim_pi = self.n * self.num_ops
         self.latent_dim_vf = int(value_dim)
-        self.score = nn.Linear(embed_dim, 1)
+        self.score = nn.Linear(embed_dim, self.num_ops)
         self.value = _mlp([2 * embed_dim, value_dim], activation)
 
     def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +156,7 @@ class HeadScoringHead(nn.Module):
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
         t, _ = self._split(features)
-        return self.score(t).squeeze(-1)                              # [B, n]
+        return self.score(t).transpose(1, 2).flatten(1)               # [B, n, K] -> [B, K * n]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         t, ctx = self._split(features)
@@ -174,9 +187,12 @@ class _HeadScoring:
         return kwargs
 
     def _build_mlp_extractor(self) -> None:
-        n = int(self.action_space.n)  # type: ignore[attr-defined]
+        n = self.head_shape[0] * self.head_shape[1]
+        actions = int(self.action_space.n)  # type: ignore[attr-defined]
+        if actions % n:
+            raise ValueError(f"the action space has {actions} actions, not a multiple of the {n} heads")
         activation = self.activation_fn  # type: ignore[attr-defined]
-        self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation)
+        self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation, num_ops=actions // n)
 
     def _build(self, lr_schedule: Any) -> None:
         """SB3's build, then the action head is the identity (the logits come from the shared scorer).

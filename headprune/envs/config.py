@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEPRECATED_ALIASES", "HeadPruneConfig"]
+__all__ = ["DEPRECATED_ALIASES", "OPERATIONS", "HeadPruneConfig"]
+
+OPERATIONS: tuple[str, ...] = ("prune", "reset", "both")
+"""The head operations of ``HeadPrune-v0``: gate a head off, copy the reference's weights into it, or either."""
 
 DEPRECATED_ALIASES: dict[str, str] = {"eval_size": "val_size"}
 """Old keyword -> field; accepted with a DeprecationWarning for one release."""
@@ -57,6 +60,15 @@ class HeadPruneConfig:
     eval_batch_size: int = _help("rows per forward when scoring a mask", default=32)
     cache: str | os.PathLike[str] | None = _help("cache root for victims and head statistics", default=None)
     progress: bool = _help("show progress bars while building a victim or statistics", default=True)
+    base: Any = _help("the public pre-trained reference: 'auto' (the victim's known reference, see "
+                      "headprune.reference.resolve_base; none when it has none), a folder, a hub id or a model; "
+                      "None or 'none': no reference (no drift statistics, no reset)", default="auto")
+    operation: str = _help("what an action does to a head: 'prune' (gate it off), 'reset' (copy the reference's "
+                           "weights into it) or 'both' (Discrete(2n): a < n prunes head a, a >= n resets head a - n)",
+                           default="prune")
+    features: Any = _help("observation columns of head_stats: names from headprune.head_stats.ALL_FEATURE_NAMES, "
+                          "'all', or None (FEATURE_NAMES for operation 'prune', every feature otherwise)",
+                          default=None)
 
     def __post_init__(self) -> None:
         for name in ("val_size", "stats_size", "eval_batch_size"):
@@ -75,6 +87,22 @@ class HeadPruneConfig:
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise ValueError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
         object.__setattr__(self, "proxy_kwargs", dict(self.proxy_kwargs or {}))
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {list(OPERATIONS)}, got {self.operation!r}")
+        if isinstance(self.base, str) and self.base.lower() == "none":
+            object.__setattr__(self, "base", None)
+        if self.operation != "prune" and self.base is None:
+            raise ValueError(f"operation={self.operation!r} resets heads to the pre-trained reference: give base=")
+        _check_features(self)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The observation's head-statistic columns (``features`` with its default applied)."""
+        from headprune.head_stats import ALL_FEATURE_NAMES, FEATURE_NAMES
+
+        if self.features is None:
+            return FEATURE_NAMES if self.operation == "prune" else ALL_FEATURE_NAMES
+        return ALL_FEATURE_NAMES if self.features == "all" else tuple(self.features)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -131,3 +159,19 @@ def _check_int(config: HeadPruneConfig, name: str, *, minimum: int | None) -> No
     object.__setattr__(config, name, value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_features(config: HeadPruneConfig) -> None:
+    """Normalise ``features`` (a sequence becomes a tuple) and refuse unknown or repeated names."""
+    from headprune.head_stats import ALL_FEATURE_NAMES
+
+    value = config.features
+    if value is None or value == "all":
+        return
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"features must be None, 'all' or a sequence of names, got {value!r}")
+    names = tuple(value)
+    unknown = sorted(set(names) - set(ALL_FEATURE_NAMES))
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"features {list(names)}: unknown {unknown} or repeated/empty; valid: {list(ALL_FEATURE_NAMES)}")
+    object.__setattr__(config, "features", names)

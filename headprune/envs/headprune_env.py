@@ -6,7 +6,6 @@ extras (LFR in ``info``) and the terminal fine-tune are wrappers: :mod:`headprun
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import os
@@ -22,13 +21,14 @@ from gymnasium import spaces
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
+from headprune.envs.operations import HeadOperations
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.registration import ENV_ID
 from headprune.envs.reward import RewardWeights, potential, step_reward
 from headprune.evaluator import Evaluator
-from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats
-from headprune.provenance import config_hash
-from headprune.victims import DEFAULT_VICTIM, Victim, cache_dir, resolve_victim
+from headprune.envs.stats_cache import env_reference, load_or_compute_stats
+from headprune.head_stats import HeadStats
+from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
 
 __all__ = ["SUMMARY_FIELDS", "WRAPPER_OPTIONS", "HeadPruneEnv"]
 
@@ -40,7 +40,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "fraction_pruned",
     "budget_left",
 )
-"""The entries of ``observation["summary"]``, in order."""
+"""The entries of ``observation["summary"]``, in order (with a reset operation, ``"fraction_reset"`` follows)."""
 
 WRAPPER_OPTIONS: dict[str, str] = {
     "poisoned_eval": "LabelFlipRateInfo",
@@ -49,27 +49,6 @@ WRAPPER_OPTIONS: dict[str, str] = {
     "finetune_config": "TerminalFineTune",
 }
 """Former env keywords that are now wrappers in :mod:`headprune.envs.wrappers` (keyword -> wrapper)."""
-
-_STATS_VERSION = 1  # bump when the cached statistics change meaning
-
-
-def _weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of the model's state (names and raw bytes of every tensor; about 0.1 s for MiniLM)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def _texts_digest(texts: LabelledTexts) -> str:
-    """sha256 of the rows (sentences and labels, in order)."""
-    h = hashlib.sha256()
-    for sentence, label in texts:
-        h.update(sentence.encode())
-        h.update(f"\t{label}\n".encode())
-    return h.hexdigest()
-
 
 def _refuse_wrapper_options(overrides: Mapping[str, Any]) -> None:
     """ValueError naming the wrapper for each former env keyword in ``overrides``."""
@@ -98,7 +77,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
       - ``"head_stats"``: ``Box(-sqrt(n), sqrt(n), (n, F), float32)``: the
         :class:`~headprune.head_stats.HeadStats` of the unpruned model on the defender's statistics
         rows, z-scored per feature over the ``n`` heads (:meth:`HeadStats.normalised`; a z-score over
-        ``n`` values lies within ``sqrt(n - 1)``), columns :data:`~headprune.head_stats.FEATURE_NAMES`.
+        ``n`` values lies within ``sqrt(n - 1)``), columns :attr:`feature_names` (``config.feature_names``).
         Constant over episodes; computed once per victim, data and configuration and cached on disk;
       - ``"summary"``: ``Box(6,)`` float32, :data:`SUMMARY_FIELDS`: clean accuracy ``acc_t``, its drop
         from the start ``acc_0 - acc_t``, the proxy ``p_t``, its change from the start ``p_t - p_0``
@@ -116,6 +95,12 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     validation rows), so every quantity is count-based or the proxy's own float. The reward returned
     equals ``info["reward_terms"]["total"]``.
 
+    **Head operations** (``config.operation``; layout and validity in :mod:`headprune.envs.operations`):
+    ``"prune"`` (the default: everything here), ``"reset"`` (copy the reference's weights into head
+    ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
+    (``MultiBinary(n)``) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
+    reset; reset weights are swapped in per scoring call (exact; the victim is unchanged between calls).
+
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
     the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked
     agents and ``check_env`` work; masked agents use :meth:`action_masks` or ``info["action_mask"]``).
@@ -125,13 +110,15 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     * ``truncated`` when ``budget`` heads are pruned or ``max_steps`` steps were taken.
 
     ``info["best_mask"]`` is the visited mask with the highest ``Phi`` among those at or above the
-    floor (ties: the later one), so it never includes the step that crossed the floor. The dynamics
+    floor (ties: the later one), so it never includes the step that crossed the floor;
+    ``info["best_reset"]`` (int8 ``[n]``, 1 = reset) is that state's reset set (all 0 for ``"prune"``). The dynamics
     are deterministic; ``reset(seed=...)`` seeds :attr:`np_random` (Gymnasium's convention), which
     the env itself does not use. ``reset`` accepts no options (``options`` is ignored).
 
     **Info** (reset and step): ``clean_accuracy``, ``accuracy_drop``, ``proxy``, ``proxy_change``,
     ``heads_pruned``, ``steps``, ``accuracy_floor``, ``action_mask`` (bool ``[n]``), ``best_mask``
-    (int8 ``[n]``), ``best_accuracy``, ``best_proxy``, ``best_heads_pruned``; on steps also
+    (int8 ``[n]``), ``best_accuracy``, ``best_proxy``, ``best_heads_pruned``, ``heads_reset``, ``best_reset``,
+    ``best_heads_reset``; on steps also
     ``invalid_action`` and ``reward_terms``. LFR (``lfr``, ``best_lfr``) and the terminal fine-tune
     (``finetune``) come from the wrappers in :mod:`headprune.envs.wrappers`.
 
@@ -165,9 +152,16 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.tokenizer = self.victim.tokenizer
         self.max_length = int(self.victim.config.max_length)
         self._split_data(cfg)
-        self.head_stats = self._load_or_compute_stats(cfg.progress)
+        self.base_model = env_reference(self.victim, cfg.base)  # the public pre-trained reference, or None
+        if cfg.operation != "prune" and self.base_model is None:
+            raise ValueError(f"operation={cfg.operation!r} needs a pre-trained reference; none is known for "
+                             f"{self.victim.name}: pass base= (a folder or a hub id)")
+        self.head_stats = load_or_compute_stats(self.victim, self.stats_data, max_length=self.max_length,
+                                                reference=self.base_model, cache=cfg.cache, progress=cfg.progress)
         self.num_layers, self.num_heads = self.head_stats.shape
-        self._features = self.head_stats.normalised().as_features().numpy().astype(np.float32)  # [n, F]
+        self.operations = HeadOperations(cfg.operation, self.num_layers * self.num_heads)
+        self.feature_names: tuple[str, ...] = cfg.feature_names
+        self._features = self.head_stats.normalised().as_features(self.feature_names).numpy().astype(np.float32)
         self._setup_proxy(cfg)
         self._setup_scorer(cfg)
         self._setup_limits(cfg)
@@ -191,30 +185,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.train_data = clean.subset(np.sort(rest))
         self.stats_data = clean.subset(np.sort(rest[:cfg.stats_size]))
 
-    def _load_or_compute_stats(self, progress: bool) -> HeadStats:
-        """Head statistics of the unpruned model on the statistics rows, cached under ``<cache>/head_stats``
-        and keyed by the victim's name, a digest of its weights, the rows and the configuration."""
-        key = config_hash({
-            "victim": self.victim.name,
-            "weights": _weights_digest(self.model),
-            "data": _texts_digest(self.stats_data),
-            "max_length": self.max_length,
-            "features": list(FEATURE_NAMES),
-            "version": _STATS_VERSION,
-        }, 16)
-        path = cache_dir(self.cache) / "head_stats" / f"{self.victim.file_stem}-{key}.json"
-        if path.is_file():
-            return HeadStats.load(path)
-        if progress:
-            print(f"computing head statistics of {self.victim.name} on {len(self.stats_data)} clean rows "
-                  f"(cached in {path})", flush=True)
-        stats = compute_head_stats(self.model, self.tokenizer, self.stats_data, max_length=self.max_length)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: parallel workers may race
-        stats.save(tmp)
-        os.replace(tmp, path)
-        return stats
-
     def _setup_proxy(self, cfg: HeadPruneConfig) -> None:
         """The proxy class and its instance on the victim (``proxy_cls``, ``proxy``)."""
         self.proxy_kwargs = dict(cfg.proxy_kwargs or {})
@@ -236,18 +206,21 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         :param with_stats: pass the env's cached head statistics to a proxy that accepts ``head_stats``
             (they describe the victim, so not for a fine-tuned copy).
         :param overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
+        A proxy that accepts ``reference`` gets the env's pre-trained reference.
         """
         kwargs = {**self.proxy_kwargs, **overrides}
-        accepts_stats = "head_stats" in inspect.signature(self.proxy_cls.__init__).parameters
-        if with_stats and accepts_stats and "head_stats" not in kwargs:
+        accepts = inspect.signature(self.proxy_cls.__init__).parameters
+        if with_stats and "head_stats" in accepts and "head_stats" not in kwargs:
             kwargs["head_stats"] = self.head_stats
+        if "reference" in accepts and "reference" not in kwargs:
+            kwargs["reference"] = self.base_model
         return self.proxy_cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
 
     def _setup_scorer(self, cfg: HeadPruneConfig) -> None:
         """Incremental forward over the validation rows plus the proxy, memoised by mask; the start score."""
         self.evaluator = Evaluator(self.model, self.tokenizer, self.val_data, batch_size=cfg.eval_batch_size,
                                    max_length=self.max_length)
-        self.scorer = MaskScorer(IncrementalForward(self.evaluator), self.proxy)
+        self.scorer = MaskScorer(IncrementalForward(self.evaluator, reference=self.base_model), self.proxy)
         self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
         self.start_score = self.scorer(self.mask_tensor(self._full))
 
@@ -274,24 +247,30 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         n = self._full.size
         lo, hi = (float(v) for v in self.proxy.value_range)
         bound = math.sqrt(n)
-        self.action_space = spaces.Discrete(n)
-        self.observation_space = spaces.Dict({
+        extra = [0.0] if self.operations.resets else []  # fraction_reset in [0, 1]
+        self.summary_fields = SUMMARY_FIELDS + (("fraction_reset",) if self.operations.resets else ())
+        self.action_space = spaces.Discrete(self.operations.num_actions)
+        entries: dict[str, spaces.Space[Any]] = {
             "mask": spaces.MultiBinary(n),
-            "head_stats": spaces.Box(-bound, bound, shape=(n, len(FEATURE_NAMES)), dtype=np.float32),
+            "head_stats": spaces.Box(-bound, bound, shape=(n, len(self.feature_names)), dtype=np.float32),
             "summary": spaces.Box(
-                low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0], dtype=np.float32),
-                high=np.array([1.0, 1.0, hi, hi - lo, 1.0, 1.0], dtype=np.float32),
+                low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0, *extra], dtype=np.float32),
+                high=np.array([1.0, 1.0, hi, hi - lo, 1.0, 1.0, *(1.0 for _ in extra)], dtype=np.float32),
                 dtype=np.float32,
             ),
-        })
+        }
+        if self.operations.resets:
+            entries["reset"] = spaces.MultiBinary(n)
+        self.observation_space = spaces.Dict(entries)
 
     def _start_episode(self) -> None:
         """The unpruned state."""
         self._mask = self._full.copy()
+        self._reset = np.zeros_like(self._full)  # [n] int8, 1 = reset to the reference
         self._score = self.start_score
         self._steps = 0
         self._pruned = 0
-        self._best: tuple[float, np.ndarray, MaskScore, int] = self._candidate(self._mask, self._score, 0)
+        self._best = self._candidate()
         self._done = False
 
     @property
@@ -310,8 +289,24 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         """``[L, H]`` float mask of a flat int8 mask."""
         return torch.from_numpy(flat.astype(np.float32)).view(self.num_layers, self.num_heads)
 
-    def _candidate(self, mask: np.ndarray, score: MaskScore, pruned: int) -> tuple[float, np.ndarray, MaskScore, int]:
-        return potential(score.accuracy, score.proxy, self.weights), mask.copy(), score, pruned
+    def reset_tensor(self, flat: np.ndarray) -> torch.Tensor | None:
+        """``[L, H]`` bool of a flat int8 reset set, or ``None`` when no head is reset."""
+        return torch.from_numpy(flat != 0).view(self.num_layers, self.num_heads) if flat.any() else None
+
+    def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None) -> MaskScore:
+        """:class:`MaskScore` of a flat int8 state (``mask``, optionally ``reset``), memoised."""
+        return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset))
+
+    @property
+    def heads_reset(self) -> int:
+        """Heads reset in the current state."""
+        return int(self._reset.sum())
+
+    def _candidate(self) -> tuple[float, np.ndarray, MaskScore, int, np.ndarray]:
+        """``(Phi, mask, score, heads pruned, reset)`` of the current state."""
+        score = self._score
+        return (potential(score.accuracy, score.proxy, self.weights), self._mask.copy(), score, self._pruned,
+                self._reset.copy())
 
     def _observation(self) -> dict[str, np.ndarray]:
         n = self._mask.size
@@ -323,12 +318,16 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             p,
             p - self.start_score.proxy,
             self._pruned / n,
-            (self.budget - self._pruned) / self.budget,
+            (self.budget - self._pruned - self.heads_reset) / self.budget,
+            *([self.heads_reset / n] if self.operations.resets else []),
         ], dtype=np.float32)
-        return {"mask": self._mask.copy(), "head_stats": self._features.copy(), "summary": np.clip(summary, lo, hi)}
+        obs = {"mask": self._mask.copy(), "head_stats": self._features.copy(), "summary": np.clip(summary, lo, hi)}
+        if self.operations.resets:
+            obs["reset"] = self._reset.copy()
+        return obs
 
     def _info(self) -> dict[str, Any]:
-        _, best_mask, best_score, best_pruned = self._best
+        _, best_mask, best_score, best_pruned, best_reset = self._best
         info: dict[str, Any] = {
             "clean_accuracy": self._score.accuracy,
             "accuracy_drop": self.start_score.accuracy - self._score.accuracy,
@@ -342,13 +341,17 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "best_accuracy": best_score.accuracy,
             "best_proxy": best_score.proxy,
             "best_heads_pruned": best_pruned,
+            "heads_reset": self.heads_reset,
+            "best_reset": best_reset.copy(),
+            "best_heads_reset": int(best_reset.sum()),
         }
         return info
 
     # ------------------------------------------------------------------------------ Gymnasium API
     def action_masks(self) -> np.ndarray:
-        """``[n]`` bool, True where the head is still active (the valid actions; for MaskablePPO)."""
-        return self._mask == 1
+        """``[action_space.n]`` bool, True for the valid actions (for MaskablePPO): on heads still active
+        and not reset (for ``"prune"``: ``[n]``, True where the head is still active)."""
+        return self.operations.action_mask(self._mask, self._reset)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -359,28 +362,32 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def step(self, action: int | np.integer | np.ndarray
              ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        """Prune head ``action`` (see the class docstring for the reward and the episode's end)."""
+        """Prune (or reset) a head (see the class docstring for the reward and the episode's end)."""
         if self._done:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = int(np.asarray(action).item())
         if not self.action_space.contains(a):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
+        op, head = self.operations.decode(a)
         prev = self._score
-        invalid = self._mask[a] == 0
-        if not invalid:
-            self._mask[a] = 0
+        invalid = not (self._mask[head] == 1 and self._reset[head] == 0)
+        if not invalid and op == "prune":
+            self._mask[head] = 0
             self._pruned += 1
+        elif not invalid:
+            self._reset[head] = 1
         self._steps += 1
-        self._score = self.scorer(self.mask_tensor(self._mask))
+        self._score = self.score_state(self._mask, self._reset if self.operations.resets else None)
         crossed = self._score.accuracy < self.accuracy_floor
         terms = step_reward(prev.accuracy, prev.proxy, self._score.accuracy, self._score.proxy,
                             invalid=bool(invalid), crossed_floor=crossed, weights=self.weights)
         if not crossed:
-            candidate = self._candidate(self._mask, self._score, self._pruned)
+            candidate = self._candidate()
             if candidate[0] >= self._best[0]:
                 self._best = candidate
         terminated = crossed
-        truncated = not terminated and (self._pruned >= self.budget or self._steps >= self.max_steps)
+        changed = self._pruned + self.heads_reset
+        truncated = not terminated and (changed >= self.budget or self._steps >= self.max_steps)
         self._done = terminated or truncated
         info = self._info()
         info["invalid_action"] = bool(invalid)
@@ -388,7 +395,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return self._observation(), float(terms.total), terminated, truncated, info
 
     def render(self) -> str | None:
-        """With ``render_mode="ansi"``: a layer x head grid (``#`` active, ``.`` pruned) and a status line.
+        """With ``render_mode="ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a
+        status line.
 
         Other modes render nothing (``None``, with a warning): they are accepted at construction, as
         Gymnasium's own envs do, because SB3's ``make_vec_env`` passes ``render_mode="rgb_array"``.
@@ -396,7 +404,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         if self.render_mode != "ansi":
             gym.logger.warn(f"{ENV_ID} renders only render_mode='ansi' (this env has {self.render_mode!r})")
             return None
-        grid = self._mask.reshape(self.num_layers, self.num_heads)
+        grid = (self._mask - 2 * self._reset).reshape(self.num_layers, self.num_heads)  # 1 active, 0 pruned, -1 reset
         width = max(2, len(str(self.num_heads - 1)) + 1)
         lines = [
             f"{ENV_ID} {self.victim.name}  step {self._steps}  pruned {self._pruned}/{self.budget}  "
@@ -404,6 +412,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "     " + "".join(f"h{h}".rjust(width + 1) for h in range(self.num_heads)),
         ]
         for layer in range(self.num_layers):
-            cells = "".join(("#" if v else ".").rjust(width + 1) for v in grid[layer])
+            cells = "".join({1: "#", 0: ".", -1: "R"}[int(v)].rjust(width + 1) for v in grid[layer])
             lines.append(f"L{layer:<3} {cells}")
         return "\n".join(lines) + "\n"

@@ -12,6 +12,12 @@ layer's context (only the output projection, LayerNorm and feed-forward run ther
 the layers after it. It works for any new mask (pruning in an earlier layer than the last change,
 un-pruning on reset, arbitrary jumps); a mask equal to the cached one costs nothing.
 
+Head resets (``reset`` ``[L, H]`` bool, heads carrying the pre-trained reference's weights, see
+:func:`headprune.reference.heads_reset_to`) change the Q/K/V and output weights of their layer only,
+so a change of the reset set at layer ``l`` also starts the recomputation at ``l``, but there the
+heads' outputs are recomputed too (their weights changed); layers below ``l`` are reused. The
+weights are swapped in for the duration of one call and restored exactly.
+
 The last layer is computed for the ``[CLS]`` query only: the classifier reads only position 0 of
 the last layer (the pooler takes ``h[:, 0]``), and position 0 of the last layer needs the keys and
 values of all positions but the query, head outputs, LayerNorm and feed-forward of position 0 only.
@@ -39,10 +45,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from torch import nn
+
 from headprune.architectures import LayerwiseForward, adapter_for
 from headprune.evaluator import Evaluator
+from headprune.reference import heads_reset_to
 
-__all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key"]
+__all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key", "state_key"]
 
 
 @dataclass
@@ -68,6 +77,8 @@ class IncrementalForward:
         evaluator: supplies the model, its pre-tokenized length-sorted batches and its
             :class:`~headprune.gating.HeadGate`. The model's weights must not change while this
             object lives (call :meth:`reset` if they do).
+        reference: the pre-trained reference whose weights reset heads carry (needed only for
+            ``reset`` masks with a true entry).
 
     Attributes:
         incremental: ``True`` where the adapter gives a layerwise forward (layer caches), ``False`` for the
@@ -79,44 +90,56 @@ class IncrementalForward:
     ``2 * L * sum_b B_b * T_b * d`` floats (about 150 MB for 256 SST-2 sentences on MiniLM).
     """
 
-    def __init__(self, evaluator: Evaluator) -> None:
+    def __init__(self, evaluator: Evaluator, reference: nn.Module | None = None) -> None:
         self.evaluator = evaluator
+        self.reference = reference
         self.model = evaluator.model
         self.num_layers, self.num_heads = evaluator.head_shape
         self._layers = adapter_for(self.model).layerwise_forward(self.model)
         self.incremental = self._layers is not None
         self.last_start_layer = 0
         self._mask: torch.Tensor | None = None  # [L, H] float mask the caches hold
+        self._reset = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)  # [L, H] their reset heads
         self._caches: list[_BatchCache] = []
         self._logits = torch.empty(0)  # [N, C] under self._mask
 
     def reset(self) -> None:
         """Drop every cache (the next call recomputes from the embeddings)."""
         self._mask = None
+        self._reset = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
         self._caches = []
         self._logits = torch.empty(0)
 
-    def logits(self, mask: torch.Tensor) -> torch.Tensor:
-        """``[N, C]`` float logits on the CPU under ``mask`` ``[L, H]`` (1 = active), original order."""
+    def logits(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, C]`` float logits on the CPU under ``mask`` ``[L, H]`` (1 = active), original order,
+        with the heads where ``reset`` ``[L, H]`` is true carrying the reference's weights."""
+        shape = (self.num_layers, self.num_heads)
         mask = mask.detach().float().cpu()
-        if tuple(mask.shape) != (self.num_layers, self.num_heads):
+        if tuple(mask.shape) != shape:
             raise ValueError(f"mask must be [{self.num_layers}, {self.num_heads}], got {tuple(mask.shape)}")
-        if not self.incremental:
-            self.last_start_layer = 0
-            return self.evaluator.logits(mask)
-        if self._mask is None:
-            start = 0
-        else:
-            changed = (mask != self._mask).any(dim=1).nonzero()
-            start = int(changed[0]) if changed.numel() else self.num_layers
-        self.last_start_layer = start
-        if start < self.num_layers:
-            self._run(mask, start)
-            self._mask = mask.clone()
+        reset = torch.zeros(shape, dtype=torch.bool) if reset is None else reset.detach().cpu().bool()
+        if tuple(reset.shape) != shape:
+            raise ValueError(f"reset must be [{self.num_layers}, {self.num_heads}], got {tuple(reset.shape)}")
+        with heads_reset_to(self.model, self.reference, reset):
+            if not self.incremental:
+                self.last_start_layer = 0
+                return self.evaluator.logits(mask)
+            if self._mask is None:
+                start, weights_changed = 0, True
+            else:
+                weight_rows = (reset != self._reset).any(dim=1)  # [L]
+                changed = ((mask != self._mask).any(dim=1) | weight_rows).nonzero()
+                start = int(changed[0]) if changed.numel() else self.num_layers
+                weights_changed = start < self.num_layers and bool(weight_rows[start])
+            self.last_start_layer = start
+            if start < self.num_layers:
+                self._run(mask, start, recompute_heads=weights_changed)
+                self._mask, self._reset = mask.clone(), reset.clone()
         return self._logits.clone()
 
-    def _run(self, mask: torch.Tensor, start: int) -> None:
-        """Recompute from layer ``start`` (reusing its cached context), then the classifier head."""
+    def _run(self, mask: torch.Tensor, start: int, *, recompute_heads: bool = False) -> None:
+        """Recompute from layer ``start`` (reusing its cached context unless ``recompute_heads``: the
+        layer's weights changed), then the classifier head."""
         layers = self._layers
         assert layers is not None
         model = self.model
@@ -133,6 +156,8 @@ class IncrementalForward:
                     if b == len(self._caches):
                         h0, bias = layers.embed(batch.inputs)
                         self._caches.append(_BatchCache(bias=bias, hidden=[h0]))
+                    if recompute_heads:
+                        del self._caches[b].context[start:]
                     h = self._run_layers(layers, self._caches[b], start)
                     self._logits[batch.indices] = layers.classify(h).float().cpu()
         finally:
@@ -163,6 +188,17 @@ def mask_key(mask: torch.Tensor | np.ndarray) -> bytes:
     return np.ascontiguousarray(arr.reshape(-1) != 0).tobytes()
 
 
+def state_key(mask: torch.Tensor | np.ndarray, reset: torch.Tensor | np.ndarray | None = None) -> bytes:
+    """Memo key of a state (a gate mask and the set of reset heads): :func:`mask_key` of the mask when
+    no head is reset (so prune-only keys are unchanged), else that followed by ``b"|"`` and the reset
+    set's :func:`mask_key` (the two lengths are equal, so keys of different states never collide)."""
+    key = mask_key(mask)
+    if reset is None:
+        return key
+    reset_bytes = mask_key(reset)
+    return key if not any(reset_bytes) else key + b"|" + reset_bytes
+
+
 @dataclass(frozen=True)
 class MaskScore:
     """Count-based scores of one mask.
@@ -184,15 +220,19 @@ class MaskScore:
 
 
 class MaskScorer:
-    """Clean accuracy and proxy value of head masks, memoised by mask (LRU).
+    """Clean accuracy and proxy value of states (a head mask, optionally a set of reset heads),
+    memoised by state (LRU, keyed by :func:`state_key`).
 
     Args:
-        forward: the :class:`IncrementalForward` of the labelled evaluation texts.
-        proxy: ``mask [L, H] float -> float`` (a :class:`~headprune.envs.proxies.BackdoorProxy`).
-        memo_size: masks remembered (least recently used dropped first).
+        forward: the :class:`IncrementalForward` of the labelled evaluation texts (its ``reference``
+            supplies the weights of reset heads).
+        proxy: ``mask [L, H] float -> float`` (a :class:`~headprune.envs.proxies.BackdoorProxy`); for a
+            state with reset heads it is called as ``proxy(mask, reset=reset)`` while the model carries
+            the reset weights.
+        memo_size: states remembered (least recently used dropped first).
     """
 
-    def __init__(self, forward: IncrementalForward, proxy: Callable[[torch.Tensor], float], *,
+    def __init__(self, forward: IncrementalForward, proxy: Callable[..., float], *,
                  memo_size: int = 100_000) -> None:
         self.forward = forward
         self.labels = forward.evaluator.require_labels()  # [N]
@@ -204,9 +244,9 @@ class MaskScorer:
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, mask: torch.Tensor) -> MaskScore:
-        """Scores of ``mask`` ``[L, H]`` (0/1)."""
-        key = mask_key(mask)
+    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> MaskScore:
+        """Scores of ``mask`` ``[L, H]`` (0/1) with the heads where ``reset`` ``[L, H]`` is true reset."""
+        key = state_key(mask, reset)
         score = self.memo.get(key)
         if score is not None:
             self.hits += 1
@@ -214,8 +254,14 @@ class MaskScorer:
             return score
         self.misses += 1
         m = mask.detach().float().cpu()
-        correct = int((self.forward.logits(m).argmax(dim=-1) == self.labels).sum())
-        score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=float(self.proxy(m)))
+        r = None if reset is None or not bool(reset.bool().any()) else reset.detach().cpu().bool()
+        correct = int((self.forward.logits(m, r).argmax(dim=-1) == self.labels).sum())
+        if r is None:
+            proxy = float(self.proxy(m))
+        else:
+            with heads_reset_to(self.forward.model, self.forward.reference, r):
+                proxy = float(self.proxy(m, reset=r))
+        score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=proxy)
         self.memo[key] = score
         if len(self.memo) > self.memo_size:
             self.memo.popitem(last=False)

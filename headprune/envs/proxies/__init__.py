@@ -22,6 +22,9 @@ one new module in this package, imported below):
     PURE's [CLS]-attention variance, computed once for the unpruned model and summed over the
     mask's active heads (as a share of the total); free per call, and free to build when the caller
     passes the head statistics it already has.
+``drift_mass`` (:class:`DriftMassProxy`)
+    The share of the fine-tuning drift (distance from the public pre-trained reference) still carried
+    by heads neither pruned nor reset; needs the env's ``base``.
 
 Costs per call and the correlations with LFR behind :data:`DEFAULT_PROXY` are in
 ``benchmarks/RESULTS.md`` ("Backdoor proxies vs LFR"; ``benchmarks/proxy_evidence.py``).
@@ -35,6 +38,7 @@ from headprune.envs.proxies.soft_trigger import SoftTriggerProxy
 from headprune.envs.proxies.random_word_flip import RandomWordFlipProxy
 from headprune.envs.proxies.cls_attention_concentration import ClsAttentionConcentrationProxy
 from headprune.envs.proxies.pure_variance import PureVarianceProxy
+from headprune.envs.proxies.drift_mass import DriftMassProxy
 # isort: on
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "PROXIES",
     "BackdoorProxy",
     "ClsAttentionConcentrationProxy",
+    "DriftMassProxy",
     "PureVarianceProxy",
     "RandomWordFlipProxy",
     "SoftTriggerProxy",

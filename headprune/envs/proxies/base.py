@@ -79,14 +79,25 @@ class BackdoorProxy(ABC):
             raise ValueError("a proxy mask must hold only 0 and 1")
         return m
 
-    def __call__(self, mask: torch.Tensor) -> float:
-        """The proxy value under ``mask`` ``[L, H]`` (1 = active head)."""
+    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> float:
+        """The proxy value under ``mask`` ``[L, H]`` (1 = active head) with the heads where ``reset``
+        ``[L, H]`` is true reset to the pre-trained reference.
+
+        A proxy that reads the model sees reset heads only if the caller has put the reference's
+        weights into the model for the call (:class:`~headprune.envs.incremental.MaskScorer` does,
+        through :func:`headprune.reference.heads_reset_to`); values are memoised by mask and reset set.
+        """
         m = self._check(mask)
+        r = None if reset is None else self._check(reset)
+        if r is not None and not bool(r.any()):
+            r = None
         key = m.to(torch.uint8).numpy().tobytes()
+        if r is not None:
+            key += b"|" + r.to(torch.uint8).numpy().tobytes()
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        value = float(self._compute(m))
+        value = float(self._compute(m) if r is None else self._compute_with_reset(m, r))
         if not math.isfinite(value):
             raise RuntimeError(f"{self.name} proxy returned {value}")
         if self.cache_size > 0:
@@ -94,6 +105,13 @@ class BackdoorProxy(ABC):
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return value
+
+    def _compute_with_reset(self, mask: torch.Tensor, reset: torch.Tensor) -> float:
+        """The value under a mask and a (non-empty) float 0/1 reset set ``[L, H]``. Default:
+        :meth:`_compute` of the mask, right for proxies that read the model (which carries the reset
+        weights during the call); a proxy computed once from the unpruned model (``pure_variance``)
+        thereby counts a reset head like an untouched active one."""
+        return self._compute(mask)
 
     @abstractmethod
     def _compute(self, mask: torch.Tensor) -> float:

@@ -58,14 +58,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from headprune.data import LabelledTexts
 from headprune.evaluator import Evaluator
 from headprune.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
+from headprune.modes import eval_mode, model_mode
 
 __all__ = ["ALL_FEATURE_NAMES", "DRIFT_FEATURE_NAMES", "FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention", "gate_gradient_importance"]
 
@@ -80,11 +82,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 ALL_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + DRIFT_FEATURE_NAMES
 """Every statistic a :class:`HeadStats` may hold: :data:`FEATURE_NAMES`, then the drift statistics."""
-
-
-class _Labelled(Protocol):
-    sentences: Any
-    labels: Any
 
 
 @dataclass
@@ -240,7 +237,7 @@ def _batch_gate_gradient(ev: Evaluator, batch: Any, base: torch.Tensor, labels: 
 def gate_gradient_importance(
     model: nn.Module,
     tokenizer: Any,
-    texts: _Labelled,
+    texts: LabelledTexts,
     *,
     mask: torch.Tensor | None = None,
     dropout: bool = False,
@@ -265,23 +262,20 @@ def gate_gradient_importance(
     base = torch.ones(L, H) if mask is None else mask.detach().float().cpu().reshape(L, H)
     device = next(model.parameters()).device
     total = torch.zeros(L, H, dtype=torch.float64)
-    was_training = model.training
-    model.train(dropout)
     try:
-        with torch.random.fork_rng(devices=[]), ev.gate:
+        with model_mode(model, training=bool(dropout)), torch.random.fork_rng(devices=[]), ev.gate:
             torch.manual_seed(seed)
             for batch in ev.iter_batches(device):
                 total += _batch_gate_gradient(ev, batch, base, labels, device)[0]
     finally:
         ev.gate.set_mask(None)
-        model.train(was_training)
     return (total * (base != 0)).float()
 
 
 def compute_head_stats(
     model: nn.Module,
     tokenizer: Any,
-    texts: _Labelled,
+    texts: LabelledTexts,
     *,
     mask: torch.Tensor | None = None,
     batch_size: int = 32,
@@ -334,11 +328,9 @@ def compute_head_stats(
             norm_sum[layer] += per_head[valid["tokens"]].sum(0).double().cpu()
         return hook
 
-    was_training = model.training
-    model.eval()
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        with eager_attention(model), ev.gate:
+        with eval_mode(model), eager_attention(model), ev.gate:
             # registered after the gate's hooks, so they observe the gated input
             handles = [s.out_proj.register_forward_pre_hook(capture(s.layer, s.num_heads, s.head_dim))
                        for s in ev.gate.sites]
@@ -366,7 +358,6 @@ def compute_head_stats(
         for handle in handles:
             handle.remove()
         ev.gate.set_mask(None)
-        model.train(was_training)
 
     # ablations under the model's own attention implementation
     ablation_logits = ev.logits_for_masks(_ablation_masks(base))  # [1 + L*H, N, C]

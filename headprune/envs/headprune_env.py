@@ -27,7 +27,6 @@ from headprune.envs.registration import ENV_ID
 from headprune.envs.reward import RewardWeights, potential, step_reward
 from headprune.evaluator import Evaluator
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
-from headprune.head_stats import HeadStats
 from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
 
 __all__ = ["SUMMARY_FIELDS", "WRAPPER_OPTIONS", "HeadPruneEnv"]

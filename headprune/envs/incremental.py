@@ -50,6 +50,7 @@ from torch import nn
 from headprune.architectures import LayerwiseForward, adapter_for
 from headprune.evaluator import Evaluator
 from headprune.reference import heads_reset_to
+from headprune.modes import eval_mode
 
 __all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key", "state_key"]
 
@@ -147,10 +148,8 @@ class IncrementalForward:
         device = next(model.parameters()).device
         if not self._caches:
             self._logits = torch.empty(len(ev), ev.num_labels)
-        was_training = model.training
-        model.eval()
         try:
-            with torch.inference_mode(), ev.gate:
+            with eval_mode(model), torch.inference_mode(), ev.gate:
                 ev.gate.set_mask(mask.to(device))
                 for b, batch in enumerate(ev.iter_batches(device)):
                     if b == len(self._caches):
@@ -162,7 +161,6 @@ class IncrementalForward:
                     self._logits[batch.indices] = layers.classify(h).float().cpu()
         finally:
             ev.gate.set_mask(None)
-            model.train(was_training)
 
     def _run_layers(self, layers: LayerwiseForward, cache: _BatchCache, start: int) -> torch.Tensor:
         """Layers ``start..L-1`` of one batch, updating its cache; the last layer's output ``[B, 1, d]``."""

@@ -12,6 +12,7 @@ from headprune.envs.proxies.base import PROXIES, BackdoorProxy, _subset_texts, b
 from headprune.evaluator import Evaluator
 from headprune.gating import HeadGate
 from headprune.head_stats import eager_attention
+from headprune.modes import eval_mode
 
 __all__ = ["ClsAttentionConcentrationProxy"]
 
@@ -62,19 +63,14 @@ class ClsAttentionConcentrationProxy(BackdoorProxy):
         device = next(model.parameters()).device
         total = torch.zeros(L, H, dtype=torch.float64)
         n = 0
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode(), eager_attention(model), HeadGate(model, m.to(device)):
-                for batch, content in zip(self.evaluator.iter_batches(device), self._content):
-                    out = model(**batch.inputs, output_attentions=True)
-                    cmask = content.to(device)[:, None, :]  # [B, 1, T]
-                    for layer, att in enumerate(out.attentions):
-                        row = att[:, :, 0, :].float().masked_fill(~cmask, 0.0)  # [B, H, T]
-                        total[layer] += row.max(dim=-1).values.sum(0).double().cpu()
-                    n += batch.size
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.inference_mode(), eager_attention(model), HeadGate(model, m.to(device)):
+            for batch, content in zip(self.evaluator.iter_batches(device), self._content):
+                out = model(**batch.inputs, output_attentions=True)
+                cmask = content.to(device)[:, None, :]  # [B, 1, T]
+                for layer, att in enumerate(out.attentions):
+                    row = att[:, :, 0, :].float().masked_fill(~cmask, 0.0)  # [B, H, T]
+                    total[layer] += row.max(dim=-1).values.sum(0).double().cpu()
+                n += batch.size
         return (total / max(n, 1)).float()
 
     def _compute(self, mask: torch.Tensor) -> float:

@@ -12,6 +12,7 @@ from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import (PROXIES, BackdoorProxy, _class_asymmetry, _subset_texts, _word_token_ids,
                                          balanced_subset)
 from headprune.gating import HeadGate
+from headprune.modes import eval_mode
 
 __all__ = ["SoftTriggerProxy"]
 
@@ -122,28 +123,23 @@ class SoftTriggerProxy(BackdoorProxy):
             x = torch.cat([tok[:, :p], trig[targets].to(tok.dtype), tok[:, p:]], dim=1)  # [R, T+k, d]
             return model(inputs_embeds=x, attention_mask=att_full).logits.float()  # [R, C]
 
-        was_training = model.training
-        model.eval()
-        try:
-            with HeadGate(model, m):
-                with torch.inference_mode():
-                    plain = model(input_ids=ids, attention_mask=att).logits.argmax(-1)  # [R]
-                with torch.enable_grad():
-                    for step in range(self.steps):
-                        opt.param_groups[0]["lr"] = self.lr * self.mean_norm * self.lr_growth**step
-                        logits = forward(trigger)
-                        preds.append(logits.detach().argmax(-1))
-                        loss = (F.cross_entropy(logits, targets, reduction="none") * group_w).sum()
-                        (grad,) = torch.autograd.grad(loss, trigger)
-                        trigger.grad = grad
-                        opt.step()
-                        with torch.no_grad():
-                            n = trigger.norm(dim=-1, keepdim=True)
-                            trigger.mul_(torch.clamp(self.max_norm / n.clamp(min=1e-12), max=1.0))
-                with torch.inference_mode():
-                    preds.append(forward(trigger.detach()).argmax(-1))
-        finally:
-            model.train(was_training)
+        with eval_mode(model), HeadGate(model, m):
+            with torch.inference_mode():
+                plain = model(input_ids=ids, attention_mask=att).logits.argmax(-1)  # [R]
+            with torch.enable_grad():
+                for step in range(self.steps):
+                    opt.param_groups[0]["lr"] = self.lr * self.mean_norm * self.lr_growth**step
+                    logits = forward(trigger)
+                    preds.append(logits.detach().argmax(-1))
+                    loss = (F.cross_entropy(logits, targets, reduction="none") * group_w).sum()
+                    (grad,) = torch.autograd.grad(loss, trigger)
+                    trigger.grad = grad
+                    opt.step()
+                    with torch.no_grad():
+                        n = trigger.norm(dim=-1, keepdim=True)
+                        trigger.mul_(torch.clamp(self.max_norm / n.clamp(min=1e-12), max=1.0))
+            with torch.inference_mode():
+                preds.append(forward(trigger.detach()).argmax(-1))
         flippable = (plain != targets).cpu()  # not already predicted as the target class without trigger
         t = self.targets
         den = torch.bincount(t[flippable], minlength=self.num_labels).float()  # [C]

@@ -273,8 +273,8 @@ def defend(
 
     t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
     target = int(victim.config.target_label if target_label is None else target_label)
-    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, _as_texts(eval_clean), _as_texts(eval_poison),
-                               target, poisoned_true_labels, curve_points)
+    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, _as_texts(eval_clean),
+                               _as_texts(eval_poison), target, poisoned_true_labels, curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}
     return DefenseResult(strategy=strategy.name, seed=int(cfg.seed), mask=mask, model=model,

@@ -61,16 +61,15 @@ class FineMixDefense(Defense):
     ``grid`` (:data:`DEFAULT_GRID`), ``select_epochs`` (1.0) and ``select_max_steps`` (``None``) of the
     short fine-tune that scores each candidate (at the defense's lr, 2e-5), ``embeddings`` (``True``).
 
-    Differs from the paper: (1) ``p`` here is the probability of going BACK to the pre-trained weight (the
-    paper's reserve ratio of backdoored weights is ``1 - p``); (2) the paper picks its ratio so that
-    validation accuracy stays above a threshold; here the threshold is the env's floor (the rule every
-    headprune defense obeys), scored after a SHORT fine-tune (one epoch by default, not the full one, to
-    keep the search affordable), on the defender's held-out validation rows only; (3) the embedding tables are mixed like every other
-    encoder weight (``embeddings=True``; the paper's separate Embedding Purification, E-PUR, which resets
-    the embeddings of words whose frequency and change look abnormal, is not implemented;
-    ``embeddings=False`` keeps the fine-tuned embeddings); (4) only the random mix, not the paper's
-    "Sel" variant that keeps the most-changed weights. The task head (absent from the pre-trained model)
-    is never mixed.
+    Differs from the paper (as we read it):
+    (1) ``p`` is the probability of going BACK to the pre-trained weight (the paper speaks of the share of
+    fine-tuned weights kept, ``1 - p``); (2) the ratio is chosen by headprune's floor rule: the largest ``p``
+    of a grid whose validation accuracy after a SHORT clean fine-tune (one epoch by default, not the full
+    fine-tune, to keep the search affordable) is at or above the env's floor, on the defender's held-out
+    validation rows only, never on test rows or LFR; (3) the embedding tables are mixed like every other
+    encoder weight (``embeddings=True``; ``False`` keeps the fine-tuned embeddings); the paper's separate
+    Embedding Purification (E-PUR) of suspicious word embeddings is not implemented; (4) only the random
+    elementwise mix. The task head (absent from the pre-trained model) is never mixed.
     """
 
     name = "finemix"

@@ -115,7 +115,7 @@ def _defend(args: argparse.Namespace) -> int:
     clean = read_labelled_text(args.clean_data)
     victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
     result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
-                    **evaluation)
+                    base=args.base, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("defend", args)))
     return 0
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.set_defaults(func=_heads)
 
     from headprune.defenses import DEFENSES
-    from headprune.defenses.options import add_setting_arguments
+    from headprune.defenses.options import add_base_argument, add_setting_arguments
 
     dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
     dfd.add_argument("--model", "--victim", dest="model", required=True,
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(DEFENSES)}")
     _add_defend_options(dfd)
     dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
+    add_base_argument(dfd)
     dfd.set_defaults(func=_defend)
 
     cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")

@@ -53,9 +53,12 @@ class BaseModelError(ValueError):
 # ------------------------------------------------------------------------------------------ resolution
 def _load_base(source: str | os.PathLike[str], num_labels: int) -> PreTrainedModel:
     """The reference as a sequence classifier (its new classification head is never compared)."""
-    from headprune.models import load_classifier
+    from headprune.models import ModelLoadError, load_classifier
 
-    model, _ = load_classifier(str(source), num_labels=num_labels, seed=0)
+    try:
+        model, _ = load_classifier(str(source), num_labels=num_labels, seed=0)
+    except ModelLoadError as err:
+        raise BaseModelError(f"the pre-trained reference {os.fspath(source)!r} cannot be loaded: {err}") from err
     return model
 
 

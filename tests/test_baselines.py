@@ -257,7 +257,9 @@ def test_every_defense_is_deterministic_and_blind_to_evaluation_data(tiny_victim
         assert torch.equal(x, y), (name, k)
     assert seen and set(seen) <= set(clean.sentences) and not set(seen) & set(poisoned.sentences)
     assert a.metrics == {} and b.metrics["final"]["lfr"] is not None
-    assert a.validation["pruned"] >= a.validation["floor"]
+    if DEFENSES.get(name).holds_floor:  # a fixed weight edit (reset-attention, finemix) has no floor to hold
+        assert a.validation["pruned"] >= a.validation["floor"]
+    assert a.details.get("edit") == b.details.get("edit")  # a weight edit does not depend on evaluation data
     if type(defense).prune is Defense.prune:  # a defense that does not prune keeps every head
         assert a.heads_pruned == 0
     assert a.strategy == name and a.config["strategy"] == name

@@ -237,3 +237,25 @@ def test_method_label_shortens_agents_and_names_no_defense():
     assert method_label(POLICY_PREFIX + "runs/y/minilm_maskable_ppo_s0") != method_label(
         POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0")
     assert method_label(POLICY_PREFIX + "agent.zip") == "agent agent.zip"
+
+
+def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cache: Path, tmp_path: Path):
+    """``base`` (``--base``) reaches every run and its hashed config; a saved copy of the default reference gives
+    the numbers of the default."""
+    import dataclasses
+
+    from headprune.reference import resolve_base
+
+    folder = tmp_path / "base"
+    resolve_base(tiny_victim).save_pretrained(folder)
+    tiny_victim.tokenizer.save_pretrained(folder)
+    given = dataclasses.replace(SETTINGS, base=str(folder))
+    methods = ["drift", "finemix"]
+    report = run_grid(["tiny"], methods, [0], tmp_path / "runs.jsonl", given, cache=victim_cache, progress=False,
+                      log=lambda _: None)
+    assert not report.failed and [r["strategy"] for r in report.records] == methods
+    assert all(r["config"]["base"] == str(folder) for r in report.records)
+    default = run_grid(["tiny"], methods, [0], tmp_path / "default.jsonl", SETTINGS, cache=victim_cache,
+                       progress=False, log=lambda _: None)
+    assert all("base" not in r["config"] for r in default.records)
+    assert _numbers(report.records) == _numbers(default.records)

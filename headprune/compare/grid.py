@@ -70,6 +70,8 @@ class RunSettings:
         test_limit: evaluate on the first N clean / poisoned test rows (default: all).
         options: ``{method: {option: value}}`` strategy options.
         fast: add each defense's ``fast_options`` (smoke runs).
+        base: the public pre-trained reference (a folder or a hub id) of every run (``defend``'s ``base=``);
+            ``None``: :func:`~headprune.reference.resolve_base`'s default. Hashed only when given.
     """
 
     env: HeadPruneConfig = field(default_factory=_default_env)
@@ -78,6 +80,7 @@ class RunSettings:
     test_limit: int | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fast: bool = False
+    base: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", {str(k): dict(v) for k, v in dict(self.options).items()})
@@ -87,7 +90,7 @@ class RunSettings:
 
     @classmethod
     def from_values(cls, *, options: Mapping[str, Mapping[str, Any]] | None = None, fast: bool = False,
-                    **values: Any) -> RunSettings:
+                    base: str | None = None, **values: Any) -> RunSettings:
         """The settings of the flat names of :data:`~headprune.defenses.options.SETTING_FLAGS`
         (``finetune_epochs``, ``eval_size``, ...; missing ones take their defaults).
 
@@ -97,7 +100,7 @@ class RunSettings:
             raise ValueError(f"unknown run settings {unknown}; valid: {', '.join(SETTING_FLAGS)}")
         return cls(env=env_config_from_settings(values), finetune=finetune_from_settings(values),
                    clean_rows=values.get("clean_rows"), test_limit=values.get("test_limit"), options=options or {},
-                   fast=fast)
+                   fast=fast, base=base)
 
     def method_options(self, method: str) -> dict[str, Any]:
         """The strategy options of ``method``: fast defaults (if ``fast``) updated by ``options``."""
@@ -115,6 +118,8 @@ class RunSettings:
         }
         if method.startswith(POLICY_PREFIX):
             cfg["policy_sha256"] = _path_digest(Path(method[len(POLICY_PREFIX):]))
+        if self.base is not None:  # only when given: the hashes of runs on the default reference stay
+            cfg["base"] = self.base
         return cfg
 
 
@@ -137,7 +142,7 @@ def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | 
     if methods is not None:
         options = {k: v for k, v in options.items() if k in methods}
     return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
-                                   fast=args.fast)
+                                   fast=args.fast, base=getattr(args, "base", None))
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     strategy = spec.method if kind == "strategy" else _load_agent(str(path), spec)
     env_config = s.env.replace(clean_data=clean, seed=spec.seed, cache=spec.cache, progress=False)
     r = defend(victim, strategy, env_config, s.finetune,
-               options=s.method_options(spec.method),
+               options=s.method_options(spec.method), base=s.base,
                eval_clean=clean_test, eval_poison=poisoned_test)
     return {**base, "config": spec.config, "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],

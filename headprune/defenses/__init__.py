@@ -4,7 +4,9 @@ config)``), registered by name in :data:`DEFENSES`, and :func:`defend`, which ru
 One module per defense or small family: :mod:`~headprune.defenses.random_heads`, :mod:`~.gradient`,
 :mod:`~.layerwise`, :mod:`~.sparsify`, :mod:`~.ensemble`, :mod:`~.mcdropout`, :mod:`~.egreedy` (scripted
 pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PURE), :mod:`~.finetuning`
-(FT, FTH, MEFT and ``none``). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
+(FT, FTH, MEFT and ``none``), and the reference-based defenses that use the public pre-trained model
+(:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`; their weight edits in
+:mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
 defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
 """
 
@@ -12,6 +14,7 @@ from headprune.defenses.base import (
     DEFENSES,
     Defense,
     DefenseFineTune,
+    DefenseOutcome,
     PruneOutcome,
     defense_names,
     get_defense,
@@ -41,10 +44,17 @@ from headprune.defenses.finetuning import (
     NoDefense,
     max_entropy_loss,
 )
+from headprune.defenses.drift import DriftDefense, DriftPolicy, reset_until_floor
+from headprune.defenses.reset_attention import ResetAttentionDefense
+from headprune.defenses.finemix import FineMixDefense, choose_mix_ratio
+from headprune.defenses.finepurify import FinePurifyDefense, purify_scores
+from headprune.defenses.weight_edits import AttentionReset, FineMix, HeadReset, WeightEdit
 from headprune.defenses.defend import DefenseResult, defend, resolve_defense
 
 __all__ = [
-    "DEFENSES", "Defense", "DefenseFineTune", "DefenseResult", "EnsemblePolicy", "EnsemblePruning",
+    "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOutcome", "DefenseResult", "DriftDefense",
+    "DriftPolicy", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
+    "HeadReset", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
     "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",
     "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",
     "MCDropoutPolicy", "MCDropoutPruning", "MaxEntropyFineTuneDefense", "NoDefense", "PolicyDefense",

@@ -3,9 +3,16 @@
 A defense is an object with two steps, run by :func:`headprune.defenses.defend` in this order:
 
 1. :meth:`Defense.prune` picks the ``[L, H]`` mask (1 = kept) inside a ``HeadPrune-v0`` env built on the
-   defender's clean rows only; it returns the mask, the trajectory of visited masks and a details dict;
-2. :meth:`Defense.finetune` trains a deep copy of the victim on the env's training rows with the pruned
+   defender's clean rows only; it returns the mask, the trajectory of visited masks and a details dict
+   (a 3-tuple), or a :class:`DefenseOutcome`, which may also carry a
+   :class:`~headprune.defenses.weight_edits.WeightEdit` (a reset of heads to the public pre-trained
+   reference, Fine-mixing): ``defend`` applies it to the deep copy of the victim before the "pruned"
+   evaluation and before fine-tuning;
+2. :meth:`Defense.finetune` trains that deep copy on the env's training rows with the pruned
    heads held at zero and returns details of what it did.
+
+Reference-based defenses read the public pre-trained model with :meth:`Defense.reference` (``base=``
+of the defense or of ``defend``, else :func:`~headprune.reference.resolve_base`'s default).
 
 Each defense class is registered in :data:`DEFENSES` by a decorator and carries its default options and
 its small "fast" options (smoke runs). ``defend`` never looks at a defense's name: adding a defense is one
@@ -14,19 +21,23 @@ new class with ``@DEFENSES.register("name")``.
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from headprune.defenses.weight_edits import WeightEdit
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.registry import Registry
 from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.reference import resolve_base
+from headprune.registry import Registry
 
-__all__ = ["DEFENSES", "Defense", "DefenseFineTune", "PruneOutcome", "defense_names", "get_defense",
-           "unpruned_outcome", "validation_rows"]
+__all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "as_outcome",
+           "base_label", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
 """Every defense class by name, in registration order (registration sets each class's ``name``)."""
@@ -34,6 +45,35 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
 PruneOutcome = tuple[torch.Tensor, list[dict[str, Any]], dict[str, Any]]
 """What :meth:`Defense.prune` returns: the ``[L, H]`` float mask, the trajectory
 ``[{"heads_pruned", "accuracy", "mask"}]`` (validation accuracy; starts with the unpruned mask) and details."""
+
+BaseSpec = str | os.PathLike[str] | nn.Module
+"""A pre-trained reference as ``base=`` takes it: a folder, a hub id or a model object."""
+
+
+class DefenseOutcome(NamedTuple):
+    """What :meth:`Defense.prune` may return instead of a :data:`PruneOutcome`: the same three fields and
+    an optional weight edit that :func:`~headprune.defenses.defend` applies to the victim's deep copy.
+
+    :param mask: ``[L, H]`` float mask, 1 = kept.
+    :param trajectory: ``[{"heads_pruned", "accuracy", "mask", ...}]`` (validation accuracy).
+    :param details: JSON-ready details.
+    :param edit: the weight edit (``None``: the weights are the victim's).
+    """
+
+    mask: torch.Tensor
+    trajectory: list[dict[str, Any]]
+    details: dict[str, Any]
+    edit: WeightEdit | None = None
+
+
+def as_outcome(result: PruneOutcome | DefenseOutcome) -> DefenseOutcome:
+    """``result`` of :meth:`Defense.prune` as a :class:`DefenseOutcome` (a 3-tuple gets no edit)."""
+    return result if isinstance(result, DefenseOutcome) else DefenseOutcome(*result)
+
+
+def base_label(base: BaseSpec) -> str:
+    """How a run's config records ``base=``: the folder or hub id as given, or a model object's class."""
+    return f"<{type(base).__name__} object>" if isinstance(base, nn.Module) else os.fspath(base)
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,10 @@ def unpruned_outcome(env: HeadPruneEnv) -> PruneOutcome:
 class Defense:
     """Base class of every defense: options in, ``prune`` then ``finetune``.
 
+    :param base: the public pre-trained reference (a folder, a hub id or a model) for defenses that use
+        one (:meth:`reference`); default: the env config's ``base`` when it has one, else
+        :func:`~headprune.reference.resolve_base`'s default for the victim. Not an option: a run's config
+        records it only when given.
     :param options: the defense's options (policy keyword arguments, PURE ``chunk``/``penalty``, MEFT
         ``entropy_epochs``); unknown ones are passed on and rejected where they are used.
     """
@@ -89,9 +133,33 @@ class Defense:
     default_options: ClassVar[Mapping[str, Any]] = {}
     fast_options: ClassVar[Mapping[str, Any]] = {}
     finetune_lr: ClassVar[float] = 2e-5
+    holds_floor: ClassVar[bool] = True
+    """Whether the "pruned" validation accuracy is at or above the env's floor (False for a fixed weight edit
+    that no floor limits, e.g. ``reset-attention``; its fine-tune recovers accuracy)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, base: BaseSpec | None = None, **options: Any) -> None:
         self.options = dict(options)
+        self.base = base
+
+    def with_base(self, base: BaseSpec | None) -> Defense:
+        """This defense with ``base`` as its reference (a shallow copy; itself when ``base`` is None)."""
+        if base is None:
+            return self
+        other = copy.copy(self)
+        other.base = base
+        return other
+
+    def base_given(self, env: HeadPruneEnv) -> BaseSpec | None:
+        """The reference given for this run: :attr:`base`, else the env config's ``base`` (if the config has
+        that field), else ``None`` (the default reference)."""
+        return self.base if self.base is not None else getattr(env.config, "base", None)
+
+    def reference(self, env: HeadPruneEnv) -> nn.Module:
+        """The public pre-trained reference of ``env``'s victim (:func:`~headprune.reference.resolve_base`
+        of :meth:`base_given`): known to every defender, no trigger knowledge.
+
+        :raises headprune.reference.BaseModelError: none found, or its shapes differ from the victim's."""
+        return resolve_base(env.victim, self.base_given(env))
 
     def option(self, key: str) -> Any:
         """The option ``key``: given, else the class default."""
@@ -102,8 +170,9 @@ class Defense:
         provenance); ``None`` for registered defenses (part of the run's config when given)."""
         return None
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome:
-        """The mask (default: prune nothing). Sees only ``env`` (the defender's clean rows)."""
+    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome | DefenseOutcome:
+        """The mask (default: prune nothing), or a :class:`DefenseOutcome` with a weight edit. Sees only
+        ``env`` (the defender's clean rows) and the public reference (:meth:`reference`)."""
         return unpruned_outcome(env)
 
     def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,

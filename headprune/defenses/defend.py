@@ -9,13 +9,16 @@ Protocol (the paper's and PURE's):
    (``max_accuracy_drop`` below the unpruned validation accuracy, default 0.05, or an absolute
    ``accuracy_floor``), so its best mask is the LAST visited mask at or above the floor: "prune until the
    floor", the rule of the paper, enforced by the env and nowhere else.
-2. **Prune.** ``defense.prune(env)`` (:class:`~headprune.defenses.base.Defense`) gives the mask.
-3. **Fine-tune.** A deep copy of the victim is fine-tuned by ``defense.finetune`` with the pruned heads held
+2. **Prune.** ``defense.prune(env)`` (:class:`~headprune.defenses.base.Defense`) gives the mask, and
+   optionally a weight edit (:class:`~headprune.defenses.base.DefenseOutcome`: heads or attention blocks
+   reset to the public pre-trained reference, Fine-mixing), which is applied to a deep copy of the
+   victim; the "pruned" validation accuracy and metrics are those of the edited copy under the mask.
+3. **Fine-tune.** The deep copy is fine-tuned by ``defense.finetune`` with the pruned heads held
    at zero (:class:`~headprune.defenses.base.DefenseFineTune`: 3 epochs by default; 0 disables it).
 4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.metrics.evaluate_defense`
-   (the only place LFR is computed) scores the pruned victim and the pruned + fine-tuned model on the
-   caller's evaluation data. Poisoned data is never passed to the env or to a defense, so the mask does
-   not depend on whether it is given.
+   (the only place LFR is computed) scores the pruned (and edited) victim and the pruned + fine-tuned
+   model on the caller's evaluation data. Poisoned data is never passed to the env or to a defense, so
+   the mask and the edit do not depend on whether it is given.
 """
 
 from __future__ import annotations
@@ -33,7 +36,15 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts, read_labelled_text
-from headprune.defenses.base import Defense, DefenseFineTune, get_defense, validation_rows
+from headprune.defenses.base import (
+    BaseSpec,
+    Defense,
+    DefenseFineTune,
+    as_outcome,
+    base_label,
+    get_defense,
+    validation_rows,
+)
 from headprune.defenses.scripted import GivenPolicyDefense
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import HeadPruneEnv
@@ -57,11 +68,12 @@ class DefenseResult:
     Attributes:
         strategy, seed: what ran.
         mask: ``[L, H]`` float mask, 1 = kept.
-        model: the cleaned model (a deep copy; the victim is untouched). Pruned heads are still in its
-            weights: gate them with ``mask`` or export with :meth:`save_model` (``save_pruned``).
+        model: the cleaned model (a deep copy; the victim is untouched): weight edits and fine-tuning
+            applied. Pruned heads are still in its weights: gate them with ``mask`` or export with
+            :meth:`save_model` (``save_pruned``).
         tokenizer: its tokenizer.
-        validation: accuracies on the defender's validation rows: ``start``, ``pruned``, ``final``, and
-            the ``floor``.
+        validation: accuracies on the defender's validation rows: ``start``, ``pruned`` (after the mask
+            and any weight edit), ``final``, and the ``floor``.
         metrics: ``{"pruned": EvalReport dict, "final": ...}`` from ``evaluate_defense`` on the caller's
             evaluation data (empty when none was given); ``lfr`` only with poisoned evaluation data.
         trajectory: ``[{"heads_pruned", "accuracy", "mask"}]`` as pruning went (validation accuracy).
@@ -157,20 +169,24 @@ def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: D
     extra = defense.config()
     if extra is not None:
         config["policy"] = extra
+    base = defense.base_given(env)
+    if base is not None:  # recorded only when given, so the configs (and hashes) of other runs stay
+        config["base"] = base_label(base)
     return config
 
 
-def _evaluate(victim: Victim, model: nn.Module, mask: torch.Tensor, trajectory: list[dict[str, Any]],
-              env: HeadPruneEnv, clean_eval: LabelledTexts | None, poison_eval: LabelledTexts | None, target: int,
-              poisoned_true_labels: list[int] | None, curve_points: int
-              ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]] | None]:
-    """``evaluate_defense`` of the pruned victim and the final model (and the curve) on the evaluation data."""
+def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.Tensor,
+              trajectory: list[dict[str, Any]], env: HeadPruneEnv, clean_eval: LabelledTexts | None,
+              poison_eval: LabelledTexts | None, target: int, poisoned_true_labels: list[int] | None,
+              curve_points: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]] | None]:
+    """``evaluate_defense`` of the pruned model (the victim, or its edited copy before fine-tuning) and the
+    final model (and the curve: the pruned model under the trajectory's masks) on the evaluation data."""
     metrics: dict[str, dict[str, Any]] = {}
     if clean_eval is None and poison_eval is None:
         return metrics, None
     clean_rows = clean_eval if clean_eval is not None else validation_rows(env)
     kw = {"poisoned_true_labels": poisoned_true_labels, "max_length": env.max_length}
-    for key, m in (("pruned", victim.model), ("final", model)):
+    for key, m in (("pruned", pruned), ("final", model)):
         report = evaluate_defense(m, victim.tokenizer, clean_rows, poison_eval, target, mask, **kw)
         metrics[key] = {**report.to_dict(), "acc_data": "eval_clean" if clean_eval is not None else "validation"}
     if curve_points <= 0:
@@ -180,7 +196,7 @@ def _evaluate(victim: Victim, model: nn.Module, mask: torch.Tensor, trajectory: 
     for i in idx:
         point = trajectory[int(i)]
         m = torch.tensor(point["mask"], dtype=torch.float32).view(env.num_layers, env.num_heads)
-        report = evaluate_defense(victim.model, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
+        report = evaluate_defense(pruned, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
         curve.append({"heads_pruned": point["heads_pruned"], "acc": report.acc, "lfr": report.lfr})
     return metrics, curve
 
@@ -197,6 +213,7 @@ def defend(
     poisoned_true_labels: list[int] | None = None,
     target_label: int | None = None,
     curve_points: int = 0,
+    base: BaseSpec | None = None,
 ) -> DefenseResult:
     """Run ``defense`` on ``victim`` (see the module docstring for the protocol).
 
@@ -214,8 +231,11 @@ def defend(
     :param poisoned_true_labels: true labels of ``eval_poison`` when its labels are the attacker's.
     :param target_label: the attacker's target for LFR (default: the victim's).
     :param curve_points: if > 0, evaluate the pruned victim at up to this many trajectory points (plots).
+    :param base: the public pre-trained reference of reference-based defenses (a folder, a hub id or a
+        model; :meth:`Defense.reference`); default: the defense's own, else the env config's ``base``, else
+        :func:`~headprune.reference.resolve_base`'s default. Recorded in the run's config only when given.
     """
-    strategy = resolve_defense(defense, options)
+    strategy = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
     cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV)
     t0 = time.perf_counter()
@@ -224,20 +244,28 @@ def defend(
     config = _run_config(victim, strategy, env, finetune)
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
 
-    t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data)
-    mask, trajectory, more = strategy.prune(env, progress=cfg.progress)
+    t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data), edit the weights of a deep copy
+    mask, trajectory, more, edit = as_outcome(strategy.prune(env, progress=cfg.progress))
     details: dict[str, Any] = {"description": strategy.description, **more}
-    pruned_acc = env.scorer(mask).accuracy
+    model = copy.deepcopy(victim.model)
+    val_rows = validation_rows(env)
+    pruned_model: nn.Module = victim.model
+    if edit is None:
+        pruned_acc = env.scorer(mask).accuracy
+    else:
+        details["edit"] = edit.apply(model)
+        # the edited model before fine-tuning, for the "pruned" metrics
+        pruned_model = copy.deepcopy(model) if finetune.epochs > 0 else model
+        pruned_acc = Evaluator(model, victim.tokenizer, val_rows, batch_size=cfg.eval_batch_size,
+                               max_length=env.max_length).accuracy(mask)
     timings["prune"] = time.perf_counter() - t1
 
-    t2 = time.perf_counter()  # ---- 2. fine-tune a deep copy with the pruned heads held at zero
-    model = copy.deepcopy(victim.model)
+    t2 = time.perf_counter()  # ---- 2. fine-tune the copy with the pruned heads held at zero
     if finetune.epochs > 0:
         lr = finetune.lr if finetune.lr is not None else strategy.finetune_lr
         ft_config = finetune.config(lr, max_length=env.max_length, seed=cfg.seed)
         details.update(strategy.finetune(model, env, mask, ft_config, progress=cfg.progress))
     timings["finetune"] = time.perf_counter() - t2
-    val_rows = validation_rows(env)
     final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=env.max_length).accuracy(mask)
     validation = {"start": env.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
                   "floor": env.accuracy_floor, "rows": len(val_rows)}
@@ -245,8 +273,8 @@ def defend(
 
     t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
     target = int(victim.config.target_label if target_label is None else target_label)
-    metrics, curve = _evaluate(victim, model, mask, trajectory, env, _as_texts(eval_clean), _as_texts(eval_poison),
-                               target, poisoned_true_labels, curve_points)
+    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, _as_texts(eval_clean),
+                               _as_texts(eval_poison), target, poisoned_true_labels, curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}
     return DefenseResult(strategy=strategy.name, seed=int(cfg.seed), mask=mask, model=model,

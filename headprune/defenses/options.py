@@ -14,7 +14,8 @@ from typing import Any
 from headprune.defenses.base import DefenseFineTune
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_setting_arguments", "check_settings",
+__all__ = ["BASE_HELP", "DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_base_argument",
+           "add_setting_arguments", "check_settings",
            "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
 
 SETTING_FLAGS: dict[str, tuple[type, str]] = {
@@ -39,12 +40,23 @@ DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size"
 """The settings that ``headprune defend`` / ``evaluate`` take as options."""
 
 
+BASE_HELP = ("the public pre-trained model the victim was fine-tuned from (a folder or a hub id), for the "
+             "reference-based defenses; default: the offline MiniLM for MiniLM victims, the seeded "
+             "initialisation for tiny ones, else the checkpoint's hub id (headprune.reference.resolve_base)")
+"""The help text of ``--base``."""
+
+
+def add_base_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--base FOLDER_OR_HUB_ID`` (default ``None``: :func:`~headprune.reference.resolve_base`'s default)."""
+    parser.add_argument("--base", default=None, metavar="FOLDER_OR_HUB_ID", help=BASE_HELP)
+
+
 def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
     """Add the setting options (``--finetune-epochs``, ``--budget``, ...) with their defaults to ``parser``.
 
     :param parser: the parser (or subparser) to extend.
     :param fields: only these settings (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default: all of
-        them plus ``--options`` (JSON ``{"strategy": {option: value}}``) and ``--fast``.
+        them plus ``--options`` (JSON ``{"strategy": {option: value}}``), ``--fast`` and ``--base``.
     """
     for name, (kind, text) in SETTING_FLAGS.items():
         if fields is None or name in fields:
@@ -52,6 +64,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
     if fields is None:
         parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
         parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+        add_base_argument(parser)
 
 
 def parse_options_json(text: str) -> dict[str, dict[str, Any]]:

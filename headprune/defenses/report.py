@@ -29,6 +29,7 @@ def markdown_report(result: DefenseResult, command: str | None = None) -> str:
     lines += [
         f"- {result.details.get('description', '')}",
         f"- heads pruned: **{d['heads_pruned']}** of {result.mask.numel()} {d['pruned_heads']}",
+        *_edit_lines(result.details.get("edit")),
         f"- validation accuracy ({v['rows']} defender rows): start {v['start']:.4f}, after pruning "
         f"{v['pruned']:.4f}, after fine-tuning {v['final']:.4f} (floor {v['floor']:.4f})",
         f"- wall time: {d['timings'].get('defense', 0):.1f} s (prune {d['timings'].get('prune', 0):.1f} s, "
@@ -43,6 +44,14 @@ def markdown_report(result: DefenseResult, command: str | None = None) -> str:
         lines += ["", "LFR is evaluation only: computed by `evaluate_defense` after the defense was fixed.", ""]
     lines.append(f"![accuracy against heads pruned]({PLOT_FILE})")
     return "\n".join(lines) + "\n"
+
+
+def _edit_lines(edit: dict[str, Any] | None) -> list[str]:
+    """The weight edit's one line (its scalar details: operation, counts, ``p``), or none."""
+    if not edit:
+        return []
+    scalars = ", ".join(f"{k} {_fmt(v)}" for k, v in edit.items() if isinstance(v, (int, float, str, bool)))
+    return [f"- weight edit (from the pre-trained reference, before fine-tuning): {scalars}"]
 
 
 def plot_curve(result: DefenseResult, path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,97 @@
+"""Fine-mixing (Zhang et al., 2022, arXiv 2210.09545): mix the suspect's weights with the public
+pre-trained weights, then fine-tune on clean data.
+
+Each encoder weight goes back to its pre-trained value with probability ``p``
+(:func:`~headprune.defenses.weight_edits.fine_mix`, elementwise and seeded), then the protocol's clean
+fine-tune recovers the clean task; the backdoor, written in the fine-tuning, is mostly lost with the
+mixed-out weights. ``p`` is chosen on the defender's clean rows only (:func:`choose_mix_ratio`) or fixed
+by the option ``p``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome, validation_rows
+from headprune.defenses.weight_edits import FineMix, fine_mix
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.evaluator import Evaluator
+from headprune.finetuning import FineTuneConfig, fine_tune
+
+__all__ = ["DEFAULT_GRID", "FineMixDefense", "choose_mix_ratio"]
+
+DEFAULT_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+"""The mixing probabilities tried, largest first."""
+
+
+def choose_mix_ratio(env: HeadPruneEnv, base: nn.Module, grid: Sequence[float], config: FineTuneConfig, *,
+                     embeddings: bool = True, progress: bool = False) -> tuple[float, list[dict[str, Any]]]:
+    """The largest ``p`` of ``grid`` whose mixed model, after a short clean fine-tune (``config``, on the
+    env's training rows), has validation accuracy (the env's held-out clean rows) at or above the env's
+    floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the env's seed, as the final
+    edit is, so the chosen ``p`` is scored on the very mix that is kept.
+
+    :return: ``(p, trace)``, ``trace = [{"p", "accuracy"}]`` in the order tried (largest ``p`` first,
+        stopping at the first that holds the floor).
+    """
+    evaluator_rows = validation_rows(env)
+    trace: list[dict[str, Any]] = []
+    for p in sorted({float(x) for x in grid}, reverse=True):
+        work = copy.deepcopy(env.model)
+        fine_mix(work, base, p, env.base_seed, embeddings=embeddings)
+        fine_tune(work, env.tokenizer, env.train_data, config, progress=f"finemix p={p:g}" if progress else False)
+        accuracy = Evaluator(work, env.tokenizer, evaluator_rows, batch_size=env.config.eval_batch_size,
+                             max_length=env.max_length).accuracy()
+        trace.append({"p": p, "accuracy": accuracy})
+        if accuracy >= env.accuracy_floor:
+            return p, trace
+    return 0.0, trace
+
+
+@DEFENSES.register("finemix")
+class FineMixDefense(Defense):
+    """Fine-mixing: each encoder weight back to its pre-trained value with probability ``p``, then the
+    protocol's clean fine-tune.
+
+    Options: ``p`` (fixed; default ``None``: chosen by :func:`choose_mix_ratio` over ``grid``),
+    ``grid`` (:data:`DEFAULT_GRID`), ``select_epochs`` (1.0) and ``select_max_steps`` (``None``) of the
+    short fine-tune that scores each candidate (at the defense's lr, 2e-5), ``embeddings`` (``True``).
+
+    Differs from the paper (as we read it):
+    (1) ``p`` is the probability of going BACK to the pre-trained weight (the paper speaks of the share of
+    fine-tuned weights kept, ``1 - p``); (2) the ratio is chosen by headprune's floor rule: the largest ``p``
+    of a grid whose validation accuracy after a SHORT clean fine-tune (one epoch by default, not the full
+    fine-tune, to keep the search affordable) is at or above the env's floor, on the defender's held-out
+    validation rows only, never on test rows or LFR; (3) the embedding tables are mixed like every other
+    encoder weight (``embeddings=True``; ``False`` keeps the fine-tuned embeddings); the paper's separate
+    Embedding Purification (E-PUR) of suspicious word embeddings is not implemented; (4) only the random
+    elementwise mix. The task head (absent from the pre-trained model) is never mixed.
+    """
+
+    name = "finemix"
+    description = "Fine-mixing: weights back to pre-trained with probability p, then clean fine-tuning"
+    default_options = {"p": None, "grid": list(DEFAULT_GRID), "select_epochs": 1.0, "select_max_steps": None,
+                       "embeddings": True}
+    fast_options = {"grid": [0.5, 0.1], "select_max_steps": 2}
+    holds_floor = False
+
+    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
+        base = self.reference(env)
+        embeddings = bool(self.option("embeddings"))
+        fixed = self.option("p")
+        details: dict[str, Any] = {}
+        if fixed is not None:
+            p = float(fixed)
+        else:
+            config = FineTuneConfig(epochs=float(self.option("select_epochs")), lr=self.finetune_lr,
+                                    max_length=env.max_length, seed=env.base_seed,
+                                    max_steps=self.option("select_max_steps"))
+            p, details["p_selection"] = choose_mix_ratio(env, base, self.option("grid"), config,
+                                                         embeddings=embeddings, progress=progress)
+        details["p"] = p
+        mask, trajectory, _ = unpruned_outcome(env)
+        return DefenseOutcome(mask, trajectory, details, FineMix(base, p, env.base_seed, embeddings))

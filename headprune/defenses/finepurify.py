@@ -1,0 +1,65 @@
+"""A Fine-purifying-style defense: reset the heads that moved most from the pre-trained reference but
+matter least for clean accuracy.
+
+Fine-purifying (Zhang et al., 2023, "Diffusion Theory as a Scalpel: Detecting and Purifying Poisonous
+Dimensions in Pre-trained Language Models Caused by Fine-tuning") scores each parameter DIMENSION by its
+fine-tuning update relative to its clean-task importance (a diagonal Hessian / Fisher estimate on clean
+data): an update that is large where the clean loss is flat is unlikely to be needed for the clean task,
+so it is the suspect. It resets the top-scored dimensions to their pre-trained values at a fixed ratio,
+then fine-tunes on clean data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
+from headprune.defenses.drift import descending_order, reset_until_floor
+from headprune.defenses.weight_edits import HeadReset
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.reference import head_weight_drift
+
+__all__ = ["FinePurifyDefense", "purify_scores"]
+
+
+def purify_scores(drift: torch.Tensor, importance: torch.Tensor, eps: float) -> torch.Tensor:
+    """``[L, H]`` suspicion: ``drift / (importance / mean(importance) + eps)`` (importance scaled to mean 1,
+    so ``eps`` is scale-free; an all-zero importance leaves the drift order)."""
+    imp = importance.double()
+    mean = float(imp.mean())
+    scaled = imp / mean if mean > 0 else torch.zeros_like(imp)
+    return (drift.double() / (scaled + float(eps))).float()
+
+
+@DEFENSES.register("finepurify")
+class FinePurifyDefense(Defense):
+    """Reset heads to the pre-trained reference in order of :func:`purify_scores` (weight drift divided by
+    clean-task importance), until the env's floor (validation accuracy) or its budget
+    (:func:`~headprune.defenses.drift.reset_until_floor`); then the protocol's clean fine-tune.
+
+    Differs from Fine-purifying (Zhang et al., 2023): the unit is a HEAD (its Q/K/V rows and output
+    columns, the granularity of headprune's operations), not a parameter dimension; importance is the
+    env's cached gate-gradient importance (``env.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
+    defender's clean rows, the one importance routine of :mod:`headprune.head_stats`) instead of a
+    diagonal Hessian estimate, and drift is the relative Frobenius distance instead of the squared update;
+    the number of heads reset is chosen by the env's accuracy floor instead of a fixed ratio, so no
+    per-victim ratio has to be tuned.
+
+    Options: ``eps`` (0.01: added to the mean-scaled importance, so an unimportant head's score stays finite).
+    """
+
+    name = "finepurify"
+    description = "reset heads by drift / clean importance (Fine-purifying-style) until the floor"
+    default_options = {"eps": 0.01}
+
+    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
+        base = self.reference(env)
+        drift = head_weight_drift(env.model, base)
+        scores = purify_scores(drift, env.head_stats.importance, float(self.option("eps")))
+        heads, trajectory, end = reset_until_floor(env, base, descending_order(scores), label="reset (finepurify)",
+                                                   progress=progress)
+        details: dict[str, Any] = {"operation": "reset", "episode_end": end, "drift": drift.tolist(),
+                                   "scores": scores.tolist()}
+        return DefenseOutcome(unpruned_outcome(env)[0], trajectory, details, HeadReset(base, heads))

@@ -1,0 +1,138 @@
+"""Weight edits: what a reference-based defense does to the WEIGHTS of the victim's deep copy.
+
+A defense's :meth:`~headprune.defenses.base.Defense.prune` may return, besides its mask, a
+:class:`WeightEdit` (in a :class:`~headprune.defenses.base.DefenseOutcome`). :func:`~headprune.defenses.defend`
+applies it to the deep copy of the victim before the "pruned" evaluation and before fine-tuning, so the
+"pruned" metrics describe the edited model and the exported model holds the edited + fine-tuned weights.
+Every edit copies values from the public pre-trained reference (:mod:`headprune.reference`), never from
+data:
+
+* :class:`HeadReset`: the reference's Q/K/V rows and output-projection columns into chosen heads
+  (:func:`~headprune.reference.reset_heads`, through the architecture adapters);
+* :class:`AttentionReset`: every parameter of every attention block (the adapter's attention module and
+  its output projection, whatever they hold) back to the reference;
+* :class:`FineMix`: each encoder weight back to the reference with probability ``p`` (Fine-mixing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from headprune.architectures import find_attention_sites
+from headprune.reference import reset_heads, shared_parameters
+
+__all__ = ["AttentionReset", "FineMix", "HeadReset", "WeightEdit", "attention_parameter_names", "fine_mix"]
+
+
+class WeightEdit:
+    """An in-place change of a model's weights; :meth:`apply` returns JSON-ready details of what changed."""
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        """Edit ``model`` in place (a deep copy of the victim); returns details."""
+        raise NotImplementedError
+
+
+@dataclass
+class HeadReset(WeightEdit):
+    """Copy the reference's per-head weights into the heads where ``heads`` is true.
+
+    :param base: the pre-trained reference (:func:`~headprune.reference.resolve_base`).
+    :param heads: ``[L, H]`` bool, True = reset this head.
+    """
+
+    base: nn.Module
+    heads: torch.Tensor
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        count = reset_heads(model, self.base, self.heads)
+        return {"operation": "reset", "heads_reset": count, "reset_mask": self.heads.int().tolist()}
+
+
+def attention_parameter_names(model: nn.Module) -> list[str]:
+    """Names of every parameter inside the attention modules the architecture adapters report
+    (:attr:`~headprune.architectures.AttentionSite.attention`) and inside their output projections, in
+    the model's parameter order. For the BERT family the attention module is ``BertAttention``, so this is
+    Q/K/V, the output projection (weight and bias) and the attention output LayerNorm; for DistilBERT,
+    GPT-2 and Llama the attention modules hold no norm (theirs sit outside), so it is Q/K/V/O only."""
+    sites = find_attention_sites(model)
+    wanted = {id(p) for s in sites for m in (s.attention, s.out_proj) for p in m.parameters()}
+    return [name for name, p in model.named_parameters() if id(p) in wanted]
+
+
+@dataclass
+class AttentionReset(WeightEdit):
+    """Every attention block back to the reference (:func:`attention_parameter_names`); feed-forward,
+    embeddings and the task head kept.
+
+    :param base: the pre-trained reference.
+    """
+
+    base: nn.Module
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        names = set(attention_parameter_names(model))
+        reset = []
+        with torch.no_grad():
+            for name, param, ref in shared_parameters(model, self.base):
+                if name in names:
+                    param.copy_(ref.to(param.device, param.dtype))
+                    reset.append(name)
+        return {"operation": "reset-attention", "parameters_reset": reset,
+                "values_reset": int(sum(dict(model.named_parameters())[n].numel() for n in reset))}
+
+
+def _embedding_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of every ``nn.Embedding`` of ``model``."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            if isinstance(module, nn.Embedding) for name, _ in module.named_parameters(recurse=False)}
+
+
+def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddings: bool = True) -> dict[str, Any]:
+    """Fine-mixing's mix, in place: every value of every encoder parameter that ``model`` and ``base`` share
+    (:func:`~headprune.reference.shared_parameters`: the task head excluded) is replaced by the reference's
+    with probability ``p``, independently (one seeded CPU generator, parameters in the model's order, so
+    the mix depends only on ``(p, seed)`` and the parameter list).
+
+    :param p: probability of going back to the pre-trained value, in ``[0, 1]`` (0: unchanged, 1: the
+        reference's encoder).
+    :param seed: seeds the elementwise draws.
+    :param embeddings: also mix the ``nn.Embedding`` tables (word, position, token-type).
+    :return: ``{"p", "values_mixed", "values_total", "embeddings"}``.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    skipped = set() if embeddings else _embedding_parameter_names(model)
+    gen = torch.Generator().manual_seed(int(seed))
+    mixed = total = 0
+    with torch.no_grad():
+        for name, param, ref in shared_parameters(model, base):
+            if name in skipped:
+                continue
+            chosen = torch.rand(param.shape, generator=gen) < p  # [param.shape] bool, True = back to base
+            param.copy_(torch.where(chosen.to(param.device), ref.to(param.device, param.dtype), param))
+            mixed += int(chosen.sum())
+            total += param.numel()
+    return {"p": float(p), "values_mixed": mixed, "values_total": total, "embeddings": bool(embeddings)}
+
+
+@dataclass
+class FineMix(WeightEdit):
+    """:func:`fine_mix` as an edit.
+
+    :param base: the pre-trained reference.
+    :param p: probability of going back to the pre-trained value.
+    :param seed: seeds the draws.
+    :param embeddings: also mix the embedding tables.
+    """
+
+    base: nn.Module
+    p: float
+    seed: int
+    embeddings: bool = True
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        return {"operation": "finemix", **fine_mix(model, self.base, self.p, self.seed, embeddings=self.embeddings)}

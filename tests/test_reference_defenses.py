@@ -1,0 +1,261 @@
+"""Reference-based defenses on the tiny victim (its reference: the seeded initialisation it was trained from):
+drift order, head resets in the returned and exported model, Fine-mixing's extremes and its choice of p,
+reset-attention, Fine-purifying's score, and ``base=`` on defend / the runner / the CLI."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from headprune.architectures import find_attention_sites
+from headprune.defenses import DEFENSES, DefenseFineTune, defend, purify_scores, validation_rows
+from headprune.defenses import finemix as finemix_module
+from headprune.defenses.drift import DriftPolicy, descending_order
+from headprune.defenses.weight_edits import attention_parameter_names, fine_mix
+from headprune.envs.config import HeadPruneConfig
+from headprune.evaluator import Evaluator
+from headprune.models import build_tiny_classifier
+from headprune.provenance import config_hash
+from headprune.reference import BaseModelError, head_weight_drift, resolve_base, shared_parameters
+
+NO_FINETUNE = DefenseFineTune(epochs=0)
+FINETUNE = DefenseFineTune(epochs=0.5, max_steps=2)
+
+
+@pytest.fixture(scope="module")
+def clean(tiny_victim):
+    return tiny_victim.defender_clean_data().take(200)
+
+
+@pytest.fixture(scope="module")
+def env_config(clean, victim_cache):
+    def make(seed: int = 0, **fields) -> HeadPruneConfig:
+        return HeadPruneConfig(clean_data=clean, val_size=80, stats_size=64, seed=seed, cache=victim_cache,
+                               progress=False, **fields)
+    return make
+
+
+@pytest.fixture(scope="module")
+def base(tiny_victim):
+    return resolve_base(tiny_victim)
+
+
+def _heads_equal(model, other, layer: int, head: int) -> bool:
+    site, other_site = find_attention_sites(model)[layer], find_attention_sites(other)[layer]
+    mine, theirs = site.adapter.head_weights(site, head), other_site.adapter.head_weights(other_site, head)
+    return all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+# ------------------------------------------------------------------------------ drift
+def test_descending_order_breaks_ties_by_index():
+    assert descending_order(torch.tensor([[0.1, 0.5], [0.5, 0.2]])) == [1, 2, 3, 0]
+
+
+def test_drift_policy_prunes_most_drifted_first(tiny_victim, clean, base):
+    drift = head_weight_drift(tiny_victim.model, base)
+    assert bool((drift > 0).all())  # every head moved in training
+    policy = DriftPolicy(tiny_victim.model, tiny_victim.tokenizer, clean, 0, drift=drift)
+    mask, picked = np.ones(8, dtype=np.int8), []
+    for _ in range(8):
+        a = int(policy.predict({"mask": mask})[0])
+        picked.append(a)
+        mask[a] = 0
+    assert picked == descending_order(drift)
+
+
+def test_drift_prune_and_reset_follow_the_drift_order(tiny_victim, env_config, base):
+    order = descending_order(head_weight_drift(tiny_victim.model, base))
+    pruned = defend(tiny_victim, "drift", env_config(max_accuracy_drop=1.0), NO_FINETUNE)
+    assert pruned.heads_pruned == 4  # no floor: the budget (half the heads)
+    gone = [i for i, kept in enumerate(pruned.mask.reshape(-1).tolist()) if kept == 0]
+    assert sorted(gone) == sorted(order[:4]) and "edit" not in pruned.details
+    reset = defend(tiny_victim, "drift", env_config(max_accuracy_drop=1.0), NO_FINETUNE,
+                   options={"operation": "reset"})
+    assert reset.heads_pruned == 0 and reset.details["edit"]["heads_reset"] == 4
+    assert [p["head"][0] * 4 + p["head"][1] for p in reset.trajectory[1:]] == order[:4]
+    with pytest.raises(ValueError, match="operation must be one of"):
+        defend(tiny_victim, "drift", env_config(), NO_FINETUNE, options={"operation": "both"})
+
+
+def test_drift_reset_stops_before_the_floor(tiny_victim, env_config):
+    result = defend(tiny_victim, "drift", env_config(max_accuracy_drop=0.05), NO_FINETUNE,
+                    options={"operation": "reset"})
+    steps = result.trajectory[1:]
+    kept = result.details["edit"]["heads_reset"]
+    assert all(p["accuracy"] >= result.validation["floor"] for p in steps[:kept])
+    if result.details["episode_end"] == "floor":
+        assert steps[kept]["accuracy"] < result.validation["floor"] and len(steps) == kept + 1
+
+
+def test_reset_copies_base_weights_into_exactly_the_chosen_heads(tiny_victim, env_config, base, tmp_path):
+    result = defend(tiny_victim, "drift", env_config(max_accuracy_drop=1.0), NO_FINETUNE,
+                    options={"operation": "reset"})
+    chosen = torch.tensor(result.details["edit"]["reset_mask"], dtype=torch.bool)
+    assert int(chosen.sum()) == 4
+    for layer in range(2):
+        for head in range(4):
+            if chosen[layer, head]:
+                assert _heads_equal(result.model, base, layer, head)
+                assert not _heads_equal(result.model, tiny_victim.model, layer, head)
+            else:
+                assert _heads_equal(result.model, tiny_victim.model, layer, head)
+    # the "pruned" validation accuracy is the edited model's, and the export holds the edited weights
+    ev = Evaluator(result.model, tiny_victim.tokenizer, validation_rows_of(tiny_victim, env_config()), max_length=64)
+    assert result.validation["pruned"] == pytest.approx(ev.accuracy())
+    from transformers import AutoModelForSequenceClassification
+
+    exported = AutoModelForSequenceClassification.from_pretrained(result.save_model(tmp_path / "m")).eval()
+    for (name, p), q in zip(result.model.named_parameters(), exported.parameters(), strict=True):
+        assert torch.allclose(p, q), name
+
+
+def validation_rows_of(victim, config: HeadPruneConfig):
+    from headprune.envs.headprune_env import HeadPruneEnv
+
+    return validation_rows(HeadPruneEnv(victim, config.replace(proxy="pure_variance")))
+
+
+def test_edit_then_finetune_keeps_pruned_metrics_of_the_edited_model(tiny_victim, env_config):
+    splits = tiny_victim.splits()
+    result = defend(tiny_victim, "reset-attention", env_config(), FINETUNE, eval_clean=splits.clean_test.take(40),
+                    eval_poison=splits.poisoned_test.take(40))
+    untouched = defend(tiny_victim, "none", env_config(), FINETUNE, eval_clean=splits.clean_test.take(40),
+                       eval_poison=splits.poisoned_test.take(40))
+    assert result.metrics["pruned"] != untouched.metrics["pruned"]  # the edited model, not the victim
+    assert result.validation["pruned"] != result.validation["start"]
+
+
+# ------------------------------------------------------------------------------ reset-attention
+def test_reset_attention_resets_attention_blocks_only(tiny_victim, env_config, base):
+    result = defend(tiny_victim, "reset-attention", env_config(), NO_FINETUNE)
+    names = set(attention_parameter_names(tiny_victim.model))
+    assert "bert.encoder.layer.0.attention.output.LayerNorm.weight" in names
+    assert "bert.encoder.layer.0.attention.output.dense.bias" in names
+    assert not any("intermediate" in n or n.endswith("layer.0.output.dense.weight") for n in names)
+    assert set(result.details["edit"]["parameters_reset"]) == names
+    base_params, victim_params = dict(base.named_parameters()), dict(tiny_victim.model.named_parameters())
+    for name, param in result.model.named_parameters():
+        assert torch.equal(param, (base_params if name in names else victim_params)[name]), name
+
+
+# ------------------------------------------------------------------------------ Fine-mixing
+def test_fine_mix_extremes_and_embeddings(tiny_victim, base):
+    model = copy.deepcopy(tiny_victim.model)
+    assert fine_mix(model, base, 0.0, seed=0)["values_mixed"] == 0
+    for p, q in zip(model.parameters(), tiny_victim.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    details = fine_mix(model, base, 1.0, seed=0)
+    assert details["values_mixed"] == details["values_total"] > 0
+    for name, param, ref in shared_parameters(model, base):
+        assert torch.equal(param, ref), name
+    assert torch.equal(model.classifier.weight, tiny_victim.model.classifier.weight)  # the task head is kept
+    kept = copy.deepcopy(tiny_victim.model)
+    fine_mix(kept, base, 1.0, seed=0, embeddings=False)
+    words = tiny_victim.model.bert.embeddings.word_embeddings.weight
+    assert torch.equal(kept.bert.embeddings.word_embeddings.weight, words)
+    assert torch.equal(kept.bert.encoder.layer[0].attention.self.query.weight,
+                       base.bert.encoder.layer[0].attention.self.query.weight)
+    half_a, half_b = copy.deepcopy(tiny_victim.model), copy.deepcopy(tiny_victim.model)
+    share = fine_mix(half_a, base, 0.5, seed=3)["values_mixed"] / details["values_total"]
+    fine_mix(half_b, base, 0.5, seed=3)
+    assert 0.45 < share < 0.55
+    assert all(torch.equal(p, q) for p, q in zip(half_a.parameters(), half_b.parameters()))  # seeded
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        fine_mix(model, base, 1.5, seed=0)
+
+
+def test_finemix_defense_with_fixed_p_gives_the_base_encoder(tiny_victim, env_config, base):
+    one = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options={"p": 1.0})
+    assert one.details["p"] == 1.0 and "p_selection" not in one.details
+    for name, param, ref in shared_parameters(one.model, base):
+        assert torch.equal(param, ref), name
+    zero = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options={"p": 0.0})
+    for p, q in zip(zero.model.parameters(), tiny_victim.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_finemix_chooses_p_on_clean_validation_rows_only(tiny_victim, env_config, monkeypatch):
+    scored = []
+    real = finemix_module.Evaluator
+
+    def spy(model, tokenizer, texts, **kw):
+        scored.append(tuple(texts.sentences))
+        return real(model, tokenizer, texts, **kw)
+
+    monkeypatch.setattr(finemix_module, "Evaluator", spy)
+    options = {"grid": [0.9, 0.5, 0.05], "select_max_steps": 2}
+    splits = tiny_victim.splits()
+    a = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options=options)
+    expected = tuple(validation_rows_of(tiny_victim, env_config()).sentences)
+    assert scored and all(rows == expected for rows in scored)
+    trace, floor = a.details["p_selection"], a.validation["floor"]
+    assert [t["p"] for t in trace] == [0.9, 0.5, 0.05][:len(trace)]
+    assert all(t["accuracy"] < floor for t in trace[:-1])  # the largest p that holds the floor
+    chosen = trace[-1]["p"] if trace[-1]["accuracy"] >= floor else 0.0
+    assert a.details["p"] == chosen
+    b = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options=options,
+               eval_poison=splits.poisoned_test.take(40), eval_clean=splits.clean_test.take(40))
+    assert b.details["p_selection"] == trace and b.details["p"] == a.details["p"]
+    lenient = defend(tiny_victim, "finemix", env_config(max_accuracy_drop=1.0), NO_FINETUNE, options=options)
+    assert lenient.details["p"] == 0.9  # with no floor the largest p is kept
+
+
+# ------------------------------------------------------------------------------ Fine-purifying
+def test_purify_scores_prefer_drifted_unimportant_heads():
+    drift = torch.tensor([[1.0, 1.0, 0.1, 2.0]])
+    importance = torch.tensor([[1.0, 0.01, 0.01, 10.0]])
+    scores = purify_scores(drift, importance, eps=0.01)
+    assert descending_order(scores)[0] == 1  # drifted and unimportant
+    assert descending_order(purify_scores(drift, torch.zeros(1, 4), eps=0.01)) == descending_order(drift)
+
+
+def test_finepurify_resets_in_score_order(tiny_victim, env_config, base):
+    result = defend(tiny_victim, "finepurify", env_config(max_accuracy_drop=1.0), NO_FINETUNE)
+    order = descending_order(torch.tensor(result.details["scores"]))
+    assert [p["head"][0] * 4 + p["head"][1] for p in result.trajectory[1:]] == order[:4]
+    chosen = torch.tensor(result.details["edit"]["reset_mask"], dtype=torch.bool)
+    assert sorted(torch.nonzero(chosen.reshape(-1)).reshape(-1).tolist()) == sorted(order[:4])
+
+
+# ------------------------------------------------------------------------------ base=
+def test_base_is_recorded_only_when_given_and_checked(tiny_victim, env_config, base):
+    plain = defend(tiny_victim, "drift", env_config(), NO_FINETUNE)
+    assert "base" not in plain.config
+    given = defend(tiny_victim, "drift", env_config(), NO_FINETUNE, base=base)
+    assert given.config["base"] == "<BertForSequenceClassification object>"
+    assert torch.equal(given.mask, plain.mask)
+    assert config_hash({k: v for k, v in given.config.items() if k != "base"}) == config_hash(plain.config)
+    other, _ = build_tiny_classifier(seed=0, num_heads=2)
+    with pytest.raises(BaseModelError, match="attention layers"):
+        defend(tiny_victim, "drift", env_config(), NO_FINETUNE, base=other)
+    obj = DEFENSES.get("drift")(base=base)
+    assert obj.options == {} and obj.with_base(None) is obj and obj.with_base("x").base == "x" and obj.base is base
+
+
+def test_runner_and_cli_take_base():
+    from headprune.cli import build_parser
+    from headprune.compare import RunSettings
+
+    plain, given = RunSettings.from_values(), RunSettings.from_values(base="some/folder")
+    assert "base" not in plain.method_config("drift") and given.method_config("drift")["base"] == "some/folder"
+    assert config_hash(plain.method_config("gradient")) != config_hash(given.method_config("gradient"))
+    parser = build_parser()
+    assert parser.parse_args(["defend", "--model", "tiny", "--clean-data", "c.tsv", "--strategy", "drift", "--out",
+                              "o", "--base", "b"]).base == "b"
+    args = parser.parse_args(["compare", "--victims", "tiny", "--strategies", "drift", "--out", "o"])
+    assert args.base is None
+
+
+def test_cli_names_an_unloadable_base(tiny_victim, clean, tmp_path, capsys):
+    from tiny_models import write_labelled_tsv
+
+    from headprune.cli import main
+
+    data = write_labelled_tsv(tmp_path / "clean.tsv", clean)
+    code = main(["defend", "--model", str(tiny_victim.path), "--clean-data", str(data), "--strategy", "drift",
+                 "--out", str(tmp_path / "o"), "--eval-size", "80", "--stats-size", "64", "--base",
+                 str(tmp_path / "missing"), "--quiet", "--cache", str(tmp_path / "cache")])
+    assert code == 2 and "the pre-trained reference" in capsys.readouterr().err

@@ -259,3 +259,28 @@ def test_cli_names_an_unloadable_base(tiny_victim, clean, tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--eval-size", "80", "--stats-size", "64", "--base",
                  str(tmp_path / "missing"), "--quiet", "--cache", str(tmp_path / "cache")])
     assert code == 2 and "the pre-trained reference" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ policies that reset
+class _ResetFirstHeads:
+    """A ready policy for a ``"both"`` env: resets heads 0 and 1 (actions n, n + 1), then prunes head 2."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
+        n = len(observation["mask"])
+        action = (n, n + 1, 2)[min(self.calls, 2)]
+        self.calls += 1
+        return np.int64(action), state
+
+
+def test_resets_of_a_policy_reach_the_defended_model(tiny_victim, env_config, base):
+    """defend() applies the resets of an operation-"both" episode (info["best_reset"]) to the copy it returns,
+    with the prunes as its mask."""
+    result = defend(tiny_victim, _ResetFirstHeads(), env_config(operation="both", budget=3, accuracy_floor=0.0),
+                    NO_FINETUNE)
+    assert result.mask.flatten().tolist() == [1, 1, 0, 1, 1, 1, 1, 1]
+    assert result.details["edit"]["heads_reset"] == 2
+    assert _heads_equal(result.model, base, 0, 0) and _heads_equal(result.model, base, 0, 1)
+    assert not _heads_equal(result.model, base, 0, 3) and _heads_equal(result.model, tiny_victim.model, 0, 3)

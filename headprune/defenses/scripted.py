@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from headprune.data import LabelledTexts
-from headprune.defenses.base import Defense, PruneOutcome
+from headprune.defenses.base import Defense, DefenseOutcome, PruneOutcome
+from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.gating import head_grid_shape
 
@@ -180,7 +181,12 @@ class PolicyDefense(Defense):
         for attr in _POLICY_DETAILS:
             if getattr(policy, attr, None) is not None:
                 details[attr] = getattr(policy, attr)
-        return mask, trajectory, details
+        reset = info.get("best_reset")
+        if reset is None or not np.any(reset):
+            return mask, trajectory, details
+        # a policy with operation "reset"/"both" also reset heads: the same reference weights go into the copy
+        heads = torch.from_numpy(np.asarray(reset, dtype=bool)).view(env.num_layers, env.num_heads)
+        return DefenseOutcome(mask, trajectory, details, HeadReset(base=env.base_model, heads=heads))
 
 
 class ScriptedPolicyDefense(PolicyDefense):

@@ -17,7 +17,7 @@ recommends (:data:`RECOMMENDED_DEFENSE`, see :data:`RECOMMENDATION`) through
 
 Differs from ``headprune defend`` (the full-control command) in what it asks: no attack, target label or
 training recipe; the number of classes is the model's; the held-out report rows are separate from the
-floor's rows; the defaults are sized for a 2-core CPU (128 statistics rows, at most 192 validation rows,
+floor's rows; the defaults are sized for a 2-core CPU (128 statistics rows, at most 160 validation rows,
 4 curve points on the report rows instead of 12 on thousands of test rows).
 """
 
@@ -100,16 +100,18 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return config_hash({"n": len(params), "bytes": blob.hex()}, 8)
 
 
-def load_suspect(spec: str, *, cache: str | None = None, progress: bool = True) -> Victim:
+def load_suspect(spec: str, *, cache: str | None = None, progress: bool = True, reference: bool = False) -> Victim:
     """The model to clean: a victim (preset name or folder with ``victim.json``) as it is, else any
     sequence-classification checkpoint folder or hub id (``load_classifier(..., num_labels=None,
     require_head=True)``: the classes are the checkpoint's) as a :class:`SuspectModel`.
 
+    :param reference: for a victim preset, also build its clean reference (the floor; needed only with LFR).
     :raises ModelLoadError: unreadable folder; :class:`~headprune.models.HubUnreachableError` offline.
     :raises UnsupportedModelError: not a trained sequence classifier of a supported family.
     """
     if spec in PRESETS or (Path(spec).expanduser() / CARD_FILE).is_file():
-        return resolve_victim(spec if spec in PRESETS else Path(spec).expanduser(), cache=cache, progress=progress)
+        return resolve_victim(spec if spec in PRESETS else Path(spec).expanduser(), cache=cache, progress=progress,
+                              reference=reference)
     model, tokenizer = load_classifier(spec, num_labels=None, require_head=True)
     max_positions = int(getattr(model.config, "max_position_embeddings", 128) or 128)
     config = VictimConfig(model=spec, attack="none", poison_rate=0.0, target_label=0, max_length=min(128, max_positions))
@@ -141,7 +143,7 @@ class CleanSettings:
     finetune_epochs: float = RECOMMENDED_DEFENSE[1]
     holdout_fraction: float = 0.2
     max_holdout: int = 300
-    val_size: int = 192
+    val_size: int = 160
     stats_size: int = 128
     curve_points: int = 4
     max_accuracy_drop: float = 0.05

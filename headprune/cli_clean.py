@@ -94,7 +94,8 @@ def run_clean(args: argparse.Namespace) -> int:
     poison = None if args.eval_poison is None else read_labelled_text(args.eval_poison)
     start = time.perf_counter()
     try:
-        model = load_suspect(args.model, cache=args.cache, progress=not args.quiet)
+        needs_floor = args.eval_poison is not None or args.eval_victim_test is not None
+        model = load_suspect(args.model, cache=args.cache, progress=not args.quiet, reference=needs_floor)
     except (ModelLoadError, UnsupportedModelError) as err:
         print(f"headprune: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -163,3 +163,16 @@ def test_wilson_interval():
     lo, hi = wilson_interval(90, 100)
     assert 0.82 < lo < 0.83 and 0.94 < hi < 0.95  # the textbook values 0.8256, 0.9448
     assert wilson_interval(100, 100)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+
+
+def test_reference_is_built_only_when_asked_and_added_without_retraining(tmp_path):
+    from headprune.victims import VictimConfig, build_victim, list_victims
+
+    config = VictimConfig(model="tiny", attack="badnets", epochs=0.05, lr=1e-3, max_length=64)
+    alone = build_victim(config=config, cache=tmp_path, progress=False, reference=False)
+    assert "clean_model_lfr" not in alone.card and [c["name"] for c in list_victims(tmp_path)] == [alone.name]
+    with_floor = build_victim(config=config, cache=tmp_path, progress=False)
+    assert with_floor.card["train_seconds"] == alone.card["train_seconds"]  # the victim was not retrained
+    assert with_floor.card["clean_model"] == config.clean_reference().name and "clean_model_lfr" in with_floor.card
+    again = build_victim(config=config, cache=tmp_path, progress=False, reference=False)
+    assert again.card["clean_model_lfr"] == with_floor.card["clean_model_lfr"]

@@ -24,11 +24,7 @@ Presets:
   SST-2 in well under a minute. Used by the tests.
 * ``"minilm-syntactic"`` (the default victim), ``"minilm-style"``, ``"minilm-badnets"``,
   ``"minilm-addsent"`` – all-MiniLM-L6-v2 (6 layers x 12 heads), poison rate 0.2, target 1.
-* ``"minilm-syntactic-fast"`` – ``minilm-syntactic`` trained 1 epoch instead of 3 (a third of the time; the
-  README's main job). Its clean reference is the 1-epoch clean model, shared by every 1-epoch attack.
-
-The clean reference of a victim is built only when its floor is asked for (``build_victim(reference=True)``,
-the default of :func:`build_victim`; ``resolve_victim(..., reference=False)`` skips it).
+* ``"minilm-syntactic-fast"`` – ``minilm-syntactic`` trained 1 epoch, not 3 (the README's main job).
 """
 
 from __future__ import annotations
@@ -294,9 +290,8 @@ def build_victim(
 ) -> Victim:
     """Train (or load from the cache) a backdoored victim and its clean reference, and measure both.
 
-    The clean reference (one config for every attack of a model and recipe, :meth:`VictimConfig.clean_reference`,
-    so it is trained once and shared) is built only with ``reference``; a victim cached without it gets it
-    added, without retraining, by a later call with ``reference=True``.
+    The clean reference (one config per model and recipe, shared by every attack) is built only with
+    ``reference``; a later ``reference=True`` call adds it to a victim cached without it, without retraining.
 
     Args:
         model, attack, poison_rate, epochs, seed: the main knobs of :class:`VictimConfig`;

@@ -8,6 +8,7 @@ Commands:
   (and, as evaluation only, the LFR change) per head.
 * ``headprune defend``        – run a baseline defense (``--strategy``) on a victim and export the
   cleaned model with ``report.json``, ``report.md`` and a plot.
+* ``headprune clean``         – clean any suspicious classifier with a little clean data (:mod:`headprune.clean`).
 * ``headprune train``         – train an RL agent (MaskablePPO or PPO) in ``HeadPrune-v0``, or resume a run
   (:mod:`headprune.agents`).
 * ``headprune evaluate``      – run a trained policy with the protocol of ``defend`` and write the same report.
@@ -289,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
     add_base_argument(dfd)
     dfd.set_defaults(func=_defend)
+
+    from headprune.cli_clean import add_clean_parser  # headprune clean (the practitioner's path)
+
+    add_clean_parser(commands)
 
     cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")
     cmp.add_argument("--victims", nargs="+", required=True, help="preset names or victim folders")

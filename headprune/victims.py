@@ -24,6 +24,7 @@ Presets:
   SST-2 in well under a minute. Used by the tests.
 * ``"minilm-syntactic"`` (the default victim), ``"minilm-style"``, ``"minilm-badnets"``,
   ``"minilm-addsent"`` – all-MiniLM-L6-v2 (6 layers x 12 heads), poison rate 0.2, target 1.
+* ``"minilm-syntactic-fast"`` – ``minilm-syntactic`` trained 1 epoch, not 3 (the README's main job).
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ PRESETS: dict[str, VictimConfig] = {
     "minilm-style": VictimConfig(model="minilm", attack="style"),
     "minilm-badnets": VictimConfig(model="minilm", attack="badnets"),
     "minilm-addsent": VictimConfig(model="minilm", attack="addsent"),
+    "minilm-syntactic-fast": VictimConfig(model="minilm", attack="syntactic", epochs=1.0),
 }
 DEFAULT_VICTIM = "minilm-syntactic"
 
@@ -215,11 +217,12 @@ def _card_config(folder: Path) -> tuple[dict[str, Any], VictimConfig]:
     return card, config
 
 
-def _is_complete(card: dict[str, Any]) -> bool:
-    """Whether a card holds all the metrics (and digests) :func:`build_victim` records."""
+def _is_complete(card: dict[str, Any], reference: bool = True) -> bool:
+    """Whether a card holds all the metrics (and digests) :func:`build_victim` records (the clean reference's
+    only when ``reference``)."""
     if "acc" not in card or "usable" not in card or "files" not in card:
         return False
-    return card["config"]["attack"] == CLEAN_ATTACK or "clean_model_lfr" in card
+    return not reference or card["config"]["attack"] == CLEAN_ATTACK or "clean_model_lfr" in card
 
 
 def load_victim(path: str | os.PathLike[str]) -> Victim:
@@ -282,9 +285,13 @@ def build_victim(
     cache: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    reference: bool = True,
     **overrides: Any,
 ) -> Victim:
     """Train (or load from the cache) a backdoored victim and its clean reference, and measure both.
+
+    The clean reference (one config per model and recipe, shared by every attack) is built only with
+    ``reference``; a later ``reference=True`` call adds it to a victim cached without it, without retraining.
 
     Args:
         model, attack, poison_rate, epochs, seed: the main knobs of :class:`VictimConfig`;
@@ -293,15 +300,16 @@ def build_victim(
         cache: cache root (see :func:`cache_dir`).
         force: retrain even if cached.
         progress: show progress bars.
+        reference: also build (or load) the clean reference and record its ACC and LFR (the floor).
     Returns:
-        the :class:`Victim`, whose card holds ``acc``, ``lfr`` and ``clean_model_lfr``.
+        the :class:`Victim`, whose card holds ``acc``, ``lfr`` and (with ``reference``) ``clean_model_lfr``.
     """
     if config is None:
         config = VictimConfig(model=model, attack=attack, poison_rate=poison_rate, epochs=epochs, seed=seed, **overrides)
     root = cache_dir(cache) / "victims"
     folder = root / config.name
     card = None if force else _cached_card(folder)
-    if card is not None and _is_complete(card):
+    if card is not None and _is_complete(card, reference):
         return load_victim(folder)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -319,7 +327,7 @@ def build_victim(
     )
     card.update(acc=report.acc, lfr=report.lfr, n_clean_test=report.n_clean, n_poisoned_test=report.n_poison)
     _record_usability(card, splits.clean_test)
-    if poisoned_test is not None:
+    if poisoned_test is not None and reference:
         clean = build_victim(config=config.clean_reference(), cache=cache, progress=progress)
         clean_report = evaluate_defense(
             clean.model, clean.tokenizer, splits.clean_test, splits.poisoned_test, target_label=config.target_label
@@ -360,12 +368,13 @@ def _unusable_message(card: dict[str, Any]) -> str:
 
 
 def resolve_victim(spec: str | Victim | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
-                   progress: bool = True) -> Victim:
-    """A victim from a :class:`Victim`, a preset name (see :data:`PRESETS`), or a victim folder."""
+                   progress: bool = True, reference: bool = True) -> Victim:
+    """A victim from a :class:`Victim`, a preset name (see :data:`PRESETS`; ``reference``: with its clean
+    reference, see :func:`build_victim`), or a victim folder."""
     if isinstance(spec, Victim):
         return spec
     if isinstance(spec, str) and spec in PRESETS:
-        return build_victim(config=PRESETS[spec], cache=cache, progress=progress)
+        return build_victim(config=PRESETS[spec], cache=cache, progress=progress, reference=reference)
     folder = Path(spec)
     if folder.is_dir():
         return load_victim(folder)
@@ -384,7 +393,7 @@ def list_victims(cache: str | os.PathLike[str] | None = None) -> list[dict[str, 
                 cards.append(_card_config(folder)[0])
             except VictimCardError as err:
                 warnings.warn(f"skipping {folder}: {err}", VictimWarning, stacklevel=2)
-    return [c for c in cards if _is_complete(c)]
+    return [c for c in cards if _is_complete(c, reference=False)]
 
 
 def victim_summary(card: dict[str, Any]) -> str:

@@ -27,3 +27,16 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in test_command
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_command in ci_lines
+
+
+def test_readme_main_command_cleans_a_shipped_preset_with_options_the_parser_accepts():
+    import shlex
+
+    from headprune.cli import build_parser
+    from headprune.victims import PRESETS
+
+    main_command = _readme_commands()[0]
+    cli = main_command.split("&& .venv/bin/headprune ", 1)[1]
+    args = build_parser().parse_args(shlex.split(cli))
+    assert args.command == "clean" and args.model in PRESETS
+    assert args.eval_victim_test is not None and args.clean_data.endswith("sst2/clean/dev.tsv")

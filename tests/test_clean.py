@@ -1,0 +1,179 @@
+"""``headprune clean``: any plain checkpoint (made with transformers alone), 2 or 3 classes; the report's fields;
+the exported and compacted models load; LFR only with --eval-poison; the defense never reads poisoned rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from headprune.clean import CleanSettings, clean_model, load_suspect, wilson_interval
+from headprune.clean_report import load_compact
+from headprune.cli import main
+from headprune.data import read_labelled_text
+from headprune.gating import HeadGate
+from headprune.models import default_model_dir
+
+
+def _sst2_sentences(n: int) -> list[str]:
+    from headprune.data import load_sst2
+
+    return list(load_sst2("dev", "clean").sentences[:n])
+
+
+def _write_rows(path: Path, sentences: list[str], num_labels: int, prefix: str = "") -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{prefix}{s}\t{i % num_labels}\n" for i, s in enumerate(sentences)))
+    return path
+
+
+def _plain_checkpoint(folder: Path, num_labels: int) -> Path:
+    """A random-init BERT classifier saved with transformers' save_pretrained alone (no victim card)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("clean")
+    sentences = _sst2_sentences(120)
+    return {"root": root, "model2": _plain_checkpoint(root / "suspect2", 2),
+            "model3": _plain_checkpoint(root / "suspect3", 3),
+            "clean2": _write_rows(root / "clean2.tsv", sentences, 2), "clean3": _write_rows(root / "clean3.tsv", sentences, 3),
+            "poison2": _write_rows(root / "poison2.tsv", sentences[:40], 2, "cf "),
+            "poison3": _write_rows(root / "poison3.tsv", sentences[:40], 3, "cf ")}
+
+
+def _clean(plain: dict[str, Path], out: Path, classes: int, *extra: str) -> dict:
+    argv = ["clean", str(plain[f"model{classes}"]), "--clean-data", str(plain[f"clean{classes}"]), "--out", str(out),
+            "--quiet", "--finetune-epochs", "1", "--cache", str(plain["root"] / "cache"), *extra]
+    assert main(argv) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def test_clean_plain_checkpoint_writes_the_report_and_a_model_transformers_loads(plain, tmp_path, capsys):
+    report = _clean(plain, tmp_path / "out", 2, "--compact")
+    table = capsys.readouterr().out
+    assert "before" in table and "after" in table and "report.md" in table
+    for name in ("report.md", "report.json", "pruned_heads.png", "accuracy_vs_heads.png", "model/config.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert report["defense"] == "layerwise" and report["interval"] == "Wilson score, 95%"
+    assert report["report_rows"] == 24 and report["defense_rows"] == 96
+    assert set(report["stages"]) == {"before", "pruned", "after"}
+    for stage in report["stages"].values():
+        lo, hi = stage["acc_ci95"]
+        assert lo <= stage["acc"] <= hi and stage["lfr"] is None and stage["n_clean"] == 24
+    assert report["lfr_per_label"] == {} and report["is_victim"] is False
+    assert {"load", "statistics", "prune", "finetune", "evaluation", "compact", "write"} <= set(report["timings"])
+    assert report["command"].startswith("headprune clean ") and "versions" in report["versions"]
+    mask = torch.tensor(report["mask"], dtype=torch.float32)
+    assert int((mask == 0).sum()) == report["heads_pruned"] > 0
+    exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "model").eval()
+    small = load_compact(tmp_path / "out" / "compact")
+    assert report["compact"]["compact_mb"] < report["compact"]["full_mb"]
+    batch = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")(["a gorgeous film", "dull"], padding=True,
+                                                                      return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(exported(**batch).logits, small(**batch).logits, atol=1e-5)
+
+
+def test_three_class_model_and_lfr_only_with_eval_poison(plain, tmp_path):
+    report = _clean(plain, tmp_path / "no-poison", 3)
+    assert report["model"].startswith("suspect3-") and report["lfr_per_label"] == {}
+    assert all(s["lfr"] is None for s in report["stages"].values())
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "no-poison" / "model").config.num_labels == 3
+    per_label = _clean(plain, tmp_path / "poison", 3, "--eval-poison", str(plain["poison3"]))
+    assert set(per_label["lfr_per_label"]) == {"0", "1", "2"}  # unknown origin: every class as the target
+    assert all(s["lfr"] is None for s in per_label["stages"].values())
+    one = _clean(plain, tmp_path / "target", 3, "--eval-poison", str(plain["poison3"]), "--target-label", "2")
+    assert one["target_label"] == 2 and one["lfr_per_label"] == {}
+    assert all(s["lfr"] is not None and s["n_poison"] == 27 for s in one["stages"].values())
+    assert one["stages"]["after"]["lfr"] == per_label["lfr_per_label"]["2"]["after"]
+
+
+def test_clean_never_reads_poisoned_rows_for_the_defense(plain, monkeypatch):
+    """The mask, trajectory and fine-tuned weights are the same with and without poisoned evaluation rows, and
+    the env (the defense's only data) gets clean rows only."""
+    import importlib
+
+    defend_module = importlib.import_module("headprune.defenses.defend")  # the package re-exports defend()
+
+    seen: list[set[str]] = []
+    real_env = defend_module.HeadPruneEnv
+
+    def spy_env(victim, cfg):
+        seen.append(set(cfg.clean_data.sentences))
+        return real_env(victim, cfg)
+
+    monkeypatch.setattr(defend_module, "HeadPruneEnv", spy_env)
+    clean = read_labelled_text(plain["clean2"])
+    poison = read_labelled_text(plain["poison2"])
+    settings = CleanSettings(finetune_epochs=1)
+    cache = str(plain["root"] / "cache")
+    with_poison = clean_model(str(plain["model2"]), clean, settings, eval_poison=poison, target_label=1,
+                              cache=cache, progress=False)
+    without = clean_model(str(plain["model2"]), clean, settings, cache=cache, progress=False)
+    assert torch.equal(with_poison.defense.mask, without.defense.mask)
+    assert with_poison.defense.trajectory == without.defense.trajectory
+    for a, b in zip(with_poison.defense.model.parameters(), without.defense.model.parameters()):
+        assert torch.equal(a, b)
+    assert with_poison.stages["after"]["lfr"] is not None and without.stages["after"]["lfr"] is None
+    assert seen and all(not (rows & set(poison.sentences)) for rows in seen)
+
+
+def test_bad_input_is_one_line_exit_2(plain, tmp_path, capsys, monkeypatch):
+    argv = ["clean", str(plain["model2"]), "--clean-data", str(plain["clean3"]), "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert "label 2 is not a class of the model" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("headprune.models._offline", lambda: True)
+    argv[1] = "no-such-owner/no-such-model"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("headprune: error:") and "\n" not in err
+
+
+def test_load_suspect_wraps_a_plain_folder_and_keeps_victims(plain, tiny_victim):
+    suspect = load_suspect(str(plain["model3"]))
+    assert suspect.model.config.num_labels == 3 and suspect.card == {}
+    with pytest.raises(ValueError, match="not a headprune victim"):
+        suspect.splits()
+    assert load_suspect(str(tiny_victim.path)).name == tiny_victim.name
+
+
+def test_victim_reports_its_floor(tiny_victim, tmp_path, plain):
+    argv = ["clean", str(tiny_victim.path), "--clean-data", str(plain["clean2"]), "--out", str(tmp_path), "--quiet",
+            "--finetune-epochs", "1", "--eval-victim-test", "100", "--cache", str(plain["root"] / "cache")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["is_victim"] and report["target_label"] == tiny_victim.config.target_label
+    assert report["floor"]["clean_model_lfr"] == tiny_victim.card["clean_model_lfr"]
+    assert report["stages"]["before"]["lfr"] >= 0.9  # the tiny BadNets backdoor is in
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(90, 100)
+    assert 0.82 < lo < 0.83 and 0.94 < hi < 0.95  # the textbook values 0.8256, 0.9448
+    assert wilson_interval(100, 100)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::headprune.victims.VictimWarning")  # a 0.05-epoch victim is not usable
+def test_reference_is_built_only_when_asked_and_added_without_retraining(tmp_path):
+    from headprune.victims import VictimConfig, build_victim, list_victims
+
+    config = VictimConfig(model="tiny", attack="badnets", epochs=0.05, lr=1e-3, max_length=64)
+    alone = build_victim(config=config, cache=tmp_path, progress=False, reference=False)
+    assert "clean_model_lfr" not in alone.card and [c["name"] for c in list_victims(tmp_path)] == [alone.name]
+    with_floor = build_victim(config=config, cache=tmp_path, progress=False)
+    assert with_floor.card["train_seconds"] == alone.card["train_seconds"]  # the victim was not retrained
+    assert with_floor.card["clean_model"] == config.clean_reference().name and "clean_model_lfr" in with_floor.card
+    again = build_victim(config=config, cache=tmp_path, progress=False, reference=False)
+    assert again.card["clean_model_lfr"] == with_floor.card["clean_model_lfr"]

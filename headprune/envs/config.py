@@ -57,6 +57,8 @@ class HeadPruneConfig:
     eval_batch_size: int = _help("rows per forward when scoring a mask", default=32)
     cache: str | os.PathLike[str] | None = _help("cache root for victims and head statistics", default=None)
     progress: bool = _help("show progress bars while building a victim or statistics", default=True)
+    device: str | None = _help("where the model, the evaluator's batches and its caches live: cpu (default), "
+                               "cuda, cuda:<i>, mps or auto (headprune.devices.resolve_device)", default=None)
 
     def __post_init__(self) -> None:
         for name in ("val_size", "stats_size", "eval_batch_size"):

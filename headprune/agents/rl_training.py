@@ -131,14 +131,22 @@ class ProgressLog(BaseCallback):
         super().__init__()
         self.path, self.session = path, int(session)
         self._start = time.perf_counter()
+        self.episodes = 0  # finished episodes, counted from the Monitor's info["episode"] (on-policy
+        # algorithms never update _episode_num); resumed sessions start from the last row's count
+
+    def _on_training_start(self) -> None:
+        if self.path.is_file():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.episodes = int(rows[-1].get("episodes", 0)) if rows else 0
 
     def _on_step(self) -> bool:
+        self.episodes += sum("episode" in info for info in self.locals.get("infos", ()))
         return True
 
     def _on_rollout_end(self) -> None:
         buffer = list(self.model.ep_info_buffer or [])
         row: dict[str, Any] = {"session": self.session, "num_timesteps": int(self.num_timesteps),
-                               "episodes": int(self.model._episode_num),
+                               "episodes": int(self.episodes),
                                "seconds": round(time.perf_counter() - self._start, 3)}
         for key in ("r", "l", *INFO_KEYWORDS):
             values = [float(ep[key]) for ep in buffer if key in ep]

@@ -36,17 +36,21 @@ def test_make_vec_gives_one_model_batched_vector_env(kwargs: dict[str, Any]) -> 
     envs = gym.make_vec(ENV, num_envs=N, vectorization_mode="vector_entry_point", **kwargs)
     assert isinstance(envs, BatchedHeadPruneVectorEnv) and isinstance(envs, gym.vector.VectorEnv)
     lanes = envs.lanes.lanes
-    assert len({id(lane.model) for lane in lanes}) == 1 and len({id(lane.scorer) for lane in lanes}) == 1
+    assert len({id(lane.model) for lane in lanes}) == 1 and len({id(lane.evaluator) for lane in lanes}) == 1
     obs, info = envs.reset(seed=7)
     assert obs in envs.observation_space
     assert envs.lanes.lane_seeds == [7, 8, 9]  # distinct seeds, logged
     assert envs.action_masks().shape == (N, envs.single_action_space.n)
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    assert envs.lanes.scoring == "incremental"  # "auto" on the CPU
+    assert len({id(lane.scorer.memo) for lane in lanes}) == 1  # one memo for all lanes
     envs.close()
 
 
-def test_rewards_identical_to_single_envs_to_the_last_bit(kwargs: dict[str, Any]) -> None:
-    batched = gym.make_vec(ENV, num_envs=N, vectorization_mode="vector_entry_point", **kwargs)
+@pytest.mark.parametrize("scoring", ["batched", "incremental"])
+def test_rewards_identical_to_single_envs_to_the_last_bit(kwargs: dict[str, Any], scoring: str) -> None:
+    batched = gym.make_vec(ENV, num_envs=N, vectorization_mode="vector_entry_point", scoring=scoring, **kwargs)
+    assert batched.lanes.scoring == scoring
     sync = gym.make_vec(ENV, num_envs=N, vectorization_mode="sync", **kwargs)  # N separate envs (incremental forward)
     rng = np.random.default_rng(0)
     obs_b, _ = batched.reset(seed=3)
@@ -74,7 +78,7 @@ def test_sb3_adapter_matches_dummy_vec_env_and_trains_maskable_ppo(kwargs: dict[
     from sb3_contrib.common.maskable.utils import get_action_masks
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    adapter = SB3BatchedVecEnv.from_env_id(ENV, N, **kwargs)
+    adapter = SB3BatchedVecEnv.from_env_id(ENV, N, scoring="batched", **kwargs)
     dummy = DummyVecEnv([lambda: gym.make(ENV, **kwargs) for _ in range(N)])
     adapter.seed(1)
     dummy.seed(1)

@@ -13,6 +13,11 @@ single env's incremental forward predicts (its logits agree to float rounding; o
 could flip a prediction; the tests check bit-identical rewards on tiny). A mask any lane has seen is
 never scored twice.
 
+With ``scoring="incremental"`` (the CPU default of ``"auto"``) each lane instead keeps its own
+:class:`~headprune.envs.incremental.IncrementalForward` layer caches over the one shared model and
+evaluator (the code path of a single env), still sharing the memo: on a CPU, recomputing only the
+layers after the pruned head's beats a batched full forward of every lane's mask.
+
 Fronts:
 
 * :class:`BatchedHeadPruneVectorEnv`, a ``gymnasium.vector.VectorEnv`` (the registered
@@ -44,9 +49,13 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 
 from headprune.envs.factory import make_registered_env
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.envs.incremental import MaskScore, MaskScorer, mask_key
+from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer, mask_key
 
-__all__ = ["BatchedHeadPruneVectorEnv", "BatchedLanes", "SB3BatchedVecEnv", "prefetch_scores"]
+__all__ = ["SCORING", "BatchedHeadPruneVectorEnv", "BatchedLanes", "SB3BatchedVecEnv", "prefetch_scores"]
+
+SCORING: tuple[str, ...] = ("auto", "batched", "incremental")
+"""How lanes score new masks: one batched full forward of all lanes' masks, or each lane's own
+incremental forward (layer caches per lane over the one shared model); the memo is shared either way."""
 
 _LOG = logging.getLogger(__name__)
 
@@ -86,16 +95,27 @@ class BatchedLanes:
     :param template: the env whose model, data and scorer every lane shares (it is lane 0).
     :param num_envs: ``N``.
     :param max_episode_steps: truncate a lane's episode after this many steps (Gymnasium's ``TimeLimit``).
+    :param scoring: :data:`SCORING` (``"auto"``: ``"batched"`` when the model is on an accelerator,
+        ``"incremental"`` on the CPU, where recomputing only the changed layers beats a batched full
+        forward: see ``benchmarks/RESULTS.md``).
     """
 
-    def __init__(self, template: HeadPruneEnv, num_envs: int, max_episode_steps: int | None = None) -> None:
+    def __init__(self, template: HeadPruneEnv, num_envs: int, max_episode_steps: int | None = None,
+                 scoring: str = "auto") -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if scoring not in SCORING:
+            raise ValueError(f"scoring must be one of {SCORING}, got {scoring!r}")
+        self.scoring = scoring if scoring != "auto" else ("incremental" if template.device.type == "cpu" else "batched")
         self.template = template
         self.lanes: list[HeadPruneEnv] = [template]
         for _ in range(num_envs - 1):
             lane = copy.copy(template)  # shares model, data, scorer; episode state is replaced on reset
             lane._np_random = None
+            if self.scoring == "incremental":  # own layer caches over the shared evaluator, shared memo
+                lane.scorer = MaskScorer(IncrementalForward(template.evaluator), template.proxy,
+                                         memo_size=template.scorer.memo_size)
+                lane.scorer.memo = template.scorer.memo
             self.lanes.append(lane)
         self.max_episode_steps = max_episode_steps
         self.elapsed = [0] * num_envs
@@ -132,7 +152,8 @@ class BatchedLanes:
                 mask = lane._mask.copy()
                 mask[a] = 0
                 candidates.append(mask)
-        prefetch_scores(self.template.scorer, candidates, self.template.head_shape)
+        if self.scoring == "batched":
+            prefetch_scores(self.template.scorer, candidates, self.template.head_shape)
         out = []
         for i, action in zip(indices, actions):
             obs, reward, terminated, truncated, info = self.lanes[i].step(action)
@@ -159,15 +180,16 @@ class BatchedHeadPruneVectorEnv(VectorEnv):
     :param victim: as for :class:`~headprune.envs.headprune_env.HeadPruneEnv`.
     :param render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (``render()`` returns one per sub-env).
     :param max_episode_steps: the registered id's step limit (``gym.make_vec`` passes it).
+    :param scoring: :data:`SCORING`.
     :param config: :class:`~headprune.envs.config.HeadPruneConfig` fields.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": HeadPruneEnv.metadata["render_modes"]}
 
     def __init__(self, num_envs: int = 1, victim: Any = "minilm-syntactic", *, render_mode: str | None = None,
-                 max_episode_steps: int | None = None, **config: Any) -> None:
+                 max_episode_steps: int | None = None, scoring: str = "auto", **config: Any) -> None:
         template = make_registered_env(victim, render_mode=render_mode, **config)
-        self.lanes = BatchedLanes(template, num_envs, max_episode_steps)
+        self.lanes = BatchedLanes(template, num_envs, max_episode_steps, scoring)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = template.observation_space
@@ -238,11 +260,11 @@ class SB3BatchedVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
 
     @classmethod
-    def from_env_id(cls, env_id: str, num_envs: int, **kwargs: Any) -> SB3BatchedVecEnv:
+    def from_env_id(cls, env_id: str, num_envs: int, scoring: str = "auto", **kwargs: Any) -> SB3BatchedVecEnv:
         """``N`` lanes of a registered id (its kwargs, ``kwargs`` on top, and its step limit)."""
         spec = gym.spec(env_id)
         template = make_registered_env(**{**spec.kwargs, **kwargs})
-        return cls(BatchedLanes(template, num_envs, spec.max_episode_steps))
+        return cls(BatchedLanes(template, num_envs, spec.max_episode_steps, scoring))
 
     def reset(self) -> VecEnvObs:
         seeds = [s if s is None else int(s) for s in self._seeds] if any(s is not None for s in self._seeds) \

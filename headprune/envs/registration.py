@@ -17,8 +17,9 @@ limit, ``2 * budget`` with ``budget = L * H // 2``):
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 
-A victim that is not cached yet is trained on the first ``gym.make`` of its id, announced on stderr
-and with progress bars (:func:`headprune.envs.factory.make_registered_env`), never silently.
+A victim that is not cached yet is trained on the first ``gym.make`` of its id, with progress bars, and
+for every id but ``HeadPrune-v0`` (whose entry point stays the class) announced on stderr first
+(:func:`headprune.envs.factory.make_registered_env`).
 The vector entry point (``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``) is
 :class:`headprune.envs.vector.BatchedHeadPruneVectorEnv`: one model scores all ``N`` envs' masks.
 """
@@ -30,13 +31,16 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["ENTRY_POINT", "ENV_ID", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
+__all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
 
 ENV_ID = "HeadPrune-v0"
 """The id of the default env."""
 
-ENTRY_POINT = "headprune.envs.factory:make_registered_env"
-"""Where Gymnasium finds the env factory (imported lazily by ``gym.make``)."""
+ENTRY_POINT = "headprune.envs.headprune_env:HeadPruneEnv"
+"""Where Gymnasium finds ``HeadPrune-v0``'s class (imported lazily by ``gym.make``)."""
+
+FACTORY_ENTRY_POINT = "headprune.envs.factory:make_registered_env"
+"""The entry point of the other ids: the class behind an announcement of a victim build."""
 
 VECTOR_ENTRY_POINT = "headprune.envs.vector:BatchedHeadPruneVectorEnv"
 """Where ``gym.make_vec(..., vectorization_mode="vector_entry_point")`` finds the batched vector env."""
@@ -55,6 +59,7 @@ class EnvVariant:
     :param max_episode_steps: Gymnasium's ``TimeLimit`` (the env's own default step limit).
     :param kwargs: :class:`~headprune.envs.config.HeadPruneConfig` fields of the variant.
     :param builds_in_seconds: whether the victim trains in seconds on a CPU (the checkers' tests).
+    :param entry_point: the Gymnasium entry point (the announcing factory unless said).
     """
 
     env_id: str
@@ -62,10 +67,11 @@ class EnvVariant:
     max_episode_steps: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     builds_in_seconds: bool = False
+    entry_point: str = FACTORY_ENTRY_POINT
 
 
 VARIANTS: tuple[EnvVariant, ...] = (
-    EnvVariant(ENV_ID, "minilm-syntactic", _MINILM_STEPS),
+    EnvVariant(ENV_ID, "minilm-syntactic", _MINILM_STEPS, entry_point=ENTRY_POINT),  # the class, as before
     EnvVariant("HeadPrune-Tiny-v0", "tiny", _TINY_STEPS, dict(_SMALL), builds_in_seconds=True),
     EnvVariant("HeadPrune-MiniLM-Syntactic-v0", "minilm-syntactic", _MINILM_STEPS),
     EnvVariant("HeadPrune-MiniLM-Style-v0", "minilm-style", _MINILM_STEPS),
@@ -80,6 +86,6 @@ def register_envs() -> None:
     """Register every :data:`VARIANTS` id unless it already is (safe to call any number of times)."""
     for variant in VARIANTS:
         if variant.env_id not in gym.registry:
-            gym.register(id=variant.env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
+            gym.register(id=variant.env_id, entry_point=variant.entry_point, vector_entry_point=VECTOR_ENTRY_POINT,
                          max_episode_steps=variant.max_episode_steps,
                          kwargs={"victim": variant.victim, **variant.kwargs})

@@ -277,7 +277,7 @@ def test_render_ansi(kwargs: dict[str, Any]) -> None:
     rows = [line.split() for line in text.splitlines() if line.startswith("L")]
     assert rows == [["L0", "#", ".", "#", "#"], ["L1", "#", "#", ".", "#"]]
     assert "h3" in text and "pruned 2/4" in text
-    for mode in (None, "rgb_array"):  # SB3's make_vec_env passes "rgb_array" by default
+    for mode in (None,):  # "rgb_array" renders frames now (issue 14): tests/test_rendering.py
         with pytest.warns(UserWarning, match="renders only render_mode='ansi'"):
             assert make(kwargs, render_mode=mode).render() is None
 

@@ -27,7 +27,8 @@ from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from headprune.agents.arguments import ALGO_NAMES
-from headprune.agents.policy_network import policy_class
+from headprune.agents.policy_network import POLICIES, policy_class
+from headprune.agents.zoo import check_normalize, parse_policy_kwargs, resolve_dotted
 from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
 from headprune.envs.registration import ENV_ID
 
@@ -51,8 +52,12 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 """The shipped hyperparameter files."""
 
 TRAIN_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "policy", "env_kwargs", "eval_freq", "n_eval_episodes",
-                               "checkpoint_freq")
-"""Entry keys read by the training loop; every other key is an algorithm argument."""
+                               "checkpoint_freq", "normalize", "env_wrapper", "vec_env")
+"""Entry keys read by the training loop; every other key is an algorithm argument. ``normalize`` and
+``env_wrapper`` are the zoo's (:mod:`headprune.agents.zoo`); ``vec_env`` is ``"auto"`` (DummyVecEnv for one
+env, SubprocVecEnv otherwise), ``"dummy"``, ``"subproc"`` or ``"batched"`` (:mod:`headprune.envs.vector`)."""
+
+VEC_ENVS: tuple[str, ...] = ("auto", "dummy", "subproc", "batched")
 
 SCHEDULE_KEYS: tuple[str, ...] = ("learning_rate", "clip_range", "clip_range_vf")
 """Algorithm arguments that accept ``"lin_<x>"`` schedules."""
@@ -138,13 +143,20 @@ class TrainSettings:
     eval_freq: int
     n_eval_episodes: int
     checkpoint_freq: int
+    env_wrapper: Any = None
+    vec_env: str = "auto"
 
     @classmethod
     def from_hyperparams(cls, hp: Mapping[str, Any]) -> TrainSettings:
+        check_normalize(hp.get("normalize"))
+        vec_env = str(hp.get("vec_env", "auto"))
+        if vec_env not in VEC_ENVS:
+            raise ValueError(f"vec_env must be one of {VEC_ENVS}, got {vec_env!r}")
         return cls(n_envs=int(hp.get("n_envs", 1)), n_timesteps=int(hp["n_timesteps"]),
                    policy=str(hp.get("policy", "HeadScoringPolicy")), env_kwargs=dict(hp.get("env_kwargs") or {}),
                    eval_freq=int(hp.get("eval_freq", 0)), n_eval_episodes=int(hp.get("n_eval_episodes", 1)),
-                   checkpoint_freq=int(hp.get("checkpoint_freq", 0)))
+                   checkpoint_freq=int(hp.get("checkpoint_freq", 0)), env_wrapper=hp.get("env_wrapper"),
+                   vec_env=vec_env)
 
 
 def algo_kwargs(hp: Mapping[str, Any], algo: str) -> dict[str, Any]:
@@ -155,12 +167,23 @@ def algo_kwargs(hp: Mapping[str, Any], algo: str) -> dict[str, Any]:
     for key in SCHEDULE_KEYS:
         if key in kwargs:
             kwargs[key] = parse_schedule(kwargs[key], key)
-    pk = dict(kwargs.get("policy_kwargs") or {})
+    pk = parse_policy_kwargs(kwargs.get("policy_kwargs"))  # a mapping, or the zoo's "dict(...)" string
     act = pk.get("activation_fn")
     if isinstance(act, str):
         if act.lower() not in ACTIVATIONS:
             raise ValueError(f"policy_kwargs.activation_fn: unknown {act!r}; known: {', '.join(ACTIVATIONS)}")
         pk["activation_fn"] = ACTIVATIONS[act.lower()]
     kwargs["policy_kwargs"] = pk
-    kwargs["policy"] = policy_class(str(hp.get("policy", "HeadScoringPolicy")), algo)
+    kwargs["policy"] = _policy(str(hp.get("policy", "HeadScoringPolicy")), algo)
     return kwargs
+
+
+def _policy(name: str, algo: str) -> type | str:
+    """A registered policy name, SB3's own names, or a dotted path (``headprune.agents.policy_network.X``:
+    the variant of ``X`` for ``algo``; anything else under :data:`~headprune.agents.zoo.TRUSTED_PREFIXES`)."""
+    if "." not in name:
+        return policy_class(name, algo)
+    short = name.rpartition(".")[2]
+    if name.startswith("headprune.agents.policy_network.") and short in POLICIES:
+        return policy_class(short, algo)
+    return resolve_dotted(name, "policy")

@@ -24,6 +24,7 @@ import argparse
 import datetime as _dt
 import functools
 import json
+import multiprocessing
 import os
 import re
 import shlex
@@ -47,6 +48,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from headprune.agents.arguments import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
+from headprune.agents.zoo import env_wrapper_factory
 from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.provenance import environment_info
@@ -104,21 +106,45 @@ def make_env(env_id: str = ENV_ID, threads: int | None = None, **env_kwargs: Any
 
 def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, *,
              monitor_dir: str | os.PathLike[str] | None = None, append: bool = False,
-             threads: int | None = None) -> VecEnv:
-    """``n_envs`` Monitor-wrapped envs: a ``DummyVecEnv`` for one, a ``SubprocVecEnv`` for more.
+             threads: int | None = None, vec_env: str = "auto", env_wrapper: Any = None) -> VecEnv:
+    """``n_envs`` Monitor-wrapped envs: a ``DummyVecEnv`` for one, a ``SubprocVecEnv`` for more (``vec_env``
+    ``"auto"``), or as ``vec_env`` says; ``"batched"`` is :class:`headprune.envs.vector.SB3BatchedVecEnv`
+    (one model for all envs; episode statistics come from its infos, no monitor files; no wrappers).
 
     The Monitor records :data:`INFO_KEYWORDS` per episode; ``append`` continues existing monitor files
-    (a resumed run). Worker ``i`` is reset with seed ``seed + i`` (SB3's ``make_vec_env``).
+    (a resumed run). Worker ``i`` is reset with seed ``seed + i`` (SB3's ``make_vec_env``). SubprocVecEnv
+    workers start by ``fork`` (about 1 s for 2 workers; forkserver/spawn re-import torch: 30 s) unless CUDA
+    is initialised in this process (CUDA does not survive a fork), then by SB3's default (forkserver).
+    ``env_wrapper`` is the zoo's entry (:func:`headprune.agents.zoo.env_wrapper_factory`).
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if vec_env == "batched":
+        return _batched_vec(env_id, env_kwargs, n_envs, seed, env_wrapper)
     factory = functools.partial(make_env, env_id, threads)
+    subproc = vec_env == "subproc" or (vec_env == "auto" and n_envs > 1)
+    fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
     return make_vec_env(
         factory, n_envs=n_envs, seed=seed, env_kwargs=dict(env_kwargs),
         monitor_dir=None if monitor_dir is None else str(monitor_dir),
         monitor_kwargs={"info_keywords": INFO_KEYWORDS, "override_existing": not append},
-        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+        wrapper_class=env_wrapper_factory(env_wrapper),
+        vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv,
+        vec_env_kwargs={"start_method": "fork"} if subproc and fork else None,
     )
+
+
+def _batched_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, env_wrapper: Any) -> VecEnv:
+    from headprune.envs.vector import SB3BatchedVecEnv
+
+    if env_wrapper is not None:
+        raise ValueError("vec_env: batched runs the envs without wrappers; drop env_wrapper or use subproc")
+    kwargs, wrapper_kwargs = split_wrapper_options(env_kwargs)
+    if wrapper_kwargs:
+        raise ValueError(f"vec_env: batched does not support the wrapper options {sorted(wrapper_kwargs)}")
+    env = SB3BatchedVecEnv.from_env_id(env_id, n_envs, **kwargs)
+    env.seed(seed)
+    return env
 
 
 # ------------------------------------------------------------------------------------------ callbacks
@@ -131,14 +157,22 @@ class ProgressLog(BaseCallback):
         super().__init__()
         self.path, self.session = path, int(session)
         self._start = time.perf_counter()
+        self.episodes = 0  # finished episodes, counted from the Monitor's info["episode"] (on-policy
+        # algorithms never update _episode_num); resumed sessions start from the last row's count
+
+    def _on_training_start(self) -> None:
+        if self.path.is_file():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.episodes = int(rows[-1].get("episodes", 0)) if rows else 0
 
     def _on_step(self) -> bool:
+        self.episodes += sum("episode" in info for info in self.locals.get("infos", ()))
         return True
 
     def _on_rollout_end(self) -> None:
         buffer = list(self.model.ep_info_buffer or [])
         row: dict[str, Any] = {"session": self.session, "num_timesteps": int(self.num_timesteps),
-                               "episodes": int(self.model._episode_num),
+                               "episodes": int(self.episodes),
                                "seconds": round(time.perf_counter() - self._start, 3)}
         for key in ("r", "l", *INFO_KEYWORDS):
             values = [float(ep[key]) for ep in buffer if key in ep]
@@ -267,7 +301,8 @@ def train(
     _write_run(folder, run)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", threads=threads)
+    env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", threads=threads,
+                   vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
     head_shape = tuple(int(x) for x in env.get_attr("head_shape", indices=[0])[0])
     kwargs = algo_kwargs(hp, algo)
     if isinstance(kwargs["policy"], type):  # headprune's size-agnostic policies need the model's (L, H)
@@ -309,7 +344,7 @@ def resume(
     if threads is not None:
         torch.set_num_threads(int(threads))
     env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", append=True,
-                   threads=threads)
+                   threads=threads, vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
     tb = str(folder / "tb") if (folder / "tb").is_dir() else None
     model = ALGOS[algo].load(checkpoint, env=env, tensorboard_log=tb, verbose=verbose)
     model.set_random_seed(seed + int(model.num_timesteps))
@@ -335,7 +370,8 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
                                       name_prefix=CHECKPOINT_PREFIX))
     eval_env: VecEnv | None = None
     if settings.eval_freq > 0:
-        eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads)
+        eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads,
+                            env_wrapper=settings.env_wrapper)
         cbs.append(MaskableEvalCallback(eval_env, n_eval_episodes=settings.n_eval_episodes,
                                         eval_freq=max(settings.eval_freq // n_envs, 1), log_path=str(folder / "eval"),
                                         best_model_save_path=str(folder / "eval"), deterministic=True,

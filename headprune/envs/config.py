@@ -69,6 +69,8 @@ class HeadPruneConfig:
     features: Any = _help("observation columns of head_stats: names from headprune.head_stats.ALL_FEATURE_NAMES, "
                           "'all', or None (FEATURE_NAMES for operation 'prune', every feature otherwise)",
                           default=None)
+    device: str | None = _help("where the model, the evaluator's batches and its caches live: cpu (default), "
+                               "cuda, cuda:<i>, mps or auto (headprune.devices.resolve_device)", default=None)
 
     def __post_init__(self) -> None:
         for name in ("val_size", "stats_size", "eval_batch_size"):

@@ -19,11 +19,14 @@ import torch
 from gymnasium import spaces
 
 from headprune.data import LabelledTexts, as_labelled_texts
+from headprune.devices import model_on, resolve_device
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
 from headprune.envs.operations import HeadOperations
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.registration import ENV_ID
+from headprune.envs.rendering import RENDER_MODES, FrameState, mask_frame
+from headprune.envs.reset_options import check_render_mode, episode_success, start_mask_from_options
 from headprune.envs.reward import RewardWeights, potential, step_reward
 from headprune.evaluator import Evaluator
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
@@ -125,11 +128,12 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         ``"minilm-syntactic"``, ...; built on first use and cached) or a victim folder.
     :param config: a :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's data, its split, the floor, the budget, the proxy and the reward weights.
-    :param render_mode: ``"ansi"``, or ``None`` (other modes are accepted and render nothing, see :meth:`render`).
+    :param render_mode: ``None``, ``"ansi"`` (text) or ``"rgb_array"`` (:mod:`headprune.envs.rendering`);
+        any other value raises ValueError here.
     :param overrides: config fields on top of ``config`` (what ``gym.make`` keyword arguments become).
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(
         self,
@@ -142,12 +146,14 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         _refuse_wrapper_options(overrides)
         self.config = cfg = HeadPruneConfig.from_kwargs(config, **overrides)
         super().__init__()
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
+        self._last_action: tuple[int, bool] | None = None  # (action, invalid), for rgb_array frames
         self.base_seed = int(cfg.seed)
         self.cache = cfg.cache
         self.weights = RewardWeights.coerce(cfg.reward_weights)
         self.victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
-        self.model = self.victim.model.eval()
+        self.device = resolve_device(cfg.device)
+        self.model = model_on(self.victim.model, self.device).eval()  # a copy when moved: the victim stays put
         self.tokenizer = self.victim.tokenizer
         self.max_length = int(self.victim.config.max_length)
         self._split_data(cfg)
@@ -354,9 +360,19 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode from the unpruned model. ``seed`` seeds :attr:`np_random`; ``options`` is ignored."""
+        """Start an episode unpruned or from ``options["mask"]`` (keys: :mod:`headprune.envs.reset_options`).
+
+        ``seed`` seeds :attr:`np_random` only (the dynamics are deterministic); the data split, the
+        statistics and the proxy are fixed at construction by ``HeadPruneConfig.seed``."""
+        start = start_mask_from_options(options, self.head_shape, self.budget)
         super().reset(seed=seed)
         self._start_episode()
+        self._last_action = None
+        if start is not None:
+            self._mask = start
+            self._pruned = int(start.size - start.sum())
+            self._score = self.scorer(self.mask_tensor(start))
+            self._best = self._candidate(self._mask, self._score, self._pruned)
         return self._observation(), self._info()
 
     def step(self, action: int | np.integer | np.ndarray
@@ -388,20 +404,24 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         changed = self._pruned + self.heads_reset
         truncated = not terminated and (changed >= self.budget or self._steps >= self.max_steps)
         self._done = terminated or truncated
+        self._last_action = (a, bool(invalid))
         info = self._info()
         info["invalid_action"] = bool(invalid)
         info["reward_terms"] = terms.to_dict()
+        if self._done:
+            start = potential(self.start_score.accuracy, self.start_score.proxy, self.weights)
+            info["is_success"] = episode_success(self._best[0], start)
         return self._observation(), float(terms.total), terminated, truncated, info
 
-    def render(self) -> str | None:
-        """With ``render_mode="ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a
-        status line.
-
-        Other modes render nothing (``None``, with a warning): they are accepted at construction, as
-        Gymnasium's own envs do, because SB3's ``make_vec_env`` passes ``render_mode="rgb_array"``.
-        """
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a status line;
+        ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame (:func:`headprune.envs.rendering.mask_frame`);
+        ``None``: nothing, with a warning."""
+        if self.render_mode == "rgb_array":
+            return mask_frame(FrameState.of_env(self))
         if self.render_mode != "ansi":
-            gym.logger.warn(f"{ENV_ID} renders only render_mode='ansi' (this env has {self.render_mode!r})")
+            gym.logger.warn(f"{ENV_ID} renders only render_mode='ansi' or 'rgb_array' (this env has "
+                            f"{self.render_mode!r})")
             return None
         grid = (self._mask - 2 * self._reset).reshape(self.num_layers, self.num_heads)  # 1 active, 0 pruned, -1 reset
         width = max(2, len(str(self.num_heads - 1)) + 1)

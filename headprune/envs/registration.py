@@ -1,28 +1,91 @@
-"""Registration of ``HeadPrune-v0`` with Gymnasium.
+"""Registration of the ``HeadPrune`` family with Gymnasium (MiniGrid / HighwayEnv style variants).
 
 :func:`register_envs` runs when :mod:`headprune` is imported, so ``import headprune`` followed by
-``gym.make("HeadPrune-v0", ...)`` works, and so does ``gym.make("headprune:HeadPrune-v0", ...)``
+``gym.make("HeadPrune-v0", ...)`` works, and so does ``gym.make("headprune:HeadPrune-Tiny-v0")``
 (Gymnasium imports the module named before the colon). It is idempotent: it registers only ids that
-are not in ``gym.registry`` yet, so re-imports, ``importlib.reload`` and subprocess workers (fork or
-spawn, e.g. SB3's ``SubprocVecEnv``, whose workers import :mod:`headprune` when they unpickle the
-env factory) never see a "already registered" warning. The entry point is a string, so nothing heavy
-(torch, transformers) is imported until an env is made.
+are not in ``gym.registry`` yet, so re-imports, ``importlib.reload`` and subprocess workers never see
+an "already registered" warning. Entry points are strings, so nothing heavy (torch, transformers) is
+imported until an env is made.
+
+Registered ids (:data:`VARIANTS`; every one has ``max_episode_steps`` = the env's own default step
+limit, ``2 * budget`` with ``budget = L * H // 2``):
+
+* ``HeadPrune-v0``: the default victim (``minilm-syntactic``), default config (unchanged);
+* ``HeadPrune-Tiny-v0``: the ``tiny`` preset (2 x 4 heads; trained once, then cached, steps take
+  milliseconds) with 64 validation and 64 statistics rows: for algorithm development and tests;
+* ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent}-v0``: one per shipped MiniLM preset;
+* ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
+  about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
+
+A victim that is not cached yet is trained on the first ``gym.make`` of its id, with progress bars, and
+for every id but ``HeadPrune-v0`` (whose entry point stays the class) announced on stderr first
+(:func:`headprune.envs.factory.make_registered_env`).
+The vector entry point (``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``) is
+:class:`headprune.envs.vector.BatchedHeadPruneVectorEnv`: one model scores all ``N`` envs' masks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import gymnasium as gym
 
-__all__ = ["ENTRY_POINT", "ENV_ID", "register_envs"]
+__all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
 
 ENV_ID = "HeadPrune-v0"
-"""The id users pass to ``gym.make``."""
+"""The id of the default env."""
 
 ENTRY_POINT = "headprune.envs.headprune_env:HeadPruneEnv"
-"""Where Gymnasium finds the class (imported lazily by ``gym.make``)."""
+"""Where Gymnasium finds ``HeadPrune-v0``'s class (imported lazily by ``gym.make``)."""
+
+FACTORY_ENTRY_POINT = "headprune.envs.factory:make_registered_env"
+"""The entry point of the other ids: the class behind an announcement of a victim build."""
+
+VECTOR_ENTRY_POINT = "headprune.envs.vector:BatchedHeadPruneVectorEnv"
+"""Where ``gym.make_vec(..., vectorization_mode="vector_entry_point")`` finds the batched vector env."""
+
+_MINILM_STEPS = 72  # 2 * (6 * 12 // 2)
+_TINY_STEPS = 8  # 2 * (2 * 4 // 2)
+_SMALL = {"val_size": 64, "stats_size": 64}
+
+
+@dataclass(frozen=True)
+class EnvVariant:
+    """One registered id: its victim preset, config fields and step limit.
+
+    :param env_id: the Gymnasium id.
+    :param victim: a preset name of :data:`headprune.victims.PRESETS`.
+    :param max_episode_steps: Gymnasium's ``TimeLimit`` (the env's own default step limit).
+    :param kwargs: :class:`~headprune.envs.config.HeadPruneConfig` fields of the variant.
+    :param builds_in_seconds: whether the victim trains in seconds on a CPU (the checkers' tests).
+    :param entry_point: the Gymnasium entry point (the announcing factory unless said).
+    """
+
+    env_id: str
+    victim: str
+    max_episode_steps: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    builds_in_seconds: bool = False
+    entry_point: str = FACTORY_ENTRY_POINT
+
+
+VARIANTS: tuple[EnvVariant, ...] = (
+    EnvVariant(ENV_ID, "minilm-syntactic", _MINILM_STEPS, entry_point=ENTRY_POINT),  # the class, as before
+    EnvVariant("HeadPrune-Tiny-v0", "tiny", _TINY_STEPS, dict(_SMALL), builds_in_seconds=True),
+    EnvVariant("HeadPrune-MiniLM-Syntactic-v0", "minilm-syntactic", _MINILM_STEPS),
+    EnvVariant("HeadPrune-MiniLM-Style-v0", "minilm-style", _MINILM_STEPS),
+    EnvVariant("HeadPrune-MiniLM-BadNets-v0", "minilm-badnets", _MINILM_STEPS),
+    EnvVariant("HeadPrune-MiniLM-AddSent-v0", "minilm-addsent", _MINILM_STEPS),
+    EnvVariant("HeadPrune-Fast-v0", "minilm-syntactic", _MINILM_STEPS, dict(_SMALL)),
+)
+"""Every registered id, in registration order."""
 
 
 def register_envs() -> None:
-    """Register :data:`ENV_ID` unless it already is (safe to call any number of times)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point=ENTRY_POINT)
+    """Register every :data:`VARIANTS` id unless it already is (safe to call any number of times)."""
+    for variant in VARIANTS:
+        if variant.env_id not in gym.registry:
+            gym.register(id=variant.env_id, entry_point=variant.entry_point, vector_entry_point=VECTOR_ENTRY_POINT,
+                         max_episode_steps=variant.max_episode_steps,
+                         kwargs={"victim": variant.victim, **variant.kwargs})

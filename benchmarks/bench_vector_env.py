@@ -1,0 +1,121 @@
+"""Benchmark: env-steps/s of the one-model vector env (scoring batched or incremental) vs SubprocVecEnv
+(fork) vs DummyVecEnv.
+
+For each env id (``--env-id``, default ``HeadPrune-Tiny-v0``; the lead runs ``HeadPrune-v0`` for
+MiniLM) and each ``N`` in ``--num-envs`` (default 1 2 4 8), the four SB3 vector envs run the same
+seeded action sequence (a uniform valid action per env, drawn from one generator) for ``--steps``
+vector steps after a warm-up reset. Transitions are identical across the four (asserted: the summed
+rewards must be equal to the last bit), so the comparison is on the same work. Reported per row:
+env-steps/s (``N * steps / seconds``), RSS of the process plus its live children (MiB, after the
+run, each row in a fresh forked process; SubprocVecEnv holds one model per worker, the batched env
+one model), and whether the rewards match the DummyVecEnv's. Threads: one torch thread per process (``--threads``).
+
+    .venv/bin/python benchmarks/bench_vector_env.py [--env-id HeadPrune-Tiny-v0] [--num-envs 1 2 4 8]
+        [--steps 64] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import struct
+import time
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import psutil
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+import headprune  # noqa: F401
+from headprune.envs.vector import SB3BatchedVecEnv
+
+
+def _make(env_id: str, threads: int, kwargs: dict[str, Any]) -> gym.Env:
+    torch.set_num_threads(threads)
+    import headprune  # noqa: F401,F811  (registers the ids in a worker)
+
+    return gym.make(env_id, **kwargs)
+
+
+def build(kind: str, env_id: str, n: int, threads: int, kwargs: dict[str, Any]) -> VecEnv:
+    """One of ``one-model-batched``, ``one-model-incremental``, ``subproc`` (fork) or ``dummy`` with ``n`` envs."""
+    if kind.startswith("one-model"):  # one-model-batched / one-model-incremental
+        return SB3BatchedVecEnv.from_env_id(env_id, n, scoring=kind.rpartition("-")[2], **kwargs)
+    fns = [functools.partial(_make, env_id, threads, kwargs) for _ in range(n)]
+    return SubprocVecEnv(fns, start_method="fork") if kind == "subproc" else DummyVecEnv(fns)
+
+
+def rss_mib() -> float:
+    me = psutil.Process()
+    return (me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))) / 2**20
+
+
+def run(env: VecEnv, steps: int) -> tuple[float, float]:
+    """``(env-steps/s, sum of rewards)`` over ``steps`` vector steps of seeded uniform valid actions."""
+    rng = np.random.default_rng(0)
+    env.seed(0)
+    env.reset()
+    total = 0.0
+    start = time.perf_counter()
+    for _ in range(steps):
+        masks = np.stack(env.env_method("action_masks"))
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+        _, rewards, _, _ = env.step(actions)
+        total += float(np.sum(rewards.astype(np.float32).astype(np.float64)))  # DummyVecEnv keeps float32
+    seconds = time.perf_counter() - start
+    return env.num_envs * steps / seconds, total
+
+
+def _measure(queue: Any, kind: str, env_id: str, n: int, threads: int, kwargs: dict[str, Any], steps: int) -> None:
+    torch.set_num_threads(threads)
+    env = build(kind, env_id, n, threads, kwargs)
+    speed, total = run(env, steps)
+    queue.put((speed, total, rss_mib()))
+    env.close()
+
+
+def in_fresh_process(kind: str, env_id: str, n: int, threads: int, kwargs: dict[str, Any], steps: int
+                     ) -> tuple[float, float, float]:
+    """:func:`run` in a forked child (so each row's RSS is its own): ``(env-steps/s, reward sum, RSS MiB)``."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_measure, args=(queue, kind, env_id, n, threads, kwargs, steps))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", default="HeadPrune-Tiny-v0")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--device", default=None, help="device of the batched env's model (cuda, mps, ...)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    kwargs: dict[str, Any] = {"progress": False, **({"cache": args.cache} if args.cache else {})}
+    gym.make(args.env_id, **kwargs).close()  # build/cache the victim and statistics once, outside the timings
+    print(f"| env id | N | vector env | env-steps/s | RSS MiB | rewards = DummyVecEnv's |")
+    print("|---|---|---|---|---|---|")
+    for n in args.num_envs:
+        reference = None
+        for kind in ("dummy", "subproc", "one-model-batched", "one-model-incremental"):
+            extra = {"device": args.device} if kind.startswith("one-model") and args.device else {}
+            speed, total, rss = in_fresh_process(kind, args.env_id, n, args.threads, {**kwargs, **extra}, args.steps)
+            if reference is None:
+                reference = total
+            same = struct.pack("<d", total) == struct.pack("<d", reference)
+            print(f"| {args.env_id} | {n} | {kind} | {speed:,.0f} | {rss:,.0f} | {'yes' if same else 'NO'} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Reference scores of registered HeadPrune ids -> headprune/reference_scores.json (see headprune.scores).
+
+    python benchmarks/reference_scores.py --env-id HeadPrune-Tiny-v0              # seconds per strategy
+    python benchmarks/reference_scores.py --env-id HeadPrune-MiniLM-Style-v0      # the lead's CPU runs
+
+Per id: the mean return of a uniform random policy over valid actions (``--episodes`` seeded episodes),
+the return of one deterministic episode of every scripted strategy (the best one is kept), and the
+final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
+on the victim's poisoned test set. Other ids' entries in the file are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import headprune  # noqa: F401
+from headprune.defenses import DEFENSES, defend
+from headprune.defenses.scripted import ScriptedPolicyDefense
+from headprune.envs.registration import VARIANTS
+from headprune.scores import NOT_MEASURED, SCORES_FILE
+
+
+def episode_return(env: Any, choose: Any, seed: int) -> float:
+    """The undiscounted return of one episode; ``choose(obs, action_mask) -> action``."""
+    obs, info = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(choose(obs, info["action_mask"]))
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
+def final_lfr(env_id: str, strategy: str, kwargs: dict[str, Any]) -> float:
+    """LFR of ``defend(victim, strategy)`` (with its fine-tune) on the victim's poisoned test set."""
+    spec_kwargs = {**gym.spec(env_id).kwargs, **kwargs}
+    victim = headprune.victims.resolve_victim(spec_kwargs.pop("victim"), cache=spec_kwargs.get("cache"))
+    splits = victim.splits()
+    result = defend(victim, strategy, spec_kwargs, eval_clean=splits.clean_test, eval_poison=splits.poisoned_test)
+    return float(result.metrics["final"]["lfr"])
+
+
+def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    env = gym.make(env_id, **kwargs).unwrapped
+    rng = np.random.default_rng(0)
+    randoms = [episode_return(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), seed) for seed in range(episodes)]
+    scripted = {}
+    for name in DEFENSES.names():
+        cls = DEFENSES.get(name)
+        if isinstance(cls, type) and issubclass(cls, ScriptedPolicyDefense) and name != "random":
+            policy = cls().build_policy(env)
+            scripted[name] = episode_return(
+                env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
+    best = max(scripted, key=scripted.__getitem__)
+    return {
+        "random": {"return": float(np.mean(randoms)), "return_std": float(np.std(randoms)), "episodes": episodes,
+                   "lfr": final_lfr(env_id, "random", kwargs)},
+        "scripted": {"name": best, "return": scripted[best], "lfr": final_lfr(env_id, best, kwargs),
+                     "all_returns": scripted},
+        "agent": NOT_MEASURED,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", action="append", help="registered id (repeatable; default HeadPrune-Tiny-v0)")
+    parser.add_argument("--episodes", type=int, default=20, help="random-policy episodes")
+    parser.add_argument("--cache", default=None, help="victim cache root")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(SCORES_FILE))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    table = json.loads(open(args.out).read()) if args.out and __import__("os").path.exists(args.out) else {}
+    table.setdefault("scores", {v.env_id: {"random": NOT_MEASURED, "scripted": NOT_MEASURED, "agent": NOT_MEASURED}
+                                for v in VARIANTS})
+    kwargs = {"progress": False} if args.cache is None else {"progress": False, "cache": args.cache}
+    for env_id in args.env_id or ["HeadPrune-Tiny-v0"]:
+        start = time.perf_counter()
+        table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs)
+        table["scores"][env_id]["seconds"] = round(time.perf_counter() - start, 1)
+        print(env_id, json.dumps(table["scores"][env_id]), flush=True)
+    table["note"] = ("returns: undiscounted, default config of the id; random: uniform over valid actions; "
+                     "lfr: defend(victim, strategy) with its fine-tune, poisoned test set")
+    with open(args.out, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

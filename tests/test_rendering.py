@@ -1,0 +1,108 @@
+"""rgb_array frames, render-mode checks, reset options, is_success and device= (issue 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import headprune  # noqa: F401
+from headprune.devices import resolve_device
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.envs.rendering import CELL, PAD, frame_shape
+from headprune.victims import Victim
+
+ENV = "HeadPrune-Tiny-v0"
+
+
+@pytest.fixture(scope="module")
+def kwargs(tiny_victim: Victim, victim_cache: Path) -> dict[str, Any]:
+    return {"victim": tiny_victim, "cache": victim_cache, "progress": False}
+
+
+def test_rgb_array_frames_have_the_documented_shape_and_change(kwargs: dict[str, Any]) -> None:
+    env = gym.make(ENV, render_mode="rgb_array", **kwargs)
+    env.reset(seed=0)
+    first = env.render()
+    L, H = env.unwrapped.head_shape
+    assert first.shape == frame_shape(L, H) == (16 * L + 64, 16 * H + 32, 3) and first.dtype == np.uint8
+    env.step(5)
+    second = env.render()
+    assert second.shape == first.shape and not np.array_equal(first, second)
+    layer, head = divmod(5, H)
+    top, left = PAD + layer * CELL, PAD + head * CELL
+    assert tuple(second[top, left]) == (250, 220, 40)  # the last action's cell is outlined
+    assert tuple(second[top + CELL // 2, left + CELL // 2]) == (90, 90, 90)  # and shown pruned
+    assert env.unwrapped.render_mode == "rgb_array"
+
+
+def test_record_video_writes_a_video(kwargs: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("moviepy")
+    from gymnasium.wrappers import RecordVideo
+
+    env = RecordVideo(gym.make(ENV, render_mode="rgb_array", **kwargs), str(tmp_path), episode_trigger=lambda e: True)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, term, trunc, _ = env.step(int(env.unwrapped.action_masks().nonzero()[0][0]))
+        done = term or trunc
+    env.close()
+    assert list(tmp_path.glob("*.mp4"))
+
+
+def test_ansi_stays_and_unsupported_modes_raise_at_construction(kwargs: dict[str, Any]) -> None:
+    assert "#" in gym.make(ENV, render_mode="ansi", **kwargs).unwrapped.render()
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi', 'rgb_array'\]"):
+        HeadPruneEnv(render_mode="human", **kwargs)
+
+
+def test_reset_mask_option_and_unknown_options(kwargs: dict[str, Any]) -> None:
+    env = HeadPruneEnv(**kwargs)
+    n = env.action_space.n
+    start = np.ones(n, dtype=np.int8)
+    start[[0, 3]] = 0
+    obs, info = env.reset(options={"mask": start.reshape(env.head_shape)})
+    assert np.array_equal(obs["mask"], start) and info["heads_pruned"] == 2
+    assert not info["action_mask"][0] and info["clean_accuracy"] == env.scorer(env.mask_tensor(start)).accuracy
+    assert obs["summary"][-1] == pytest.approx((env.budget - 2) / env.budget)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['budget', 'masks'\]"):
+        env.reset(options={"masks": start, "budget": 1})
+    with pytest.raises(ValueError, match="prunes"):
+        env.reset(options={"mask": np.zeros(n)})
+    with pytest.raises(ValueError, match="shape"):
+        env.reset(options={"mask": np.ones(n + 1)})
+    obs, info = env.reset(seed=123)  # seed: np_random only; the split and statistics stay
+    assert info["heads_pruned"] == 0 and np.array_equal(obs["head_stats"], env._features)
+
+
+def test_is_success_only_at_the_end_and_reward_aligned(kwargs: dict[str, Any]) -> None:
+    env = HeadPruneEnv(accuracy_floor=0.0, **kwargs)
+    env.reset(seed=0)
+    infos = []
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step(int(env.action_masks().nonzero()[0][0]))
+        infos.append(info)
+        done = term or trunc
+    assert all("is_success" not in i for i in infos[:-1]) and isinstance(infos[-1]["is_success"], bool)
+    from headprune.envs.reward import potential
+
+    start = potential(env.start_score.accuracy, env.start_score.proxy, env.weights)
+    best = potential(infos[-1]["best_accuracy"], infos[-1]["best_proxy"], env.weights)
+    assert infos[-1]["is_success"] == (best > start)
+
+
+def test_device_cpu_and_errors(kwargs: dict[str, Any], tiny_victim: Victim) -> None:
+    env = HeadPruneEnv(device="cpu", **kwargs)
+    assert env.model is tiny_victim.model and env.device.type == "cpu"  # no copy when nothing moves
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps") and resolve_device(None).type == "cpu"
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA device"):
+            HeadPruneEnv(device="cuda:1", **kwargs)

@@ -1,0 +1,90 @@
+"""Reference scores (headprune.scores), zoo-native hyperparameter keys and progress.jsonl's episode count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch import nn
+
+import headprune  # noqa: F401
+from headprune.agents.hyperparams import TrainSettings, algo_kwargs, load_hyperparams
+from headprune.agents.policy_network import policy_class
+from headprune.agents.zoo import env_wrapper_factory, parse_policy_kwargs, resolve_dotted
+from headprune.envs.registration import VARIANTS
+from headprune.scores import NOT_MEASURED, SCORES_FILE, normalised, reference_scores
+from headprune.victims import Victim
+
+
+def test_every_registered_id_has_an_entry_and_tiny_is_measured() -> None:
+    table = reference_scores()
+    assert set(table["scores"]) == {v.env_id for v in VARIANTS}
+    tiny = reference_scores("HeadPrune-Tiny-v0")
+    assert tiny["random"] != NOT_MEASURED and tiny["scripted"] != NOT_MEASURED
+    assert 0.0 <= tiny["random"]["lfr"] <= 1.0 and tiny["scripted"]["name"] in tiny["scripted"]["all_returns"]
+    assert tiny["scripted"]["return"] == max(tiny["scripted"]["all_returns"].values())
+    assert "headprune/reference_scores.json" in SCORES_FILE.as_posix()
+    assert "reference_scores.json" in (Path(__file__).parents[1] / "pyproject.toml").read_text()  # package data
+
+
+def test_normalised_maps_random_to_0_and_best_scripted_to_1() -> None:
+    tiny = reference_scores("HeadPrune-Tiny-v0")
+    assert normalised("HeadPrune-Tiny-v0", tiny["random"]["return"]) == pytest.approx(0.0)
+    assert normalised("HeadPrune-Tiny-v0", tiny["scripted"]["return"]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not measured"):
+        normalised("HeadPrune-MiniLM-Style-v0", 1.0)
+    with pytest.raises(ValueError, match="no reference scores"):
+        normalised("CartPole-v1", 1.0)
+
+
+def test_zoo_policy_kwargs_string_without_eval() -> None:
+    parsed = parse_policy_kwargs("dict(net_arch=[64, 64], activation_fn=nn.ReLU, ortho_init=False)")
+    assert parsed == {"net_arch": [64, 64], "activation_fn": nn.ReLU, "ortho_init": False}
+    assert parse_policy_kwargs({"embed_dim": 8}) == {"embed_dim": 8} and parse_policy_kwargs(None) == {}
+    with pytest.raises(ValueError, match="unknown name"):
+        parse_policy_kwargs("dict(activation_fn=os.system)")
+    with pytest.raises(ValueError, match="not a literal"):
+        parse_policy_kwargs("dict(x=__import__('os').system('true'))")
+
+
+def test_zoo_keys_accepted_and_dotted_policy() -> None:
+    hp = load_hyperparams("ppo", overrides={"normalize": False, "env_wrapper": "gymnasium.wrappers.RecordEpisodeStatistics",
+                                            "policy": "headprune.agents.policy_network.HeadScoringPolicy",
+                                            "policy_kwargs": "dict(embed_dim=16)"})
+    settings = TrainSettings.from_hyperparams(hp)
+    assert settings.env_wrapper == "gymnasium.wrappers.RecordEpisodeStatistics" and settings.vec_env == "auto"
+    kwargs = algo_kwargs(hp, "ppo")
+    assert kwargs["policy"] is policy_class("HeadScoringPolicy", "ppo") and kwargs["policy_kwargs"]["embed_dim"] == 16
+    with pytest.raises(ValueError, match="VecNormalize is not supported"):
+        TrainSettings.from_hyperparams({**hp, "normalize": True})
+    with pytest.raises(ValueError, match="vec_env must be one of"):
+        TrainSettings.from_hyperparams({**hp, "vec_env": "ray"})
+    with pytest.raises(ValueError, match="trusted package"):
+        resolve_dotted("os.system", "policy")
+    assert callable(env_wrapper_factory([{"gymnasium.wrappers.RecordEpisodeStatistics": {"buffer_length": 5}}]))
+
+
+def test_train_with_batched_vec_env_counts_episodes(tiny_victim: Victim, victim_cache: Path, tmp_path: Path) -> None:
+    from headprune.agents import train
+
+    result = train("maskable_ppo", "HeadPrune-Tiny-v0", run_dir=tmp_path / "run", seed=0, n_timesteps=32,
+                   env_kwargs={"victim": "tiny", "cache": str(victim_cache), "progress": False},
+                   hyperparams={"n_envs": 2, "vec_env": "batched", "n_steps": 8, "batch_size": 8, "n_epochs": 1,
+                                "eval_freq": 0, "checkpoint_freq": 0},
+                   tensorboard=False, conf_file=_tiny_conf(tmp_path))
+    rows = [json.loads(line) for line in (result.run_dir / "progress.jsonl").read_text().splitlines()]
+    assert result.num_timesteps >= 32 and rows[-1]["episodes"] >= 2  # budget 4, limit 8: 2 envs x 16 steps
+
+
+def _tiny_conf(tmp_path: Path) -> Path:
+    """The shipped MaskablePPO entry, under the Tiny id."""
+    import yaml
+
+    from headprune.agents.hyperparams import CONFIG_DIR
+
+    entry: dict[str, Any] = yaml.safe_load((CONFIG_DIR / "maskable_ppo.yml").read_text())["HeadPrune-v0"]
+    path = tmp_path / "conf.yml"
+    path.write_text(yaml.safe_dump({"HeadPrune-Tiny-v0": entry}))
+    return path

@@ -14,7 +14,6 @@ from headprune.clean import CleanSettings, clean_model, load_suspect, wilson_int
 from headprune.clean_report import load_compact
 from headprune.cli import main
 from headprune.data import read_labelled_text
-from headprune.gating import HeadGate
 from headprune.models import default_model_dir
 
 

@@ -14,15 +14,24 @@ Commands:
 * ``headprune compare``       – run strategies and trained policies over victims and seeds
   (:mod:`headprune.compare`), one JSONL record per run, resumable.
 
-Bad input exits with status 2 and a message naming the argument.
+* ``headprune convert-policy`` – convert an SB3 pickled policy zip (older runs) into the safe policy format.
+
+Every error is one line, ``headprune: error: ...``, without a traceback (``--debug`` shows it): bad input
+(an argument, a data file, a victim card, a model, a policy file) exits with status 2 and a message naming
+the argument or file and the fix, checked before any work where it can be; an unexpected error exits with
+status 1. Warnings about the inputs (duplicate rows, an unusable victim) are one line each,
+``headprune: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from headprune import __version__
@@ -94,8 +103,11 @@ def _heads(args: argparse.Namespace) -> int:
 
 def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import get_defense
+    from headprune.defenses.options import check_defense_options
+    from headprune.out_folder import check_out_folder
 
     get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
+    check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     options = {}
     for item in args.option or []:
@@ -106,18 +118,39 @@ def _defend(args: argparse.Namespace) -> int:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    check_defense_options(args.strategy, options)  # unknown options or bad values, naming the valid ones
 
-    from headprune.data import read_labelled_text
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
-    from headprune.victims import resolve_victim
 
-    clean = read_labelled_text(args.clean_data)
-    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
+    victim, clean = _victim_and_clean_data(args)
     result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
                     **evaluation)
-    _print_result(result, write_report(result, args.out, command=_command_line("defend", args)))
+    _print_result(result, write_report(result, args.out, command=_command_line("defend", args),
+                                       overwrite=args.overwrite))
     return 0
+
+
+def _victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The victim of ``--model`` and the rows of ``--clean-data`` (``None`` when not given), read with
+    ``--deduplicate`` and checked against the model's classes (and ``--target-label``) before any work."""
+    from headprune.data import read_labelled_text
+    from headprune.data_checks import check_labels
+    from headprune.defenses.defend import check_target_label
+    from headprune.victims import resolve_victim
+
+    duplicates = "drop" if args.deduplicate else "warn"
+    clean = None if args.clean_data is None else read_labelled_text(args.clean_data, duplicates=duplicates)
+    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
+    num_labels = int(victim.model.config.num_labels)
+    if clean is not None:
+        check_labels(clean, num_labels, "--clean-data")
+    if args.target_label is not None:
+        try:
+            check_target_label(args.target_label, num_labels)
+        except ValueError as err:
+            raise ValueError(f"--target-label: {err}") from None
+    return victim, clean
 
 
 def _defend_configs(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -187,6 +220,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {out} is a file")
+    _check_compare_methods(args.strategies, args.policies, settings)
     pin_threads(args.threads)
     methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
     executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
@@ -201,6 +235,32 @@ def _compare(args: argparse.Namespace) -> int:
     return report.report_failures("headprune: run failed:")
 
 
+def _check_compare_methods(strategies: Sequence[str], policies: Sequence[str], settings: Any) -> None:
+    """Before any run: every strategy's options are valid and every policy file reads safely (a pickled
+    SB3 zip is refused: convert it with ``headprune convert-policy``)."""
+    from headprune.defenses import get_defense
+    from headprune.defenses.options import check_defense_options
+
+    for strategy in strategies:
+        get_defense(strategy)
+        check_defense_options(strategy, settings.method_options(strategy))
+    if policies:
+        from headprune.agents.evaluation import AgentStrategy
+
+        for policy in policies:
+            AgentStrategy(policy).check()
+
+
+def _convert_policy(args: argparse.Namespace) -> int:
+    from headprune.agents.evaluation import resolve_policy_path
+    from headprune.agents.policy_io import convert_pickled_policy
+
+    source = resolve_policy_path(args.source)
+    target = convert_pickled_policy(source, args.target or source, trust_pickle=args.trust_pickle)
+    print(f"wrote {target} (headprune policy format: loads without --trust-pickle)")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from headprune.agents.rl_training import run_train_command
 
@@ -211,18 +271,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from headprune.agents.evaluation import AgentStrategy, evaluate_agent
-    from headprune.data import read_labelled_text
     from headprune.defenses.report import write_report
-    from headprune.victims import resolve_victim
+
+    from headprune.out_folder import check_out_folder
 
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
-    AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
+    # a run folder without a model, an unreadable or a pickled policy file: refused before any work
+    AgentStrategy(args.policy, trust_pickle=args.trust_pickle).check()
+    check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
-    clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
-    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
-    result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune, **evaluation)
-    _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
+    victim, clean = _victim_and_clean_data(args)
+    result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune,
+                            trust_pickle=args.trust_pickle, **evaluation)
+    _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args),
+                                       overwrite=args.overwrite))
     return 0
 
 
@@ -230,7 +293,9 @@ def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_configs`)."""
     from headprune.defenses.options import DEFEND_SETTINGS, add_setting_arguments
 
-    parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
+    parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot): new or empty")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--deduplicate", action="store_true", help="drop repeated rows of --clean-data (default: warn)")
     parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
     parser.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
     parser.add_argument("--seed", type=int, default=0)
@@ -245,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``headprune``."""
     parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"headprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     victim = commands.add_parser("victim", help="build and list backdoored victims")
@@ -319,8 +385,64 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a victim preset name or folder, any model size (--victim: the old name of this flag)")
     evl.add_argument("--clean-data", default=None, help="the defender's clean labelled file (default the victim's)")
     _add_defend_options(evl)
+    evl.add_argument("--trust-pickle", action="store_true",
+                     help="accept an SB3 pickled policy zip: RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
     evl.set_defaults(func=_evaluate)
+
+    cnv = commands.add_parser("convert-policy", help="convert an SB3 pickled policy zip into the safe format, once")
+    cnv.add_argument("source", help="an SB3 model .zip or a run folder")
+    cnv.add_argument("target", nargs="?", default=None, help="the new file (default: replace the source)")
+    cnv.add_argument("--trust-pickle", action="store_true", required=True,
+                     help="required: loading the old file RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
+    cnv.set_defaults(func=_convert_policy)
+    _add_debug_flags(parser)
     return parser
+
+
+def _add_debug_flags(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on ``parser`` and on every subcommand (so it may follow the command)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show the traceback of an error")
+                _add_debug_flags(sub)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input: one line, exit status 2 (value and file errors cover our own:
+    data formats, victim cards, corrupt victims, model loading, policy files, output folders)."""
+    from headprune.architectures.base import UnsupportedArchitectureError
+
+    return ValueError, OSError, UnsupportedArchitectureError
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show headprune's input warnings (duplicate rows, skipped rows, unusable victims) as one line each."""
+    from headprune.data import DuplicateRowsWarning, SkippedRowsWarning
+    from headprune.victims import VictimWarning
+
+    ours = (DuplicateRowsWarning, SkippedRowsWarning, VictimWarning)
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, ours):
+            print(f"headprune: warning: {_one_line(message) if isinstance(message, Warning) else message}",
+                  file=sys.stderr)
+        else:
+            previous(message, category, *rest, **kw)
+
+    with warnings.catch_warnings():
+        for category in ours:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,10 +450,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"headprune: error: {err}", file=sys.stderr)
-        return 2
+        with _warnings_as_lines():
+            return int(args.func(args))
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("headprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error is one line; --debug shows the traceback
+        if args.debug:
+            raise
+        if isinstance(err, _user_errors()):
+            print(f"headprune: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"headprune: error: {type(err).__name__}: {_one_line(err)} (unexpected: rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

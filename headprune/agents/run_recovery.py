@@ -10,7 +10,8 @@ A session may die anywhere (Ctrl-C, an exception, SIGKILL, a full disk). What it
   replays those timesteps: Monitor rows (:func:`trim_monitor_files`: per env, the episodes whose cumulative
   length is within the checkpoint's steps per env; vectorised envs step in lockstep, so this is exact),
   ``progress.jsonl`` rows past the checkpoint's timesteps (:func:`trim_progress`), and evaluations past it
-  (:class:`HistoryEvalCallback` reloads ``eval/evaluations.npz`` up to the checkpoint and appends to it).
+  (:class:`HistoryEvalCallback` reloads ``eval/evaluations.npz`` up to the checkpoint and appends to it;
+  each write is a temporary file renamed into place).
 * **best_model.zip** is replaced only by a better mean evaluation reward than the best recorded in
   ``eval/best_model.json`` (whichever session wrote it).
 * **run.json** sessions still marked ``"running"`` (their process died without recording an end) are
@@ -40,6 +41,8 @@ CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
 BEST_MODEL = "best_model.zip"
 BEST_RECORD = "best_model.json"
+EVALUATIONS = "evaluations.npz"
+_EVAL_TMP = ".evaluations.tmp"
 
 
 def checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -170,6 +173,7 @@ class HistoryEvalCallback(MaskableEvalCallback):
     def __init__(self, eval_env: Any, folder: Path, start_timesteps: int, **kwargs: Any) -> None:
         super().__init__(eval_env, log_path=str(folder), best_model_save_path=None, **kwargs)
         self.folder = folder
+        self.log_path = str(folder / _EVAL_TMP)  # np.savez writes here (adding .npz), then it is renamed into place
         self.dropped_rows = self._reload_history(start_timesteps) if start_timesteps > 0 else 0
         record = folder / BEST_RECORD
         if (folder / BEST_MODEL).is_file() and record.is_file():
@@ -179,7 +183,7 @@ class HistoryEvalCallback(MaskableEvalCallback):
                 warnings.warn(f"{record} is unreadable: the next evaluation replaces {BEST_MODEL}", stacklevel=2)
 
     def _reload_history(self, start_timesteps: int) -> int:
-        path = self.folder / "evaluations.npz"
+        path = self.folder / EVALUATIONS
         if not path.is_file():
             return 0
         try:
@@ -197,6 +201,9 @@ class HistoryEvalCallback(MaskableEvalCallback):
     def _on_step(self) -> bool:
         best = self.best_mean_reward
         keep_going = super()._on_step()
+        written = self.folder / f"{_EVAL_TMP}.npz"
+        if written.is_file():
+            os.replace(written, self.folder / EVALUATIONS)
         if self.best_mean_reward > best:
             save_policy(self.model, self.folder / BEST_MODEL, with_optimizer=False)
             (self.folder / BEST_RECORD).write_text(json.dumps(

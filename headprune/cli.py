@@ -27,14 +27,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from headprune import __version__
+from headprune.cli_support import (
+    add_debug_flags,
+    check_compare_methods,
+    one_line,
+    user_errors,
+    victim_and_clean_data,
+    warnings_as_lines,
+)
 
 __all__ = ["main"]
 
@@ -123,34 +128,12 @@ def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
-    victim, clean = _victim_and_clean_data(args)
+    victim, clean = victim_and_clean_data(args)
     result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
                     **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("defend", args),
                                        overwrite=args.overwrite))
     return 0
-
-
-def _victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The victim of ``--model`` and the rows of ``--clean-data`` (``None`` when not given), read with
-    ``--deduplicate`` and checked against the model's classes (and ``--target-label``) before any work."""
-    from headprune.data import read_labelled_text
-    from headprune.data_checks import check_labels
-    from headprune.defenses.defend import check_target_label
-    from headprune.victims import resolve_victim
-
-    duplicates = "drop" if args.deduplicate else "warn"
-    clean = None if args.clean_data is None else read_labelled_text(args.clean_data, duplicates=duplicates)
-    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
-    num_labels = int(victim.model.config.num_labels)
-    if clean is not None:
-        check_labels(clean, num_labels, "--clean-data")
-    if args.target_label is not None:
-        try:
-            check_target_label(args.target_label, num_labels)
-        except ValueError as err:
-            raise ValueError(f"--target-label: {err}") from None
-    return victim, clean
 
 
 def _defend_configs(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -220,7 +203,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {out} is a file")
-    _check_compare_methods(args.strategies, args.policies, settings)
+    check_compare_methods(args.strategies, args.policies, settings)
     pin_threads(args.threads)
     methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
     executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
@@ -233,22 +216,6 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"{len(report.ran)} runs done, {len(report.skipped)} already recorded; records: {report.path}; "
           f"table: {out / 'summary.md'}")
     return report.report_failures("headprune: run failed:")
-
-
-def _check_compare_methods(strategies: Sequence[str], policies: Sequence[str], settings: Any) -> None:
-    """Before any run: every strategy's options are valid and every policy file reads safely (a pickled
-    SB3 zip is refused: convert it with ``headprune convert-policy``)."""
-    from headprune.defenses import get_defense
-    from headprune.defenses.options import check_defense_options
-
-    for strategy in strategies:
-        get_defense(strategy)
-        check_defense_options(strategy, settings.method_options(strategy))
-    if policies:
-        from headprune.agents.evaluation import AgentStrategy
-
-        for policy in policies:
-            AgentStrategy(policy).check()
 
 
 def _convert_policy(args: argparse.Namespace) -> int:
@@ -281,7 +248,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     AgentStrategy(args.policy, trust_pickle=args.trust_pickle).check()
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
-    victim, clean = _victim_and_clean_data(args)
+    victim, clean = victim_and_clean_data(args)
     result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune,
                             trust_pickle=args.trust_pickle, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args),
@@ -395,54 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     cnv.add_argument("--trust-pickle", action="store_true", required=True,
                      help="required: loading the old file RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
     cnv.set_defaults(func=_convert_policy)
-    _add_debug_flags(parser)
+    add_debug_flags(parser)
     return parser
-
-
-def _add_debug_flags(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` on ``parser`` and on every subcommand (so it may follow the command)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                 help="show the traceback of an error")
-                _add_debug_flags(sub)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors about the user's input: one line, exit status 2 (value and file errors cover our own:
-    data formats, victim cards, corrupt victims, model loading, policy files, output folders)."""
-    from headprune.architectures.base import UnsupportedArchitectureError
-
-    return ValueError, OSError, UnsupportedArchitectureError
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return re.sub(r"\s*\n\s*", " ", text).strip()
-
-
-@contextmanager
-def _warnings_as_lines() -> Iterator[None]:
-    """Show headprune's input warnings (duplicate rows, skipped rows, unusable victims) as one line each."""
-    from headprune.data import DuplicateRowsWarning, SkippedRowsWarning
-    from headprune.victims import VictimWarning
-
-    ours = (DuplicateRowsWarning, SkippedRowsWarning, VictimWarning)
-    previous = warnings.showwarning
-
-    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
-        if issubclass(category, ours):
-            print(f"headprune: warning: {_one_line(message) if isinstance(message, Warning) else message}",
-                  file=sys.stderr)
-        else:
-            previous(message, category, *rest, **kw)
-
-    with warnings.catch_warnings():
-        for category in ours:
-            warnings.simplefilter("always", category)
-        warnings.showwarning = show
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _warnings_as_lines():
+        with warnings_as_lines():
             return int(args.func(args))
     except KeyboardInterrupt:
         if args.debug:
@@ -460,10 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - every error is one line; --debug shows the traceback
         if args.debug:
             raise
-        if isinstance(err, _user_errors()):
-            print(f"headprune: error: {_one_line(err)}", file=sys.stderr)
+        if isinstance(err, user_errors()):
+            print(f"headprune: error: {one_line(err)}", file=sys.stderr)
             return 2
-        print(f"headprune: error: {type(err).__name__}: {_one_line(err)} (unexpected: rerun with --debug for the "
+        print(f"headprune: error: {type(err).__name__}: {one_line(err)} (unexpected: rerun with --debug for the "
               "traceback and report it)", file=sys.stderr)
         return 1
 

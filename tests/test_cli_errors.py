@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_untrusted_victims import _copy, _drop_digests, _edit_card, _zero_half_embedding
 from tiny_models import write_labelled_tsv
 
 from headprune.cli import main
@@ -159,3 +161,68 @@ def test_env_refuses_non_integer_actions(tiny_victim, victim_cache):
         env.reset(seed=0)
         _, _, _, _, info = env.step(good)
         assert info["heads_pruned"] == 1
+
+
+def _traversal(folder: Path) -> None:
+    _edit_card(folder, lambda card: card["config"].update(attack="x/../../../escaped_by_card/y"))
+
+
+def _truncated_weights(folder: Path) -> None:
+    _drop_digests(folder)
+    weights = folder / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+
+
+def _no_tokenizer(folder: Path) -> None:
+    _drop_digests(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (_traversal, "attack"), (_zero_half_embedding, "--force"), (_truncated_weights, "truncated"),
+    (_no_tokenizer, "tokenizer"),
+])
+def test_untrusted_victim_folders_are_one_line_cli_errors(damage, expected, tiny_victim, victim_cache, clean_file,
+                                                          tmp_path, capsys):
+    folder = _copy(tiny_victim, tmp_path / "in")
+    damage(folder)
+    args = _defend_args(victim_cache, clean_file, tmp_path / "out")
+    args[args.index("tiny")] = str(folder)
+    assert main(args) == 2
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped_by_card"))
+
+
+def test_too_few_rows_for_the_split(tiny_victim, victim_cache, tmp_path, capsys):
+    few = write_labelled_tsv(tmp_path / "few.tsv", tiny_victim.defender_clean_data().take(50))
+    assert main(_defend_args(victim_cache, few, tmp_path / "o")) == 2
+    line = _error_line(capsys)
+    assert "--clean-data" in line and "50 rows" in line and "--eval-size 80" in line
+
+
+def test_a_model_with_other_classes_than_the_data_is_refused(victim_cache, clean_file, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from headprune.models import build_tiny_classifier
+    from headprune.victims import CARD_FILE, VictimConfig
+
+    folder = tmp_path / "tiny3"
+    model, tokenizer = build_tiny_classifier(seed=1, num_labels=3)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    config = VictimConfig(model="tiny", attack="badnets", epochs=0.0, lr=1e-3, batch_size=32, max_length=64, seed=1)
+    (folder / CARD_FILE).write_text(json.dumps({"name": "tiny3", "config": asdict(config)}))
+    args = _defend_args(victim_cache, clean_file, tmp_path / "o")
+    args[args.index("tiny")] = str(folder)
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "labels [0, 1]" in line and "3 classes" in line
+
+
+def test_a_results_file_cannot_point_grid_shape_outside_the_cache(tmp_path):
+    from headprune.compare.records import grid_shape
+
+    with pytest.raises(ValueError, match="no path separators"):
+        grid_shape({"victim": "../../../etc"}, cache=tmp_path)
+    assert grid_shape({"victim": "tiny-badnets-p0.2-s0-x"}, cache=tmp_path) is None

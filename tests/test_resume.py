@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stable_baselines3.common.callbacks import BaseCallback
+from test_agents import Crash  # raises at a given timestep: a session that dies between checkpoints
 
 from headprune.agents import latest_checkpoint, resume, train
 from headprune.agents.run_recovery import newest_readable_checkpoint, trim_monitor_files, trim_progress
@@ -19,17 +19,6 @@ from headprune.cli import main
 
 FAST_HP: dict[str, Any] = {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "eval_freq": 8, "n_eval_episodes": 1,
                            "checkpoint_freq": 8}
-
-
-class Crash(BaseCallback):
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at = at
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.at:
-            raise RuntimeError("simulated kill")
-        return True
 
 
 @pytest.fixture(scope="module")

@@ -48,14 +48,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from headprune.agents.arguments import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
+from headprune.agents.callbacks import INFO_KEYWORDS, ProgressLog, WallClockLimit
 from headprune.agents.policy_io import is_pickled_sb3, read_policy_file, restore_training_state, save_policy
 from headprune.agents.run_recovery import (
     CHECKPOINT_PREFIX,
     HistoryEvalCallback,
     PolicyCheckpoint,
     checkpoints,
-    mark_killed_sessions,
-    newest_readable_checkpoint,
+    resume_point,
     trim_monitor_files,
     trim_progress,
 )
@@ -65,11 +65,6 @@ from headprune.provenance import environment_info
 
 __all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
            "run_train_command", "train"]
-
-INFO_KEYWORDS: tuple[str, ...] = ("clean_accuracy", "proxy", "heads_pruned", "best_accuracy", "best_proxy",
-                                  "best_heads_pruned")
-"""``HeadPrune-v0`` info entries the Monitor records at the end of every episode."""
-
 
 
 @dataclass(frozen=True)
@@ -129,52 +124,6 @@ def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int,
         monitor_kwargs={"info_keywords": INFO_KEYWORDS, "override_existing": not append},
         vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
     )
-
-
-# ------------------------------------------------------------------------------------------ callbacks
-class ProgressLog(BaseCallback):
-    """After every rollout: one JSON line (``session``, ``num_timesteps``, ``episodes``, the means of
-    the recent episodes' return, length and :data:`INFO_KEYWORDS`, ``seconds``) appended to ``path``,
-    and the info means recorded to the SB3 logger (``rollout/ep_<key>_mean``, TensorBoard)."""
-
-    def __init__(self, path: Path, session: int) -> None:
-        super().__init__()
-        self.path, self.session = path, int(session)
-        self._start = time.perf_counter()
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = list(self.model.ep_info_buffer or [])
-        row: dict[str, Any] = {"session": self.session, "num_timesteps": int(self.num_timesteps),
-                               "episodes": int(self.model._episode_num),
-                               "seconds": round(time.perf_counter() - self._start, 3)}
-        for key in ("r", "l", *INFO_KEYWORDS):
-            values = [float(ep[key]) for ep in buffer if key in ep]
-            if values:
-                row[f"ep_{key}_mean"] = float(np.mean(values))
-                if key in INFO_KEYWORDS:
-                    self.logger.record(f"rollout/ep_{key}_mean", row[f"ep_{key}_mean"])
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-class WallClockLimit(BaseCallback):
-    """Stop training once ``seconds`` of wall time have passed since the session started."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = float(seconds)
-        self._start = time.perf_counter()
-        self.reached = False
-
-    def _on_training_start(self) -> None:
-        self._start = time.perf_counter()
-
-    def _on_step(self) -> bool:
-        self.reached = time.perf_counter() - self._start >= self.seconds
-        return not self.reached
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -295,24 +244,6 @@ def _build_model(hp: Mapping[str, Any], algo: str, env: VecEnv, seed: int, verbo
     return ALGOS[algo](env=env, seed=int(seed), verbose=verbose, tensorboard_log=tensorboard_log, **kwargs)
 
 
-def _resume_point(folder: Path, run: dict[str, Any], trust_pickle: bool) -> tuple[Path, int, dict[str, Any]]:
-    """The checkpoint to resume from (the newest readable one), its timesteps and what was repaired:
-    killed sessions marked interrupted, unreadable newer checkpoints skipped (each said on stderr)."""
-    checkpoint, skipped = newest_readable_checkpoint(folder, trust_pickle=trust_pickle)
-    for message in skipped:
-        print(f"headprune: {message}", file=sys.stderr)
-    if checkpoint is None:
-        found = "; ".join(skipped) or f"no {CHECKPOINT_PREFIX}_<steps>_steps.zip"
-        raise FileNotFoundError(f"{folder / 'checkpoints'}: no readable checkpoint to resume from ({found})")
-    if skipped:
-        print(f"headprune: resuming from {checkpoint.name}", file=sys.stderr)
-    steps = int(next(t for t, p in checkpoints(folder) if p == checkpoint))
-    if not is_pickled_sb3(checkpoint):
-        steps = int(read_policy_file(checkpoint).meta["num_timesteps"])
-    repaired = {"interrupted_sessions": mark_killed_sessions(run), "skipped_checkpoints": skipped}
-    return checkpoint, steps, repaired
-
-
 def resume(
     run_dir: str | os.PathLike[str],
     *,
@@ -337,7 +268,7 @@ def resume(
     """
     folder = Path(run_dir)
     run = _read_run(folder)
-    checkpoint, steps, repaired = _resume_point(folder, run, trust_pickle)
+    checkpoint, steps, repaired = resume_point(folder, run, trust_pickle)
     algo, env_id, seed = run["algo"], run["env_id"], int(run["seed"])
     hp = load_hyperparams(algo, env_id, conf_file=folder / "config.yml",
                           overrides=None if n_timesteps is None else {"n_timesteps": int(n_timesteps)})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from headprune.agents.policy_io import PickledPolicyError, PolicyFileError, is_pickled_sb3, read_policy_file, save_policy
 
 __all__ = ["CHECKPOINT_PREFIX", "HistoryEvalCallback", "PolicyCheckpoint", "checkpoints", "mark_killed_sessions",
-           "newest_readable_checkpoint", "trim_monitor_files", "trim_progress"]
+           "newest_readable_checkpoint", "resume_point", "trim_monitor_files", "trim_progress"]
 
 CHECKPOINT_PREFIX = "rl_model"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -209,3 +210,26 @@ class HistoryEvalCallback(MaskableEvalCallback):
             (self.folder / BEST_RECORD).write_text(json.dumps(
                 {"mean_reward": self.best_mean_reward, "timesteps": int(self.num_timesteps)}) + "\n")
         return keep_going
+
+
+def resume_point(folder: Path, run: dict[str, Any], trust_pickle: bool) -> tuple[Path, int, dict[str, Any]]:
+    """The checkpoint to resume ``run`` (``run.json``) in ``folder`` from (the newest readable one), its
+    timesteps and what was repaired: killed sessions marked interrupted, unreadable newer checkpoints
+    skipped (each said on stderr).
+
+    :raises FileNotFoundError: no readable checkpoint (naming the ones skipped).
+    :raises PickledPolicyError: the checkpoint is an SB3 pickled zip and not ``trust_pickle``.
+    """
+    checkpoint, skipped = newest_readable_checkpoint(folder, trust_pickle=trust_pickle)
+    for message in skipped:
+        print(f"headprune: {message}", file=sys.stderr)
+    if checkpoint is None:
+        found = "; ".join(skipped) or f"no {CHECKPOINT_PREFIX}_<steps>_steps.zip"
+        raise FileNotFoundError(f"{folder / 'checkpoints'}: no readable checkpoint to resume from ({found})")
+    if skipped:
+        print(f"headprune: resuming from {checkpoint.name}", file=sys.stderr)
+    steps = int(next(t for t, p in checkpoints(folder) if p == checkpoint))
+    if not is_pickled_sb3(checkpoint):
+        steps = int(read_policy_file(checkpoint).meta["num_timesteps"])
+    repaired = {"interrupted_sessions": mark_killed_sessions(run), "skipped_checkpoints": skipped}
+    return checkpoint, steps, repaired

@@ -260,7 +260,7 @@ def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_configs`)."""
     from headprune.defenses.options import DEFEND_SETTINGS, add_setting_arguments
 
-    parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot): new or empty")
+    parser.add_argument("--out", required=True, help="new or empty output folder (model/, report.json, report.md, plot)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--deduplicate", action="store_true", help="drop repeated rows of --clean-data (default: warn)")
     parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")

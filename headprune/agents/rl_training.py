@@ -313,7 +313,8 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
     eval_env: VecEnv | None = None
     if settings.eval_freq > 0:
         eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads)
-        evaluation = HistoryEvalCallback(eval_env, folder / "eval", start_steps, n_eval_episodes=settings.n_eval_episodes,
+        evaluation = HistoryEvalCallback(eval_env, folder / "eval", start_steps,
+                                         n_eval_episodes=settings.n_eval_episodes,
                                          eval_freq=max(settings.eval_freq // n_envs, 1), deterministic=True,
                                          use_masking=run["algo"] == "maskable_ppo", verbose=model.verbose)
         if repaired is not None:

@@ -33,7 +33,13 @@ import numpy as np
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.callbacks import BaseCallback
 
-from headprune.agents.policy_io import PickledPolicyError, PolicyFileError, is_pickled_sb3, read_policy_file, save_policy
+from headprune.agents.policy_io import (
+    PickledPolicyError,
+    PolicyFileError,
+    is_pickled_sb3,
+    read_policy_file,
+    save_policy,
+)
 
 __all__ = ["CHECKPOINT_PREFIX", "HistoryEvalCallback", "PolicyCheckpoint", "checkpoints", "mark_killed_sessions",
            "newest_readable_checkpoint", "resume_point", "trim_monitor_files", "trim_progress"]

@@ -103,7 +103,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     kwargs: dict[str, Any] = {"progress": False, **({"cache": args.cache} if args.cache else {})}
     gym.make(args.env_id, **kwargs).close()  # build/cache the victim and statistics once, outside the timings
-    print(f"| env id | N | vector env | env-steps/s | RSS MiB | rewards = DummyVecEnv's |")
+    print("| env id | N | vector env | env-steps/s | RSS MiB | rewards = DummyVecEnv's |")
     print("|---|---|---|---|---|---|")
     for n in args.num_envs:
         reference = None

@@ -15,7 +15,13 @@ Commands:
 * ``headprune compare``       – run strategies and trained policies over victims and seeds
   (:mod:`headprune.compare`), one JSONL record per run, resumable.
 
-Bad input exits with status 2 and a message naming the argument.
+* ``headprune convert-policy`` – convert an SB3 pickled policy zip (older runs) into the safe policy format.
+
+Every error is one line, ``headprune: error: ...``, without a traceback (``--debug`` shows it): bad input
+(an argument, a data file, a victim card, a model, a policy file) exits with status 2 and a message naming
+the argument or file and the fix, checked before any work where it can be; an unexpected error exits with
+status 1. Warnings about the inputs (duplicate rows, an unusable victim) are one line each,
+``headprune: warning: ...``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from headprune import __version__
+from headprune.cli_support import (
+    add_debug_flags,
+    check_compare_methods,
+    one_line,
+    user_errors,
+    victim_and_clean_data,
+    warnings_as_lines,
+)
 
 __all__ = ["main"]
 
@@ -95,8 +109,11 @@ def _heads(args: argparse.Namespace) -> int:
 
 def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import get_defense
+    from headprune.defenses.options import check_defense_options
+    from headprune.out_folder import check_out_folder
 
     get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
+    check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     options = {}
     for item in args.option or []:
@@ -107,17 +124,16 @@ def _defend(args: argparse.Namespace) -> int:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    check_defense_options(args.strategy, options)  # unknown options or bad values, naming the valid ones
 
-    from headprune.data import read_labelled_text
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
-    from headprune.victims import resolve_victim
 
-    clean = read_labelled_text(args.clean_data)
-    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
+    victim, clean = victim_and_clean_data(args)
     result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
                     base=args.base, **evaluation)
-    _print_result(result, write_report(result, args.out, command=_command_line("defend", args)))
+    _print_result(result, write_report(result, args.out, command=_command_line("defend", args),
+                                       overwrite=args.overwrite))
     return 0
 
 
@@ -188,6 +204,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {out} is a file")
+    check_compare_methods(args.strategies, args.policies, settings)
     pin_threads(args.threads)
     methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
     executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
@@ -202,6 +219,16 @@ def _compare(args: argparse.Namespace) -> int:
     return report.report_failures("headprune: run failed:")
 
 
+def _convert_policy(args: argparse.Namespace) -> int:
+    from headprune.agents.evaluation import resolve_policy_path
+    from headprune.agents.policy_io import convert_pickled_policy
+
+    source = resolve_policy_path(args.source)
+    target = convert_pickled_policy(source, args.target or source, trust_pickle=args.trust_pickle)
+    print(f"wrote {target} (headprune policy format: loads without --trust-pickle)")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from headprune.agents.rl_training import run_train_command
 
@@ -212,18 +239,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from headprune.agents.evaluation import AgentStrategy, evaluate_agent
-    from headprune.data import read_labelled_text
     from headprune.defenses.report import write_report
-    from headprune.victims import resolve_victim
+
+    from headprune.out_folder import check_out_folder
 
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
-    AgentStrategy(args.policy)  # a run folder without a model: FileNotFoundError before any work
+    # a run folder without a model, an unreadable or a pickled policy file: refused before any work
+    AgentStrategy(args.policy, trust_pickle=args.trust_pickle).check()
+    check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
-    clean = None if args.clean_data is None else read_labelled_text(args.clean_data)
-    victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
-    result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune, **evaluation)
-    _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args)))
+    victim, clean = victim_and_clean_data(args)
+    result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune,
+                            trust_pickle=args.trust_pickle, **evaluation)
+    _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args),
+                                       overwrite=args.overwrite))
     return 0
 
 
@@ -231,7 +261,9 @@ def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_configs`)."""
     from headprune.defenses.options import DEFEND_SETTINGS, add_setting_arguments
 
-    parser.add_argument("--out", required=True, help="output folder (model/, report.json, report.md, plot)")
+    parser.add_argument("--out", required=True, help="new or empty output folder (model/, report.json, report.md, plot)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--deduplicate", action="store_true", help="drop repeated rows of --clean-data (default: warn)")
     parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
     parser.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
     parser.add_argument("--seed", type=int, default=0)
@@ -246,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``headprune``."""
     parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"headprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     victim = commands.add_parser("victim", help="build and list backdoored victims")
@@ -325,7 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a victim preset name or folder, any model size (--victim: the old name of this flag)")
     evl.add_argument("--clean-data", default=None, help="the defender's clean labelled file (default the victim's)")
     _add_defend_options(evl)
+    evl.add_argument("--trust-pickle", action="store_true",
+                     help="accept an SB3 pickled policy zip: RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
     evl.set_defaults(func=_evaluate)
+
+    cnv = commands.add_parser("convert-policy", help="convert an SB3 pickled policy zip into the safe format, once")
+    cnv.add_argument("source", help="an SB3 model .zip or a run folder")
+    cnv.add_argument("target", nargs="?", default=None, help="the new file (default: replace the source)")
+    cnv.add_argument("--trust-pickle", action="store_true", required=True,
+                     help="required: loading the old file RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
+    cnv.set_defaults(func=_convert_policy)
+    add_debug_flags(parser)
     return parser
 
 
@@ -334,10 +377,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"headprune: error: {err}", file=sys.stderr)
-        return 2
+        with warnings_as_lines():
+            return int(args.func(args))
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("headprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error is one line; --debug shows the traceback
+        if args.debug:
+            raise
+        if isinstance(err, user_errors()):
+            print(f"headprune: error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"headprune: error: {type(err).__name__}: {one_line(err)} (unexpected: rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

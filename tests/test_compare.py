@@ -163,7 +163,7 @@ def test_bad_settings_records_and_engines(tmp_path: Path):
 
 
 def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_path: Path):
-    """``policy:<path>`` runs a saved SB3 model through headprune.agents with defend's protocol."""
+    """``policy:<path>`` runs a saved agent through headprune.agents with defend's protocol."""
     try:
         from headprune.agents import AgentStrategy  # noqa: F401
     except ImportError:
@@ -177,7 +177,9 @@ def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_p
 
     env = gym.make("HeadPrune-v0", victim=tiny_victim, val_size=64, stats_size=48, cache=victim_cache,
                    progress=False)
-    MaskablePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0).save(tmp_path / "agent.zip")
+    from headprune.agents.policy_io import save_policy  # headprune's policy format (SB3's pickled zips are refused)
+
+    save_policy(MaskablePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, seed=0), tmp_path / "agent.zip")
     method = f"policy:{tmp_path / 'agent.zip'}"
     report = run_grid(["tiny"], [method], [0], tmp_path / "runs.jsonl", SETTINGS, cache=victim_cache,
                       progress=False, log=lambda _: None)

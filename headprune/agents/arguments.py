@@ -21,6 +21,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="env victim (preset name or folder); overrides the YAML's (--victim: the old name)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<algo>_<env>_s<seed>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="resume from an SB3 pickled checkpoint (older runs): RUNS ANY CODE IN IT; only your own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--conf-file", default=None, help="zoo-style YAML (default the shipped configs/<algo>.yml)")
     parser.add_argument("--hyperparams", nargs="+", default=None, metavar="KEY=VALUE",

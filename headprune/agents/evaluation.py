@@ -1,7 +1,9 @@
 """Load a trained policy for any ``HeadPrune-v0`` env, and evaluate it with the defenses' protocol.
 
 * :func:`load_policy` rebuilds the saved policy for a target env's spaces (any ``L * H`` for the
-  size-agnostic :mod:`headprune.agents.policy_network`) and loads its weights.
+  size-agnostic :mod:`headprune.agents.policy_network`) and loads its weights, from a headprune policy
+  file (:mod:`headprune.agents.policy_io`: JSON + safetensors, never unpickled); an SB3 pickled zip
+  loads only with ``trust_pickle=True``.
 * :func:`evaluate` runs :func:`headprune.defenses.defend` with an :class:`AgentStrategy` (a defense): one
   deterministic episode of the policy in defend's env, then fine-tuning with the pruned heads held at
   zero, then ``evaluate_defense``, the same code path and report as ``headprune defend``.
@@ -21,10 +23,10 @@ import gymnasium as gym
 import numpy as np
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from headprune.agents.policy_io import PolicyFileError, is_pickled_sb3, read_pickled_sb3, read_policy_file
 from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScoringPolicy
 from headprune.agents.rl_training import latest_checkpoint
 from headprune.defenses.base import DefenseFineTune
@@ -147,47 +149,65 @@ def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path)
             f"features and operation the policy was trained on ({trained_env_options(source) or 'the defaults'})")
 
 
-def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: str = "cpu") -> AgentPolicy:
+def _saved_policy(source: Path, trust_pickle: bool, device: str) -> tuple[type, dict[str, Any], dict[str, Any], int]:
+    """``(policy class, policy kwargs, state_dict, timesteps)`` of a policy file: a headprune file (no code
+    runs), or an SB3 pickled zip only when ``trust_pickle`` (:func:`~headprune.agents.policy_io.read_pickled_sb3`)."""
+    if trust_pickle and is_pickled_sb3(source):
+        data, params = read_pickled_sb3(source, trust_pickle=True, device=device)
+        return (data["policy_class"], dict(data.get("policy_kwargs") or {}), params["policy"],
+                int(data.get("num_timesteps", 0)))
+    saved = read_policy_file(source)
+    return saved.policy_class, saved.policy_kwargs(), saved.weights, int(saved.meta.get("num_timesteps", 0))
+
+
+def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: str = "cpu",
+                trust_pickle: bool = False) -> AgentPolicy:
     """The policy saved at ``path`` (a model ``.zip`` or a run folder), rebuilt for ``env``'s spaces.
 
-    The saved policy class is rebuilt with the target env's observation and action spaces (and, for
-    the size-agnostic policies, its ``head_shape``), then the saved ``state_dict`` is loaded strictly:
-    a size-agnostic policy has the same parameters for every ``L * H``, so it transfers to a model of
-    another size; any other policy class loads only into an env of its training size.
+    The saved policy class (named in the file, looked up in
+    :data:`~headprune.agents.policy_io.POLICY_CLASSES`) is rebuilt with the target env's observation and
+    action spaces (and, for the size-agnostic policies, its ``head_shape``), then the saved ``state_dict``
+    is loaded strictly: a size-agnostic policy has the same parameters for every ``L * H``, so it transfers
+    to a model of another size; any other policy class loads only into an env of its training size.
 
     The head-statistic features, the reset flag and the number of operations DO fix parameter shapes:
     a policy loads only into an env with the ones it was trained on (:func:`trained_env_options`;
     :func:`evaluate_agent` applies them).
 
-    Raises:
-        FileNotFoundError: no model at ``path``.
-        ValueError: the weights do not fit the rebuilt policy (naming the file and the env's size, or the
-            features and operations it was trained on).
+    :param path: a headprune policy file or a run folder.
+    :param env: the target env (its spaces and ``head_shape``).
+    :param device: where the policy runs.
+    :param trust_pickle: also load an SB3 pickled zip, which RUNS ANY CODE ITS AUTHOR PUT IN IT
+        (:data:`~headprune.agents.policy_io.PICKLE_RISK`); prefer converting it once
+        (``headprune convert-policy``).
+    :raises FileNotFoundError: no model at ``path``.
+    :raises PickledPolicyError: an SB3 pickled zip without ``trust_pickle``.
+    :raises PolicyFileError: unreadable, or the weights do not fit the rebuilt policy (naming the file and
+        the env's size), or ValueError naming the features and operations it was trained on.
     """
     source = resolve_policy_path(path)
-    data, params, _ = load_from_zip_file(source, device=device)
-    if data is None or "policy_class" not in data or "policy" not in params:
-        raise ValueError(f"policy: {source} is not an SB3 model file (no policy class or weights)")
-    policy_cls = data["policy_class"]
-    kwargs = dict(data.get("policy_kwargs") or {})
+    policy_cls, kwargs, weights, timesteps = _saved_policy(source, trust_pickle, device)
     head_shape = _head_shape(env)
     if issubclass(policy_cls, (HeadScoringPolicy, MaskableHeadScoringPolicy)):
         kwargs["head_shape"] = head_shape
-        _check_layout(params["policy"], env, source)
+        _check_layout(weights, env, source)
     policy = policy_cls(env.observation_space, env.action_space, ConstantSchedule(0.0), **kwargs)
     try:
-        policy.load_state_dict(params["policy"])
+        policy.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"policy: the weights of {source} ({policy_cls.__name__}) do not fit an env with "
-                         f"head_shape {head_shape}: {err}") from None
+        raise PolicyFileError(f"policy: the weights of {source} ({policy_cls.__name__}) do not fit an env with "
+                              f"head_shape {head_shape}: {err}") from None
     policy.to(device)
     policy.set_training_mode(False)
-    meta: dict[str, Any] = {"policy_class": policy_cls.__name__, "num_timesteps": int(data.get("num_timesteps", 0)),
-                            "sha256": _sha256(source)}
+    meta: dict[str, Any] = {"policy_class": policy_cls.__name__, "num_timesteps": timesteps, "sha256": _sha256(source)}
     run_json = next((d / "run.json" for d in (source.parent, source.parent.parent) if (d / "run.json").is_file()), None)
     if run_json is not None:
-        run = json.loads(run_json.read_text())
-        meta.update(algo=run.get("algo"), train_seed=run.get("seed"), run_dir=str(run_json.parent))
+        try:
+            run = json.loads(run_json.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            run = {}
+        if isinstance(run, dict):
+            meta.update(algo=run.get("algo"), train_seed=run.get("seed"), run_dir=str(run_json.parent))
     return AgentPolicy(policy=policy, source=source, meta=meta)
 
 
@@ -198,21 +218,30 @@ class AgentStrategy(PolicyDefense):
     :param path: a model ``.zip`` or a run folder.
     :param name: the defense name in reports.
     :param device: where the policy runs.
+    :param trust_pickle: accept an SB3 pickled zip (runs its code: see :func:`load_policy`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], name: str = "agent", device: str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str], name: str = "agent", device: str = "cpu",
+                 trust_pickle: bool = False) -> None:
         super().__init__()
         self.path = path
         self.name = name  # type: ignore[misc]
         self.device = device
+        self.trust_pickle = bool(trust_pickle)
         self.source = resolve_policy_path(path)
+
+    def check(self) -> None:
+        """Read the policy file now (no code runs): a pickled zip without ``trust_pickle`` or an unreadable
+        file fails before any work."""
+        if not (self.trust_pickle and is_pickled_sb3(self.source)):
+            read_policy_file(self.source)
 
     @property  # type: ignore[override]
     def description(self) -> str:  # type: ignore[override]
         return f"trained policy {self.source}, deterministic"
 
     def build_policy(self, env: gym.Env) -> AgentPolicy:
-        return load_policy(self.source, env, device=self.device)
+        return load_policy(self.source, env, device=self.device, trust_pickle=self.trust_pickle)
 
     def config(self) -> dict[str, Any]:
         return {"policy": str(self.source), "sha256": _sha256(self.source)}
@@ -229,6 +258,7 @@ def evaluate_agent(
     *,
     out: str | os.PathLike[str] | None = None,
     command: str | None = None,
+    trust_pickle: bool = False,
     **evaluation: Any,
 ) -> Any:
     """Evaluate a trained policy with the defenses' protocol: :func:`headprune.defenses.defend` with an
@@ -243,6 +273,7 @@ def evaluate_agent(
     :param out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
         ``report.md``, plot).
     :param command: the command recorded in the report.
+    :param trust_pickle: accept an SB3 pickled zip (runs its code: see :func:`load_policy`).
     :param evaluation: ``eval_clean``, ``eval_poison``, ``target_label``, ``curve_points`` (defend's).
     :returns: the :class:`~headprune.defenses.DefenseResult`.
     """
@@ -250,7 +281,7 @@ def evaluate_agent(
     from headprune.defenses.report import write_report
 
     config = HeadPruneConfig.from_kwargs(env_config).replace(**trained_env_options(policy))
-    result = defend(victim, AgentStrategy(policy), config, finetune, **evaluation)
+    result = defend(victim, AgentStrategy(policy, trust_pickle=trust_pickle), config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

@@ -6,15 +6,18 @@ A run folder holds everything needed to reproduce or continue the run::
     config.yml          the resolved hyperparameters, zoo format ({env_id: entry}; schedules as written)
     run.json            algo, env id, seed, library versions and one record per session (the exact
                         command, start/end timesteps, wall time, how it ended, the checkpoint resumed)
-    model.zip           the last saved model (SB3 format; load_policy reads it)
-    checkpoints/        rl_model_<timesteps>_steps.zip (CheckpointCallback, and one at every session end)
+    model.zip           the last saved model (headprune policy format: JSON + safetensors, never pickled;
+                        load_policy reads it)
+    checkpoints/        rl_model_<timesteps>_steps.zip (the same format with the optimizer state, written
+                        atomically every checkpoint_freq steps and at every session end)
     monitor/            <rank>.monitor.csv: per-episode return, length, clean accuracy, proxy, heads pruned
     progress.jsonl      one line per rollout: session, timesteps, episode means, seconds
     tb/                 TensorBoard logs (``tensorboard --logdir <run>/tb``)
-    eval/               MaskableEvalCallback's evaluations.npz and best_model.zip
+    eval/               evaluations.npz (the whole history), best_model.zip and best_model.json
 
-:func:`resume` continues a run from its last checkpoint (a resumed session appends to the monitor
-files, the progress log and the TensorBoard run). Honesty: training never sees poisoned data, LFR or
+:func:`resume` continues a run from its newest readable checkpoint (a resumed session appends to the
+monitor files, the progress log, the evaluation history and the TensorBoard run, after dropping what
+the previous session wrote past that checkpoint: :mod:`headprune.agents.run_recovery`). Honesty: training never sees poisoned data, LFR or
 trigger words (``env_kwargs`` may not carry ``poisoned_eval``); the reward is the env's.
 """
 
@@ -26,7 +29,6 @@ import functools
 import json
 import multiprocessing
 import os
-import re
 import shlex
 import sys
 import time
@@ -37,31 +39,33 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 import yaml
-from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from headprune.agents.arguments import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
 from headprune.agents.zoo import env_wrapper_factory
+from headprune.agents.callbacks import INFO_KEYWORDS, ProgressLog, WallClockLimit
+from headprune.agents.policy_io import is_pickled_sb3, read_policy_file, restore_training_state, save_policy
+from headprune.agents.run_recovery import (
+    CHECKPOINT_PREFIX,
+    HistoryEvalCallback,
+    PolicyCheckpoint,
+    checkpoints,
+    resume_point,
+    trim_monitor_files,
+    trim_progress,
+)
 from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.provenance import environment_info
 
 __all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
            "run_train_command", "train"]
-
-INFO_KEYWORDS: tuple[str, ...] = ("clean_accuracy", "proxy", "heads_pruned", "best_accuracy", "best_proxy",
-                                  "best_heads_pruned")
-"""``HeadPrune-v0`` info entries the Monitor records at the end of every episode."""
-
-CHECKPOINT_PREFIX = "rl_model"
-_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
 
 
 @dataclass(frozen=True)
@@ -147,66 +151,11 @@ def _batched_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: 
     return env
 
 
-# ------------------------------------------------------------------------------------------ callbacks
-class ProgressLog(BaseCallback):
-    """After every rollout: one JSON line (``session``, ``num_timesteps``, ``episodes``, the means of
-    the recent episodes' return, length and :data:`INFO_KEYWORDS`, ``seconds``) appended to ``path``,
-    and the info means recorded to the SB3 logger (``rollout/ep_<key>_mean``, TensorBoard)."""
-
-    def __init__(self, path: Path, session: int) -> None:
-        super().__init__()
-        self.path, self.session = path, int(session)
-        self._start = time.perf_counter()
-        self.episodes = 0  # finished episodes, counted from the Monitor's info["episode"] (on-policy
-        # algorithms never update _episode_num); resumed sessions start from the last row's count
-
-    def _on_training_start(self) -> None:
-        if self.path.is_file():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.episodes = int(rows[-1].get("episodes", 0)) if rows else 0
-
-    def _on_step(self) -> bool:
-        self.episodes += sum("episode" in info for info in self.locals.get("infos", ()))
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = list(self.model.ep_info_buffer or [])
-        row: dict[str, Any] = {"session": self.session, "num_timesteps": int(self.num_timesteps),
-                               "episodes": int(self.episodes),
-                               "seconds": round(time.perf_counter() - self._start, 3)}
-        for key in ("r", "l", *INFO_KEYWORDS):
-            values = [float(ep[key]) for ep in buffer if key in ep]
-            if values:
-                row[f"ep_{key}_mean"] = float(np.mean(values))
-                if key in INFO_KEYWORDS:
-                    self.logger.record(f"rollout/ep_{key}_mean", row[f"ep_{key}_mean"])
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-class WallClockLimit(BaseCallback):
-    """Stop training once ``seconds`` of wall time have passed since the session started."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = float(seconds)
-        self._start = time.perf_counter()
-        self.reached = False
-
-    def _on_training_start(self) -> None:
-        self._start = time.perf_counter()
-
-    def _on_step(self) -> bool:
-        self.reached = time.perf_counter() - self._start >= self.seconds
-        return not self.reached
-
-
 # ------------------------------------------------------------------------------------------ run folder
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint with the most timesteps in ``run_dir/checkpoints`` (``None`` if there is none)."""
-    folder = Path(run_dir) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := _CHECKPOINT_RE.match(p.name))]
-    return max(found)[1] if found else None
+    found = checkpoints(run_dir)
+    return found[0][1] if found else None
 
 
 def _now() -> str:
@@ -303,12 +252,7 @@ def train(
         torch.set_num_threads(int(threads))
     env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", threads=threads,
                    vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
-    head_shape = tuple(int(x) for x in env.get_attr("head_shape", indices=[0])[0])
-    kwargs = algo_kwargs(hp, algo)
-    if isinstance(kwargs["policy"], type):  # headprune's size-agnostic policies need the model's (L, H)
-        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "head_shape": head_shape}
-    model = ALGOS[algo](env=env, seed=int(seed), verbose=verbose,
-                        tensorboard_log=str(folder / "tb") if tensorboard else None, **kwargs)
+    model = _build_model(hp, algo, env, seed, verbose, str(folder / "tb") if tensorboard else None)
     command = command or _api_command("train", algo=algo, env_id=env_id, run_dir=str(folder), seed=seed,
                                       conf_file=conf_file, hyperparams=hyperparams, env_kwargs=env_kwargs,
                                       n_timesteps=n_timesteps, max_minutes=max_minutes)
@@ -316,9 +260,20 @@ def train(
                   progress_bar=progress_bar, threads=threads, callbacks=callbacks)
 
 
+def _build_model(hp: Mapping[str, Any], algo: str, env: VecEnv, seed: int, verbose: int,
+                 tensorboard_log: str | None) -> BaseAlgorithm:
+    """A fresh algorithm of the run's hyperparameters on ``env`` (train's model; resume loads a checkpoint in)."""
+    head_shape = tuple(int(x) for x in env.get_attr("head_shape", indices=[0])[0])
+    kwargs = algo_kwargs(hp, algo)
+    if isinstance(kwargs["policy"], type):  # headprune's size-agnostic policies need the model's (L, H)
+        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "head_shape": head_shape}
+    return ALGOS[algo](env=env, seed=int(seed), verbose=verbose, tensorboard_log=tensorboard_log, **kwargs)
+
+
 def resume(
     run_dir: str | os.PathLike[str],
     *,
+    trust_pickle: bool = False,
     n_timesteps: int | None = None,
     max_minutes: float | None = None,
     progress_bar: bool = False,
@@ -327,14 +282,19 @@ def resume(
     callbacks: Sequence[BaseCallback] = (),
     command: str | None = None,
 ) -> TrainResult:
-    """Continue the run in ``run_dir`` from its latest checkpoint until ``n_timesteps`` (default the
-    run's), with the run's saved hyperparameters, env and seed. Monitor files, ``progress.jsonl`` and
-    the TensorBoard run are continued. The algorithm's RNGs are re-seeded with ``seed + timesteps``."""
+    """Continue the run in ``run_dir`` from its newest readable checkpoint until ``n_timesteps`` (default
+    the run's), with the run's saved hyperparameters, env and seed. The model is rebuilt from
+    ``config.yml`` and the checkpoint's weights, optimizer state and counters are loaded into it
+    (:func:`~headprune.agents.policy_io.restore_training_state`: nothing is unpickled). Monitor files,
+    ``progress.jsonl``, the evaluation history and the TensorBoard run are continued, after dropping the
+    rows written past the checkpoint (:mod:`~headprune.agents.run_recovery`). The algorithm's RNGs are
+    re-seeded with ``seed + timesteps``.
+
+    :param trust_pickle: resume from an SB3 pickled checkpoint (older runs), which RUNS ANY CODE IN IT.
+    """
     folder = Path(run_dir)
     run = _read_run(folder)
-    checkpoint = latest_checkpoint(folder)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{folder / 'checkpoints'}: no {CHECKPOINT_PREFIX}_<steps>_steps.zip to resume from")
+    checkpoint, steps, repaired = resume_point(folder, run, trust_pickle)
     algo, env_id, seed = run["algo"], run["env_id"], int(run["seed"])
     hp = load_hyperparams(algo, env_id, conf_file=folder / "config.yml",
                           overrides=None if n_timesteps is None else {"n_timesteps": int(n_timesteps)})
@@ -343,39 +303,50 @@ def resume(
         (folder / "config.yml").write_text(yaml.safe_dump({env_id: hp}, sort_keys=False))
     if threads is not None:
         torch.set_num_threads(int(threads))
+    repaired["monitor_rows_dropped"] = trim_monitor_files(folder / "monitor", steps // settings.n_envs)
+    repaired["progress_rows_dropped"] = trim_progress(folder / "progress.jsonl", steps)
     env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", append=True,
                    threads=threads, vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
     tb = str(folder / "tb") if (folder / "tb").is_dir() else None
-    model = ALGOS[algo].load(checkpoint, env=env, tensorboard_log=tb, verbose=verbose)
+    if is_pickled_sb3(checkpoint):  # trust_pickle was given (newest_readable_checkpoint refuses it otherwise)
+        model = ALGOS[algo].load(checkpoint, env=env, tensorboard_log=tb, verbose=verbose)
+    else:
+        model = _build_model(hp, algo, env, seed, verbose, tb)
+        restore_training_state(model, read_policy_file(checkpoint))
     model.set_random_seed(seed + int(model.num_timesteps))
     command = command or _api_command("resume", run_dir=str(folder), n_timesteps=n_timesteps, max_minutes=max_minutes)
     return _learn(model, folder, run, settings, checkpoint=checkpoint, command=command, max_minutes=max_minutes,
-                  progress_bar=progress_bar, threads=threads, callbacks=callbacks)
+                  progress_bar=progress_bar, threads=threads, callbacks=callbacks, repaired=repaired)
 
 
 def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: TrainSettings, *,
            checkpoint: Path | None, command: str, max_minutes: float | None, progress_bar: bool,
-           threads: int | None, callbacks: Sequence[BaseCallback]) -> TrainResult:
+           threads: int | None, callbacks: Sequence[BaseCallback], repaired: dict[str, Any] | None = None
+           ) -> TrainResult:
     """One training session up to ``settings.n_timesteps``; records it in ``run.json`` and saves the
     model and a checkpoint at its end (also after Ctrl-C; an exception is recorded and re-raised)."""
     n_envs, start_steps = settings.n_envs, int(model.num_timesteps)
     session = {"command": command, "started_utc": _now(), "start_timesteps": start_steps,
                "resumed_from": None if checkpoint is None else str(checkpoint), "end": "running",
                "torch_threads": torch.get_num_threads()}
+    if repaired:
+        session["repaired"] = repaired
     run["sessions"].append(session)
     _write_run(folder, run)
     cbs: list[BaseCallback] = [ProgressLog(folder / "progress.jsonl", len(run["sessions"]) - 1)]
     if settings.checkpoint_freq > 0:
-        cbs.append(CheckpointCallback(max(settings.checkpoint_freq // n_envs, 1), str(folder / "checkpoints"),
-                                      name_prefix=CHECKPOINT_PREFIX))
+        cbs.append(PolicyCheckpoint(max(settings.checkpoint_freq // n_envs, 1), folder / "checkpoints"))
     eval_env: VecEnv | None = None
     if settings.eval_freq > 0:
         eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads,
                             env_wrapper=settings.env_wrapper)
-        cbs.append(MaskableEvalCallback(eval_env, n_eval_episodes=settings.n_eval_episodes,
-                                        eval_freq=max(settings.eval_freq // n_envs, 1), log_path=str(folder / "eval"),
-                                        best_model_save_path=str(folder / "eval"), deterministic=True,
-                                        use_masking=run["algo"] == "maskable_ppo", verbose=model.verbose))
+        evaluation = HistoryEvalCallback(eval_env, folder / "eval", start_steps,
+                                         n_eval_episodes=settings.n_eval_episodes,
+                                         eval_freq=max(settings.eval_freq // n_envs, 1), deterministic=True,
+                                         use_masking=run["algo"] == "maskable_ppo", verbose=model.verbose)
+        if repaired is not None:
+            repaired["eval_rows_dropped"] = evaluation.dropped_rows
+        cbs.append(evaluation)
     limit = WallClockLimit(60.0 * max_minutes) if max_minutes is not None else None
     if limit is not None:
         cbs.append(limit)
@@ -405,9 +376,9 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
     seconds = time.perf_counter() - start
     steps = int(model.num_timesteps)
     model_path = folder / "model.zip"
-    model.save(model_path)
+    save_policy(model, model_path)
     if settings.checkpoint_freq > 0:
-        model.save(folder / "checkpoints" / f"{CHECKPOINT_PREFIX}_{steps}_steps.zip")
+        save_policy(model, folder / "checkpoints" / f"{CHECKPOINT_PREFIX}_{steps}_steps.zip")
     session.update(end=end, end_timesteps=steps, seconds=round(seconds, 3),
                    steps_per_second=round((steps - start_steps) / seconds, 3) if seconds > 0 else None)
     _write_run(folder, run)
@@ -426,7 +397,8 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
                                           ("--out", args.out), ("--cache", args.cache)) if value is not None]
         if given:
             raise ValueError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
-        result = resume(args.resume, n_timesteps=args.n_timesteps, **common)
+        result = resume(args.resume, n_timesteps=args.n_timesteps, trust_pickle=getattr(args, "trust_pickle", False),
+                        **common)
     else:
         env_kwargs = parse_assignments(args.env_kwargs, "--env-kwargs")
         if args.model is not None:

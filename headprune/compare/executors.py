@@ -5,8 +5,9 @@ function on a picklable argument runs the same grid, with no change to strategie
 * :class:`LocalExecutor` (the default): in this process, one run after another;
 * :class:`ProcessExecutor`: a :class:`concurrent.futures.ProcessPoolExecutor` (spawned workers, each
   pinned to one torch thread so ``N`` workers use ``N`` cores);
-* :class:`RayExecutor`: Ray tasks (one CPU each) across a Ray cluster, available only when ``ray`` is
-  importable (not a dependency; untested here).
+* :class:`RayExecutor`: Ray tasks (one CPU each) on a local Ray cluster or an existing one
+  (``--ray-address``), with tasks retried when their worker dies; needs the ``ray`` extra
+  (``pip install 'headprune[ray]'``; the ``test`` extra installs it and the tests run a local cluster).
 
 Executors only compute: they yield ``(spec, record or exception)`` as runs finish, and the caller (the
 parent process) is the only writer of the records file.
@@ -92,34 +93,42 @@ class ProcessExecutor:
 
 
 class RayExecutor:
-    """Ray tasks of one CPU each (``ray.init(address)``; ``None`` starts or joins a local cluster).
+    """Ray tasks of ``threads`` CPUs each, on an existing cluster (``address``, e.g. ``"ray://head:10001"``
+    or ``"auto"``) or, with ``address=None``, a local one of ``num_cpus`` CPUs started here.
 
-    Workers must see the same headprune version, data folder and victim cache (or build victims
-    themselves from their presets). Not exercised by the tests: ``ray`` is not a dependency.
+    A task whose worker process dies (killed, out of memory, a lost node) is retried by Ray up to
+    ``max_retries`` times; an exception raised by the run itself is not retried (it is reported). Each
+    task yields exactly one outcome, and only the parent writes records, so a retry never duplicates a
+    record. Workers must see the same headprune version, data folder and victim cache (or build victims
+    themselves from their presets).
+
+    :param address: the cluster to join (``None``: start a local one).
+    :param threads: torch threads (and Ray CPUs) per task.
+    :param num_cpus: CPUs of a local cluster (ignored when joining one).
+    :param max_retries: retries of a task whose worker died.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, threads: int = 1) -> None:
+    def __init__(self, address: str | None = None, threads: int = 1, *, num_cpus: int | None = None,
+                 max_retries: int = 3) -> None:
         try:
             import ray
         except ImportError as err:
-            raise ValueError("--engine ray needs the 'ray' package, which is not installed") from err
+            raise ValueError("--engine ray needs the 'ray' package: pip install 'headprune[ray]'") from err
         self._ray = ray
         self.threads = int(threads)
+        self.max_retries = int(max_retries)
         if not ray.is_initialized():
-            ray.init(address=address)
+            if address is None:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
 
     def map_unordered(self, fn: Callable[[T], dict[str, Any]], tasks: Sequence[T]) -> Iterator[Outcome[T]]:
         ray = self._ray
-        threads = self.threads
-
-        def _call(task: T) -> dict[str, Any]:
-            pin_threads(threads)
-            return fn(task)
-
-        remote = ray.remote(num_cpus=threads)(_call)
-        refs = {remote.remote(t): t for t in tasks}
+        remote = ray.remote(num_cpus=self.threads, max_retries=self.max_retries, retry_exceptions=False)(_ray_call)
+        refs = {remote.remote(fn, t, self.threads): t for t in tasks}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
@@ -127,7 +136,13 @@ class RayExecutor:
                 try:
                     yield task, ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - ray wraps the task's exception
-                    yield task, err
+                    yield task, getattr(err, "cause", None) or err
+
+
+def _ray_call(fn: Callable[[T], dict[str, Any]], task: T, threads: int) -> dict[str, Any]:
+    """One Ray task: pin the worker's threads, then run ``fn(task)`` (module level, so Ray ships it by name)."""
+    pin_threads(threads)
+    return fn(task)
 
 
 def make_executor(engine: str = "auto", workers: int = 1, *, threads: int = 1, address: str | None = None) -> Executor:
@@ -142,5 +157,5 @@ def make_executor(engine: str = "auto", workers: int = 1, *, threads: int = 1, a
     if engine == "process":
         return ProcessExecutor(workers, threads)
     if engine == "ray":
-        return RayExecutor(address, threads)
+        return RayExecutor(address, threads, num_cpus=None if address is not None else workers * threads)
     raise ValueError(f"unknown engine {engine!r}; valid: auto, local, process, ray")

@@ -331,10 +331,10 @@ def _victim_name(spec: str) -> str:
     if spec in PRESETS:
         return PRESETS[spec].name
     card = Path(spec) / CARD_FILE
-    if card.is_file():
-        import json
+    if card.is_file():  # the card's schema applies (VictimCardError naming the field)
+        from headprune.victim_card import read_card
 
-        return VictimConfig.from_dict(json.loads(card.read_text())["config"]).name
+        return VictimConfig.from_dict(read_card(Path(spec))["config"]).name
     raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder "
                      f"with {CARD_FILE}")
 

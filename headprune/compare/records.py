@@ -15,6 +15,7 @@ runner ``attack``, ``mask`` (``[L][H]``, 1 = kept), ``timings``, ``environment``
 from __future__ import annotations
 
 import json
+import warnings
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ class RecordStore:
         if self.path.is_dir():
             raise ValueError(f"records file {self.path} is a folder; give a .jsonl file path")
         if self.path.is_file():
+            self._drop_torn_last_line()
             for i, line in enumerate(self.path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
@@ -64,6 +66,17 @@ class RecordStore:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                     raise ValueError(f"{self.path}:{i}: not a run record ({err})") from None
                 self.records[key] = record
+
+    def _drop_torn_last_line(self) -> None:
+        """Cut a last line without its newline (a run killed while appending): that record is incomplete and
+        its run is done again; the next append then starts on a line of its own."""
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(keep)
+            warnings.warn(f"{self.path}: dropped an incomplete last record ({len(data) - keep} bytes; a killed "
+                          "run): it runs again", stacklevel=3)
 
     def __contains__(self, key: object) -> bool:
         return key in self.records
@@ -175,9 +188,11 @@ def grid_shape(record: dict[str, Any], cache: str | os.PathLike[str] | None = No
     mask = record.get("mask")
     if mask:
         return len(mask), len(mask[0])
+    from headprune.victim_card import check_safe_name
     from headprune.victims import cache_dir
 
-    config = cache_dir(cache) / "victims" / str(record["victim"]) / "config.json"
+    name = check_safe_name(record["victim"], "record field 'victim'")  # a results file is untrusted input
+    config = cache_dir(cache) / "victims" / name / "config.json"
     if config.is_file():
         c = json.loads(config.read_text())
         return int(c["num_hidden_layers"]), int(c["num_attention_heads"])

@@ -24,6 +24,7 @@ Protocol (the paper's and PURE's):
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 import time
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts, read_labelled_text
+from headprune.data_checks import check_labels
 from headprune.defenses.base import (
     BaseSpec,
     Defense,
@@ -52,10 +54,11 @@ from headprune.evaluator import Evaluator
 from headprune.export import save_pruned
 from headprune.gating import pruned_from_mask
 from headprune.metrics import evaluate_defense
+from headprune.out_folder import staged_folder
 from headprune.provenance import config_hash, environment_info
 from headprune.victims import Victim, resolve_victim
 
-__all__ = ["DefenseResult", "defend", "resolve_defense"]
+__all__ = ["DefenseResult", "check_target_label", "defend", "resolve_defense"]
 
 DEFENSE_ENV = {"proxy": "pure_variance", "reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
 """What :func:`defend` sets in every env config: the cheap proxy and zero rewards (the floor alone decides)."""
@@ -125,10 +128,14 @@ class DefenseResult:
             "versions": self.versions,
         }
 
-    def save_model(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Export the cleaned model with its heads pruned (:func:`~headprune.export.save_pruned`)."""
-        return save_pruned(self.model, self.mask, out_dir, tokenizer=self.tokenizer,  # type: ignore[arg-type]
-                           source=f"headprune defend --strategy {self.strategy}")
+    def save_model(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Export the cleaned model with its heads pruned (:func:`~headprune.export.save_pruned`), written
+        into a temporary folder renamed to ``out_dir`` at the end (:func:`~headprune.out_folder.staged_folder`;
+        a non-empty ``out_dir`` only with ``overwrite``, and then no stale file of it remains)."""
+        with staged_folder(out_dir, overwrite=overwrite, what="model folder") as tmp:
+            save_pruned(self.model, self.mask, tmp, tokenizer=self.tokenizer,  # type: ignore[arg-type]
+                        source=f"headprune defend --strategy {self.strategy}")
+        return Path(out_dir)
 
 
 def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | None = None) -> Defense:
@@ -139,7 +146,9 @@ def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | N
     :raises TypeError: anything else.
     """
     if isinstance(defense, str):
-        return get_defense(defense)(**dict(options or {}))
+        from headprune.defenses.options import check_defense_options
+
+        return get_defense(defense)(**check_defense_options(defense, options))
     if options:
         raise ValueError("options are given with a registry name; a defense object carries its own")
     if isinstance(defense, Defense):
@@ -150,10 +159,20 @@ def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | N
                     f"got {type(defense).__name__}")
 
 
-def _as_texts(data: LabelledTexts | str | os.PathLike[str] | None) -> LabelledTexts | None:
-    if data is None or isinstance(data, LabelledTexts):
-        return data
-    return read_labelled_text(data)
+def _as_texts(data: LabelledTexts | str | os.PathLike[str] | None, what: str, num_labels: int
+              ) -> LabelledTexts | None:
+    """``data`` read if it is a path, its labels checked against the model's ``num_labels`` classes."""
+    if data is None:
+        return None
+    return check_labels(data if isinstance(data, LabelledTexts) else read_labelled_text(data), num_labels, what)
+
+
+def check_target_label(target: object, num_labels: int) -> int:
+    """``target`` if it is a class of a ``num_labels``-class model; ValueError naming the valid labels."""
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral) or not 0 <= target < num_labels:
+        raise ValueError(f"target_label {target!r} is not a class of the model, which has {num_labels} classes "
+                         f"(valid labels 0..{num_labels - 1}): give the attacker's target class (--target-label)")
+    return int(target)
 
 
 def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: DefenseFineTune) -> dict[str, Any]:
@@ -240,6 +259,10 @@ def defend(
     cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV)
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
+    num_labels = int(victim.model.config.num_labels)  # evaluation data and target checked before any work
+    target = check_target_label(victim.config.target_label if target_label is None else target_label, num_labels)
+    clean_eval = _as_texts(eval_clean, "eval_clean", num_labels)
+    poison_eval = _as_texts(eval_poison, "eval_poison", num_labels)
     env = HeadPruneEnv(victim, cfg)
     config = _run_config(victim, strategy, env, finetune)
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
@@ -272,9 +295,8 @@ def defend(
     timings["defense"] = time.perf_counter() - t0
 
     t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
-    target = int(victim.config.target_label if target_label is None else target_label)
-    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, _as_texts(eval_clean),
-                               _as_texts(eval_poison), target, poisoned_true_labels, curve_points)
+    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, clean_eval, poison_eval,
+                               target, poisoned_true_labels, curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}
     return DefenseResult(strategy=strategy.name, seed=int(cfg.seed), mask=mask, model=model,

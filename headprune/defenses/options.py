@@ -7,15 +7,18 @@ never import the runner.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from headprune.defenses.base import DefenseFineTune
+from headprune.defenses.base import DefenseFineTune, get_defense
 from headprune.envs.config import HeadPruneConfig
 
 __all__ = ["BASE_HELP", "DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_base_argument",
-           "add_setting_arguments", "check_settings",
+           "add_setting_arguments", "check_defense_options", "check_settings", "defense_option_defaults",
            "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
 
 SETTING_FLAGS: dict[str, tuple[type, str]] = {
@@ -78,8 +81,21 @@ def parse_options_json(text: str) -> dict[str, dict[str, Any]]:
     return options
 
 
+def _check_kind(name: str, value: Any) -> None:
+    """ValueError unless ``value`` is a finite number of the setting's type (an int setting takes no 2.5)."""
+    kind = SETTING_FLAGS[name][0]
+    integral = kind is int
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral if integral else numbers.Real)
+    if not ok or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite {'integer' if integral else 'number'}, got {value!r}")
+
+
 def check_settings(values: Mapping[str, Any]) -> None:
-    """ValueError naming the first out-of-range setting of ``values`` (names of :data:`SETTING_FLAGS`)."""
+    """ValueError naming the first bad setting of ``values`` (names of :data:`SETTING_FLAGS`): a bool, a
+    non-number, NaN/inf, a non-integer where an integer is needed, or a value out of range."""
+    for name, value in values.items():
+        if name in SETTING_FLAGS and value is not None:
+            _check_kind(name, value)
     if values.get("finetune_epochs", 0) < 0:
         raise ValueError(f"finetune_epochs must be >= 0, got {values['finetune_epochs']}")
     for name in ("finetune_max_steps", "budget", "clean_rows", "test_limit"):
@@ -108,3 +124,58 @@ def finetune_from_settings(values: Mapping[str, Any]) -> DefenseFineTune:
     v = {**SETTING_DEFAULTS, **values}
     check_settings(v)
     return DefenseFineTune(epochs=v["finetune_epochs"], max_steps=v["finetune_max_steps"])
+
+
+# the constructor arguments every scripted policy gets from the env, never options
+_ENV_ARGUMENTS = frozenset({"self", "model", "tokenizer", "clean_data", "seed", "max_length", "options"})
+
+
+def _keyword_defaults(cls: type) -> dict[str, Any]:
+    """Keyword parameters (and their defaults) of every ``__init__`` along ``cls``'s MRO."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _ENV_ARGUMENTS:
+                found[p.name] = p.default
+    return found
+
+
+def defense_option_defaults(strategy: str) -> dict[str, Any]:
+    """The options defense ``strategy`` accepts, with their defaults (``inspect.Parameter.empty`` when none):
+    its class's keyword arguments, its policy class's (scripted defenses) and its ``default_options``."""
+    cls = get_defense(strategy)
+    options = _keyword_defaults(cls)
+    policy_class = getattr(cls, "policy_class", None)
+    if isinstance(policy_class, type):
+        options.update(_keyword_defaults(policy_class))
+    options.update(dict(getattr(cls, "default_options", {}) or {}))
+    return options
+
+
+def _check_option_value(strategy: str, key: str, value: Any, default: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"option {key!r} of {strategy!r} must be finite, got {value!r}")
+    if default is None or default is inspect.Parameter.empty or isinstance(default, bool):
+        return
+    if isinstance(default, numbers.Integral):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"option {key!r} of {strategy!r} must be an integer (default {default!r}), got {value!r}")
+    elif isinstance(default, numbers.Real) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise ValueError(f"option {key!r} of {strategy!r} must be a number (default {default!r}), got {value!r}")
+
+
+def check_defense_options(strategy: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` if defense ``strategy`` accepts every key with a value of the right kind, checked before
+    any work; ValueError naming the unknown option and the valid ones otherwise (no TypeError mid-run)."""
+    options = dict(options or {})
+    valid = defense_option_defaults(strategy)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        names = ", ".join(sorted(valid)) or "none"
+        raise ValueError(f"defense {strategy!r} has no option {', '.join(map(repr, unknown))}; its options: {names}")
+    for key, value in options.items():
+        _check_option_value(strategy, key, value, valid[key])
+    return options

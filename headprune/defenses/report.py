@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from headprune.defenses.defend import DefenseResult
+from headprune.out_folder import staged_folder
 
 __all__ = ["markdown_report", "plot_curve", "write_report"]
 
@@ -83,16 +84,27 @@ def plot_curve(result: DefenseResult, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def write_report(result: DefenseResult, out_dir: str | os.PathLike[str], command: str | None = None) -> dict[str, Path]:
-    """Write ``model/`` (plain transformers checkpoint), ``report.json``, ``report.md`` and the plot."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"model": result.save_model(out / "model")}
-    report = result.to_dict()
-    report["command"] = command
-    paths["json"] = out / "report.json"
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["plot"] = plot_curve(result, out / PLOT_FILE)
-    paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(markdown_report(result, command))
-    return paths
+def write_report(result: DefenseResult, out_dir: str | os.PathLike[str], command: str | None = None, *,
+                 overwrite: bool = False) -> dict[str, Path]:
+    """Write ``model/`` (plain transformers checkpoint), ``report.json``, ``report.md`` and the plot.
+
+    Everything is written into a temporary folder renamed to ``out_dir`` at the end
+    (:func:`~headprune.out_folder.staged_folder`): a failure leaves ``out_dir`` as it was, and a replaced
+    folder keeps no stale file of an earlier model.
+
+    :param result: the defense result.
+    :param out_dir: the output folder: new or empty, or any folder with ``overwrite``.
+    :param command: the command recorded in the report.
+    :param overwrite: replace a non-empty ``out_dir``.
+    :raises OutFolderError: ``out_dir`` is a file, or non-empty without ``overwrite`` (before anything is written).
+    """
+    final = Path(out_dir)
+    with staged_folder(final, overwrite=overwrite) as out:
+        result.save_model(out / "model", overwrite=True)
+        report = result.to_dict()
+        report["command"] = command
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot_curve(result, out / PLOT_FILE)
+        (out / "report.md").write_text(markdown_report(result, command))
+    return {"model": final / "model", "json": final / "report.json", "plot": final / PLOT_FILE,
+            "markdown": final / "report.md"}

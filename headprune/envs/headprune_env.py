@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.devices import model_on, resolve_device
+from headprune.data_checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
 from headprune.envs.operations import HeadOperations
@@ -181,6 +182,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         statistics and the proxy)."""
         clean = self.victim.defender_clean_data() if cfg.clean_data is None else as_labelled_texts(
             cfg.clean_data, "clean_data")
+        check_labels(clean, self.victim.model.config.num_labels, "clean_data")
         if not 0 < cfg.val_size < len(clean):
             raise ValueError(f"val_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, "
                              f"got {cfg.val_size}")
@@ -380,7 +382,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         """Prune (or reset) a head (see the class docstring for the reward and the episode's end)."""
         if self._done:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
-        a = int(np.asarray(action).item())
+        a = int(np.asarray(action).item()) if np.asarray(action).dtype.kind in "iu" and np.size(action) == 1 else -1
         if not self.action_space.contains(a):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
         op, head = self.operations.decode(a)

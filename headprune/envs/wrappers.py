@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from headprune.data import LabelledTexts, as_labelled_texts
+from headprune.data_checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import WRAPPER_OPTIONS, HeadPruneEnv
 from headprune.envs.incremental import IncrementalForward, mask_key
@@ -63,7 +64,8 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
                  target_label: int | None = None) -> None:
         super().__init__(env)
         base = _headprune_env(env)
-        self.poisoned_eval = as_labelled_texts(poisoned_eval, "poisoned_eval")
+        self.poisoned_eval = check_labels(as_labelled_texts(poisoned_eval, "poisoned_eval"),
+                                          base.model.config.num_labels, "poisoned_eval")
         self.target_label = int(base.victim.config.target_label if target_label is None else target_label)
         self._forward = IncrementalForward(Evaluator(
             base.model, base.tokenizer, list(self.poisoned_eval.sentences),

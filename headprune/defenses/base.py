@@ -150,15 +150,21 @@ class Defense:
         return other
 
     def base_given(self, env: HeadPruneEnv) -> BaseSpec | None:
-        """The reference given for this run: :attr:`base`, else the env config's ``base`` (if the config has
-        that field), else ``None`` (the default reference)."""
-        return self.base if self.base is not None else getattr(env.config, "base", None)
+        """The reference given for this run: :attr:`base`, else the env config's ``base`` when it names one
+        (not ``"auto"`` or ``"none"``), else ``None`` (the default reference)."""
+        if self.base is not None:
+            return self.base
+        configured = getattr(env.config, "base", None)
+        return None if isinstance(configured, str) and configured.lower() in ("auto", "none") else configured
 
     def reference(self, env: HeadPruneEnv) -> nn.Module:
-        """The public pre-trained reference of ``env``'s victim (:func:`~headprune.reference.resolve_base`
-        of :meth:`base_given`): known to every defender, no trigger knowledge.
+        """The public pre-trained reference of ``env``'s victim: the env's own (``env.base_model``, resolved
+        from its config) unless this defense was given another, else
+        :func:`~headprune.reference.resolve_base`'s default. Known to every defender, no trigger knowledge.
 
         :raises headprune.reference.BaseModelError: none found, or its shapes differ from the victim's."""
+        if self.base is None and getattr(env, "base_model", None) is not None:
+            return env.base_model
         return resolve_base(env.victim, self.base_given(env))
 
     def option(self, key: str) -> Any:

@@ -373,8 +373,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         if start is not None:
             self._mask = start
             self._pruned = int(start.size - start.sum())
-            self._score = self.scorer(self.mask_tensor(start))
-            self._best = self._candidate(self._mask, self._score, self._pruned)
+            self._score = self.score_state(self._mask)
+            self._best = self._candidate()
         return self._observation(), self._info()
 
     def step(self, action: int | np.integer | np.ndarray

@@ -13,7 +13,7 @@ limit, ``2 * budget`` with ``budget = L * H // 2``):
 * ``HeadPrune-v0``: the default victim (``minilm-syntactic``), default config (unchanged);
 * ``HeadPrune-Tiny-v0``: the ``tiny`` preset (2 x 4 heads; trained once, then cached, steps take
   milliseconds) with 64 validation and 64 statistics rows: for algorithm development and tests;
-* ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent}-v0``: one per shipped MiniLM preset;
+* ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent,Syntactic-Fast}-v0``: one per shipped MiniLM preset;
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 
@@ -77,6 +77,7 @@ VARIANTS: tuple[EnvVariant, ...] = (
     EnvVariant("HeadPrune-MiniLM-Style-v0", "minilm-style", _MINILM_STEPS),
     EnvVariant("HeadPrune-MiniLM-BadNets-v0", "minilm-badnets", _MINILM_STEPS),
     EnvVariant("HeadPrune-MiniLM-AddSent-v0", "minilm-addsent", _MINILM_STEPS),
+    EnvVariant("HeadPrune-MiniLM-Syntactic-Fast-v0", "minilm-syntactic-fast", _MINILM_STEPS),
     EnvVariant("HeadPrune-Fast-v0", "minilm-syntactic", _MINILM_STEPS, dict(_SMALL)),
 )
 """Every registered id, in registration order."""

@@ -95,6 +95,10 @@ class Registry(Generic[T]):
         """``(name, entry)`` pairs in registration order."""
         return list(self._entries.items())
 
+    def __getitem__(self, name: str) -> T:
+        """``registry[name]``: the same as :meth:`get`."""
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str) or not name:
             return False

@@ -76,3 +76,31 @@ def test_registry_sets_and_guards_the_name_attribute() -> None:
     assert Knob.name == "knob"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="widget 'dial' sets name='knob'"):
         named.add("dial", type("Dial", (), {"name": "knob"}))
+
+
+def test_state_memo_is_a_bounded_lru_keyed_by_state() -> None:
+    import numpy as np
+
+    from headprune.envs.memo import StateMemo, state_key
+
+    memo: StateMemo[int] = StateMemo(2)
+    a, b, c = (state_key(np.array(m)) for m in ([1, 0], [0, 1], [1, 1]))
+    memo[a], memo[b] = 1, 2
+    assert memo.get(a) == 1  # a is now the most recent
+    memo[c] = 3
+    assert b not in memo and a in memo and c in memo and len(memo) == 2
+    assert memo.get(b) is None
+    empty: StateMemo[int] = StateMemo(0)
+    empty[a] = 1
+    assert a not in empty and len(empty) == 0
+    with pytest.raises(ValueError, match="memo size"):
+        StateMemo(-1)
+    assert state_key(np.array([1, 0]), np.array([0, 0])) == a != state_key(np.array([1, 0]), np.array([0, 1]))
+
+
+def test_registries_index_like_mappings() -> None:
+    from headprune.agents.hyperparams import ALGOS
+
+    assert list(ALGOS) == ["maskable_ppo", "ppo"] and ALGOS["ppo"].__name__ == "PPO"
+    with pytest.raises(ValueError, match="unknown algorithm 'a2c'"):
+        ALGOS["a2c"]

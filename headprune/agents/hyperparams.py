@@ -31,6 +31,7 @@ from headprune.agents.policy_network import POLICIES, policy_class
 from headprune.agents.zoo import check_normalize, parse_policy_kwargs, resolve_dotted
 from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
 from headprune.envs.registration import ENV_ID
+from headprune.registry import Registry
 
 __all__ = [
     "ALGOS",
@@ -44,8 +45,10 @@ __all__ = [
     "parse_schedule",
 ]
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"maskable_ppo": MaskablePPO, "ppo": PPO}
+ALGOS: Registry[type[BaseAlgorithm]] = Registry("algorithm")
 """Supported algorithms by name (the YAML file is ``configs/<name>.yml``)."""
+ALGOS.add("maskable_ppo", MaskablePPO)
+ALGOS.add("ppo", PPO)
 assert tuple(ALGOS) == ALGO_NAMES, "headprune.agents.arguments.ALGO_NAMES must list ALGOS"
 
 CONFIG_DIR = Path(__file__).with_name("configs")

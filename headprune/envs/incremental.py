@@ -38,19 +38,17 @@ revisits a mask, or a new episode that retraces an earlier one, costs a dictiona
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-
 from torch import nn
 
 from headprune.architectures import LayerwiseForward, adapter_for
+from headprune.envs.memo import StateMemo, mask_key, state_key
 from headprune.evaluator import Evaluator
-from headprune.reference import heads_reset_to
 from headprune.modes import eval_mode
+from headprune.reference import heads_reset_to
 
 __all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key", "state_key"]
 
@@ -180,23 +178,6 @@ class IncrementalForward:
         return h
 
 
-def mask_key(mask: torch.Tensor | np.ndarray) -> bytes:
-    """Memo key of a 0/1 mask of any shape: the bytes of its flattened boolean form."""
-    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    return np.ascontiguousarray(arr.reshape(-1) != 0).tobytes()
-
-
-def state_key(mask: torch.Tensor | np.ndarray, reset: torch.Tensor | np.ndarray | None = None) -> bytes:
-    """Memo key of a state (a gate mask and the set of reset heads): :func:`mask_key` of the mask when
-    no head is reset (so prune-only keys are unchanged), else that followed by ``b"|"`` and the reset
-    set's :func:`mask_key` (the two lengths are equal, so keys of different states never collide)."""
-    key = mask_key(mask)
-    if reset is None:
-        return key
-    reset_bytes = mask_key(reset)
-    return key if not any(reset_bytes) else key + b"|" + reset_bytes
-
-
 @dataclass(frozen=True)
 class MaskScore:
     """Count-based scores of one mask.
@@ -237,8 +218,7 @@ class MaskScorer:
         if self.labels.numel() == 0:
             raise ValueError("no evaluation texts to score masks on")
         self.proxy = proxy
-        self.memo_size = memo_size
-        self.memo: OrderedDict[bytes, MaskScore] = OrderedDict()
+        self.memo: StateMemo[MaskScore] = StateMemo(memo_size)
         self.hits = 0
         self.misses = 0
 
@@ -248,7 +228,6 @@ class MaskScorer:
         score = self.memo.get(key)
         if score is not None:
             self.hits += 1
-            self.memo.move_to_end(key)
             return score
         self.misses += 1
         m = mask.detach().float().cpu()
@@ -261,6 +240,4 @@ class MaskScorer:
                 proxy = float(self.proxy(m, reset=r))
         score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=proxy)
         self.memo[key] = score
-        if len(self.memo) > self.memo_size:
-            self.memo.popitem(last=False)
         return score

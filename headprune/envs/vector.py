@@ -84,8 +84,6 @@ def prefetch_scores(scorer: MaskScorer, masks: Sequence[np.ndarray], head_shape:
     for key, count, mask in zip(todo, correct.tolist(), stacked):
         scorer.memo[key] = MaskScore(correct=int(count), total=total, proxy=float(scorer.proxy(mask)))
         scorer.misses += 1
-    while len(scorer.memo) > scorer.memo_size:
-        scorer.memo.popitem(last=False)
     return len(todo)
 
 
@@ -114,7 +112,7 @@ class BatchedLanes:
             lane._np_random = None
             if self.scoring == "incremental":  # own layer caches over the shared evaluator, shared memo
                 lane.scorer = MaskScorer(IncrementalForward(template.evaluator), template.proxy,
-                                         memo_size=template.scorer.memo_size)
+                                         memo_size=template.scorer.memo.size)
                 lane.scorer.memo = template.scorer.memo
             self.lanes.append(lane)
         self.max_episode_steps = max_episode_steps

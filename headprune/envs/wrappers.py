@@ -29,7 +29,8 @@ from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data_checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import WRAPPER_OPTIONS, HeadPruneEnv
-from headprune.envs.incremental import IncrementalForward, mask_key
+from headprune.envs.incremental import IncrementalForward
+from headprune.envs.memo import StateMemo, state_key
 from headprune.envs.reward import REWARD_TERMS, RewardTerms, StepChange
 from headprune.evaluator import Evaluator
 from headprune.metrics import label_flip_rate
@@ -70,15 +71,17 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
         self._forward = IncrementalForward(Evaluator(
             base.model, base.tokenizer, list(self.poisoned_eval.sentences),
             batch_size=base.config.eval_batch_size, max_length=base.max_length))
-        self._memo: dict[bytes, float] = {}
+        self._memo: StateMemo[float] = StateMemo(100_000)
 
     def lfr(self, mask: np.ndarray) -> float:
         """LFR on ``poisoned_eval`` under the flat int8 ``mask`` ``[n]`` (1 = active), memoised."""
-        key = mask_key(mask)
-        if key not in self._memo:
+        key = state_key(mask)
+        lfr = self._memo.get(key)
+        if lfr is None:
             logits = self._forward.logits(_headprune_env(self.env).mask_tensor(mask))  # [N, classes]
-            self._memo[key] = label_flip_rate(logits.argmax(dim=-1), self.poisoned_eval.labels, self.target_label)
-        return self._memo[key]
+            lfr = label_flip_rate(logits.argmax(dim=-1), self.poisoned_eval.labels, self.target_label)
+            self._memo[key] = lfr
+        return lfr
 
     def _with_lfr(self, info: dict[str, Any]) -> dict[str, Any]:
         info["lfr"] = self.lfr(np.asarray(info["action_mask"], dtype=np.int8))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts
+from headprune.envs.memo import StateMemo, state_key
 from headprune.gating import head_grid_shape
 from headprune.registry import Registry
 
@@ -68,7 +68,7 @@ class BackdoorProxy(ABC):
         self.seed = int(seed)
         self.shape: tuple[int, int] = head_grid_shape(model)
         self.cache_size = int(cache_size)
-        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._cache: StateMemo[float] = StateMemo(self.cache_size)
 
     def _check(self, mask: torch.Tensor) -> torch.Tensor:
         m = torch.as_tensor(mask).detach().cpu()
@@ -91,19 +91,14 @@ class BackdoorProxy(ABC):
         r = None if reset is None else self._check(reset)
         if r is not None and not bool(r.any()):
             r = None
-        key = m.to(torch.uint8).numpy().tobytes()
-        if r is not None:
-            key += b"|" + r.to(torch.uint8).numpy().tobytes()
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        key = state_key(m, r)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         value = float(self._compute(m) if r is None else self._compute_with_reset(m, r))
         if not math.isfinite(value):
             raise RuntimeError(f"{self.name} proxy returned {value}")
-        if self.cache_size > 0:
-            self._cache[key] = value
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache[key] = value
         return value
 
     def _compute_with_reset(self, mask: torch.Tensor, reset: torch.Tensor) -> float:

@@ -167,26 +167,30 @@ class ProxyChange(RewardTerm):
         return -weights.proxy * (change.proxy - change.prev_proxy)
 
 
-@_registered
-class InvalidActionPenalty(RewardTerm):
-    """Penalty ``c_invalid`` when the action pruned an already pruned head, else 0."""
+class Penalty(RewardTerm):
+    """A fixed penalty: the weight :attr:`weight` of :class:`RewardWeights` on the steps where the flag
+    :attr:`flag` of :class:`StepChange` is true, else 0."""
 
-    name = "invalid_action"
     sign = -1.0
+    flag: ClassVar[str]
+    weight: ClassVar[str]
 
     def value(self, change: StepChange, weights: RewardWeights) -> float:
-        return weights.invalid_action if change.invalid else 0.0
+        return float(getattr(weights, self.weight)) if getattr(change, self.flag) else 0.0
 
 
 @_registered
-class FloorPenalty(RewardTerm):
+class InvalidActionPenalty(Penalty):
+    """Penalty ``c_invalid`` when the action chose a head that is no longer active, else 0."""
+
+    name, flag, weight = "invalid_action", "invalid", "invalid_action"
+
+
+@_registered
+class FloorPenalty(Penalty):
     """Penalty ``c_floor`` on the step whose accuracy falls below the floor, else 0."""
 
-    name = "floor"
-    sign = -1.0
-
-    def value(self, change: StepChange, weights: RewardWeights) -> float:
-        return weights.floor if change.crossed_floor else 0.0
+    name, flag, weight = "floor", "crossed_floor", "floor"
 
 
 @_registered

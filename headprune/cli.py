@@ -109,21 +109,14 @@ def _heads(args: argparse.Namespace) -> int:
 
 def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import get_defense
+    from headprune.assignments import parse_assignments
     from headprune.defenses.options import check_defense_options
     from headprune.out_folder import check_out_folder
 
     get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
-    options = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = parse_assignments(args.option, "--option")
     check_defense_options(args.strategy, options)  # unknown options or bad values, naming the valid ones
 
     from headprune.defenses import defend

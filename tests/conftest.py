@@ -8,12 +8,14 @@ minute on 2 CPU cores, plus its clean reference). It is cached in a session temp
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from headprune.envs.config import HeadPruneConfig
 from headprune.victims import PRESETS, Victim, build_victim
 
 
@@ -27,6 +29,17 @@ def victim_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_victim(victim_cache: Path) -> Victim:
     """The ``tiny`` preset victim (BadNets, target 1). Tests must not modify its model in place."""
     return build_victim(config=PRESETS["tiny"], cache=victim_cache, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_env_config(victim_cache: Path) -> Callable[..., HeadPruneConfig]:
+    """The one small env config of the tests: ``small_env_config(seed=0, **fields)`` is a
+    :class:`HeadPruneConfig` with 80 validation and 64 statistics rows, head statistics cached in the test
+    cache (not the user's) and no progress bars; ``fields`` (e.g. ``clean_data``, ``operation``) on top."""
+    def make(seed: int = 0, **fields: Any) -> HeadPruneConfig:
+        return HeadPruneConfig.from_kwargs({"val_size": 80, "stats_size": 64, "seed": seed, "cache": victim_cache,
+                                            "progress": False}, **fields)
+    return make
 
 
 @pytest.fixture(scope="session", autouse=True)

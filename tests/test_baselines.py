@@ -45,12 +45,10 @@ FINETUNE = DefenseFineTune(epochs=0.5, max_steps=2)
 
 
 @pytest.fixture(scope="module")
-def fast(victim_cache, clean):
-    """Small defend() settings: ``fast(seed)`` is the env config of a run on the defender's 200 clean rows;
-    head statistics cached in the test cache, not the user's."""
+def fast(small_env_config, clean):
+    """Small defend() settings: ``fast(seed)`` is the shared small env config on the defender's 200 clean rows."""
     def env_config(seed: int = 0, rows=None) -> HeadPruneConfig:
-        return HeadPruneConfig(clean_data=clean if rows is None else rows, val_size=80, stats_size=64, seed=seed,
-                               cache=victim_cache, progress=False)
+        return small_env_config(seed, clean_data=clean if rows is None else rows)
     return env_config
 
 

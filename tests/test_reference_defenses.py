@@ -31,10 +31,9 @@ def clean(tiny_victim):
 
 
 @pytest.fixture(scope="module")
-def env_config(clean, victim_cache):
+def env_config(clean, small_env_config):
     def make(seed: int = 0, **fields) -> HeadPruneConfig:
-        return HeadPruneConfig(clean_data=clean, val_size=80, stats_size=64, seed=seed, cache=victim_cache,
-                               progress=False, **fields)
+        return small_env_config(seed, clean_data=clean, **fields)
     return make
 
 

@@ -267,6 +267,7 @@ def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+# over 60 lines: the one argparse tree of every sub-command, flat so each command reads in one place
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``headprune``."""
     parser = argparse.ArgumentParser(prog="headprune", description=__doc__.split("\n\n")[0])

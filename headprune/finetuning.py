@@ -111,6 +111,7 @@ def _linear_warmup(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+# over 60 lines: one training loop (batches, schedule, masks, regulariser, clipping); half is docstring
 def fine_tune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -222,6 +222,7 @@ def _load(
     return model, tokenizer, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
 
 
+# over 60 lines: a long docstring and the offline / hub / folder resolution with one-line errors
 def load_classifier(
     name_or_path: str = DEFAULT_MODEL, num_labels: int | None = 2, *, seed: int = 0, require_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

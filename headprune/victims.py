@@ -274,6 +274,7 @@ def _train_and_save(config: VictimConfig, folder: Path, progress: bool) -> dict[
     return card
 
 
+# over 60 lines: cache check, training, measurement and card of one victim, in the order they happen
 def build_victim(
     model: str = "minilm",
     attack: str = "syntactic",

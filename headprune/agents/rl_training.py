@@ -181,6 +181,7 @@ def _api_command(name: str, **kwargs: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ train
+# over 60 lines: mostly its documented keyword list; the work is in _build_model and _learn
 def train(
     algo: str = "maskable_ppo",
     env_id: str = ENV_ID,
@@ -319,6 +320,7 @@ def resume(
                   progress_bar=progress_bar, threads=threads, callbacks=callbacks, repaired=repaired)
 
 
+# over 60 lines: one session's callbacks (progress, checkpoints, evaluation, limit) and its run.json record
 def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: TrainSettings, *,
            checkpoint: Path | None, command: str, max_minutes: float | None, progress_bar: bool,
            threads: int | None, callbacks: Sequence[BaseCallback], repaired: dict[str, Any] | None = None

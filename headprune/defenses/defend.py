@@ -220,6 +220,7 @@ def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.T
     return metrics, curve
 
 
+# over 60 lines: the protocol's phases (split, prune/edit, fine-tune, evaluate) read top to bottom
 def defend(
     victim: Victim | str | os.PathLike[str],
     defense: str | Defense | Any = "gradient",

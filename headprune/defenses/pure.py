@@ -20,6 +20,7 @@ from headprune.finetuning import FineTuneConfig, fine_tune
 __all__ = ["PureAttentionRegulariser", "PureDefense", "pure_norm_coefficients", "pure_prune"]
 
 
+# over 60 lines: PURE's chunk / one-head-per-layer / backtrack loop, one loop as in the authors' code
 def pure_prune(variance: torch.Tensor, accuracy: Callable[[torch.Tensor], float], floor: float, *,
                chunk: int = 10, max_heads: int | None = None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """PURE's head pruning (``PURE/attention_head_pruning.py``, ``prune_heads_by_variance``).

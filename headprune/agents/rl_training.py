@@ -21,6 +21,7 @@ the previous session wrote past that checkpoint: :mod:`headprune.agents.run_reco
 trigger words (``env_kwargs`` may not carry ``poisoned_eval``); the reward is the env's.
 """
 
+# over 400 lines: train, resume and the run folder they share; callbacks, recovery and policy files live apart
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,7 @@ always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_ac
 runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint.
 """
 
+# over 400 lines: run settings, planning, the cell runner and the grid loop share one record format
 from __future__ import annotations
 
 import argparse

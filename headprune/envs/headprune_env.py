@@ -4,6 +4,7 @@ See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation
 extras (LFR in ``info``) and the terminal fine-tune are wrappers: :mod:`headprune.envs.wrappers`.
 """
 
+# over 400 lines: the env's class docstring documents every space, term and info key; the code is ~250 lines
 from __future__ import annotations
 
 import inspect

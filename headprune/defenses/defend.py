@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headprune.data import LabelledTexts, read_labelled_text
+from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data_checks import check_labels
 from headprune.defenses.base import (
     BaseSpec,
@@ -162,9 +162,8 @@ def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | N
 def _as_texts(data: LabelledTexts | str | os.PathLike[str] | None, what: str, num_labels: int
               ) -> LabelledTexts | None:
     """``data`` read if it is a path, its labels checked against the model's ``num_labels`` classes."""
-    if data is None:
-        return None
-    return check_labels(data if isinstance(data, LabelledTexts) else read_labelled_text(data), num_labels, what)
+    texts = as_labelled_texts(data, what)
+    return None if texts is None else check_labels(texts, num_labels, what)
 
 
 def check_target_label(target: object, num_labels: int) -> int:

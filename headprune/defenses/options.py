@@ -16,6 +16,7 @@ from typing import Any
 
 from headprune.defenses.base import DefenseFineTune, get_defense
 from headprune.envs.config import HeadPruneConfig
+from headprune.victim_card import check_number
 
 __all__ = ["BASE_HELP", "DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_base_argument",
            "add_setting_arguments", "check_defense_options", "check_settings", "defense_option_defaults",
@@ -83,11 +84,7 @@ def parse_options_json(text: str) -> dict[str, dict[str, Any]]:
 
 def _check_kind(name: str, value: Any) -> None:
     """ValueError unless ``value`` is a finite number of the setting's type (an int setting takes no 2.5)."""
-    kind = SETTING_FLAGS[name][0]
-    integral = kind is int
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral if integral else numbers.Real)
-    if not ok or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite {'integer' if integral else 'number'}, got {value!r}")
+    check_number(value, name, integer=SETTING_FLAGS[name][0] is int)
 
 
 def check_settings(values: Mapping[str, Any]) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headprune.data.pools import DEFENDER_POOLS, load_defender_pool
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
 from headprune.defenses.base import DefenseFineTune
@@ -73,6 +74,9 @@ class RunSettings:
         fast: add each defense's ``fast_options`` (smoke runs).
         base: the public pre-trained reference (a folder or a hub id) of every run (``defend``'s ``base=``);
             ``None``: :func:`~headprune.reference.resolve_base`'s default. Hashed only when given.
+        clean_pool: the defender's rows: a pool of :data:`~headprune.data.pools.DEFENDER_POOLS` (its first
+            ``clean_rows`` rows), e.g. ``"sst2-dev+glue-train"`` for the clean-data budget curve; ``None``: the
+            victim's defender data (the 872 SST-2 dev rows). Hashed only when given.
     """
 
     env: HeadPruneConfig = field(default_factory=_default_env)
@@ -82,16 +86,19 @@ class RunSettings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fast: bool = False
     base: str | None = None
+    clean_pool: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", {str(k): dict(v) for k, v in dict(self.options).items()})
+        if self.clean_pool is not None and self.clean_pool not in DEFENDER_POOLS:
+            raise ValueError(f"unknown clean_pool {self.clean_pool!r}; valid: {', '.join(DEFENDER_POOLS)}")
         check_settings({"clean_rows": self.clean_rows, "test_limit": self.test_limit})
         if self.env.floor_drop is None:
             raise ValueError("RunSettings.env must give max_accuracy_drop (the runner's floor), not accuracy_floor")
 
     @classmethod
     def from_values(cls, *, options: Mapping[str, Mapping[str, Any]] | None = None, fast: bool = False,
-                    base: str | None = None, **values: Any) -> RunSettings:
+                    base: str | None = None, clean_pool: str | None = None, **values: Any) -> RunSettings:
         """The settings of the flat names of :data:`~headprune.defenses.options.SETTING_FLAGS`
         (``finetune_epochs``, ``eval_size``, ...; missing ones take their defaults).
 
@@ -101,7 +108,7 @@ class RunSettings:
             raise ValueError(f"unknown run settings {unknown}; valid: {', '.join(SETTING_FLAGS)}")
         return cls(env=env_config_from_settings(values), finetune=finetune_from_settings(values),
                    clean_rows=values.get("clean_rows"), test_limit=values.get("test_limit"), options=options or {},
-                   fast=fast, base=base)
+                   fast=fast, base=base, clean_pool=clean_pool)
 
     def method_options(self, method: str) -> dict[str, Any]:
         """The strategy options of ``method``: fast defaults (if ``fast``) updated by ``options``."""
@@ -121,6 +128,8 @@ class RunSettings:
             cfg["policy_sha256"] = _path_digest(Path(method[len(POLICY_PREFIX):]))
         if self.base is not None:  # only when given: the hashes of runs on the default reference stay
             cfg["base"] = self.base
+        if self.clean_pool is not None:
+            cfg["clean_pool"] = self.clean_pool
         return cfg
 
 
@@ -143,7 +152,8 @@ def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | 
     if methods is not None:
         options = {k: v for k, v in options.items() if k in methods}
     return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
-                                   fast=args.fast, base=getattr(args, "base", None))
+                                   fast=args.fast, base=getattr(args, "base", None),
+                                   clean_pool=getattr(args, "clean_pool", None))
 
 
 @dataclass(frozen=True)
@@ -305,7 +315,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
         return {**base, "acc": rep.acc, "lfr": rep.lfr, "acc_pruned": None, "lfr_pruned": None, "heads_pruned": 0,
                 "wall_s": time.perf_counter() - t, "model": ref.name, "versions": env["versions"], **provenance}
 
-    clean = victim.defender_clean_data()
+    clean = victim.defender_clean_data() if s.clean_pool is None else load_defender_pool(s.clean_pool)
     if s.clean_rows is not None:
         clean = clean.take(s.clean_rows)
     strategy = spec.method if kind == "strategy" else _load_agent(str(path), spec)

@@ -31,12 +31,14 @@ train set by :func:`load_glue_sst2_train`. Online users may instead fetch GLUE S
 
 Modules: :mod:`~headprune.data.texts` (the :class:`LabelledTexts` type, errors and warnings),
 :mod:`~headprune.data.readers` (:func:`read_labelled_text`, :func:`as_labelled_texts`) and
-:mod:`~headprune.data.shared` (the shared data folder and its SST-2 / GLUE files); every name is
+:mod:`~headprune.data.shared` (the shared data folder and its SST-2 / GLUE files) and
+:mod:`~headprune.data.pools` (named defender pools for the clean-data budget); every name is
 importable from :mod:`headprune.data`.
 """
 
 from __future__ import annotations
 
+from headprune.data.pools import DEFENDER_POOLS, GLUE_POOL_SEED, load_defender_pool
 from headprune.data.readers import LABEL_COLUMN_NAMES, TEXT_COLUMN_NAMES, as_labelled_texts, read_labelled_text
 from headprune.data.shared import (
     DATA_DIR_ENV,
@@ -52,6 +54,8 @@ from headprune.data.texts import DataFormatError, DuplicateRowsWarning, Labelled
 
 __all__ = [
     "DATA_DIR_ENV",
+    "DEFENDER_POOLS",
+    "GLUE_POOL_SEED",
     "GLUE_SPLITS",
     "LABEL_COLUMN_NAMES",
     "SST2_SPLITS",
@@ -63,6 +67,7 @@ __all__ = [
     "SkippedRowsWarning",
     "as_labelled_texts",
     "load_glue_sst2_from_hub",
+    "load_defender_pool",
     "load_glue_sst2_train",
     "load_sst2",
     "read_labelled_text",

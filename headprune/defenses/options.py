@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from headprune.data.pools import DEFENDER_POOLS
 from headprune.defenses.base import DefenseFineTune, get_defense
 from headprune.envs.config import HeadPruneConfig
 from headprune.victim_card import check_number
@@ -69,6 +70,9 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
         parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
         parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
         add_base_argument(parser)
+        parser.add_argument("--clean-pool", default=None, choices=DEFENDER_POOLS,
+                            help="the defender's rows (their first --clean-rows): a named pool; default: the "
+                                 "victim's defender data, the 872 SST-2 dev rows (headprune.data.pools)")
 
 
 def parse_options_json(text: str) -> dict[str, dict[str, Any]]:

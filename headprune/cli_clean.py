@@ -30,7 +30,9 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("model", help="a checkpoint folder (plain transformers save_pretrained), a hub id (online), or a "
                                  "victim preset / folder")
     p.add_argument("--clean-data", required=True, help="the defender's labelled clean rows of the model's task "
-                                                       "(TSV/CSV/JSONL; labels 0..num_labels-1)")
+                                                       "(TSV/CSV/JSONL; labels 0..num_labels-1), or online a "
+                                                       "datasets name: datasets:NAME[,CONFIG][@SPLIT], e.g. "
+                                                       "datasets:nyu-mll/glue,sst2@validation")
     p.add_argument("--out", required=True, help="output folder: model/, report.md, report.json, plots")
     p.add_argument("--eval-poison", default=None, help="poisoned evaluation rows with their TRUE labels (LFR; "
                                                        "evaluation only, never seen by the defense)")
@@ -83,14 +85,23 @@ def run_clean(args: argparse.Namespace) -> int:
     from headprune.clean import clean_model, is_victim, load_suspect, victim_test_rows
     from headprune.clean_report import write_clean_report
     from headprune.data import read_labelled_text
+    from headprune.data.hub import is_hub_dataset, load_hub_dataset
     from headprune.models import ModelLoadError, UnsupportedModelError
 
-    for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison)):
+    hub_clean = is_hub_dataset(args.clean_data)
+    for flag, path in (("--clean-data", None if hub_clean else args.clean_data), ("--eval-poison", args.eval_poison)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
     settings = CleanSettings(holdout_fraction=args.holdout_fraction, finetune_epochs=args.finetune_epochs,
                              curve_points=args.curve_points, seed=args.seed)
-    clean = read_labelled_text(args.clean_data)
+    if hub_clean:
+        try:
+            clean = load_hub_dataset(args.clean_data)
+        except (ImportError, RuntimeError) as err:
+            print(f"headprune: error: --clean-data: {str(err).splitlines()[0]}", file=sys.stderr)
+            return 2
+    else:
+        clean = read_labelled_text(args.clean_data)
     poison = None if args.eval_poison is None else read_labelled_text(args.eval_poison)
     start = time.perf_counter()
     try:

@@ -176,3 +176,38 @@ def test_reference_is_built_only_when_asked_and_added_without_retraining(tmp_pat
     assert with_floor.card["clean_model"] == config.clean_reference().name and "clean_model_lfr" in with_floor.card
     again = build_victim(config=config, cache=tmp_path, progress=False, reference=False)
     assert again.card["clean_model_lfr"] == with_floor.card["clean_model_lfr"]
+
+
+def test_clean_data_may_be_a_datasets_name(plain, tmp_path, capsys, monkeypatch):
+    """``--clean-data datasets:NAME,CONFIG@SPLIT`` reads the rows through ``datasets`` (faked here: no internet);
+    a failed fetch is one line and exit 2."""
+    import sys
+    import types
+
+    rows = read_labelled_text(plain["clean2"])
+    asked = []
+
+    class _Rows:
+        column_names = ["sentence", "label"]
+
+        def __getitem__(self, key: str) -> list:
+            return list(rows.sentences) if key == "sentence" else list(rows.labels)
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config, split: asked.append((name, config, split)) or _Rows()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    argv = ["clean", str(plain["model2"]), "--clean-data", "datasets:someone/reviews,en@train", "--out",
+            str(tmp_path / "a"), "--quiet", "--finetune-epochs", "1", "--cache", str(plain["root"] / "cache")]
+    assert main(argv) == 0
+    assert asked == [("someone/reviews", "en", "train")]
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert "datasets:someone/reviews,en@train" in report["command"]
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("offline")
+
+    fake.load_dataset = offline  # type: ignore[attr-defined]
+    argv[argv.index("--out") + 1] = str(tmp_path / "b")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("headprune: error: --clean-data: could not fetch datasets:someone/reviews,en@train")

@@ -330,3 +330,45 @@ def test_hub_loader_fetch_failure_says_use_local_file(monkeypatch: pytest.Monkey
     assert "load_glue_sst2_train()" in str(info.value)
     with pytest.raises(ValueError, match="validation"):
         load_glue_sst2_from_hub("nope")
+
+
+class _FakeDataset:
+    def __init__(self, columns: dict[str, list[object]]) -> None:
+        self._columns = columns
+        self.column_names = list(columns)
+
+    def __getitem__(self, key: str) -> list[object]:
+        return self._columns[key]
+
+
+def test_a_datasets_name_is_read_through_its_text_and_label_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from headprune.data.hub import is_hub_dataset, load_hub_dataset, parse_hub_dataset
+
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name: str, config: str | None, split: str) -> _FakeDataset:
+        calls.append((name, config, split))
+        return _FakeDataset({"idx": [0, 1], "Text": [" good film ", "bad"], "label": [1, 0]})
+
+    fake.load_dataset = load_dataset  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    rows = load_hub_dataset("datasets:someone/reviews,en@validation")
+    assert calls == [("someone/reviews", "en", "validation")]
+    assert list(rows) == [("good film", 1), ("bad", 0)] and rows.source == "datasets:someone/reviews,en@validation"
+    assert parse_hub_dataset("datasets:imdb").split == "train" and not is_hub_dataset("data/imdb.tsv")
+    with pytest.raises(ValueError, match=r"expected datasets:NAME\[,CONFIG\]\[@SPLIT\]"):
+        parse_hub_dataset("datasets:../../etc")
+    fake.load_dataset = lambda *a, **k: _FakeDataset({"review": ["x"], "label": [1]})  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"no text column; it has \['review', 'label'\]"):
+        load_hub_dataset("datasets:imdb")
+    fake.load_dataset = lambda *a, **k: _FakeDataset({"text": ["x"], "label": ["pos"]})  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="row 0: label 'pos' is not an integer"):
+        load_hub_dataset("datasets:imdb")
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("offline")
+
+    fake.load_dataset = offline  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="needs internet access"):
+        load_hub_dataset("datasets:imdb")

@@ -123,21 +123,11 @@ def load_glue_sst2_from_hub(split: str = "train") -> LabelledTexts:
     hub_split = "validation" if split == "dev" else split
     if hub_split not in GLUE_SPLITS:
         raise ValueError(f"unknown GLUE SST-2 split {split!r}; valid: {', '.join(GLUE_SPLITS)} (or 'dev')")
+    from headprune.data.hub import load_hub_dataset
+
     try:
-        import datasets  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise ImportError(
-            "load_glue_sst2_from_hub needs the optional 'datasets' package: pip install headprune[hub] "
-            "(or read the local copy with headprune.data.load_glue_sst2_train())"
-        ) from e
-    try:
-        ds = datasets.load_dataset("nyu-mll/glue", "sst2", split=hub_split)
-        sentences = tuple(str(s).strip() for s in ds["sentence"])
-        labels = tuple(int(y) for y in ds["label"])
-    except Exception as e:  # network, offline mode, hub errors: all mean "could not fetch"
-        raise RuntimeError(
-            f"could not fetch GLUE SST-2 ({hub_split}) from the Hugging Face Hub: {type(e).__name__}: {e}. "
-            "This needs internet access; offline, use headprune.data.load_glue_sst2_train(), "
-            "which reads the local file glue-sst2/train.tsv from the shared data"
-        ) from e
-    return LabelledTexts(sentences, labels, f"hf-hub:nyu-mll/glue/sst2[{hub_split}]")
+        return load_hub_dataset(f"datasets:nyu-mll/glue,sst2@{hub_split}")
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}; for GLUE SST-2 train, headprune.data.load_glue_sst2_train() reads the local "
+                           "file glue-sst2/train.tsv from the shared data") from e
+

@@ -283,3 +283,54 @@ def test_resets_of_a_policy_reach_the_defended_model(tiny_victim, env_config, ba
     assert result.details["edit"]["heads_reset"] == 2
     assert _heads_equal(result.model, base, 0, 0) and _heads_equal(result.model, base, 0, 1)
     assert not _heads_equal(result.model, base, 0, 3) and _heads_equal(result.model, tiny_victim.model, 0, 3)
+
+
+def test_epur_ranks_drift_by_clean_rarity_and_resets_only_those_rows(tiny_victim, base):
+    """E-PUR: a token that moved far and is rare in the defender's rows ranks first; a frequent token that
+    moved as far ranks below it (its drift is divided by log(count)); only the chosen rows go back to the base."""
+    from headprune.defenses.weight_edits import EmbeddingPurify, suspicious_tokens, token_counts
+
+    model = copy.deepcopy(tiny_victim.model)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(base.get_input_embeddings().weight)
+        model.get_input_embeddings().weight[[7, 9]] += 0.5  # [2, d]: two rows moved equally far
+    vocab = model.get_input_embeddings().weight.shape[0]
+    counts = torch.zeros(vocab)
+    counts[9] = 1000.0  # token 9 is frequent in the clean rows, token 7 never occurs
+    assert suspicious_tokens(model, base, counts, 2).tolist() == [7, 9]
+    before = model.get_input_embeddings().weight.detach().clone()
+    details = EmbeddingPurify(base, counts, top=1).apply(model)
+    after = model.get_input_embeddings().weight.detach()
+    assert details == {"operation": "embedding-purify", "tokens_reset": 1}
+    assert torch.equal(after[7], base.get_input_embeddings().weight[7])
+    assert torch.equal(after[9], before[9]) and torch.equal(after[:7], before[:7])
+    rows = ["a film", "a film film"]
+    counted = token_counts(tiny_victim.tokenizer, rows, vocab, max_length=16)
+    film = tiny_victim.tokenizer.convert_tokens_to_ids("film")
+    assert counted[film] == 3 and counted.sum() == sum(len(r) for r in tiny_victim.tokenizer(rows)["input_ids"])
+
+
+def test_finemix_with_epur_resets_the_suspicious_embeddings_before_the_mix(tiny_victim, env_config, base):
+    """``epur_tokens`` > 0 adds E-PUR before the mix (p = 0 here, so only E-PUR edits the weights): the chosen
+    rows hold the base's values in the edited model; the same seed gives the same weights."""
+    from headprune.defenses.weight_edits import suspicious_tokens, token_counts
+
+    options = {"p": 0.0, "epur_tokens": 5}
+    a = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options=options)
+    b = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options=options)
+    assert [e["operation"] for e in a.details["edit"]["edits"]] == ["embedding-purify", "finemix"]
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    from headprune.defenses.defend import DEFENSE_ENV
+    from headprune.envs.headprune_env import HeadPruneEnv
+
+    env = HeadPruneEnv(tiny_victim, env_config().replace(**DEFENSE_ENV))  # the env defend built: its training rows
+    vocab = base.get_input_embeddings().weight.shape[0]
+    counts = token_counts(tiny_victim.tokenizer, env.train_data.sentences, vocab, env.max_length)
+    expected = suspicious_tokens(tiny_victim.model, base, counts, 5)
+    emb, ref = a.model.get_input_embeddings().weight, base.get_input_embeddings().weight
+    changed = (emb != tiny_victim.model.get_input_embeddings().weight).any(dim=1).nonzero().flatten()
+    assert set(changed.tolist()) <= set(expected.tolist()) and len(changed) >= 1  # rows equal to the base stay
+    assert torch.equal(emb[expected], ref[expected])
+    with pytest.raises(ValueError, match="epur_tokens must be >= 0"):
+        defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options={"p": 0.0, "epur_tokens": -1})

@@ -17,7 +17,14 @@ from typing import Any
 from torch import nn
 
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome, validation_rows
-from headprune.defenses.weight_edits import FineMix, fine_mix
+from headprune.defenses.weight_edits import (
+    EditSequence,
+    EmbeddingPurify,
+    FineMix,
+    WeightEdit,
+    fine_mix,
+    token_counts,
+)
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.evaluator import Evaluator
 from headprune.finetuning import FineTuneConfig, fine_tune
@@ -29,11 +36,12 @@ DEFAULT_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
 
 def choose_mix_ratio(env: HeadPruneEnv, base: nn.Module, grid: Sequence[float], config: FineTuneConfig, *,
-                     embeddings: bool = True, progress: bool = False) -> tuple[float, list[dict[str, Any]]]:
+                     embeddings: bool = True, progress: bool = False, pre_edit: WeightEdit | None = None
+                     ) -> tuple[float, list[dict[str, Any]]]:
     """The largest ``p`` of ``grid`` whose mixed model, after a short clean fine-tune (``config``, on the
     env's training rows), has validation accuracy (the env's held-out clean rows) at or above the env's
     floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the env's seed, as the final
-    edit is, so the chosen ``p`` is scored on the very mix that is kept.
+    edit is (after ``pre_edit``, e.g. E-PUR, when given), so the chosen ``p`` is scored on the very edit kept.
 
     :return: ``(p, trace)``, ``trace = [{"p", "accuracy"}]`` in the order tried (largest ``p`` first,
         stopping at the first that holds the floor).
@@ -42,6 +50,8 @@ def choose_mix_ratio(env: HeadPruneEnv, base: nn.Module, grid: Sequence[float], 
     trace: list[dict[str, Any]] = []
     for p in sorted({float(x) for x in grid}, reverse=True):
         work = copy.deepcopy(env.model)
+        if pre_edit is not None:
+            pre_edit.apply(work)
         fine_mix(work, base, p, env.base_seed, embeddings=embeddings)
         fine_tune(work, env.tokenizer, env.train_data, config, progress=f"finemix p={p:g}" if progress else False)
         accuracy = Evaluator(work, env.tokenizer, evaluator_rows, batch_size=env.config.eval_batch_size,
@@ -59,7 +69,9 @@ class FineMixDefense(Defense):
 
     Options: ``p`` (fixed; default ``None``: chosen by :func:`choose_mix_ratio` over ``grid``),
     ``grid`` (:data:`DEFAULT_GRID`), ``select_epochs`` (1.0) and ``select_max_steps`` (``None``) of the
-    short fine-tune that scores each candidate (at the defense's lr, 2e-5), ``embeddings`` (``True``).
+    short fine-tune that scores each candidate (at the defense's lr, 2e-5), ``embeddings`` (``True``),
+    ``epur_tokens`` (0 = off: the number of word embeddings E-PUR resets before the mix) and
+    ``epur_min_count`` (20: :func:`~headprune.defenses.weight_edits.suspicious_tokens`).
 
     Differs from the paper (as we read it):
     (1) ``p`` is the probability of going BACK to the pre-trained weight (the paper speaks of the share of
@@ -67,15 +79,17 @@ class FineMixDefense(Defense):
     of a grid whose validation accuracy after a SHORT clean fine-tune (one epoch by default, not the full
     fine-tune, to keep the search affordable) is at or above the env's floor, on the defender's held-out
     validation rows only, never on test rows or LFR; (3) the embedding tables are mixed like every other
-    encoder weight (``embeddings=True``; ``False`` keeps the fine-tuned embeddings); the paper's separate
-    Embedding Purification (E-PUR) of suspicious word embeddings is not implemented; (4) only the random
+    encoder weight (``embeddings=True``; ``False`` keeps the fine-tuned embeddings); the paper's Embedding
+    Purification (E-PUR) is the option ``epur_tokens``, off by default, with token frequencies counted on the
+    defender's clean training rows (the paper counts them on a large clean corpus) and the score
+    ``drift / log(max(count, epur_min_count))`` (our reading of the paper's rule); (4) only the random
     elementwise mix. The task head (absent from the pre-trained model) is never mixed.
     """
 
     name = "finemix"
     description = "Fine-mixing: weights back to pre-trained with probability p, then clean fine-tuning"
     default_options = {"p": None, "grid": list(DEFAULT_GRID), "select_epochs": 1.0, "select_max_steps": None,
-                       "embeddings": True}
+                       "embeddings": True, "epur_tokens": 0, "epur_min_count": 20.0}
     fast_options = {"grid": [0.5, 0.1], "select_max_steps": 2}
     holds_floor = False
 
@@ -84,6 +98,7 @@ class FineMixDefense(Defense):
         embeddings = bool(self.option("embeddings"))
         fixed = self.option("p")
         details: dict[str, Any] = {}
+        purify = self._embedding_purify(env, base)
         if fixed is not None:
             p = float(fixed)
         else:
@@ -91,7 +106,19 @@ class FineMixDefense(Defense):
                                     max_length=env.max_length, seed=env.base_seed,
                                     max_steps=self.option("select_max_steps"))
             p, details["p_selection"] = choose_mix_ratio(env, base, self.option("grid"), config,
-                                                         embeddings=embeddings, progress=progress)
+                                                         embeddings=embeddings, progress=progress, pre_edit=purify)
         details["p"] = p
         mask, trajectory, _ = unpruned_outcome(env)
-        return DefenseOutcome(mask, trajectory, details, FineMix(base, p, env.base_seed, embeddings))
+        mix = FineMix(base, p, env.base_seed, embeddings)
+        return DefenseOutcome(mask, trajectory, details, mix if purify is None else EditSequence([purify, mix]))
+
+    def _embedding_purify(self, env: HeadPruneEnv, base: nn.Module) -> EmbeddingPurify | None:
+        """E-PUR over the env's clean training rows, or ``None`` when ``epur_tokens`` is 0."""
+        top = int(self.option("epur_tokens"))
+        if top < 0:
+            raise ValueError(f"finemix option epur_tokens must be >= 0, got {top}")
+        if top == 0:
+            return None
+        vocab = int(env.model.get_input_embeddings().weight.shape[0])
+        counts = token_counts(env.tokenizer, env.train_data.sentences, vocab, env.max_length)
+        return EmbeddingPurify(base, counts, top, float(self.option("epur_min_count")))

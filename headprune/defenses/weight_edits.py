@@ -11,11 +11,15 @@ data:
   (:func:`~headprune.reference.reset_heads`, through the architecture adapters);
 * :class:`AttentionReset`: every parameter of every attention block (the adapter's attention module and
   its output projection, whatever they hold) back to the reference;
-* :class:`FineMix`: each encoder weight back to the reference with probability ``p`` (Fine-mixing).
+* :class:`FineMix`: each encoder weight back to the reference with probability ``p`` (Fine-mixing);
+* :class:`EmbeddingPurify`: the word embeddings that moved most for how rarely the defender's clean rows
+  use them back to the reference (Fine-mixing's E-PUR);
+* :class:`EditSequence`: several edits, applied in order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +29,8 @@ from torch import nn
 from headprune.architectures import find_attention_sites
 from headprune.reference import reset_heads, shared_parameters
 
-__all__ = ["AttentionReset", "FineMix", "HeadReset", "WeightEdit", "attention_parameter_names", "fine_mix"]
+__all__ = ["AttentionReset", "EditSequence", "EmbeddingPurify", "FineMix", "HeadReset", "WeightEdit",
+           "attention_parameter_names", "embedding_purify", "fine_mix", "suspicious_tokens", "token_counts"]
 
 
 class WeightEdit:
@@ -136,3 +141,72 @@ class FineMix(WeightEdit):
 
     def apply(self, model: nn.Module) -> dict[str, Any]:
         return {"operation": "finemix", **fine_mix(model, self.base, self.p, self.seed, embeddings=self.embeddings)}
+
+
+def token_counts(tokenizer: Any, sentences: Sequence[str], vocab_size: int, max_length: int) -> torch.Tensor:
+    """``[vocab_size]`` float: how often each token id occurs in ``sentences`` as the model reads them
+    (tokenised with ``tokenizer``, special tokens included, truncated to ``max_length``)."""
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for start in range(0, len(sentences), 256):
+        ids = tokenizer(list(sentences[start:start + 256]), truncation=True, max_length=max_length)["input_ids"]
+        for row in ids:
+            counts.index_add_(0, torch.tensor(row, dtype=torch.long), torch.ones(len(row), dtype=torch.float64))
+    return counts.float()
+
+
+def suspicious_tokens(model: nn.Module, base: nn.Module, counts: torch.Tensor, top: int, min_count: float = 20.0
+                      ) -> torch.Tensor:
+    """E-PUR's ranking: the ``top`` token ids with the largest ``||e - e_base||_2 / log(max(count, min_count))``
+    (``e``: the suspect's input-embedding row, ``e_base``: the reference's, ``count``: :func:`token_counts` of
+    the defender's clean rows), largest first; ties broken by the lower id. ``[min(top, vocab)]`` long."""
+    mine, ref = model.get_input_embeddings().weight, base.get_input_embeddings().weight  # [V, d] each
+    if mine.shape != ref.shape or counts.shape != mine.shape[:1]:
+        raise ValueError(f"embeddings {tuple(mine.shape)} / {tuple(ref.shape)} and counts {tuple(counts.shape)} "
+                         "do not match")
+    with torch.no_grad():
+        drift = (mine.detach().double() - ref.detach().to(mine.device).double()).norm(dim=1).cpu()  # [V]
+    score = drift / torch.log(torch.clamp(counts.double(), min=float(min_count)))
+    order = sorted(range(len(score)), key=lambda i: (-float(score[i]), i))
+    return torch.tensor(order[:max(0, int(top))], dtype=torch.long)
+
+
+def embedding_purify(model: nn.Module, base: nn.Module, tokens: torch.Tensor) -> dict[str, Any]:
+    """Copy the reference's input-embedding rows of ``tokens`` (``[k]`` long) into ``model``, in place."""
+    with torch.no_grad():
+        emb, ref = model.get_input_embeddings().weight, base.get_input_embeddings().weight
+        idx = tokens.to(emb.device)
+        emb[idx] = ref.detach().to(emb.device, emb.dtype)[idx]
+    return {"tokens_reset": int(tokens.numel())}
+
+
+@dataclass
+class EmbeddingPurify(WeightEdit):
+    """E-PUR (Fine-mixing's Embedding Purification, Zhang et al. 2022): the input-embedding rows of
+    :func:`suspicious_tokens` back to the reference. The counts come from the defender's clean rows only
+    (never from poisoned data or the victim's training set); the ranking is computed on the model given to
+    :meth:`apply`, so apply it before any other edit.
+
+    :param base: the pre-trained reference.
+    :param counts: ``[vocab]`` token counts of the defender's clean rows (:func:`token_counts`).
+    :param top: how many tokens to reset.
+    :param min_count: the count below which a token's frequency no longer lowers its score.
+    """
+
+    base: nn.Module
+    counts: torch.Tensor
+    top: int
+    min_count: float = 20.0
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        tokens = suspicious_tokens(model, self.base, self.counts, self.top, self.min_count)
+        return {"operation": "embedding-purify", **embedding_purify(model, self.base, tokens)}
+
+
+@dataclass
+class EditSequence(WeightEdit):
+    """``edits`` applied in order; the details of each, in order, under ``"edits"``."""
+
+    edits: Sequence[WeightEdit]
+
+    def apply(self, model: nn.Module) -> dict[str, Any]:
+        return {"operation": "sequence", "edits": [edit.apply(model) for edit in self.edits]}

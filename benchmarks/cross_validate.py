@@ -19,7 +19,6 @@ finished records; nothing here feeds a defense.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from headprune.compare import CLEAN_MODEL, load_records
-from headprune.compare.records import method_label, record_attack
+from headprune.compare.records import configuration, record_attack
 
 
 def _parse() -> argparse.Namespace:
@@ -41,13 +40,6 @@ def _parse() -> argparse.Namespace:
     if set(args.choose) & set(args.confirm):
         p.error(f"--choose and --confirm share attacks: {sorted(set(args.choose) & set(args.confirm))}")
     return args
-
-
-def configuration(record: dict[str, Any]) -> str:
-    """The display name of a run's defense configuration: the method, with its options when it has any."""
-    options = (record.get("config") or {}).get("options") or {}
-    label = method_label(str(record["strategy"]))
-    return label + (" " + json.dumps(options, sort_keys=True) if options else "")
 
 
 def per_attack(records: Sequence[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[tuple[str, str], dict]]:

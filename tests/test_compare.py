@@ -23,6 +23,7 @@ from headprune.compare import (
     run_grid,
     run_settings_from_args,
     summary_markdown,
+    summary_rows,
 )
 from headprune.provenance import config_hash
 
@@ -261,3 +262,13 @@ def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cac
                        progress=False, log=lambda _: None)
     assert all("base" not in r["config"] for r in default.records)
     assert _numbers(report.records) == _numbers(default.records)
+
+
+def test_summary_rows_keep_runs_of_one_strategy_under_different_options_apart():
+    run = {"victim": "v-badnets", "strategy": "finemix", "heads_pruned": 0, "acc_pruned": 0.6, "lfr_pruned": 1.0,
+           "acc": 0.86, "lfr": 0.7, "wall_s": 100.0, "config": {"options": {}}}
+    epur = {**run, "lfr": 0.5, "config": {"options": {"epur_tokens": 200}}}
+    rows = summary_rows([run, epur, {**run, "lfr": 0.9}])
+    assert [r["configuration"] for r in rows] == ["finemix", 'finemix {"epur_tokens": 200}']
+    assert [r["lfr"][0] for r in rows] == [pytest.approx(0.8), 0.5] and rows[1]["strategy"] == "finemix"
+    assert 'finemix {"epur_tokens": 200}' in summary_markdown([epur])

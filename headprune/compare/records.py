@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey", "RecordStore",
-           "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label", "record_attack",
+           "configuration", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label", "record_attack",
            "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
@@ -155,16 +155,25 @@ SUMMARY_DIGITS: dict[str, int] = {"heads_pruned": 1, "wall_s": 0}
 """Decimals of the summary columns that are not rates (every other column gets 3)."""
 
 
+def configuration(record: dict[str, Any]) -> str:
+    """The display name of a run's defense configuration: :func:`method_label`, followed by the run's
+    strategy options as JSON when it has any (``drift {"operation": "reset"}``), so runs of one strategy
+    under different options are told apart."""
+    options = (record.get("config") or {}).get("options") or {}
+    label = method_label(str(record["strategy"]))
+    return label + (" " + json.dumps(options, sort_keys=True) if options else "")
+
+
 def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (victim, strategy), in first-seen order: the runs, and mean/std/n of every
+    """One row per (victim, :func:`configuration`), in first-seen order: the runs, and mean/std/n of every
     :data:`SUMMARY_COLUMNS` field over them."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((str(r["victim"]), str(r["strategy"])), []).append(r)
+        groups.setdefault((str(r["victim"]), configuration(r)), []).append(r)
     rows = []
-    for (victim, strategy), runs in groups.items():
-        row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]), "strategy": strategy,
-                               "runs": runs, "seeds": len(runs)}
+    for (victim, label), runs in groups.items():
+        row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]), "strategy": str(runs[0]["strategy"]),
+                               "configuration": label, "runs": runs, "seeds": len(runs)}
         for key, _ in SUMMARY_COLUMNS:
             row[key] = mean_std(r.get(key) for r in runs)
         rows.append(row)
@@ -177,7 +186,7 @@ def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 3)]
     for row in summary_rows(records):
         cells = [format_stat(row[key], SUMMARY_DIGITS.get(key, 3)) for key, _ in SUMMARY_COLUMNS]
-        lines.append(f"| {row['victim']} | {method_label(row['strategy'])} | " + " | ".join(cells)
+        lines.append(f"| {row['victim']} | {row['configuration']} | " + " | ".join(cells)
                      + f" | {row['seeds']} |")
     return "\n".join(lines) + "\n"
 

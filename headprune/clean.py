@@ -9,7 +9,9 @@ recommends (:data:`RECOMMENDED_DEFENSE`, see :data:`RECOMMENDATION`) through
    as the *report rows*: the defense never sees them (``defend`` splits the rest into its validation rows,
    which set the accuracy floor, and its statistics / fine-tuning rows). Before/after clean accuracy is
    measured on the report rows, with a 95 % Wilson score interval (:func:`wilson_interval`).
-2. **Defend.** ``defend`` prunes (``layerwise``) and fine-tunes (3 epochs) a copy of the model.
+2. **Defend.** ``defend`` runs :data:`RECOMMENDED_DEFENSE` (Fine-mixing against the public pre-trained model;
+   :data:`FALLBACK_DEFENSE`, layerwise pruning, when no pre-trained reference is known: :func:`choose_defense`)
+   and fine-tunes (3 epochs) a copy of the model.
 3. **Evaluate.** Only after the model is fixed, and only when the user passes poisoned evaluation rows,
    :func:`~headprune.metrics.evaluate_defense` (the only place LFR is computed) scores LFR: against the
    victim's target, the given ``target_label``, or, for a model of unknown origin, against every class
@@ -43,19 +45,26 @@ from headprune.provenance import config_hash
 from headprune.victim_card import CARD_FILE
 from headprune.victims import PRESETS, Victim, VictimConfig, resolve_victim
 
-__all__ = ["RECOMMENDATION", "RECOMMENDED_DEFENSE", "CleanResult", "CleanSettings", "SuspectModel",
-           "clean_model", "load_suspect", "split_report_rows", "wilson_interval"]
+__all__ = ["FALLBACK_DEFENSE", "RECOMMENDATION", "RECOMMENDED_DEFENSE", "CleanResult", "CleanSettings",
+           "SuspectModel", "choose_defense", "clean_model", "load_suspect", "split_report_rows", "wilson_interval"]
 
-RECOMMENDED_DEFENSE: tuple[str, float] = ("layerwise", 3.0)
-"""The defense ``clean`` runs: (registry name, epochs of clean fine-tuning after pruning). The ONE place the
-recommendation lives; :data:`RECOMMENDATION` says why."""
+RECOMMENDED_DEFENSE: tuple[str, float] = ("finemix", 3.0)
+"""The defense ``clean`` runs: (registry name, epochs of clean fine-tuning after it). The ONE place the
+recommendation lives; :data:`RECOMMENDATION` says why. It needs the public pre-trained model the suspect was
+fine-tuned from; without one, ``clean`` runs :data:`FALLBACK_DEFENSE` and says so."""
+
+FALLBACK_DEFENSE: tuple[str, float] = ("layerwise", 3.0)
+"""What ``clean`` runs when no pre-trained reference resolves for the suspect (and none is given with ``--base``)."""
 
 RECOMMENDATION = (
-    "layerwise pruning (PURE's [CLS]-attention variance with per-layer rates 20%->80%, stopped at the accuracy "
-    "floor) followed by 3 epochs of clean fine-tuning with the pruned heads held at zero: the lowest LFR on "
-    "average over the MiniLM victims in benchmarks/RESULTS.md (issue 5: syntactic 0.560 vs fine-tuning alone "
-    "0.838, style 0.652 vs 0.740) for <= 0.02 ACC, with no trigger knowledge and no reference model. The "
-    "reference-based defenses of issue 13 may replace it; this constant is the one place to change."
+    "Fine-mixing (each encoder weight back to the public pre-trained model's with probability p, p the largest "
+    "whose accuracy after a short clean fine-tune holds the floor on held-out clean rows) followed by 3 epochs of "
+    "clean fine-tuning: chosen by attack-family cross-validation in benchmarks/RESULTS.md (issue 13), the "
+    "lowest LFR above the clean floor on the syntactic and BadNets MiniLM victims within 2 points of ACC "
+    "(syntactic 0.435 vs layerwise pruning 0.560 and fine-tuning alone 0.838; BadNets 0.708 vs 0.862 / 0.999), "
+    "then confirmed on style and AddSent. It needs the pre-trained model the suspect was fine-tuned from "
+    "(--base; known for MiniLM victims and hub checkpoints); without one, layerwise pruning (PURE's "
+    "[CLS]-attention variance) + 3 epochs of fine-tuning runs instead."
 )
 """Why :data:`RECOMMENDED_DEFENSE` (shown in ``headprune clean --help``)."""
 
@@ -137,10 +146,13 @@ class CleanSettings:
     :param finetune_epochs: clean fine-tuning after pruning (0 disables it).
     :param max_accuracy_drop: the floor, below the unpruned validation accuracy.
     :param seed: fixes the split, the defense and the fine-tune.
+    :param base: the public pre-trained model the suspect was fine-tuned from (a folder or a hub id) for
+        the reference-based default; ``None``: :func:`~headprune.reference.resolve_base`'s default.
     """
 
     defense: str = RECOMMENDED_DEFENSE[0]
     finetune_epochs: float = RECOMMENDED_DEFENSE[1]
+    base: str | None = None
     holdout_fraction: float = 0.2
     max_holdout: int = 300
     val_size: int = 160
@@ -201,6 +213,7 @@ class CleanResult:
         report_rows, defense_rows: how many clean rows each part had.
         timings: seconds per phase (``load``, ``statistics``, ``prune``, ``finetune``, ``evaluation``, ...).
         floor: the victim card's clean-model LFR (the LFR no defense can beat), when known.
+        choice: ``{"defense", "reason"}``: which defense ran and why (:func:`choose_defense`).
     """
 
     model_name: str
@@ -214,6 +227,7 @@ class CleanResult:
     timings: dict[str, float] = field(default_factory=dict)
     floor: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (no model)."""
@@ -226,7 +240,8 @@ class CleanResult:
                 "report_rows": self.report_rows, "defense_rows": self.defense_rows,
                 "interval": "Wilson score, 95%", "validation": self.defense.validation,
                 "trajectory": self.defense.trajectory, "curve": self.defense.curve, "timings": self.timings,
-                "floor": self.floor, "settings": self.settings, "defend_config": self.defense.config,
+                "floor": self.floor, "settings": self.settings, "defense_choice": self.choice,
+                "edit": self.defense.details.get("edit"), "defend_config": self.defense.config,
                 "versions": self.defense.versions}
 
 
@@ -296,10 +311,11 @@ def clean_model(
     poison = None if eval_poison is None else check_labels(eval_poison, num_labels, "--eval-poison")
     targets = _targets(suspect, target_label)
     defense_rows, report_rows = split_report_rows(clean, settings)
+    defense, base, choice = choose_defense(suspect, settings)
     load_s = time.perf_counter() - t0
     one_target = poison if poison is not None and len(targets) == 1 else None
-    result = defend(suspect, settings.defense, _env_config(defense_rows, settings, cache, progress),
-                    DefenseFineTune(epochs=settings.finetune_epochs), eval_clean=report_rows,
+    result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress),
+                    DefenseFineTune(epochs=settings.finetune_epochs), base=base, eval_clean=report_rows,
                     eval_poison=one_target, target_label=targets[0], curve_points=settings.curve_points)
     t1 = time.perf_counter()  # ---- evaluation of the unpruned model, after the defense is fixed
     before = evaluate_defense(suspect.model, suspect.tokenizer, report_rows, one_target, targets[0],
@@ -315,7 +331,33 @@ def clean_model(
                        lfr_per_label=per_label, target_label=targets[0] if len(targets) == 1 else None,
                        report_rows=len(report_rows), defense_rows=len(defense_rows),
                        timings={k: round(v, 3) for k, v in timings.items()}, floor=_card_floor(suspect),
-                       settings={**settings.__dict__, "targets": targets})
+                       settings={**settings.__dict__, "targets": targets}, choice=choice)
+
+
+def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch.nn.Module | None, dict[str, Any]]:
+    """``(defense name, pre-trained reference or None, {"defense", "reason"})`` for ``clean``: the settings'
+    defense; when that is :data:`RECOMMENDED_DEFENSE` and no pre-trained reference resolves for ``suspect``
+    (``settings.base``, else :func:`~headprune.reference.resolve_base`'s default), :data:`FALLBACK_DEFENSE`
+    with the reason. A ``settings.base`` that cannot be loaded or does not match is an error, not a fallback.
+
+    :raises BaseModelError: ``settings.base`` is given and unusable.
+    """
+    from headprune.reference import BaseModelError, resolve_base
+
+    if settings.defense != RECOMMENDED_DEFENSE[0]:
+        return settings.defense, None, {"defense": settings.defense, "reason": "given"}
+    try:
+        base = resolve_base(suspect, settings.base)
+    except BaseModelError as err:
+        if settings.base is not None:
+            raise
+        return FALLBACK_DEFENSE[0], None, {
+            "defense": FALLBACK_DEFENSE[0],
+            "reason": f"{RECOMMENDED_DEFENSE[0]} needs the pre-trained model the suspect was fine-tuned from and "
+                      f"none was found ({str(err).splitlines()[0]}); give it with --base to run "
+                      f"{RECOMMENDED_DEFENSE[0]}"}
+    return RECOMMENDED_DEFENSE[0], base, {"defense": RECOMMENDED_DEFENSE[0],
+                                          "reason": "recommended (the pre-trained reference resolved)"}
 
 
 def victim_test_rows(model: Victim, limit: int | None, seed: int = 0) -> LabelledTexts:

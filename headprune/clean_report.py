@@ -67,8 +67,11 @@ def markdown_report(report: dict[str, Any]) -> str:
     if report.get("command"):
         lines += ["```", report["command"], "```", ""]
     lines += [f"Defense: **{report['defense']}** + {report['settings']['finetune_epochs']:g} epochs of clean "
-              f"fine-tuning. Why: {report['recommendation']}", "",
-              f"Heads pruned: **{report['heads_pruned']}** of {report['heads_total']} {report['pruned_heads']}", "",
+              f"fine-tuning ({report.get('defense_choice', {}).get('reason', 'given')}). The recommendation: "
+              f"{report['recommendation']}", ""]
+    if report.get("edit"):
+        lines += [f"Weights edited before fine-tuning: `{json.dumps(report['edit'])[:400]}`", ""]
+    lines += [f"Heads pruned: **{report['heads_pruned']}** of {report['heads_total']} {report['pruned_heads']}", "",
               f"Clean accuracy on {report['report_rows']} held-out defender rows the defense never saw "
               f"({report['interval']} interval); {report['defense_rows']} rows went to the defense.", "",
               "| stage | ACC [95% CI] | LFR [95% CI] |", "|---|---|---|"]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headprune.clean import RECOMMENDATION, RECOMMENDED_DEFENSE, CleanSettings
+from headprune.clean import FALLBACK_DEFENSE, RECOMMENDATION, RECOMMENDED_DEFENSE, CleanSettings
 
 __all__ = ["add_clean_parser", "run_clean"]
 
@@ -46,6 +46,10 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=float, default=_DEFAULTS.finetune_epochs)
     p.add_argument("--curve-points", type=int, default=_DEFAULTS.curve_points,
                    help="trajectory points evaluated on the held-out rows for the curve")
+    p.add_argument("--base", default=None, metavar="FOLDER_OR_HUB_ID",
+                   help=f"the public pre-trained model the suspect was fine-tuned from, for {RECOMMENDED_DEFENSE[0]} "
+                        f"(default: known for MiniLM victims and hub checkpoints; without one, {FALLBACK_DEFENSE[0]} "
+                        "runs instead)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -66,6 +70,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def _print_table(result: Any, paths: dict[str, Path]) -> None:
     """The before/after table of ACC and LFR, the floor and the report path."""
+    print(f"defense: {result.choice.get('defense')} ({result.choice.get('reason')})")
     print(f"{result.defense.strategy}: pruned {result.defense.heads_pruned} of {result.defense.mask.numel()} heads; "
           f"ACC on {result.report_rows} held-out clean rows (95% Wilson interval)")
     print(f"{'stage':<8} {'ACC':>7} {'95% CI':>15} {'LFR':>7}")
@@ -93,7 +98,7 @@ def run_clean(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
     settings = CleanSettings(holdout_fraction=args.holdout_fraction, finetune_epochs=args.finetune_epochs,
-                             curve_points=args.curve_points, seed=args.seed)
+                             curve_points=args.curve_points, seed=args.seed, base=args.base)
     if hub_clean:
         try:
             clean = load_hub_dataset(args.clean_data)

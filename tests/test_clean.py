@@ -10,7 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from headprune.clean import CleanSettings, clean_model, load_suspect, wilson_interval
+from headprune.clean import (
+    FALLBACK_DEFENSE,
+    RECOMMENDED_DEFENSE,
+    CleanSettings,
+    clean_model,
+    load_suspect,
+    wilson_interval,
+)
 from headprune.clean_report import load_compact
 from headprune.cli import main
 from headprune.data import read_labelled_text
@@ -63,7 +70,9 @@ def test_clean_plain_checkpoint_writes_the_report_and_a_model_transformers_loads
     assert "before" in table and "after" in table and "report.md" in table
     for name in ("report.md", "report.json", "pruned_heads.png", "accuracy_vs_heads.png", "model/config.json"):
         assert (tmp_path / "out" / name).is_file(), name
-    assert report["defense"] == "layerwise" and report["interval"] == "Wilson score, 95%"
+    # no pre-trained reference is known for a random-init folder: the fallback runs, and says why
+    assert report["defense"] == FALLBACK_DEFENSE[0] and report["interval"] == "Wilson score, 95%"
+    assert "--base" in report["defense_choice"]["reason"] and "--base" in table
     assert report["report_rows"] == 24 and report["defense_rows"] == 96
     assert set(report["stages"]) == {"before", "pruned", "after"}
     for stage in report["stages"].values():
@@ -155,6 +164,26 @@ def test_victim_reports_its_floor(tiny_victim, tmp_path, plain):
     assert report["is_victim"] and report["target_label"] == tiny_victim.config.target_label
     assert report["floor"]["clean_model_lfr"] == tiny_victim.card["clean_model_lfr"]
     assert report["stages"]["before"]["lfr"] >= 0.9  # the tiny BadNets backdoor is in
+    # a victim's reference resolves (tiny: its seeded initialisation), so the recommended defense runs
+    assert report["defense"] == RECOMMENDED_DEFENSE[0] == "finemix"
+    assert report["edit"]["operation"] == "finemix" and report["defense_choice"]["reason"].startswith("recommended")
+
+
+def test_clean_runs_the_recommended_defense_with_a_given_base_and_names_a_bad_one(plain, tmp_path, capsys):
+    """``--base`` (here: another random-init folder of the same shape) turns the fallback into Fine-mixing; a
+    base of another shape is an error naming it, never a silent fallback."""
+    base = tmp_path / "base"
+    _plain_checkpoint(base, 2)
+    report = _clean(plain, tmp_path / "out", 2, "--base", str(base))
+    assert report["defense"] == "finemix" and 0.0 <= report["edit"]["p"] <= 1.0
+    assert "Weights edited before fine-tuning" in (tmp_path / "out" / "report.md").read_text()
+    small = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=32, max_position_embeddings=128, num_labels=2)
+    BertForSequenceClassification(small).save_pretrained(tmp_path / "small")  # another width than the suspect
+    argv = ["clean", str(plain["model2"]), "--clean-data", str(plain["clean2"]), "--out", str(tmp_path / "bad"),
+            "--quiet", "--base", str(tmp_path / "small")]
+    assert main(argv) == 2
+    assert "small" in capsys.readouterr().err
 
 
 def test_wilson_interval():

@@ -54,8 +54,9 @@ def test_grid_writes_one_record_per_run(full_grid, tiny_victim):
     for r in lines:
         assert r["victim"] == tiny_victim.name and r["attack"] == "badnets"
         for key in ("config_hash", "config", "acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "wall_s",
-                    "validation", "pruned_heads", "versions", "mask", "timings", "environment"):
+                    "validation", "pruned_heads", "versions", "mask", "timings", "environment", "edit"):
             assert key in r, key
+        assert r["edit"] is None  # pruning strategies edit no weights
         assert r["versions"]["torch"] and r["config"]["test_limit"] == 120
         assert 0 <= r["lfr"] <= 1 and 0 <= r["acc"] <= 1
         assert len(r["mask"]) == 2 and len(r["mask"][0]) == 4

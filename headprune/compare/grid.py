@@ -327,7 +327,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
             "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,
             "pruned_heads": r.pruned_heads, "versions": r.versions.get("versions", env["versions"]),
-            "mask": r.mask.tolist(), "timings": r.timings, **provenance}
+            "mask": r.mask.tolist(), "timings": r.timings, "edit": r.details.get("edit"), **provenance}
 
 
 # ------------------------------------------------------------------------------------------ parent side

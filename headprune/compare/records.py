@@ -9,7 +9,9 @@ Keys of a run record (those of ``benchmarks/defense_table.py``, plus a few): ``v
 ``seed``, ``config_hash``, ``config``, ``acc``, ``lfr`` (after pruning + fine-tuning), ``acc_pruned``,
 ``lfr_pruned`` (right after pruning), ``heads_pruned``, ``wall_s`` (the defense itself, evaluation
 excluded), ``validation``, ``pruned_heads`` (``{"layer": [heads]}``), ``versions``, and from the
-runner ``attack``, ``mask`` (``[L][H]``, 1 = kept), ``timings``, ``environment``.
+runner ``attack``, ``mask`` (``[L][H]``, 1 = kept), ``timings``, ``environment`` and ``edit`` (the weight edit's
+details of a reference-based defense, e.g. Fine-mixing's chosen ``p``; ``None`` for pruning; absent in older
+records).
 """
 
 from __future__ import annotations

@@ -392,3 +392,32 @@ def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
     assert valid and actions
     with pytest.raises(ValueError, match="trained on"):
         load_policy(path, HeadPruneEnv(**env_kwargs, operation="both"))
+
+
+def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tmp_path, monkeypatch):
+    """The exported entry holds only keys rl_zoo3 passes on (its own or PPO's), the policy as an importable
+    dotted path, ``head_shape`` from the env, and the zoo flags for the dropped trainer-only keys."""
+    import inspect
+
+    import yaml
+    from stable_baselines3 import PPO
+
+    from headprune.agents.zoo import resolve_dotted
+    from headprune.agents.zoo_export import main as export_main
+    from headprune.agents.zoo_export import zoo_entry
+
+    entry, flags = zoo_entry("ppo", "HeadPrune-Tiny-v0", head_shape=(2, 4))
+    zoo_keys = {"n_envs", "n_timesteps", "policy", "env_kwargs", "env_wrapper", "normalize", "policy_kwargs"}
+    ppo_args = set(inspect.signature(PPO.__init__).parameters)
+    assert set(entry) <= zoo_keys | ppo_args, set(entry) - zoo_keys - ppo_args
+    assert flags == ["--eval-freq", "512", "--eval-episodes", "1", "--save-freq", "512"]
+    assert resolve_dotted(entry["policy"], "policy").__name__ == "HeadScoringPolicy"
+    assert entry["policy_kwargs"]["head_shape"] == [2, 4] and entry["learning_rate"] == "lin_3e-4"
+    cfg = tmp_path / "ppo.yml"
+    entry_kwargs = dict(entry["env_kwargs"])
+    monkeypatch.setenv("HEADPRUNE_CACHE", str(victim_cache))
+    assert export_main(["--algo", "ppo", "--env", "HeadPrune-Tiny-v0", "--out", str(cfg)]) == 0
+    written = yaml.safe_load(cfg.read_text())["HeadPrune-Tiny-v0"]
+    assert written["policy_kwargs"]["head_shape"] == [2, 4]  # read from the env this time
+    assert written["env_kwargs"] == entry_kwargs
+

@@ -1,0 +1,91 @@
+"""Run headprune's agents through rl-baselines3-zoo's own trainer: export a zoo-native hyperparameter file.
+
+The shipped files (``configs/<algo>.yml``) are in the zoo's format, but an entry also holds keys that only
+``headprune train`` reads (``eval_freq``, ``n_eval_episodes``, ``checkpoint_freq``, ``vec_env``: the zoo takes
+these as command-line flags), names its policy by a short name, and leaves ``head_shape`` to the trainer (which
+reads it from the env). :func:`zoo_entry` turns one entry into what ``python -m rl_zoo3.train`` accepts:
+
+* the trainer-only keys are dropped and returned as the zoo flags that replace them (:data:`ZOO_FLAGS`);
+* ``policy`` becomes a dotted path (the zoo imports it), the algorithm's variant of the policy class;
+* ``policy_kwargs`` gains ``head_shape`` ``(L, H)`` of the env's model (the env is made once to read it);
+* schedules (``lin_<x>``), ``env_kwargs``, ``env_wrapper`` and ``normalize: false`` are the zoo's own and stay.
+
+Usage (plain PPO; MaskablePPO needs action masks, which the zoo's trainer does not pass: use ``headprune
+train`` for it)::
+
+    python -m headprune.agents.zoo_export --algo ppo --env HeadPrune-Tiny-v0 --out zoo/ppo.yml
+    python -m rl_zoo3.train --algo ppo --env HeadPrune-Tiny-v0 --gym-packages headprune \\
+        --conf-file zoo/ppo.yml -n 512 --eval-freq -1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headprune.agents.hyperparams import load_hyperparams
+from headprune.agents.policy_network import policy_class
+
+__all__ = ["ZOO_FLAGS", "zoo_entry"]
+
+ZOO_FLAGS: dict[str, str] = {"eval_freq": "--eval-freq", "n_eval_episodes": "--eval-episodes",
+                             "checkpoint_freq": "--save-freq", "vec_env": "--vec-env"}
+"""``headprune train``'s entry keys and the rl_zoo3 flags that do their job."""
+
+
+def zoo_entry(algo: str, env_id: str, *, conf_file: str | None = None,
+              head_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``(entry, flags)``: the zoo-native hyperparameters of ``env_id`` for ``algo`` and the zoo flags for the
+    keys it dropped (``["--eval-freq", "2048", ...]``; a frequency of 0 becomes the zoo's ``-1``, "never").
+
+    :param head_shape: ``(L, H)``; default: read from ``gym.make(env_id, **env_kwargs)`` (builds its victim).
+    :raises ValueError: as :func:`~headprune.agents.hyperparams.load_hyperparams`.
+    """
+    hp = load_hyperparams(algo, env_id, conf_file=conf_file)
+    flags: list[str] = []
+    for key, flag in ZOO_FLAGS.items():
+        if key in hp:
+            value = hp.pop(key)
+            if key == "vec_env":
+                if value not in ("auto", "dummy", "subproc"):
+                    raise ValueError(f"vec_env {value!r} has no rl_zoo3 equivalent (the zoo knows dummy, subproc)")
+                flags += [] if value == "auto" else [flag, str(value)]
+            else:
+                flags += [flag, str(-1 if key != "n_eval_episodes" and int(value) == 0 else value)]
+    policy = policy_class(str(hp.get("policy", "HeadScoringPolicy")), algo)
+    if isinstance(policy, type):
+        hp["policy"] = f"{policy.__module__}.{policy.__qualname__}"
+    if head_shape is None:
+        import gymnasium as gym
+
+        env = gym.make(env_id, **dict(hp.get("env_kwargs") or {}))
+        head_shape = tuple(int(x) for x in env.unwrapped.head_shape)  # type: ignore[attr-defined]
+        env.close()
+    hp["policy_kwargs"] = {**dict(hp.get("policy_kwargs") or {}), "head_shape": [int(x) for x in head_shape]}
+    return hp, flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m headprune.agents.zoo_export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", default="ppo")
+    p.add_argument("--env", default="HeadPrune-Tiny-v0")
+    p.add_argument("--conf-file", default=None, help="a headprune hyperparameter file (default: the shipped one)")
+    p.add_argument("--out", required=True, help="the zoo-native YAML to write")
+    args = p.parse_args(argv)
+    entry, flags = zoo_entry(args.algo, args.env, conf_file=args.conf_file)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# exported by python -m headprune.agents.zoo_export --algo {args.algo} --env {args.env}\n"
+                   f"# zoo flags for the keys headprune train reads itself: {' '.join(flags) or '(none)'}\n"
+                   + yaml.safe_dump({args.env: entry}, sort_keys=False))
+    print(f"wrote {out}; run: python -m rl_zoo3.train --algo {args.algo} --env {args.env} --gym-packages headprune "
+          f"--conf-file {out} {' '.join(flags)}".rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from _start import start
 
-from headprune.compare import make_executor, run_grid
+from headprune.compare import RecordStore, make_executor, plan_grid, run_grid
 from headprune.compare.records import format_stat, mean_std
 
 POOL = "sst2-dev+glue-train"
@@ -45,6 +46,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--cache", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: print the curve of the runs already recorded (missing cells shown as —)")
     args = p.parse_args()
     if args.clean_rows is not None or args.clean_pool is not None:
         p.error("--clean-rows / --clean-pool are set per budget by this script; give --budgets")
@@ -65,11 +68,17 @@ def main() -> int:
             s, path = settings, args.main_jsonl
         else:
             s, path = dataclasses.replace(settings, clean_rows=budget, clean_pool=POOL), args.jsonl
-        report = run_grid(args.victims, args.strategies, args.seeds, path, s,
-                          executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
-                          log=lambda line: print(line, flush=True))
-        status |= report.report_failures()
-        for r in report.records:
+        if args.report_only:
+            store = RecordStore(path) if Path(path).is_file() else None
+            cells = plan_grid(args.victims, args.strategies, args.seeds, s, cache=args.cache)
+            found = [store.records[c.key] for c in cells if store is not None and c.key in store]
+        else:
+            report = run_grid(args.victims, args.strategies, args.seeds, path, s,
+                              executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
+                              log=lambda line: print(line, flush=True))
+            status |= report.report_failures()
+            found = report.records
+        for r in found:
             curve.setdefault((r["victim"], r["strategy"], budget), []).append(r)
     print(_table(curve, args.budgets))
     return status

@@ -23,7 +23,7 @@ from pathlib import Path
 from _start import start
 
 from headprune.compare import RecordStore, make_executor, plan_grid, run_grid
-from headprune.compare.records import format_stat, mean_std
+from headprune.compare.records import configuration, format_stat, mean_std
 
 POOL = "sst2-dev+glue-train"
 DEFAULT_ROWS = 872
@@ -79,13 +79,14 @@ def main() -> int:
             status |= report.report_failures()
             found = report.records
         for r in found:
-            curve.setdefault((r["victim"], r["strategy"], budget), []).append(r)
+            curve.setdefault((r["victim"], configuration(r), budget), []).append(r)
     print(_table(curve, args.budgets))
     return status
 
 
 def _table(curve: dict[tuple[str, str, int], list[dict]], budgets: list[int]) -> str:
-    """Markdown: one row per (victim, strategy), one column per budget, ``LFR (ACC)`` mean ± std over seeds."""
+    """Markdown: one row per (victim, configuration: the strategy and its options), one column per budget,
+    ``LFR (ACC)`` mean ± std over seeds."""
     head = "| victim | defense | " + " | ".join(f"{b} rows ({b - 256} FT)" for b in budgets) + " |"
     lines = [head, "|" + "---|" * (2 + len(budgets))]
     for victim, strategy in dict.fromkeys((v, s) for v, s, _ in curve):

@@ -40,10 +40,15 @@ from transformers import PreTrainedModel
 
 from headprune.architectures import AttentionSite, find_attention_sites
 
-__all__ = ["BaseModelError", "check_compatible", "head_weight_drift", "heads_reset_to", "reset_heads",
+__all__ = ["OFFLINE_BASES", "BaseModelError", "check_compatible", "head_weight_drift", "heads_reset_to", "reset_heads",
            "resolve_base", "shared_parameters", "weights_digest"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+OFFLINE_BASES: dict[str, str] = {"sentence-transformers/all-MiniLM-L6-v2": "minilm"}
+"""Hub ids whose weights ship offline (``headprune.models.load_classifier`` names): a checkpoint fine-tuned from
+one of them finds its reference without internet. A fixed table: a checkpoint's config never names a path."""
 
 
 class BaseModelError(ValueError):
@@ -89,7 +94,7 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
         reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
                                              num_heads=c.num_attention_heads, hidden=c.hidden_size,
                                              intermediate=c.intermediate_size, num_labels=num_labels)
-    else:
+    else:  # the checkpoint's hub id (a known offline one is read from its bundled copy)
         reference = _load_base(_hub_id_of(model), num_labels)
     check_compatible(model, reference)
     return reference.eval()
@@ -99,6 +104,8 @@ def _hub_id_of(model: nn.Module) -> str:
     name = str(getattr(model.config, "_name_or_path", "") or "")
     from headprune.models import _offline
 
+    if name in OFFLINE_BASES:
+        return OFFLINE_BASES[name]
     if not _HUB_ID.match(name) or Path(name).exists():
         raise BaseModelError(f"no pre-trained reference known for this {type(model).__name__} "
                              f"(its config names {name!r}, not a hub id): pass base= (a folder or a hub id)")

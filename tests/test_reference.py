@@ -61,3 +61,20 @@ def test_shared_parameters_exclude_the_task_head() -> None:
     names = [name for name, _, _ in shared_parameters(model, base)]
     assert names and not any(n.startswith("classifier.") for n in names)
     assert "bert.encoder.layer.1.attention.self.query.weight" in names
+
+
+def test_a_checkpoint_fine_tuned_from_the_bundled_minilm_hub_id_finds_its_reference_offline(monkeypatch):
+    """A plain MiniLM classifier whose config names the hub id of the offline default resolves the bundled
+    copy as its reference, even offline; an unknown hub id offline is a BaseModelError naming it."""
+    from headprune.models import load_classifier
+    from headprune.reference import OFFLINE_BASES, BaseModelError, resolve_base, shared_parameters
+
+    monkeypatch.setattr("headprune.models._offline", lambda: True)
+    model, _ = load_classifier("minilm", num_labels=2, seed=1)
+    model.config._name_or_path = "sentence-transformers/all-MiniLM-L6-v2"
+    assert OFFLINE_BASES[model.config._name_or_path] == "minilm"
+    base = resolve_base(model)
+    assert all(torch.equal(p, r) for _, p, r in shared_parameters(model, base))  # the same pre-trained weights
+    model.config._name_or_path = "someone/unknown-model"
+    with pytest.raises(BaseModelError, match="offline"):
+        resolve_base(model)

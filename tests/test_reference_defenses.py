@@ -299,7 +299,7 @@ def test_epur_ranks_drift_by_clean_rarity_and_resets_only_those_rows(tiny_victim
     counts[9] = 1000.0  # token 9 is frequent in the clean rows, token 7 never occurs
     assert suspicious_tokens(model, base, counts, 2).tolist() == [7, 9]
     before = model.get_input_embeddings().weight.detach().clone()
-    details = EmbeddingPurify(base, counts, top=1).apply(model)
+    details = EmbeddingPurify.ranked(model, base, counts, top=1).apply(model)
     after = model.get_input_embeddings().weight.detach()
     assert details == {"operation": "embedding-purify", "tokens_reset": 1}
     assert torch.equal(after[7], base.get_input_embeddings().weight[7])

@@ -121,4 +121,4 @@ class FineMixDefense(Defense):
             return None
         vocab = int(env.model.get_input_embeddings().weight.shape[0])
         counts = token_counts(env.tokenizer, env.train_data.sentences, vocab, env.max_length)
-        return EmbeddingPurify(base, counts, top, float(self.option("epur_min_count")))
+        return EmbeddingPurify.ranked(env.model, base, counts, top, float(self.option("epur_min_count")))

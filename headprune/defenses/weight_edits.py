@@ -165,9 +165,8 @@ def suspicious_tokens(model: nn.Module, base: nn.Module, counts: torch.Tensor, t
                          "do not match")
     with torch.no_grad():
         drift = (mine.detach().double() - ref.detach().to(mine.device).double()).norm(dim=1).cpu()  # [V]
-    score = drift / torch.log(torch.clamp(counts.double(), min=float(min_count)))
-    order = sorted(range(len(score)), key=lambda i: (-float(score[i]), i))
-    return torch.tensor(order[:max(0, int(top))], dtype=torch.long)
+    score = drift / torch.log(torch.clamp(counts.double(), min=float(min_count)))  # [V]
+    return torch.argsort(-score, stable=True)[:max(0, int(top))]  # stable: equal scores keep the lower id first
 
 
 def embedding_purify(model: nn.Module, base: nn.Module, tokens: torch.Tensor) -> dict[str, Any]:
@@ -181,25 +180,27 @@ def embedding_purify(model: nn.Module, base: nn.Module, tokens: torch.Tensor) ->
 
 @dataclass
 class EmbeddingPurify(WeightEdit):
-    """E-PUR (Fine-mixing's Embedding Purification, Zhang et al. 2022): the input-embedding rows of
-    :func:`suspicious_tokens` back to the reference. The counts come from the defender's clean rows only
-    (never from poisoned data or the victim's training set); the ranking is computed on the model given to
-    :meth:`apply`, so apply it before any other edit.
+    """E-PUR (Fine-mixing's Embedding Purification, Zhang et al. 2022): the input-embedding rows of ``tokens``
+    back to the reference. Build it with :meth:`ranked`, which ranks the suspect's tokens ONCE (counts from the
+    defender's clean rows only, never from poisoned data or the victim's training set), so every copy the edit
+    is applied to gets the same rows.
 
     :param base: the pre-trained reference.
-    :param counts: ``[vocab]`` token counts of the defender's clean rows (:func:`token_counts`).
-    :param top: how many tokens to reset.
-    :param min_count: the count below which a token's frequency no longer lowers its score.
+    :param tokens: ``[k]`` long, the token ids to reset (:func:`suspicious_tokens`).
     """
 
     base: nn.Module
-    counts: torch.Tensor
-    top: int
-    min_count: float = 20.0
+    tokens: torch.Tensor
+
+    @classmethod
+    def ranked(cls, model: nn.Module, base: nn.Module, counts: torch.Tensor, top: int, min_count: float = 20.0
+               ) -> EmbeddingPurify:
+        """The edit of the ``top`` :func:`suspicious_tokens` of ``model`` (``counts``: :func:`token_counts` of the
+        defender's clean rows; ``min_count``: below it a token's frequency no longer lowers its score)."""
+        return cls(base, suspicious_tokens(model, base, counts, top, min_count))
 
     def apply(self, model: nn.Module) -> dict[str, Any]:
-        tokens = suspicious_tokens(model, self.base, self.counts, self.top, self.min_count)
-        return {"operation": "embedding-purify", **embedding_purify(model, self.base, tokens)}
+        return {"operation": "embedding-purify", **embedding_purify(model, self.base, self.tokens)}
 
 
 @dataclass

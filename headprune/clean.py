@@ -181,12 +181,14 @@ def split_report_rows(clean: LabelledTexts, settings: CleanSettings) -> tuple[La
 
 
 def _env_config(defense_rows: LabelledTexts, settings: CleanSettings, cache: str | None,
-                progress: bool) -> HeadPruneConfig:
-    """The env config of ``defend``: validation rows at most ``val_size`` and a third of the defense rows."""
+                progress: bool, base: torch.nn.Module | None = None) -> HeadPruneConfig:
+    """The env config of ``defend``: validation rows at most ``val_size`` and a third of the defense rows;
+    ``base``, the reference :func:`choose_defense` already loaded (so the env does not load it again), else the
+    env's own resolution (``"auto"``)."""
     val_size = max(1, min(settings.val_size, len(defense_rows) // 3))
     return HeadPruneConfig(clean_data=defense_rows, val_size=val_size, stats_size=settings.stats_size,
                            max_accuracy_drop=settings.max_accuracy_drop, seed=settings.seed, cache=cache,
-                           progress=progress)
+                           progress=progress, base="auto" if base is None else base)
 
 
 def stage_metrics(report: EvalReport) -> dict[str, Any]:
@@ -314,7 +316,7 @@ def clean_model(
     defense, base, choice = choose_defense(suspect, settings)
     load_s = time.perf_counter() - t0
     one_target = poison if poison is not None and len(targets) == 1 else None
-    result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress),
+    result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress, base),
                     DefenseFineTune(epochs=settings.finetune_epochs), base=base, eval_clean=report_rows,
                     eval_poison=one_target, target_label=targets[0], curve_points=settings.curve_points)
     t1 = time.perf_counter()  # ---- evaluation of the unpruned model, after the defense is fixed

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _start import start
 
-from headprune.compare import RecordStore, make_executor, plan_grid, run_grid
+from headprune.compare import RecordStore, add_run_settings_arguments, make_executor, plan_grid, run_grid
 from headprune.compare.records import configuration, format_stat, mean_std
 
 POOL = "sst2-dev+glue-train"
@@ -31,8 +31,6 @@ DEFAULT_ROWS = 872
 
 
 def _parse() -> argparse.Namespace:
-    from headprune.compare import add_run_settings_arguments
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
     p.add_argument("--strategies", nargs="+", default=["ft", "fth", "layerwise", "finemix"])

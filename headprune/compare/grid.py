@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headprune.data.pools import DEFENDER_POOLS, load_defender_pool
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
+from headprune.data.pools import DEFENDER_POOLS, load_defender_pool
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
     DEFEND_SETTINGS,

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey", "RecordStore",
-           "configuration", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label", "record_attack",
-           "summary_markdown", "summary_rows"]
+           "configuration", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label",
+           "record_attack", "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
 """Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
@@ -174,8 +174,9 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((str(r["victim"]), configuration(r)), []).append(r)
     rows = []
     for (victim, label), runs in groups.items():
-        row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]), "strategy": str(runs[0]["strategy"]),
-                               "configuration": label, "runs": runs, "seeds": len(runs)}
+        row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]),
+                               "strategy": str(runs[0]["strategy"]), "configuration": label, "runs": runs,
+                               "seeds": len(runs)}
         for key, _ in SUMMARY_COLUMNS:
             row[key] = mean_std(r.get(key) for r in runs)
         rows.append(row)

@@ -21,7 +21,9 @@ __all__ = ["HUB_PREFIX", "HubDatasetSpec", "is_hub_dataset", "load_hub_dataset",
 HUB_PREFIX = "datasets:"
 """The prefix that marks a ``datasets`` name where a file path is also accepted (``--clean-data``)."""
 
-_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][\w.\-]*(?:/[\w.\-]+)?)(?:,(?P<config>[\w.\-]+))?(?:@(?P<split>[\w.\-\[\]:%]+))?$")
+_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][\w.\-]*(?:/[\w.\-]+)?)"  # NAME: owner/dataset or dataset
+                   r"(?:,(?P<config>[\w.\-]+))?"                     # ,CONFIG
+                   r"(?:@(?P<split>[\w.\-\[\]:%]+))?$")                 # @SPLIT (slices such as train[:10%])
 
 
 @dataclass(frozen=True)

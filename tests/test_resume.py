@@ -98,3 +98,27 @@ def test_trimming_helpers(tmp_path):
     progress = tmp_path / "progress.jsonl"
     progress.write_text('{"num_timesteps": 8}\n{"num_timesteps": 16}\n{"num_timesteps": 2')
     assert trim_progress(progress, 8) == 2 and progress.read_text() == '{"num_timesteps": 8}\n'
+
+
+def test_a_checkpoint_is_written_only_after_its_evaluation(env_kwargs, tmp_path, monkeypatch):
+    """A kill between the two must not lose an evaluation: when ``rl_model_T_steps.zip`` is written,
+    T's evaluation is already in ``evaluations.npz`` (a resume from it then keeps T's row; a kill before the
+    checkpoint resumes from the one before and replays T's evaluation)."""
+    import headprune.agents.run_recovery as recovery
+
+    real_save = recovery.save_policy
+    seen: list[tuple[int, list[int]]] = []
+
+    def watching_save(model: Any, path: Path, **kwargs: Any) -> None:
+        if Path(path).name.startswith("rl_model_"):
+            npz = tmp_path / "run" / "eval" / "evaluations.npz"
+            done = np.load(npz)["timesteps"].tolist() if npz.is_file() else []
+            seen.append((int(model.num_timesteps), done))
+        real_save(model, path, **kwargs)
+
+    monkeypatch.setattr(recovery, "save_policy", watching_save)
+    train(run_dir=tmp_path / "run", seed=0, env_kwargs=env_kwargs, hyperparams=FAST_HP, n_timesteps=24,
+          tensorboard=False)
+    periodic = [(t, done) for t, done in seen if t % 8 == 0]
+    assert [t for t, _ in periodic][:3] == [8, 16, 24]
+    assert all(t in done for t, done in periodic), periodic

@@ -337,8 +337,6 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
     run["sessions"].append(session)
     _write_run(folder, run)
     cbs: list[BaseCallback] = [ProgressLog(folder / "progress.jsonl", len(run["sessions"]) - 1)]
-    if settings.checkpoint_freq > 0:
-        cbs.append(PolicyCheckpoint(max(settings.checkpoint_freq // n_envs, 1), folder / "checkpoints"))
     eval_env: VecEnv | None = None
     if settings.eval_freq > 0:
         eval_env = make_vec(run["env_id"], settings.env_kwargs, 1, int(run["seed"]) + 10_000, threads=threads,
@@ -350,6 +348,9 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
         if repaired is not None:
             repaired["eval_rows_dropped"] = evaluation.dropped_rows
         cbs.append(evaluation)
+    if settings.checkpoint_freq > 0:  # after the evaluation: a checkpoint at T implies T's evaluation is on disk,
+        # so a session killed between the two resumes from the checkpoint before and replays that evaluation
+        cbs.append(PolicyCheckpoint(max(settings.checkpoint_freq // n_envs, 1), folder / "checkpoints"))
     limit = WallClockLimit(60.0 * max_minutes) if max_minutes is not None else None
     if limit is not None:
         cbs.append(limit)

@@ -16,6 +16,11 @@ The measurement (CPU; about ``--max-minutes`` of training plus the evaluations):
     .venv/bin/python benchmarks/train_agent.py --victim minilm-syntactic --transfer minilm-style \\
         --max-minutes 60 --eval-seeds 0 1 2
 
+An agent with both head operations (prune or reset to the pre-trained base; issue 13), its own run root::
+
+    .venv/bin/python benchmarks/train_agent.py --victim minilm-syntactic --env-kwargs operation=both \\
+        --run-root runs/agent_bench_both --max-minutes 40
+
 Smoke run (tiny victim; about a minute)::
 
     .venv/bin/python benchmarks/train_agent.py --victim tiny --transfer tiny --max-minutes 0.2 \\
@@ -55,6 +60,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--baselines", nargs="*", default=["random", "gradient", "layerwise", "egreedy", "pure"],
                    help="scripted strategies evaluated at the same floor")
     p.add_argument("--hyperparams", nargs="*", default=None, metavar="KEY=VALUE", help="override the shipped YAML")
+    p.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="more HeadPrune-v0 arguments for training (operation=both, features=..., proxy=...); not "
+                        "the ones the evaluation protocol fixes (victim, floor, budget, row counts, clean data)")
     add_run_settings_arguments(p)
     p.add_argument("--run-root", default="runs/agent_bench", help="training run folders go here")
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl",
@@ -64,6 +72,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on busy CPUs)")
     p.add_argument("--workers", type=int, default=1, help="evaluation runs in parallel processes (1 thread each)")
     return p.parse_args()
+
+
+PROTOCOL_ENV_KEYS = {"victim", "max_accuracy_drop", "val_size", "stats_size", "budget", "clean_data", "cache"}
+"""Env arguments the evaluation protocol sets from its own flags: training must see the same ones."""
 
 
 def _env_kwargs(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
@@ -82,7 +94,12 @@ def _env_kwargs(args: argparse.Namespace, settings: RunSettings) -> dict[str, An
         clean_file.parent.mkdir(parents=True, exist_ok=True)
         clean_file.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
         env_kwargs["clean_data"] = str(clean_file)
-    return env_kwargs
+    extra = parse_assignments(args.env_kwargs, "--env-kwargs")
+    fixed = sorted(set(extra) & (set(env_kwargs) | PROTOCOL_ENV_KEYS))
+    if fixed:
+        raise SystemExit(f"--env-kwargs: {', '.join(fixed)} fixed by the evaluation protocol; use the matching "
+                         "flag (--max-accuracy-drop, --budget, --eval-size, --stats-size, --clean-rows, --victim)")
+    return {**env_kwargs, **extra}
 
 
 def _train_or_reuse(args: argparse.Namespace, seed: int, env_kwargs: dict[str, Any], command: str) -> Path:

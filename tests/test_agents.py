@@ -338,6 +338,20 @@ def test_training_with_both_operations(env_kwargs, tmp_path):
         done = terminated or truncated
     assert all(0 <= a < 16 for a in actions)
     assert info["best_reset"].shape == (8,)
+    # defend (and so the runner's "policy:<run>") builds the env the policy was trained on from a config
+    # that does not say it (the runner's default: operation "prune")
+    from headprune.agents import AgentStrategy
+    from headprune.compare import run_grid
+    from headprune.compare.grid import RunSettings
+
+    config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False,
+                             budget=4)
+    r = defend("tiny", AgentStrategy(result.run_dir), config, DefenseFineTune(epochs=0.0))
+    assert r.config["env_options"] == {"operation": "both"} and r.strategy == "agent"
+    settings = RunSettings(env=config, finetune=DefenseFineTune(epochs=0.0))
+    report = run_grid(["tiny"], [f"policy:{result.run_dir}"], [0], tmp_path / "runs.jsonl", settings,
+                      cache=env_kwargs["cache"], progress=False)
+    assert not report.failed and len(report.records) == 1
 
 
 # ------------------------------------------------------------------------------------------ evaluation

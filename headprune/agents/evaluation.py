@@ -240,6 +240,11 @@ class AgentStrategy(PolicyDefense):
     def description(self) -> str:  # type: ignore[override]
         return f"trained policy {self.source}, deterministic"
 
+    def env_options(self) -> dict[str, Any]:
+        """The policy's :func:`trained_env_options` (operation, features, base): the env it runs in must have
+        the observation layout and operations it was trained on, whatever the run's config says."""
+        return trained_env_options(self.source)
+
     def build_policy(self, env: gym.Env) -> AgentPolicy:
         return load_policy(self.source, env, device=self.device, trust_pickle=self.trust_pickle)
 
@@ -280,7 +285,7 @@ def evaluate_agent(
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
-    config = HeadPruneConfig.from_kwargs(env_config).replace(**trained_env_options(policy))
+    config = HeadPruneConfig.from_kwargs(env_config)  # AgentStrategy.env_options: the trained layout
     result = defend(victim, AgentStrategy(policy, trust_pickle=trust_pickle), config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)

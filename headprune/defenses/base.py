@@ -176,6 +176,11 @@ class Defense:
         provenance); ``None`` for registered defenses (part of the run's config when given)."""
         return None
 
+    def env_options(self) -> dict[str, Any]:
+        """Env config fields this defense needs (``defend`` applies them over the run's config): a trained
+        policy's observation layout and operations (:class:`headprune.agents.AgentStrategy`); ``{}`` here."""
+        return {}
+
     def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome | DefenseOutcome:
         """The mask (default: prune nothing), or a :class:`DefenseOutcome` with a weight edit. Sees only
         ``env`` (the defender's clean rows) and the public reference (:meth:`reference`)."""

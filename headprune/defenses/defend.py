@@ -187,6 +187,9 @@ def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: D
     extra = defense.config()
     if extra is not None:
         config["policy"] = extra
+    env_options = defense.env_options()
+    if env_options:  # only then, so the configs (and hashes) of other runs stay
+        config["env_options"] = env_options
     base = defense.base_given(env)
     if base is not None:  # recorded only when given, so the configs (and hashes) of other runs stay
         config["base"] = base_label(base)
@@ -256,7 +259,7 @@ def defend(
     """
     strategy = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
-    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV)
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV, **strategy.env_options())
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
     num_labels = int(victim.model.config.num_labels)  # evaluation data and target checked before any work

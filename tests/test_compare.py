@@ -273,3 +273,16 @@ def test_summary_rows_keep_runs_of_one_strategy_under_different_options_apart():
     assert [r["configuration"] for r in rows] == ["finemix", 'finemix {"epur_tokens": 200}']
     assert [r["lfr"][0] for r in rows] == [pytest.approx(0.8), 0.5] and rows[1]["strategy"] == "finemix"
     assert 'finemix {"epur_tokens": 200}' in summary_markdown([epur])
+
+
+def test_configuration_and_fine_tune_rows_of_a_record():
+    """Records group by strategy + options, and a run's fine-tune rows are its clean rows (default: the
+    872 SST-2 dev rows) minus the validation rows it held out."""
+    from headprune.compare import configuration, fine_tune_rows
+
+    default = {"strategy": "finemix", "config": {"clean_rows": None, "eval_size": 256, "options": {}}}
+    budget = {"strategy": "finemix", "config": {"clean_rows": 8256, "eval_size": 256,
+                                                 "options": {"epur_tokens": 200}}}
+    assert fine_tune_rows(default) == 616 and fine_tune_rows(budget) == 8000
+    assert configuration(default) == "finemix"
+    assert configuration(budget) != configuration(default) and "epur_tokens" in configuration(budget)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey", "RecordStore",
-           "configuration", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label",
+           "DEFAULT_DEFENDER_ROWS", "configuration", "fine_tune_rows", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label",
            "record_attack", "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
@@ -36,6 +36,9 @@ POLICY_PREFIX = "policy:"
 """Method names ``policy:<run folder or model.zip>`` run a trained agent instead of a registry strategy."""
 
 RecordKey = tuple[str, str, int, str]
+
+DEFAULT_DEFENDER_ROWS = 872
+"""Rows of the default defender data (the SST-2 dev split): what a run with no ``clean_rows`` owned."""
 
 
 def record_key(record: dict[str, Any]) -> RecordKey:
@@ -116,6 +119,13 @@ def record_attack(record: dict[str, Any]) -> str:
         return str(record["attack"])
     parts = str(record["victim"]).split("-")
     return parts[1] if len(parts) > 1 else str(record["victim"])
+
+
+def fine_tune_rows(record: dict[str, Any]) -> int:
+    """The defender's fine-tune rows of a run: its clean rows (``config["clean_rows"]``, else
+    :data:`DEFAULT_DEFENDER_ROWS`) minus the validation rows held out (``config["eval_size"]``)."""
+    config = record["config"]
+    return int(config.get("clean_rows") or DEFAULT_DEFENDER_ROWS) - int(config["eval_size"])
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:

@@ -215,7 +215,8 @@ class CleanResult:
         report_rows, defense_rows: how many clean rows each part had.
         timings: seconds per phase (``load``, ``statistics``, ``prune``, ``finetune``, ``evaluation``, ...).
         floor: the victim card's clean-model LFR (the LFR no defense can beat), when known.
-        choice: ``{"defense", "reason"}``: which defense ran and why (:func:`choose_defense`).
+        choice: ``{"defense", "reason"}`` (and ``"base"``: how the reference was found): which defense ran and
+            why (:func:`choose_defense`).
     """
 
     model_name: str
@@ -344,12 +345,12 @@ def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch
 
     :raises BaseModelError: ``settings.base`` is given and unusable.
     """
-    from headprune.reference import BaseModelError, resolve_base
+    from headprune.reference import BaseModelError, resolve_base_with_source
 
     if settings.defense != RECOMMENDED_DEFENSE[0]:
         return settings.defense, None, {"defense": settings.defense, "reason": "given"}
     try:
-        base = resolve_base(suspect, settings.base)
+        base, source = resolve_base_with_source(suspect, settings.base)
     except BaseModelError as err:
         if settings.base is not None:
             raise
@@ -358,8 +359,8 @@ def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch
             "reason": f"{RECOMMENDED_DEFENSE[0]} needs the pre-trained model the suspect was fine-tuned from and "
                       f"none was found ({str(err).splitlines()[0]}); give it with --base to run "
                       f"{RECOMMENDED_DEFENSE[0]}"}
-    return RECOMMENDED_DEFENSE[0], base, {"defense": RECOMMENDED_DEFENSE[0],
-                                          "reason": "recommended (the pre-trained reference resolved)"}
+    return RECOMMENDED_DEFENSE[0], base, {"defense": RECOMMENDED_DEFENSE[0], "base": source,
+                                          "reason": f"recommended (the pre-trained reference: {source})"}
 
 
 def victim_test_rows(model: Victim, limit: int | None, seed: int = 0) -> LabelledTexts:

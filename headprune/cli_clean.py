@@ -48,8 +48,8 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
                    help="trajectory points evaluated on the held-out rows for the curve")
     p.add_argument("--base", default=None, metavar="FOLDER_OR_HUB_ID",
                    help=f"the public pre-trained model the suspect was fine-tuned from, for {RECOMMENDED_DEFENSE[0]} "
-                        f"(default: known for MiniLM victims and hub checkpoints; without one, {FALLBACK_DEFENSE[0]} "
-                        "runs instead)")
+                        f"(default: known for MiniLM victims and hub checkpoints, recognised by its weights for a "
+                        f"checkpoint fine-tuned from an offline base; without one, {FALLBACK_DEFENSE[0]} runs instead)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -21,7 +21,10 @@ Trust: the reference of a MiniLM victim is the offline MiniLM folder and that of
 seeded random initialisation; for any other model the reference must be given (``base=``, a folder or
 a hub id). A checkpoint's own ``_name_or_path`` is used only when it is a plain hub id (``org/name``,
 no path) and the machine is online: a folder named inside an untrusted checkpoint is never opened.
-Weights are loaded from safetensors only (never unpickled).
+A checkpoint whose config names no usable hub id (``save_pretrained`` writes the folder it was loaded
+from) is matched by its WEIGHTS against the bases that ship offline (:func:`recognise_offline_base`:
+same shapes and a relative encoder drift below :data:`RECOGNISE_MAX_DRIFT`); nothing in the checkpoint
+chooses what is loaded. Weights are loaded from safetensors only (never unpickled).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from transformers import PreTrainedModel
 
 from headprune.architectures import AttentionSite, find_attention_sites
 
-__all__ = ["OFFLINE_BASES", "BaseModelError", "check_compatible", "head_weight_drift", "heads_reset_to", "reset_heads",
-           "resolve_base", "shared_parameters", "weights_digest"]
+__all__ = ["OFFLINE_BASES", "RECOGNISE_MAX_DRIFT", "BaseModelError", "check_compatible", "encoder_drift",
+           "head_weight_drift", "heads_reset_to", "recognise_offline_base", "reset_heads", "resolve_base", "resolve_base_with_source",
+           "shared_parameters", "weights_digest"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -49,6 +53,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OFFLINE_BASES: dict[str, str] = {"sentence-transformers/all-MiniLM-L6-v2": "minilm"}
 """Hub ids whose weights ship offline (``headprune.models.load_classifier`` names): a checkpoint fine-tuned from
 one of them finds its reference without internet. A fixed table: a checkpoint's config never names a path."""
+
+
+RECOGNISE_MAX_DRIFT = 0.2
+"""Largest relative encoder drift (:func:`encoder_drift`) at which a checkpoint counts as fine-tuned from an
+offline base. Measured: our MiniLM victims (3 epochs at lr 5e-5) and their clean reference sit at 0.014-0.015
+from all-MiniLM-L6-v2; a random initialisation of the same config at 1.05."""
 
 
 class BaseModelError(ValueError):
@@ -73,20 +83,27 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
     :param suspect: a victim (its config names how it was built) or a ``transformers`` classifier.
     :param base: a model object, a folder or a hub id; default: the offline MiniLM for ``"minilm"``
         victims, the seeded random initialisation for ``"tiny"`` victims, else the checkpoint's
-        ``_name_or_path`` when it is a plain hub id and the machine is online.
+        ``_name_or_path`` when it is a plain hub id (a bundled one offline, any one online), else the
+        offline base its weights match (:func:`recognise_offline_base`).
     :raises BaseModelError: when no reference can be found (with the ``base=`` hint) or it does not
         match the suspect (:func:`check_compatible`).
     """
+    return resolve_base_with_source(suspect, base)[0]
+
+
+def resolve_base_with_source(suspect: Any, base: str | os.PathLike[str] | nn.Module | None = None
+                             ) -> tuple[nn.Module, str]:
+    """:func:`resolve_base` and how the reference was found, in words (for reports)."""
     from headprune.victims import Victim
 
     model = suspect.model if isinstance(suspect, Victim) else suspect
     num_labels = int(getattr(model.config, "num_labels", 2))
     if isinstance(base, nn.Module):
-        reference = base
+        reference, source = base, "given (a model object)"
     elif base is not None:
-        reference = _load_base(base, num_labels)
+        reference, source = _load_base(base, num_labels), f"given: {os.fspath(base)}"
     elif isinstance(suspect, Victim) and suspect.config.model == "minilm":
-        reference = _load_base("minilm", num_labels)
+        reference, source = _load_base("minilm", num_labels), "the offline MiniLM the victim was built from"
     elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
         from headprune.models import build_tiny_classifier
 
@@ -94,10 +111,67 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
         reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
                                              num_heads=c.num_attention_heads, hidden=c.hidden_size,
                                              intermediate=c.intermediate_size, num_labels=num_labels)
-    else:  # the checkpoint's hub id (a known offline one is read from its bundled copy)
-        reference = _load_base(_hub_id_of(model), num_labels)
+        source = "the tiny victim's seeded initialisation"
+    else:  # the checkpoint's hub id (a known offline one is read from its bundled copy), else its weights
+        try:
+            hub_id = _hub_id_of(model)
+            reference, source = _load_base(hub_id, num_labels), f"the hub id in the checkpoint's config ({hub_id})"
+        except BaseModelError as err:
+            recognised = recognise_offline_base(model)
+            if recognised is None:
+                found, _, hint = str(err).rpartition(": pass base=")
+                raise BaseModelError(f"{found or err}, and its weights match none of the offline bases "
+                                     f"({', '.join(OFFLINE_BASES)}) within relative drift {RECOGNISE_MAX_DRIFT}"
+                                     + (f": pass base={hint}" if found else "")) from err
+            reference, hub_id, drift = recognised
+            source = f"recognised by its weights as {hub_id} (relative encoder drift {drift:.3f})"
     check_compatible(model, reference)
-    return reference.eval()
+    return reference.eval(), source
+
+
+def encoder_drift(model: nn.Module, base: nn.Module) -> float:
+    """Relative distance ``||theta - theta_0|| / ||theta_0||`` over the encoder parameters both hold
+    (:func:`shared_parameters`; the task head excluded): how far ``model`` moved from ``base``."""
+    moved = total = 0.0
+    with torch.no_grad():
+        for _, param, other in shared_parameters(model, base):
+            moved += float((param.detach().float() - other.float()).pow(2).sum())
+            total += float(other.float().pow(2).sum())
+    return (moved / total) ** 0.5 if total > 0 else float("inf")
+
+
+def recognise_offline_base(model: nn.Module) -> tuple[nn.Module, str, float] | None:
+    """``(reference, hub id, drift)`` of the offline base (:data:`OFFLINE_BASES`) ``model`` was fine-tuned
+    from, recognised by its weights: the first with the same head grid and encoder shapes
+    (:func:`check_compatible`) and :func:`encoder_drift` at most :data:`RECOGNISE_MAX_DRIFT`; ``None`` if none."""
+    num_labels = int(getattr(model.config, "num_labels", 2))
+    for hub_id, name in OFFLINE_BASES.items():
+        if not _same_shape_config(model, name):
+            continue  # no weights loaded for a base of another size
+        try:
+            candidate = _load_base(name, num_labels)
+            check_compatible(model, candidate)
+        except BaseModelError:
+            continue
+        drift = encoder_drift(model, candidate)
+        if drift <= RECOGNISE_MAX_DRIFT:
+            return candidate.eval(), hub_id, drift
+    return None
+
+
+def _same_shape_config(model: nn.Module, name: str) -> bool:
+    """Whether the offline base ``name``'s config (read alone, no weights) has ``model``'s layer count,
+    width, heads and vocabulary; True when either config lacks one of them (the weights decide)."""
+    from transformers import AutoConfig
+
+    from headprune.models import DEFAULT_MODEL, default_model_dir
+
+    if name != DEFAULT_MODEL:
+        return True
+    theirs = AutoConfig.from_pretrained(str(default_model_dir()))
+    keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
+    return all(getattr(model.config, k, None) is None or getattr(theirs, k, None) is None
+               or getattr(model.config, k) == getattr(theirs, k) for k in keys)
 
 
 def _hub_id_of(model: nn.Module) -> str:

@@ -240,3 +240,23 @@ def test_clean_data_may_be_a_datasets_name(plain, tmp_path, capsys, monkeypatch)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("headprune: error: --clean-data: could not fetch datasets:someone/reviews,en@train")
+
+
+def test_a_saved_minilm_checkpoint_gets_the_recommended_defense(tmp_path):
+    """A MiniLM classifier saved with save_pretrained (its config names a folder, not a hub id) is recognised
+    by its weights, so clean runs the recommended defense and says how the reference was found; a tiny
+    checkpoint of no known base gets the fallback (only the choice is made here: nothing is trained)."""
+    from headprune.clean import FALLBACK_DEFENSE, RECOMMENDED_DEFENSE, CleanSettings, choose_defense, load_suspect
+    from headprune.models import build_tiny_classifier, load_classifier
+
+    model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
+    model.save_pretrained(tmp_path / "minilm")
+    tokenizer.save_pretrained(tmp_path / "minilm")
+    defense, base, choice = choose_defense(load_suspect(str(tmp_path / "minilm")), CleanSettings())
+    assert defense == RECOMMENDED_DEFENSE[0] and base is not None
+    assert "recognised by its weights as sentence-transformers/all-MiniLM-L6-v2" in choice["reason"]
+    tiny, tiny_tokenizer = build_tiny_classifier(seed=0)
+    tiny.save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer.save_pretrained(tmp_path / "tiny")
+    defense, base, choice = choose_defense(load_suspect(str(tmp_path / "tiny")), CleanSettings())
+    assert defense == FALLBACK_DEFENSE[0] and base is None and "--base" in choice["reason"]

@@ -75,6 +75,39 @@ def test_a_checkpoint_fine_tuned_from_the_bundled_minilm_hub_id_finds_its_refere
     assert OFFLINE_BASES[model.config._name_or_path] == "minilm"
     base = resolve_base(model)
     assert all(torch.equal(p, r) for _, p, r in shared_parameters(model, base))  # the same pre-trained weights
-    model.config._name_or_path = "someone/unknown-model"
-    with pytest.raises(BaseModelError, match="offline"):
-        resolve_base(model)
+    model.config._name_or_path = "someone/unknown-model"  # offline: the hub id fails, the weights still match
+    assert all(torch.equal(p, r) for _, p, r in shared_parameters(model, resolve_base(model)))
+    from transformers import AutoModelForSequenceClassification
+
+    stranger = AutoModelForSequenceClassification.from_config(model.config)  # same shapes, random weights
+    stranger.config._name_or_path = "someone/unknown-model"
+    with pytest.raises(BaseModelError, match="offline.*match none of the offline bases"):
+        resolve_base(stranger)
+
+
+def test_a_saved_checkpoint_is_recognised_by_its_weights(tmp_path):
+    """save_pretrained writes the folder it was loaded from into the config, so the hub id is lost: a
+    checkpoint fine-tuned (here: nudged) from the bundled MiniLM is recognised by its weights (drift far
+    below RECOGNISE_MAX_DRIFT), a tiny model is not (other shapes: no MiniLM weights loaded), with one
+    clear error each."""
+    from transformers import AutoModelForSequenceClassification
+
+    from headprune.models import load_classifier
+    from headprune.reference import RECOGNISE_MAX_DRIFT, encoder_drift, recognise_offline_base
+
+    model, _ = load_classifier("minilm", num_labels=3, seed=0)
+    with torch.no_grad():
+        for p in model.bert.encoder.parameters():
+            p.mul_(1.01)  # a 1% relative move, like a fine-tune
+    model.save_pretrained(tmp_path / "suspect")
+    suspect = AutoModelForSequenceClassification.from_pretrained(tmp_path / "suspect")
+    assert str(tmp_path) in suspect.config._name_or_path  # a folder, not a hub id
+    found = recognise_offline_base(suspect)
+    assert found is not None and found[1] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert 0.005 < found[2] < RECOGNISE_MAX_DRIFT and found[2] == pytest.approx(encoder_drift(suspect, found[0]))
+    assert resolve_base(suspect).config.num_labels == 3
+    tiny, _ = build_tiny_classifier(seed=0)
+    tiny.config._name_or_path = str(tmp_path / "tiny")
+    assert recognise_offline_base(tiny) is None
+    with pytest.raises(BaseModelError, match="not a hub id.*match none"):
+        resolve_base(tiny)

@@ -2,11 +2,15 @@
 
     python benchmarks/reference_scores.py --env-id HeadPrune-Tiny-v0              # seconds per strategy
     python benchmarks/reference_scores.py --env-id HeadPrune-MiniLM-Style-v0      # the lead's CPU runs
+    python benchmarks/reference_scores.py --env-id HeadPrune-Tiny-v0 \
+        --agent benchmarks/results/agents/minilm-syntactic_maskable_ppo_s0         # with the shipped agent
 
 Per id: the mean return of a uniform random policy over valid actions (``--episodes`` seeded episodes),
 the return of one deterministic episode of every scripted strategy (the best one is kept), and the
 final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
-on the victim's poisoned test set. Other ids' entries in the file are kept.
+on the victim's poisoned test set; with ``--agent``, the same two numbers for the shipped agent (one
+deterministic episode; its head-scoring policy is size-agnostic, so the MiniLM-trained agent runs on any id).
+Other ids' entries in the file are kept.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def episode_return(env: Any, choose: Any, seed: int) -> float:
     return total
 
 
-def final_lfr(env_id: str, strategy: str, kwargs: dict[str, Any]) -> float:
+def final_lfr(env_id: str, strategy: Any, kwargs: dict[str, Any]) -> float:
     """LFR of ``defend(victim, strategy)`` (with its fine-tune) on the victim's poisoned test set."""
     spec_kwargs = {**gym.spec(env_id).kwargs, **kwargs}
     victim = headprune.victims.resolve_victim(spec_kwargs.pop("victim"), cache=spec_kwargs.get("cache"))
@@ -48,7 +52,18 @@ def final_lfr(env_id: str, strategy: str, kwargs: dict[str, Any]) -> float:
     return float(result.metrics["final"]["lfr"])
 
 
-def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+def agent_scores(env_id: str, env: Any, policy_path: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The shipped agent's entry: the return of one deterministic episode (seed 0) in ``env`` and the LFR
+    of ``defend(victim, AgentStrategy(policy_path))``; ``policy_path`` is a run folder or model ``.zip``
+    (safe format; its trained env layout must fit the id's env)."""
+    from headprune.agents import AgentStrategy, load_policy
+
+    policy = load_policy(policy_path, env)
+    ret = episode_return(env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
+    return {"policy": str(policy_path), "return": ret, "lfr": final_lfr(env_id, AgentStrategy(policy_path), kwargs)}
+
+
+def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
     env = gym.make(env_id, **kwargs).unwrapped
     rng = np.random.default_rng(0)
     randoms = [episode_return(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), seed) for seed in range(episodes)]
@@ -65,7 +80,7 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any]) -> dict[str, A
                    "lfr": final_lfr(env_id, "random", kwargs)},
         "scripted": {"name": best, "return": scripted[best], "lfr": final_lfr(env_id, best, kwargs),
                      "all_returns": scripted},
-        "agent": NOT_MEASURED,
+        "agent": NOT_MEASURED if agent is None else agent_scores(env_id, env, agent, kwargs),
     }
 
 
@@ -76,6 +91,9 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="victim cache root")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(SCORES_FILE))
+    parser.add_argument("--agent", default=None, metavar="RUN_OR_ZIP",
+                        help="the shipped agent to score (a run folder or model .zip in headprune's safe format); "
+                             "default: its entry stays 'not measured'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -85,7 +103,7 @@ def main() -> None:
     kwargs = {"progress": False} if args.cache is None else {"progress": False, "cache": args.cache}
     for env_id in args.env_id or ["HeadPrune-Tiny-v0"]:
         start = time.perf_counter()
-        table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs)
+        table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs, args.agent)
         table["scores"][env_id]["seconds"] = round(time.perf_counter() - start, 1)
         print(env_id, json.dumps(table["scores"][env_id]), flush=True)
     table["note"] = ("returns: undiscounted, default config of the id; random: uniform over valid actions; "

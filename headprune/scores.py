@@ -7,7 +7,9 @@ with that strategy, evaluated on the victim's poisoned test set) of
 * ``"random"``: a uniform random policy over the VALID actions (the action mask), mean of the return
   over seeded episodes;
 * ``"scripted"``: the best scripted strategy by return (name recorded), one deterministic episode each;
-* ``"agent"``: the shipped agent (``"not measured"`` until one is trained for the id).
+* ``"agent"``: the shipped agent (``benchmarks/results/agents/minilm-syntactic_maskable_ppo_s0``, trained on the
+  MiniLM syntactic victim; its policy is size-agnostic), one deterministic episode (``"not measured"`` where
+  it was not run).
 
 An entry that was not measured is the string ``"not measured"`` (MiniLM ids: run
 ``benchmarks/reference_scores.py``, an hour per id on a 2-core CPU). LFR enters only here, in

@@ -395,17 +395,20 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
 @pytest.mark.parametrize("run", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks/results/agents").glob("*")
                                        if (p / "model.zip").is_file()))
 def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
-    """The shipped agents were trained on FEATURE_NAMES and operation "prune": they load into today's default
-    env (any size; here the tiny victim) and act; an env with other features is refused by name."""
+    """Every shipped agent loads into today's env with the layout its run folder records (the first two:
+    none, i.e. FEATURE_NAMES and operation "prune"; the "both" agent: operation "both", every feature), at
+    any size (here the tiny victim), and acts; an env with the other operation is refused by name."""
     from headprune.agents.evaluation import trained_env_options
 
     path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
-    assert trained_env_options(path) == {}
-    env = HeadPruneEnv(**env_kwargs)
+    trained = trained_env_options(path)
+    assert trained == ({"operation": "both"} if "_both_" in run else {})
+    env = HeadPruneEnv(**env_kwargs, **trained)
     actions, valid = _episode(load_policy(path, env), env)
     assert valid and actions
+    other = "prune" if trained.get("operation", "prune") != "prune" else "both"
     with pytest.raises(ValueError, match="trained on"):
-        load_policy(path, HeadPruneEnv(**env_kwargs, operation="both"))
+        load_policy(path, HeadPruneEnv(**env_kwargs, operation=other))
 
 
 def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tmp_path, monkeypatch):

@@ -23,18 +23,17 @@ from pathlib import Path
 from _start import start
 
 from headprune.compare import RecordStore, add_run_settings_arguments, make_executor, plan_grid, run_grid
+from headprune.compare.records import DEFAULT_DEFENDER_ROWS
 from headprune.compare.records import configuration, format_stat, mean_std
 
 POOL = "sst2-dev+glue-train"
-DEFAULT_ROWS = 872
-"""The default protocol's budget (all SST-2 dev rows): the point read from the main table."""
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
     p.add_argument("--strategies", nargs="+", default=["ft", "fth", "layerwise", "finemix"])
-    p.add_argument("--budgets", nargs="+", type=int, default=[DEFAULT_ROWS, 2256, 8256],
+    p.add_argument("--budgets", nargs="+", type=int, default=[DEFAULT_DEFENDER_ROWS, 2256, 8256],
                    help="defender rows (the first N of the pool; 256 of them validation)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     add_run_settings_arguments(p)
@@ -50,8 +49,8 @@ def _parse() -> argparse.Namespace:
     if args.clean_rows is not None or args.clean_pool is not None:
         p.error("--clean-rows / --clean-pool are set per budget by this script; give --budgets")
     for b in args.budgets:
-        if b < DEFAULT_ROWS:
-            p.error(f"--budgets: {b} is below the default protocol's {DEFAULT_ROWS} rows")
+        if b < DEFAULT_DEFENDER_ROWS:
+            p.error(f"--budgets: {b} is below the default protocol's {DEFAULT_DEFENDER_ROWS} rows")
     return args
 
 
@@ -62,7 +61,7 @@ def main() -> int:
     curve: dict[tuple[str, str, int], list[dict]] = {}
     status = 0
     for budget in args.budgets:
-        if budget == DEFAULT_ROWS:
+        if budget == DEFAULT_DEFENDER_ROWS:
             s, path = settings, args.main_jsonl
         else:
             s, path = dataclasses.replace(settings, clean_rows=budget, clean_pool=POOL), args.jsonl
@@ -78,14 +77,14 @@ def main() -> int:
             found = report.records
         for r in found:
             curve.setdefault((r["victim"], configuration(r), budget), []).append(r)
-    print(_table(curve, args.budgets))
+    print(_table(curve, args.budgets, settings.env.val_size))
     return status
 
 
-def _table(curve: dict[tuple[str, str, int], list[dict]], budgets: list[int]) -> str:
+def _table(curve: dict[tuple[str, str, int], list[dict]], budgets: list[int], val_size: int) -> str:
     """Markdown: one row per (victim, configuration: the strategy and its options), one column per budget,
     ``LFR (ACC)`` mean ± std over seeds."""
-    head = "| victim | defense | " + " | ".join(f"{b} rows ({b - 256} FT)" for b in budgets) + " |"
+    head = "| victim | defense | " + " | ".join(f"{b} rows ({b - val_size} FT)" for b in budgets) + " |"
     lines = [head, "|" + "---|" * (2 + len(budgets))]
     for victim, strategy in dict.fromkeys((v, s) for v, s, _ in curve):
         cells = []

@@ -44,8 +44,8 @@ from transformers import PreTrainedModel
 from headprune.architectures import AttentionSite, find_attention_sites
 
 __all__ = ["OFFLINE_BASES", "RECOGNISE_MAX_DRIFT", "BaseModelError", "check_compatible", "encoder_drift",
-           "head_weight_drift", "heads_reset_to", "recognise_offline_base", "reset_heads", "resolve_base", "resolve_base_with_source",
-           "shared_parameters", "weights_digest"]
+           "head_weight_drift", "heads_reset_to", "recognise_offline_base", "reset_heads", "resolve_base",
+           "resolve_base_with_source", "shared_parameters", "weights_digest"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -229,6 +229,7 @@ class AgentStrategy(PolicyDefense):
         self.device = device
         self.trust_pickle = bool(trust_pickle)
         self.source = resolve_policy_path(path)
+        self._trained_options = trained_env_options(self.source)  # read once: defend asks for it twice
 
     def check(self) -> None:
         """Read the policy file now (no code runs): a pickled zip without ``trust_pickle`` or an unreadable
@@ -243,7 +244,7 @@ class AgentStrategy(PolicyDefense):
     def env_options(self) -> dict[str, Any]:
         """The policy's :func:`trained_env_options` (operation, features, base): the env it runs in must have
         the observation layout and operations it was trained on, whatever the run's config says."""
-        return trained_env_options(self.source)
+        return dict(self._trained_options)
 
     def build_policy(self, env: gym.Env) -> AgentPolicy:
         return load_policy(self.source, env, device=self.device, trust_pickle=self.trust_pickle)
@@ -285,8 +286,8 @@ def evaluate_agent(
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
-    config = HeadPruneConfig.from_kwargs(env_config)  # AgentStrategy.env_options: the trained layout
-    result = defend(victim, AgentStrategy(policy, trust_pickle=trust_pickle), config, finetune, **evaluation)
+    # the policy's trained layout replaces the config's (AgentStrategy.env_options, applied by defend)
+    result = defend(victim, AgentStrategy(policy, trust_pickle=trust_pickle), env_config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLEAN_MODEL", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey", "RecordStore",
-           "DEFAULT_DEFENDER_ROWS", "configuration", "fine_tune_rows", "format_stat", "grid_shape", "head_frequency", "load_records", "mean_std", "method_label",
-           "record_attack", "summary_markdown", "summary_rows"]
+__all__ = ["CLEAN_MODEL", "DEFAULT_DEFENDER_ROWS", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey",
+           "RecordStore", "configuration", "fine_tune_rows", "format_stat", "grid_shape", "head_frequency",
+           "load_records", "mean_std", "method_label", "record_attack", "summary_markdown", "summary_rows"]
 
 CLEAN_MODEL = "clean model"
 """Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""

@@ -34,6 +34,7 @@ from headprune.agents.rl_training import INFO_KEYWORDS
 from headprune.defenses import DefenseFineTune, defend
 from headprune.envs.config import HeadPruneConfig
 from headprune.cli import main
+from headprune.envs.head_space import HeadFlags
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.head_stats import FEATURE_NAMES
 from headprune.models import build_tiny_classifier
@@ -263,6 +264,40 @@ def test_policy_parameters_do_not_depend_on_the_number_of_heads():
     assert all(len(s) == 1 for s in shapes.values())  # identical state-dict keys and shapes for every L x H
     with pytest.raises(ValueError, match="head_shape"):
         MaskableHeadScoringPolicy(_dict_space(8), spaces.Discrete(8), lambda _: 1e-3, head_shape=(3, 2))
+    with pytest.raises(ValueError, match="not a HeadFlags"):  # a flat MultiBinary does not say (L, H)
+        MaskableHeadScoringPolicy(_dict_space(8), spaces.Discrete(8), lambda _: 1e-3)
+
+
+def test_policy_reads_the_head_grid_from_the_observation_space():
+    """``HeadFlags`` carries ``(L, H)``: a policy built from the spaces alone (as rl_zoo3 builds it) gets the
+    grid, and an explicit ``head_shape`` that disagrees with it is refused."""
+    for grid in ((2, 4), (4, 2), (1, 8)):
+        space = _dict_space(8)
+        space.spaces["mask"] = HeadFlags(grid)
+        for cls in (MaskableHeadScoringPolicy, HeadScoringPolicy):
+            policy = cls(space, spaces.Discrete(8), lambda _: 1e-3)
+            assert policy.head_shape == grid
+            assert policy.features_extractor.positions.shape == (8, 2)
+            assert policy.features_extractor.positions[-1].tolist() == [float(grid[0] > 1), float(grid[1] > 1)]
+    space.spaces["mask"] = HeadFlags((2, 4))
+    with pytest.raises(ValueError, match="disagrees"):
+        HeadScoringPolicy(space, spaces.Discrete(8), lambda _: 1e-3, head_shape=(4, 2))
+
+
+def test_head_flags_is_a_multibinary_that_knows_its_grid():
+    import copy
+    import pickle
+
+    flags = HeadFlags((3, 4), seed=0)
+    assert flags.n == 12 and flags.shape == (12,) and flags.head_shape == (3, 4)
+    assert flags == spaces.MultiBinary(12) and spaces.MultiBinary(12) == flags  # what it is to any consumer
+    assert flags != HeadFlags((4, 3)) and flags != spaces.MultiBinary(11)
+    assert flags.contains(flags.sample()) and not flags.contains(np.zeros(11, dtype=np.int8))
+    for clone in (pickle.loads(pickle.dumps(flags)), copy.deepcopy(flags)):  # SubprocVecEnv pickles spaces
+        assert isinstance(clone, HeadFlags) and clone.head_shape == (3, 4)
+    for bad in ((3,), (0, 4), (2.0, 4), (True, 4), (1, 2, 3)):
+        with pytest.raises(ValueError, match="head_shape"):
+            HeadFlags(bad)
 
 
 def test_policy_trained_on_tiny_transfers_to_another_size(trained, env_kwargs, other_victim):
@@ -413,7 +448,8 @@ def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
 
 def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tmp_path, monkeypatch):
     """The exported entry holds only keys rl_zoo3 passes on (its own or PPO's), the policy as an importable
-    dotted path, ``head_shape`` from the env, and the zoo flags for the dropped trainer-only keys."""
+    dotted path, no ``head_shape`` unless pinned, and the zoo flags for the dropped trainer-only keys; PPO
+    built the zoo's way from the written entry (env spaces + ``policy_kwargs``) acts on the env."""
     import inspect
 
     import yaml
@@ -435,6 +471,14 @@ def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tm
     monkeypatch.setenv("HEADPRUNE_CACHE", str(victim_cache))
     assert export_main(["--algo", "ppo", "--env", "HeadPrune-Tiny-v0", "--out", str(cfg)]) == 0
     written = yaml.safe_load(cfg.read_text())["HeadPrune-Tiny-v0"]
-    assert written["policy_kwargs"]["head_shape"] == [2, 4]  # read from the env this time
+    assert "head_shape" not in (written.get("policy_kwargs") or {})  # the policy reads it from the space
     assert written["env_kwargs"] == entry_kwargs
+    import gymnasium as gym
+
+    env = gym.make("HeadPrune-Tiny-v0", **written["env_kwargs"])
+    model = PPO(resolve_dotted(written["policy"], "policy"), env, n_steps=8, batch_size=8,
+                policy_kwargs=written.get("policy_kwargs") or {}, device="cpu")
+    assert model.policy.head_shape == env.unwrapped.head_shape == (2, 4)
+    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+    assert 0 <= int(action) < env.action_space.n
 

@@ -49,6 +49,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from headprune.envs.head_space import head_shape_of
+
 __all__ = [
     "POLICIES",
     "HeadFeaturesExtractor",
@@ -82,8 +84,9 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
     Args:
         observation_space: the env's ``Dict`` space (``mask`` ``[n]``, ``head_stats`` ``[n, F]``,
             ``summary`` ``[S]``).
-        head_shape: ``(L, H)`` of the env's model (``L * H`` must equal ``n``); only sets the
-            position buffer, never a parameter shape.
+        head_shape: ``(L, H)`` of the env's model (``L * H`` must equal ``n``); default: the grid the
+            observation space's ``"mask"`` entry carries (:func:`~headprune.envs.head_space.head_shape_of`).
+            Only sets the position buffer, never a parameter shape.
         embed_dim: ``d``, the width of every per-head and context vector.
         activation: the nonlinearity of the shared MLPs.
 
@@ -98,9 +101,7 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
                 raise ValueError(f"observation_space has no {key!r} entry: not a HeadPrune-v0 observation space")
         n, n_features = observation_space["head_stats"].shape
         self.with_reset = "reset" in observation_space.spaces
-        if head_shape is None:
-            raise ValueError("head_shape (L, H) is required: pass policy_kwargs={'head_shape': env.head_shape}")
-        num_layers, num_heads = (int(x) for x in head_shape)
+        num_layers, num_heads = head_shape_of(observation_space, head_shape)
         if num_layers * num_heads != n:
             raise ValueError(f"head_shape {tuple(head_shape)} has {num_layers * num_heads} heads, the observation {n}")
         if embed_dim < 1:
@@ -173,11 +174,9 @@ class _HeadScoring:
     embed_dim: int
     value_dim: int
 
-    def _setup_head_scoring(self, head_shape: Sequence[int] | None, embed_dim: int, value_dim: int,
-                            kwargs: dict[str, Any]) -> dict[str, Any]:
-        if head_shape is None:
-            raise ValueError("head_shape (L, H) is required: pass policy_kwargs={'head_shape': env.head_shape}")
-        self.head_shape = (int(head_shape[0]), int(head_shape[1]))
+    def _setup_head_scoring(self, observation_space: spaces.Dict, head_shape: Sequence[int] | None, embed_dim: int,
+                            value_dim: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.head_shape = head_shape_of(observation_space, head_shape)
         self.embed_dim, self.value_dim = int(embed_dim), int(value_dim)
         kwargs.setdefault("features_extractor_class", HeadFeaturesExtractor)
         fe_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
@@ -219,8 +218,9 @@ class MaskableHeadScoringPolicy(_HeadScoring, MaskableActorCriticPolicy):
 
     Args:
         observation_space, action_space, lr_schedule: as SB3 passes them.
-        head_shape: ``(L, H)`` of the env's model (set by :func:`headprune.agents.train` and
-            :func:`headprune.agents.load_policy` from the env).
+        head_shape: ``(L, H)`` of the env's model; default: read from the observation space (its
+            ``"mask"`` is a :class:`~headprune.envs.head_space.HeadFlags`), so a zoo YAML need not name it;
+            given, it must agree with the space's grid.
         embed_dim: per-head and context width ``d``.
         value_dim: width of the critic latent.
         kwargs: the other ``MaskableActorCriticPolicy`` arguments (``activation_fn``, ``ortho_init``,
@@ -230,7 +230,7 @@ class MaskableHeadScoringPolicy(_HeadScoring, MaskableActorCriticPolicy):
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Any, *,
                  head_shape: Sequence[int] | None = None, embed_dim: int = 32, value_dim: int = 64,
                  **kwargs: Any) -> None:
-        kwargs = self._setup_head_scoring(head_shape, embed_dim, value_dim, kwargs)
+        kwargs = self._setup_head_scoring(observation_space, head_shape, embed_dim, value_dim, kwargs)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
 
@@ -241,7 +241,7 @@ class HeadScoringPolicy(_HeadScoring, ActorCriticPolicy):
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Any, *,
                  head_shape: Sequence[int] | None = None, embed_dim: int = 32, value_dim: int = 64,
                  **kwargs: Any) -> None:
-        kwargs = self._setup_head_scoring(head_shape, embed_dim, value_dim, kwargs)
+        kwargs = self._setup_head_scoring(observation_space, head_shape, embed_dim, value_dim, kwargs)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False,

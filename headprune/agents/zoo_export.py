@@ -2,12 +2,13 @@
 
 The shipped files (``configs/<algo>.yml``) are in the zoo's format, but an entry also holds keys that only
 ``headprune train`` reads (``eval_freq``, ``n_eval_episodes``, ``checkpoint_freq``, ``vec_env``: the zoo takes
-these as command-line flags), names its policy by a short name, and leaves ``head_shape`` to the trainer (which
-reads it from the env). :func:`zoo_entry` turns one entry into what ``python -m rl_zoo3.train`` accepts:
+these as command-line flags) and names its policy by a short name. :func:`zoo_entry` turns one entry into
+what ``python -m rl_zoo3.train`` accepts:
 
 * the trainer-only keys are dropped and returned as the zoo flags that replace them (:data:`ZOO_FLAGS`);
 * ``policy`` becomes a dotted path (the zoo imports it), the algorithm's variant of the policy class;
-* ``policy_kwargs`` gains ``head_shape`` ``(L, H)`` of the env's model (the env is made once to read it);
+* ``policy_kwargs`` needs no ``head_shape``: the policy reads ``(L, H)`` from the observation space (its
+  ``"mask"`` is a :class:`~headprune.envs.head_space.HeadFlags`), so exporting builds no env;
 * schedules (``lin_<x>``), ``env_kwargs``, ``env_wrapper`` and ``normalize: false`` are the zoo's own and stay.
 
 Usage (plain PPO; MaskablePPO needs action masks, which the zoo's trainer does not pass: use ``headprune
@@ -42,7 +43,8 @@ def zoo_entry(algo: str, env_id: str, *, conf_file: str | None = None,
     """``(entry, flags)``: the zoo-native hyperparameters of ``env_id`` for ``algo`` and the zoo flags for the
     keys it dropped (``["--eval-freq", "2048", ...]``; a frequency of 0 becomes the zoo's ``-1``, "never").
 
-    :param head_shape: ``(L, H)``; default: read from ``gym.make(env_id, **env_kwargs)`` (builds its victim).
+    :param head_shape: ``(L, H)`` to pin in ``policy_kwargs`` (the policy then checks it against the env's
+        grid); default: none written, the policy reads the grid from the observation space.
     :raises ValueError: as :func:`~headprune.agents.hyperparams.load_hyperparams`.
     """
     hp = load_hyperparams(algo, env_id, conf_file=conf_file)
@@ -59,13 +61,8 @@ def zoo_entry(algo: str, env_id: str, *, conf_file: str | None = None,
     policy = policy_class(str(hp.get("policy", "HeadScoringPolicy")), algo)
     if isinstance(policy, type):
         hp["policy"] = f"{policy.__module__}.{policy.__qualname__}"
-    if head_shape is None:
-        import gymnasium as gym
-
-        env = gym.make(env_id, **dict(hp.get("env_kwargs") or {}))
-        head_shape = tuple(int(x) for x in env.unwrapped.head_shape)  # type: ignore[attr-defined]
-        env.close()
-    hp["policy_kwargs"] = {**dict(hp.get("policy_kwargs") or {}), "head_shape": [int(x) for x in head_shape]}
+    if head_shape is not None:
+        hp["policy_kwargs"] = {**dict(hp.get("policy_kwargs") or {}), "head_shape": [int(x) for x in head_shape]}
     return hp, flags
 
 

@@ -23,6 +23,7 @@ from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.devices import model_on, resolve_device
 from headprune.data_checks import check_labels
 from headprune.envs.config import HeadPruneConfig
+from headprune.envs.head_space import HeadFlags
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
 from headprune.envs.operations import HeadOperations
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
@@ -77,7 +78,9 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     * ``action_space``: ``Discrete(n)``, prune head ``a``.
     * ``observation_space``: ``Dict`` with
 
-      - ``"mask"``: ``MultiBinary(n)`` int8, 1 = active, 0 = pruned;
+      - ``"mask"``: ``MultiBinary(n)`` int8, 1 = active, 0 = pruned, head ``(l, h)`` at ``l * H + h``; the
+        space is a :class:`~headprune.envs.head_space.HeadFlags`, which also carries ``head_shape``
+        ``(L, H)`` (a policy built from the spaces alone reads the grid there);
       - ``"head_stats"``: ``Box(-sqrt(n), sqrt(n), (n, F), float32)``: the
         :class:`~headprune.head_stats.HeadStats` of the unpruned model on the defender's statistics
         rows, z-scored per feature over the ``n`` heads (:meth:`HeadStats.normalised`; a z-score over
@@ -102,7 +105,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     **Head operations** (``config.operation``; layout and validity in :mod:`headprune.envs.operations`):
     ``"prune"`` (the default: everything here), ``"reset"`` (copy the reference's weights into head
     ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
-    (``MultiBinary(n)``) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
+    (``MultiBinary(n)``, a ``HeadFlags`` too) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
     reset; reset weights are swapped in per scoring call (exact; the victim is unchanged between calls).
 
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
@@ -259,7 +262,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.summary_fields = SUMMARY_FIELDS + (("fraction_reset",) if self.operations.resets else ())
         self.action_space = spaces.Discrete(self.operations.num_actions)
         entries: dict[str, spaces.Space[Any]] = {
-            "mask": spaces.MultiBinary(n),
+            "mask": HeadFlags(self.head_shape),
             "head_stats": spaces.Box(-bound, bound, shape=(n, len(self.feature_names)), dtype=np.float32),
             "summary": spaces.Box(
                 low=np.array([0.0, -1.0, lo, lo - hi, 0.0, 0.0, *extra], dtype=np.float32),
@@ -268,7 +271,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             ),
         }
         if self.operations.resets:
-            entries["reset"] = spaces.MultiBinary(n)
+            entries["reset"] = HeadFlags(self.head_shape)
         self.observation_space = spaces.Dict(entries)
 
     def _start_episode(self) -> None:

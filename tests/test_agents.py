@@ -268,6 +268,30 @@ def test_policy_parameters_do_not_depend_on_the_number_of_heads():
         MaskableHeadScoringPolicy(_dict_space(8), spaces.Discrete(8), lambda _: 1e-3)
 
 
+def test_rl_zoo3_trains_the_exported_entry(tiny_victim, victim_cache, tmp_path):
+    """rl-baselines3-zoo's own trainer (``python -m rl_zoo3.train``, optional: ``pip install -e '.[zoo]'``)
+    trains plain PPO from the exported entry and saves a model: the zoo route of the README."""
+    pytest.importorskip("rl_zoo3")
+    import os
+    import subprocess
+    import sys
+
+    from headprune.agents.zoo_export import main as export_main
+
+    env = {**os.environ, "HEADPRUNE_CACHE": str(victim_cache), "OMP_NUM_THREADS": "1"}
+    conf = tmp_path / "zoo" / "ppo.yml"
+    assert export_main(["--algo", "ppo", "--env", "HeadPrune-Tiny-v0", "--out", str(conf)]) == 0  # builds no env
+    done = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", "HeadPrune-Tiny-v0",
+                           "--gym-packages", "headprune", "--conf-file", str(conf), "-n", "128",
+                           "--eval-freq", "-1", "--seed", "0", "--log-folder", str(tmp_path / "logs")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "logs" / "ppo" / "HeadPrune-Tiny-v0_1"
+    assert (run / "HeadPrune-Tiny-v0.zip").is_file()
+    rows = (run / "0.monitor.csv").read_text().splitlines()[2:]  # a JSON header, the column names, episodes
+    assert rows, "the zoo's Monitor recorded no finished episode"
+
+
 def test_policy_reads_the_head_grid_from_the_observation_space():
     """``HeadFlags`` carries ``(L, H)``: a policy built from the spaces alone (as rl_zoo3 builds it) gets the
     grid, and an explicit ``head_shape`` that disagrees with it is refused."""

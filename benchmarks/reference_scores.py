@@ -84,6 +84,15 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
     }
 
 
+def same_spec_ids(env_id: str) -> list[str]:
+    """The other registered ids whose spec has the same kwargs and ``max_episode_steps`` as ``env_id``'s: the
+    same env (only the entry point differs, e.g. the class vs the lazy factory), so the same scores."""
+    spec = gym.spec(env_id)
+    return [v.env_id for v in VARIANTS if v.env_id != env_id
+            and gym.spec(v.env_id).kwargs == spec.kwargs
+            and gym.spec(v.env_id).max_episode_steps == spec.max_episode_steps]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", action="append", help="registered id (repeatable; default HeadPrune-Tiny-v0)")
@@ -106,6 +115,9 @@ def main() -> None:
         table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs, args.agent)
         table["scores"][env_id]["seconds"] = round(time.perf_counter() - start, 1)
         print(env_id, json.dumps(table["scores"][env_id]), flush=True)
+        for twin in same_spec_ids(env_id):  # e.g. HeadPrune-v0 and HeadPrune-MiniLM-Syntactic-v0
+            table["scores"][twin] = {**table["scores"][env_id], "same_spec_as": env_id}
+            print(f"{twin}: same victim, kwargs and max_episode_steps as {env_id}; entry copied", flush=True)
     table["note"] = ("returns: undiscounted, default config of the id; random: uniform over valid actions; "
                      "lfr: defend(victim, strategy) with its fine-tune, poisoned test set")
     with open(args.out, "w") as f:

@@ -103,7 +103,14 @@ def main() -> None:
     parser.add_argument("--agent", default=None, metavar="RUN_OR_ZIP",
                         help="the shipped agent to score (a run folder or model .zip in headprune's safe format); "
                              "default: its entry stays 'not measured'")
+    parser.add_argument("--markdown", action="store_true",
+                        help="measure nothing: print the README's table of the committed scores")
     args = parser.parse_args()
+    if args.markdown:
+        from headprune.scores import markdown_table
+
+        print(markdown_table())
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     table = json.loads(open(args.out).read()) if args.out and __import__("os").path.exists(args.out) else {}

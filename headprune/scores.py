@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOT_MEASURED", "SCORES_FILE", "normalised", "reference_scores"]
+__all__ = ["NOT_MEASURED", "SCORES_FILE", "markdown_table", "normalised", "reference_scores"]
 
 SCORES_FILE = Path(__file__).with_name("reference_scores.json")
 """The machine-readable table (written by ``benchmarks/reference_scores.py``)."""
@@ -62,3 +62,27 @@ def normalised(env_id: str, episode_return: float) -> float:
     if high == low:
         raise ValueError(f"{env_id}: the random and best scripted returns tie ({low}); nothing to normalise by")
     return (float(episode_return) - low) / (high - low)
+
+
+def markdown_table() -> str:
+    """The README's table of the reference scores, one row per id (sorted), from :data:`SCORES_FILE`:
+    random return and LFR, best scripted return (name) and LFR, the agent's return, LFR and normalised return;
+    an id copied from another of the same spec says so (``(= `id`)``). ``benchmarks/reference_scores.py
+    --markdown`` prints it; a test keeps the README's copy equal to it."""
+    rows = ["| env id | random return | random LFR | best scripted return | best scripted LFR | agent |",
+            "|---|---|---|---|---|---|"]
+    for env_id, entry in sorted(reference_scores()["scores"].items()):
+        random, scripted, agent = entry["random"], entry["scripted"], entry["agent"]
+        twin = entry.get("same_spec_as")
+        cells = [f"`{env_id}`" + (f" (= `{twin}`)" if twin else "")]
+        cells += [NOT_MEASURED] * 2 if random == NOT_MEASURED else [f"{random['return']:.3f}", f"{random['lfr']:.3f}"]
+        cells += ([f"{NOT_MEASURED} (–)", NOT_MEASURED] if scripted == NOT_MEASURED
+                  else [f"{scripted['return']:.3f} ({scripted['name']})", f"{scripted['lfr']:.3f}"])
+        if agent == NOT_MEASURED:
+            cells.append(NOT_MEASURED)
+        else:
+            norm = "" if random == NOT_MEASURED or scripted == NOT_MEASURED else \
+                f" (normalised {normalised(env_id, agent['return']):.2f})"
+            cells.append(f"{agent['return']:.3f}, LFR {agent['lfr']:.3f}{norm}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -29,14 +29,47 @@ def test_every_registered_id_has_an_entry_and_tiny_is_measured() -> None:
     assert "reference_scores.json" in (Path(__file__).parents[1] / "pyproject.toml").read_text()  # package data
 
 
-def test_normalised_maps_random_to_0_and_best_scripted_to_1() -> None:
+def test_normalised_maps_random_to_0_and_best_scripted_to_1(monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = reference_scores("HeadPrune-Tiny-v0")
     assert normalised("HeadPrune-Tiny-v0", tiny["random"]["return"]) == pytest.approx(0.0)
     assert normalised("HeadPrune-Tiny-v0", tiny["scripted"]["return"]) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="not measured"):
-        normalised("HeadPrune-MiniLM-Style-v0", 1.0)
     with pytest.raises(ValueError, match="no reference scores"):
         normalised("CartPole-v1", 1.0)
+    import headprune.scores as scores
+
+    table = {"scores": {"A-v0": {"random": NOT_MEASURED, "scripted": NOT_MEASURED, "agent": NOT_MEASURED},
+                        "B-v0": {"random": {"return": 0.5}, "scripted": {"return": 0.5}, "agent": NOT_MEASURED}}}
+    monkeypatch.setattr(scores, "_load", lambda: table)
+    with pytest.raises(ValueError, match="not measured"):
+        normalised("A-v0", 1.0)
+    with pytest.raises(ValueError, match="tie"):
+        normalised("B-v0", 1.0)
+
+
+def test_readme_reference_table_is_the_committed_json() -> None:
+    from headprune.scores import markdown_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's reference-score table differs: python benchmarks/reference_scores.py --markdown"
+
+
+def test_measured_entries_are_complete_and_twins_agree() -> None:
+    """Every measured entry has what the README table shows; an entry copied from an id with the same spec
+    (``same_spec_as``) names a measured id of identical kwargs and step limit, and equals it."""
+    import gymnasium as gym
+
+    table = reference_scores()["scores"]
+    for env_id, entry in table.items():
+        if entry["random"] == NOT_MEASURED:
+            continue
+        assert {"return", "lfr", "episodes"} <= set(entry["random"]), env_id
+        assert entry["scripted"]["return"] == max(entry["scripted"]["all_returns"].values()), env_id
+        assert 0.0 <= entry["scripted"]["lfr"] <= 1.0, env_id
+        twin = entry.get("same_spec_as")
+        if twin is not None:
+            assert gym.spec(twin).kwargs == gym.spec(env_id).kwargs, env_id
+            assert gym.spec(twin).max_episode_steps == gym.spec(env_id).max_episode_steps, env_id
+            assert {k: v for k, v in entry.items() if k != "same_spec_as"} == table[twin], env_id
 
 
 def test_zoo_policy_kwargs_string_without_eval() -> None:

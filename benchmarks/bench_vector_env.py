@@ -90,6 +90,11 @@ def in_fresh_process(kind: str, env_id: str, n: int, threads: int, kwargs: dict[
     return result
 
 
+def _rate(per_second: float) -> str:
+    """Three significant figures without an exponent: ``286``, ``12.4``, ``1.23`` (MiniLM rates are ~1/s)."""
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.3g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="HeadPrune-Tiny-v0")
@@ -113,7 +118,7 @@ def main() -> None:
             if reference is None:
                 reference = total
             same = struct.pack("<d", total) == struct.pack("<d", reference)
-            print(f"| {args.env_id} | {n} | {kind} | {speed:,.0f} | {rss:,.0f} | {'yes' if same else 'NO'} |",
+            print(f"| {args.env_id} | {n} | {kind} | {_rate(speed)} | {rss:,.0f} | {'yes' if same else 'NO'} |",
                   flush=True)
 
 

@@ -303,6 +303,9 @@ def test_policy_reads_the_head_grid_from_the_observation_space():
             assert policy.head_shape == grid
             assert policy.features_extractor.positions.shape == (8, 2)
             assert policy.features_extractor.positions[-1].tolist() == [float(grid[0] > 1), float(grid[1] > 1)]
+    space.spaces["mask"] = HeadFlags((3, 2))  # a grid of 6 heads over statistics of 8: named, not a TypeError
+    with pytest.raises(ValueError, match=r"head_shape \(3, 2\) has 6 heads"):
+        HeadScoringPolicy(space, spaces.Discrete(8), lambda _: 1e-3)
     space.spaces["mask"] = HeadFlags((2, 4))
     with pytest.raises(ValueError, match="disagrees"):
         HeadScoringPolicy(space, spaces.Discrete(8), lambda _: 1e-3, head_shape=(4, 2))

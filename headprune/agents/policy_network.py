@@ -103,7 +103,7 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
         self.with_reset = "reset" in observation_space.spaces
         num_layers, num_heads = head_shape_of(observation_space, head_shape)
         if num_layers * num_heads != n:
-            raise ValueError(f"head_shape {tuple(head_shape)} has {num_layers * num_heads} heads, the observation {n}")
+            raise ValueError(f"head_shape {(num_layers, num_heads)} has {num_layers * num_heads} heads, the observation {n}")
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
         super().__init__(observation_space, features_dim=(n + 1) * embed_dim)

@@ -21,10 +21,11 @@ from typing import Any
 
 from headprune.envs.registration import ENV_ID, register_envs
 
-__all__ = ["ENV_ID", "HeadPruneConfig", "HeadPruneEnv", "LabelFlipRateInfo", "TerminalFineTune",
+__all__ = ["ENV_ID", "HeadFlags", "HeadPruneConfig", "HeadPruneEnv", "LabelFlipRateInfo", "TerminalFineTune",
            "make_headprune_env", "register_envs"]
 
 _LAZY = {
+    "HeadFlags": "headprune.envs.head_space",
     "HeadPruneConfig": "headprune.envs.config",
     "HeadPruneEnv": "headprune.envs.headprune_env",
     "LabelFlipRateInfo": "headprune.envs.wrappers",

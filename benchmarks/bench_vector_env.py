@@ -8,10 +8,13 @@ vector steps after a warm-up reset. Transitions are identical across the four (a
 rewards must be equal to the last bit), so the comparison is on the same work. Reported per row:
 env-steps/s (``N * steps / seconds``), RSS of the process plus its live children (MiB, after the
 run, each row in a fresh forked process; SubprocVecEnv holds one model per worker, the batched env
-one model), and whether the rewards match the DummyVecEnv's. Threads: one torch thread per process (``--threads``).
+one model), and whether the rewards match the DummyVecEnv's. Threads: one torch thread per process
+(``--threads``); ``--one-model-threads`` gives the one-model envs their own count, so that one process
+with two threads can be set against ``N`` single-thread SubprocVecEnv workers on the same two cores.
+``--kinds`` picks the vector envs to time (DummyVecEnv always runs: its rewards are the reference).
 
     .venv/bin/python benchmarks/bench_vector_env.py [--env-id HeadPrune-Tiny-v0] [--num-envs 1 2 4 8]
-        [--steps 64] [--cache DIR]
+        [--steps 64] [--cache DIR] [--threads 1] [--one-model-threads 2] [--kinds subproc one-model-incremental]
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import headprune  # noqa: F401
 from headprune.envs.vector import SB3BatchedVecEnv
+
+
+KINDS: tuple[str, ...] = ("dummy", "subproc", "one-model-batched", "one-model-incremental")
+"""The vector envs timed: DummyVecEnv (the reference), SubprocVecEnv (fork), the one-model env's two scorings."""
 
 
 def _make(env_id: str, threads: int, kwargs: dict[str, Any]) -> gym.Env:
@@ -100,10 +107,17 @@ def main() -> None:
     parser.add_argument("--env-id", default="HeadPrune-Tiny-v0")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each process (default 1)")
+    parser.add_argument("--one-model-threads", type=int, default=None,
+                        help="torch threads of the one-model envs' process (default: --threads)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=list(KINDS[1:]),
+                        help="vector envs to time besides DummyVecEnv (default: all)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--device", default=None, help="device of the batched env's model (cuda, mps, ...)")
     args = parser.parse_args()
+    if args.threads < 1 or (args.one_model_threads is not None and args.one_model_threads < 1):
+        parser.error("--threads and --one-model-threads must be >= 1")
+    one_model_threads = args.threads if args.one_model_threads is None else args.one_model_threads
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     kwargs: dict[str, Any] = {"progress": False, **({"cache": args.cache} if args.cache else {})}
@@ -112,13 +126,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for n in args.num_envs:
         reference = None
-        for kind in ("dummy", "subproc", "one-model-batched", "one-model-incremental"):
-            extra = {"device": args.device} if kind.startswith("one-model") and args.device else {}
-            speed, total, rss = in_fresh_process(kind, args.env_id, n, args.threads, {**kwargs, **extra}, args.steps)
+        for kind in ("dummy", *(k for k in KINDS[1:] if k in args.kinds)):
+            one_model = kind.startswith("one-model")
+            extra = {"device": args.device} if one_model and args.device else {}
+            threads = one_model_threads if one_model else args.threads
+            speed, total, rss = in_fresh_process(kind, args.env_id, n, threads, {**kwargs, **extra}, args.steps)
             if reference is None:
                 reference = total
             same = struct.pack("<d", total) == struct.pack("<d", reference)
-            print(f"| {args.env_id} | {n} | {kind} | {_rate(speed)} | {rss:,.0f} | {'yes' if same else 'NO'} |",
+            label = f"{kind}, {threads} threads" if threads != args.threads else kind
+            print(f"| {args.env_id} | {n} | {label} | {_rate(speed)} | {rss:,.0f} | {'yes' if same else 'NO'} |",
                   flush=True)
 
 

@@ -28,7 +28,7 @@ from headprune.data import LabelledTexts
 from headprune.evaluator import pad_encodings
 from headprune.gating import HeadGate
 
-__all__ = ["FineTuneConfig", "FineTuneLog", "fine_tune", "length_grouped_batches"]
+__all__ = ["FineTuneConfig", "FineTuneLog", "fine_tune", "length_grouped_batches", "soft_cross_entropy"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits [B, C], labels [B]) -> scalar``."""
@@ -105,6 +105,14 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-sum_c targets[b, c] * log_softmax(logits)[b, c]``, averaged over the batch: the cross-entropy
+    against class probabilities ``targets`` ``[B, C]`` (rows summing to 1) of ``logits`` ``[B, C]``."""
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and soft targets {tuple(targets.shape)} differ in shape")
+    return -(targets * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
 def _linear_warmup(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / max(1, warmup)
@@ -121,6 +129,7 @@ def fine_tune(
     mask: torch.Tensor | None = None,
     loss_fn: LossFn | None = None,
     regulariser: Regulariser | None = None,
+    soft_targets: torch.Tensor | None = None,
     progress: bool | str = True,
 ) -> FineTuneLog:
     """Fine-tune ``model`` in place on ``data`` with AdamW and a linear warm-up/decay schedule.
@@ -134,17 +143,30 @@ def fine_tune(
         mask: optional head mask ``[layers, heads]``; heads gated 0 stay at zero for the whole run.
         loss_fn: ``(logits [B, C], labels [B]) -> loss``; cross-entropy when omitted.
         regulariser: optional ``model -> scalar`` penalty added at every step.
+        soft_targets: optional ``[N, C]`` class probabilities, row-aligned with ``data``: the loss is then the
+            soft cross-entropy ``-sum_c q_c log p_c`` (mean over the batch) against them, e.g. a teacher's
+            predictions (:mod:`headprune.defenses.distill`), and ``data.labels`` are not read by the loss.
+            Not with ``loss_fn``.
         progress: show a tqdm bar (a string gives it a description).
     Returns:
         a :class:`FineTuneLog` with per-step losses and wall time.
     """
     if len(data) == 0:
         raise ValueError(f"fine_tune got no training data (source: {data.source})")
-    loss_fn = loss_fn or nn.functional.cross_entropy
+    if soft_targets is not None:
+        if loss_fn is not None:
+            raise ValueError("fine_tune takes soft_targets or loss_fn, not both")
+        if soft_targets.dim() != 2 or soft_targets.shape[0] != len(data):
+            raise ValueError(f"soft_targets must be [N={len(data)}, C], got {tuple(soft_targets.shape)} "
+                             f"(source: {data.source})")
+        loss_fn = soft_cross_entropy
+        targets = soft_targets.detach().float()  # [N, C]
+    else:
+        loss_fn = loss_fn or nn.functional.cross_entropy
+        targets = torch.tensor(data.labels, dtype=torch.long)  # [N]
     device = next(model.parameters()).device
     encoded = tokenizer(list(data.sentences), truncation=True, max_length=config.max_length)
     input_ids: list[list[int]] = encoded["input_ids"]
-    labels = torch.tensor(data.labels, dtype=torch.long)
     rng = np.random.default_rng(config.seed)
 
     epoch_batches = math.ceil(len(data) / config.batch_size)
@@ -178,7 +200,7 @@ def fine_tune(
                     break
                 inputs = {k: v.to(device) for k, v in pad_encodings(encoded, batch_idx, tokenizer).items()}
                 logits = model(**inputs).logits
-                loss = loss_fn(logits, labels[batch_idx].to(device))
+                loss = loss_fn(logits, targets[batch_idx].to(device))
                 if regulariser is not None:
                     loss = loss + regulariser(model)
                 optimiser.zero_grad(set_to_none=True)

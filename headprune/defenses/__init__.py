@@ -5,8 +5,8 @@ One module per defense or small family: :mod:`~headprune.defenses.random_heads`,
 :mod:`~.layerwise`, :mod:`~.sparsify`, :mod:`~.ensemble`, :mod:`~.mcdropout`, :mod:`~.egreedy` (scripted
 pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PURE), :mod:`~.finetuning`
 (FT, FTH, MEFT and ``none``), and the reference-based defenses that use the public pre-trained model
-(:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`; their weight edits in
-:mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
+(:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`, :mod:`~.distill`; their
+weight edits in :mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
 defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
 """
 
@@ -48,18 +48,19 @@ from headprune.defenses.drift import DriftDefense, DriftPolicy, reset_until_floo
 from headprune.defenses.reset_attention import ResetAttentionDefense
 from headprune.defenses.finemix import FineMixDefense, choose_mix_ratio
 from headprune.defenses.finepurify import FinePurifyDefense, purify_scores
+from headprune.defenses.distill import DistillDefense, distillation_targets
 from headprune.defenses.weight_edits import AttentionReset, FineMix, HeadReset, WeightEdit
 from headprune.defenses.defend import DefenseResult, defend, resolve_defense
 
 __all__ = [
-    "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOutcome", "DefenseResult", "DriftDefense",
-    "DriftPolicy", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
+    "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOutcome", "DefenseResult", "DistillDefense",
+    "DriftDefense", "DriftPolicy", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
     "HeadReset", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
     "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",
     "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",
     "MCDropoutPolicy", "MCDropoutPruning", "MaxEntropyFineTuneDefense", "NoDefense", "PolicyDefense",
     "PruneOutcome", "PureAttentionRegulariser", "PureDefense", "RandomPolicy", "RandomPruning", "ScriptedPolicy",
     "ScriptedPolicyDefense", "SparsificationPolicy", "SparsificationPruning", "defend", "defense_names",
-    "get_defense", "layer_rates", "max_entropy_loss", "pure_norm_coefficients", "pure_prune", "resolve_defense",
+    "distillation_targets", "get_defense", "layer_rates", "max_entropy_loss", "pure_norm_coefficients", "pure_prune", "resolve_defense",
     "run_policy_episode", "validation_rows",
 ]

@@ -1,0 +1,122 @@
+"""The distillation defense (headprune.defenses.distill), its augmentations and fine_tune's soft targets."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from headprune.data import LabelledTexts
+from headprune.data.augment import Augmentation, augment_sentences
+from headprune.defenses import DefenseFineTune, defend, distillation_targets
+from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.evaluator import Evaluator
+from headprune.finetuning import FineTuneConfig, fine_tune, soft_cross_entropy
+
+ROWS = ["a gripping , funny film", "dull and far too long", "it works", "one of the best of the year"]
+
+
+def test_augmentations_are_made_of_the_rows_own_words_and_are_seeded():
+    aug = Augmentation(drops=2, crops=2, concats=2)
+    out = augment_sentences(ROWS, aug, np.random.default_rng(0))
+    assert out == augment_sentences(ROWS, aug, np.random.default_rng(0))
+    assert out != augment_sentences(ROWS, aug, np.random.default_rng(1))
+    words = {w for s in ROWS for w in s.split()}
+    assert all(set(text.split()) <= words for text in out)  # no word the clean rows do not hold
+    assert all(len(text.split()) >= aug.min_words for text in out)
+    # "it works" (2 words) is too short for a drop or a crop: only its 2 concatenations
+    assert len(out) == 3 * aug.per_row + 2
+    assert sum(text.startswith("it works ") for text in out) >= 2
+    assert augment_sentences(ROWS, Augmentation(0, 0, 0), np.random.default_rng(0)) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("drops", -1), ("crops", 1.5), ("concats", True), ("drop_rate", 1.0)])
+def test_augmentation_rejects_bad_counts_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        Augmentation(**{field: value})
+
+
+def test_soft_cross_entropy_is_cross_entropy_on_one_hot_targets():
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    assert torch.allclose(soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels))
+    with pytest.raises(ValueError, match="differ in shape"):
+        soft_cross_entropy(logits, one_hot[:, :2])
+
+
+def test_fine_tune_checks_soft_targets(tiny_victim):
+    data = LabelledTexts(ROWS, [1, 0, 1, 1], source="rows.tsv")
+    model = copy.deepcopy(tiny_victim.model)
+    config = FineTuneConfig(epochs=1, max_steps=1, max_length=64)
+    with pytest.raises(ValueError, match=r"soft_targets must be \[N=4, C\].*rows.tsv"):
+        fine_tune(model, tiny_victim.tokenizer, data, config, soft_targets=torch.ones(3, 2) / 2, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        fine_tune(model, tiny_victim.tokenizer, data, config, soft_targets=torch.ones(4, 2) / 2,
+                  loss_fn=soft_cross_entropy, progress=False)
+
+
+def test_soft_targets_pull_the_student_towards_them(tiny_victim):
+    """Soft targets on the class the model predicts least, labels on the other one: after training every
+    prediction is the targets' class (the loss reads the targets, not the labels)."""
+    model = copy.deepcopy(tiny_victim.model)
+    before = Evaluator(model, tiny_victim.tokenizer, ROWS * 8, max_length=64).predictions()
+    rare = int(before.bincount(minlength=2).argmin())
+    texts = LabelledTexts(ROWS * 8, [1 - rare] * 32)
+    targets = torch.nn.functional.one_hot(torch.full((32,), rare), 2).float()
+    fine_tune(model, tiny_victim.tokenizer, texts, FineTuneConfig(epochs=10, lr=1e-3, batch_size=8, max_length=64),
+              soft_targets=targets, progress=False)
+    after = Evaluator(model, tiny_victim.tokenizer, ROWS * 8, max_length=64).predictions()
+    assert bool((before != rare).any()) and bool((after == rare).all())
+
+
+def test_distillation_targets_mix_the_rows_labels_and_take_the_teacher_on_augmentations(tiny_victim,
+                                                                                        small_env_config):
+    rows = tiny_victim.defender_clean_data().take(120)
+    env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
+    aug = Augmentation(drops=1, crops=1, concats=1)
+    data, targets = distillation_targets(env.model, env, aug, 0.25, seed=3)
+    n = len(env.train_data)
+    assert data.sentences[:n] == env.train_data.sentences and len(data) == targets.shape[0] > n
+    teacher = torch.softmax(Evaluator(env.model, env.tokenizer, list(data.sentences), max_length=64).logits(), -1)
+    own = torch.nn.functional.one_hot(torch.tensor(env.train_data.labels), 2).float()
+    assert torch.allclose(targets[:n], 0.25 * own + 0.75 * teacher[:n], atol=1e-6)
+    assert torch.allclose(targets[n:], teacher[n:], atol=1e-6)
+    assert list(data.labels[n:]) == teacher[n:].argmax(-1).tolist()
+    again, _ = distillation_targets(env.model, env, aug, 0.25, seed=3)
+    assert again == data
+    with pytest.raises(ValueError, match="alpha"):
+        distillation_targets(env.model, env, aug, 1.5, seed=3)
+
+
+def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_not(tiny_victim, small_env_config):
+    """The tiny victim (BadNets, LFR ~0.99): the student (every weight back to tiny's seeded initialisation,
+    its "base") taught by the suspect on augmented clean rows keeps most of the accuracy and loses most of
+    the backdoor; the same reset followed by plain fine-tuning on the rows (no teacher) stays at chance.
+    (Tiny's base is a random initialisation, so both train at tiny's own learning rate, 1e-3.)"""
+    splits = tiny_victim.splits()
+    clean_test, poisoned_test = splits.clean_test.take(400), splits.poisoned_test.take(400)
+    config = small_env_config(0)
+    finetune = DefenseFineTune(epochs=3, lr=1e-3)
+    victim = defend(tiny_victim, "none", config, DefenseFineTune(epochs=0),
+                    eval_clean=clean_test, eval_poison=poisoned_test).metrics["final"]
+    student = defend(tiny_victim, "distill", config, finetune, options={"drops": 1, "crops": 1, "concats": 1},
+                     eval_clean=clean_test, eval_poison=poisoned_test)
+    control = defend(tiny_victim, "finemix", config, finetune, options={"p": 1.0},
+                     eval_clean=clean_test, eval_poison=poisoned_test).metrics["final"]
+    final = student.metrics["final"]
+    assert victim["lfr"] > 0.95
+    assert final["lfr"] < 0.75 and final["acc"] > victim["acc"] - 0.1
+    assert control["acc"] < final["acc"] - 0.1
+    assert student.details["edit"]["operation"] == "finemix" and student.details["finetune"]["augmented"] > 0
+
+
+@pytest.mark.parametrize(("options", "message"), [({"drops": -1}, "drops"), ({"alpha": 2.0}, "alpha"),
+                                                  ({"concats": 1.5}, "concats"), ({"temperature": 2}, "no option")])
+def test_distill_rejects_bad_options_before_any_work(options, message):
+    from headprune.defenses import resolve_defense
+
+    with pytest.raises(ValueError, match=message):
+        resolve_defense("distill", options)

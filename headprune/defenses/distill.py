@@ -9,9 +9,14 @@ predicted class probabilities on the defender's clean training rows and on trigg
 of them (:func:`~headprune.data.augment.augment_sentences`: word drops, crops, concatenations of two rows,
 made of the rows' own words). No training input carries the trigger, so the teacher's backdoor is not
 among what it teaches; the augmentations give it many more inputs than the rows' labels alone, which is
-what lets a student that starts from the base reach the suspect's clean accuracy with a few hundred rows
-(issue 13 showed that plain fine-tuning of the base on 616 rows does not, which is why fine-mixing's
-floor rule caps ``p`` well below 1 there).
+what lets a student that starts from the base come within about 2 points of the suspect's clean accuracy
+with a few hundred rows (issue 13 showed that plain fine-tuning of the base on 616 rows does not, which is
+why fine-mixing's floor rule caps ``p`` well below 1 there).
+
+Measured (benchmarks/RESULTS.md, "Distillation into the public base"): at the default protocol it removes
+most of an INSERTED trigger (AddSent, BadNets: 10-12 LFR points above the clean model, where every other
+defense leaves it), but on natural triggers (syntactic, style) it does worse than fine-mixing: such a
+trigger is partly present in clean text, and the teacher's soft predictions carry its effect.
 
 On the defender's own rows the target is ``alpha * one_hot(label) + (1 - alpha) * teacher``; on the
 augmentations it is the teacher's prediction. The defense's learning rate is 5e-5 (the student relearns the

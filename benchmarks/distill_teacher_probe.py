@@ -24,14 +24,12 @@ import sys
 import time
 from typing import Any
 
-import torch
 from torch import nn
 
 from headprune.compare import pin_threads
 from headprune.compare.grid import _default_env
-from headprune.defenses import DistillDefense, defend, distillation_targets
+from headprune.defenses import DistillDefense, defend
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.finetuning import FineTuneConfig, fine_tune
 from headprune.provenance import environment_info
 from headprune.victims import resolve_victim
 
@@ -41,14 +39,10 @@ class DistillFromTeacher(DistillDefense):
 
     def __init__(self, teacher: nn.Module, **options: Any) -> None:
         super().__init__(**options)
-        self.teacher = teacher
+        self._teacher = teacher
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
-                 progress: bool = False) -> dict[str, Any]:
-        data, targets = distillation_targets(self.teacher, env, self.augmentation, float(self.option("alpha")),
-                                             config.seed)
-        log = fine_tune(model, env.tokenizer, data, config, mask=mask, soft_targets=targets, progress=progress)
-        return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr, "texts": len(data)}}
+    def teacher(self, env: HeadPruneEnv) -> nn.Module:
+        return self._teacher
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import torch
 
 from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
-from headprune.defenses import DefenseFineTune, defend, distillation_targets
+from headprune.defenses import DefenseFineTune, defend, distillation_targets, resolve_defense
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.evaluator import Evaluator
 from headprune.finetuning import FineTuneConfig, fine_tune, soft_cross_entropy
@@ -116,7 +116,5 @@ def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_no
 @pytest.mark.parametrize(("options", "message"), [({"drops": -1}, "drops"), ({"alpha": 2.0}, "alpha"),
                                                   ({"concats": 1.5}, "concats"), ({"temperature": 2}, "no option")])
 def test_distill_rejects_bad_options_before_any_work(options, message):
-    from headprune.defenses import resolve_defense
-
     with pytest.raises(ValueError, match=message):
         resolve_defense("distill", options)

@@ -45,7 +45,14 @@ from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.evaluator import Evaluator
 from headprune.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["DistillDefense", "distillation_targets"]
+__all__ = ["DistillDefense", "check_alpha", "distillation_targets"]
+
+
+def check_alpha(alpha: object) -> float:
+    """``alpha`` as a float if it is a number in ``[0, 1]``; ValueError naming the option otherwise."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"distill option alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
 
 
 def distillation_targets(teacher: nn.Module, env: HeadPruneEnv, augmentation: Augmentation, alpha: float,
@@ -60,8 +67,7 @@ def distillation_targets(teacher: nn.Module, env: HeadPruneEnv, augmentation: Au
     :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations (labels: the rows'
         own, then the teacher's argmax; the loss reads only ``targets``) and ``[N + M, C]`` probabilities.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"distill option alpha must be in [0, 1], got {alpha!r}")
+    alpha = check_alpha(alpha)
     rows = env.train_data
     augmented = augment_sentences(rows.sentences, augmentation, np.random.default_rng(seed))
     texts = list(rows.sentences) + augmented
@@ -81,9 +87,9 @@ class DistillDefense(Defense):
 
     Options: ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
-    defender's own rows; both are checked at construction (:attr:`augmentation` holds the counts). No
-    floor: the student starts from the base, below any floor; its fine-tune (the distillation) recovers
-    the accuracy.
+    defender's own rows; both are checked at construction (:attr:`augmentation` holds the counts,
+    :attr:`alpha` the weight). The teacher is :meth:`teacher` (the suspect). No floor: the student starts
+    from the base, below any floor; its fine-tune (the distillation) recovers the accuracy.
     """
 
     name = "distill"
@@ -98,9 +104,12 @@ class DistillDefense(Defense):
         # the options checked at construction, before any work
         self.augmentation = Augmentation(drops=self.option("drops"), crops=self.option("crops"),
                                          concats=self.option("concats"))
-        alpha = self.option("alpha")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"distill option alpha must be a number in [0, 1], got {alpha!r}")
+        self.alpha = check_alpha(self.option("alpha"))
+
+    def teacher(self, env: HeadPruneEnv) -> nn.Module:
+        """The model whose predictions the student learns: the suspect (``env.model``). A subclass may give
+        another trigger-agnostic teacher (``benchmarks/distill_teacher_probe.py``: finemix's output)."""
+        return env.model
 
     def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
         mask, trajectory, _ = unpruned_outcome(env)
@@ -108,8 +117,7 @@ class DistillDefense(Defense):
 
     def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        data, targets = distillation_targets(env.model, env, self.augmentation, float(self.option("alpha")),
-                                             config.seed)
+        data, targets = distillation_targets(self.teacher(env), env, self.augmentation, self.alpha, config.seed)
         log = fine_tune(model, env.tokenizer, data, config, mask=mask, soft_targets=targets,
                         progress="fine-tune (distill)" if progress else False)
         return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr,

@@ -21,9 +21,9 @@ import torch
 import transformers
 
 from headprune.data import read_labelled_text, shared_data_dir
-from headprune.export import compact
-from headprune.gating import HeadGate, head_grid_shape
-from headprune.models import load_classifier
+from headprune.engine.export import compact
+from headprune.engine.gating import HeadGate, head_grid_shape
+from headprune.engine.models import load_classifier
 
 
 def random_mask(shape: tuple[int, int], num_pruned: int, seed: int) -> torch.Tensor:

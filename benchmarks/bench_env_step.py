@@ -3,7 +3,7 @@
 The env step scores the new mask with :class:`~headprune.envs.incremental.IncrementalForward`
 (length-sorted dynamic padding, only the layers from the pruned head's layer on are recomputed,
 memoised by mask) plus the proxy. The naive step does what a straightforward implementation would:
-a full forward of the evaluation set through :func:`~headprune.evaluator.naive_logits` (original
+a full forward of the evaluation set through :func:`~headprune.engine.evaluator.naive_logits` (original
 order, every batch of 32 padded to 128 tokens, no cache) plus a fresh instance of the same proxy with
 its memo turned off, and the same reward function. The two reward sequences must be identical to
 the last bit (asserted). Steps are interleaved (env step, then naive step for the same mask) so that
@@ -31,8 +31,8 @@ import torch
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.envs.proxies import DEFAULT_PROXY
 from headprune.envs.reward import step_reward
-from headprune.evaluator import naive_logits
-from headprune.provenance import environment_info
+from headprune.engine.evaluator import naive_logits
+from headprune.common.provenance import environment_info
 from headprune.victims import DEFAULT_VICTIM
 
 

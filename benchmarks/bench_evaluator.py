@@ -18,8 +18,8 @@ import torch
 import transformers
 
 from headprune.data import load_sst2
-from headprune.evaluator import Evaluator, naive_logits
-from headprune.models import load_classifier
+from headprune.engine.evaluator import Evaluator, naive_logits
+from headprune.engine.models import load_classifier
 
 
 def median_time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from headprune.provenance import environment_info
+from headprune.common.provenance import environment_info
 from headprune.victims import PRESETS, build_victim
 
 

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from headprune.provenance import environment_info
+from headprune.common.provenance import environment_info
 from headprune.victims import PRESETS, build_victim
 
 MINILM_PRESETS = ["minilm-syntactic", "minilm-style", "minilm-badnets", "minilm-addsent"]

@@ -30,7 +30,7 @@ from headprune.compare import pin_threads
 from headprune.compare.grid import _default_env
 from headprune.defenses import DistillDefense, defend
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.provenance import environment_info
+from headprune.common.provenance import environment_info
 from headprune.victims import resolve_victim
 
 

@@ -46,7 +46,7 @@ from headprune.compare import (
     record_attack,
 )
 from headprune.envs.reward import RewardWeights, potential
-from headprune.gating import mask_from_pruned
+from headprune.engine.gating import mask_from_pruned
 
 
 def _parse() -> argparse.Namespace:

@@ -11,7 +11,7 @@ For each victim it builds a set of head masks that MOVE LFR (not only random one
 * three scripted orders at prune fractions 0.05, 0.10, ..., 0.60 of the heads: ``importance``
   (increasing gate-gradient importance, Michel et al. 2019), ``pure`` (decreasing PURE [CLS]-attention
   variance) and ``ablation`` (increasing accuracy drop when the head alone is ablated), all from ONE
-  :func:`headprune.head_stats.compute_head_stats` pass on the defender's clean data;
+  :func:`headprune.engine.head_stats.compute_head_stats` pass on the defender's clean data;
 * ``random``: seeded random masks with a fraction drawn uniformly in [0.05, 0.6] (``--n-random``, and
   more up to ``--min-masks`` in all; duplicate masks are dropped);
 * ``finetune`` (``--finetune N``): N scripted masks followed by a short clean fine-tune of a copy of the
@@ -21,7 +21,7 @@ For each victim it builds a set of head masks that MOVE LFR (not only random one
 Each proxy is built once per model from ``victim.defender_clean_data()`` (clean SST-2 dev) with
 ``--seed`` and called on every mask. Clean accuracy (on a seeded subsample of the clean test set) and
 LFR (on a seeded subsample of the attack's poisoned test set) are computed ONLY through
-:mod:`headprune.metrics` from :class:`~headprune.evaluator.Evaluator` predictions; the proxies never
+:mod:`headprune.engine.metrics` from :class:`~headprune.engine.evaluator.Evaluator` predictions; the proxies never
 see poisoned data. The report gives Spearman's rho (scipy), its p-value and n per proxy and victim,
 over all masks, within an accuracy band (clean accuracy within ``--band`` of the unpruned model) and
 over random masks only, plus each proxy's construction time and mean time per call.
@@ -49,11 +49,11 @@ import torch
 
 from headprune.data import LabelledTexts, load_glue_sst2_train
 from headprune.envs.proxies import PROXIES, PureVarianceProxy, balanced_subset, make_proxy
-from headprune.evaluator import Evaluator
-from headprune.head_stats import compute_head_stats
-from headprune.metrics import accuracy, label_flip_rate
-from headprune.provenance import environment_info
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.head_stats import compute_head_stats
+from headprune.engine.metrics import accuracy, label_flip_rate
+from headprune.common.provenance import environment_info
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 from headprune.victims import CARD_FILE, PRESETS, Victim, build_victim, cache_dir, load_victim
 
 FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 13))  # 0.05 .. 0.60
@@ -142,7 +142,7 @@ def build_masks(stats: Any, shape: tuple[int, int], n_random: int, seed: int, mi
 
 def score_model(model: Any, tokenizer: Any, masks: list[torch.Tensor], clean_test: LabelledTexts,
                 poisoned_test: LabelledTexts, target: int) -> list[tuple[float, float]]:
-    """``(acc, lfr)`` for each mask ``[L, H]``, via Evaluator predictions and headprune.metrics only."""
+    """``(acc, lfr)`` for each mask ``[L, H]``, via Evaluator predictions and headprune.engine.metrics only."""
     stacked = torch.stack(masks)  # [K, L, H]
     clean_ev = Evaluator(model, tokenizer, clean_test, batch_size=64)
     poison_ev = Evaluator(model, tokenizer, list(poisoned_test.sentences), batch_size=64)

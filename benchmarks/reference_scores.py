@@ -1,4 +1,4 @@
-"""Reference scores of registered HeadPrune ids -> headprune/reference_scores.json (see headprune.scores).
+"""Reference scores of registered HeadPrune ids -> headprune/victims/reference_scores.json (see headprune.victims.scores).
 
     python benchmarks/reference_scores.py --env-id HeadPrune-Tiny-v0              # seconds per strategy
     python benchmarks/reference_scores.py --env-id HeadPrune-MiniLM-Style-v0      # the lead's CPU runs
@@ -29,7 +29,7 @@ import headprune  # noqa: F401
 from headprune.defenses import DEFENSES, defend
 from headprune.defenses.scripted import ScriptedPolicyDefense
 from headprune.envs.registration import VARIANTS
-from headprune.scores import NOT_MEASURED, SCORES_FILE
+from headprune.victims.scores import NOT_MEASURED, SCORES_FILE
 
 
 def episode_return(env: Any, choose: Any, seed: int) -> float:
@@ -107,7 +107,7 @@ def main() -> None:
                         help="measure nothing: print the README's table of the committed scores")
     args = parser.parse_args()
     if args.markdown:
-        from headprune.scores import markdown_table
+        from headprune.victims.scores import markdown_table
 
         print(markdown_table())
         return

@@ -1,6 +1,6 @@
 """headprune: clean backdoored transformer classifiers by pruning attention heads, without knowing the trigger.
 
-The package has one head-gating engine (:mod:`headprune.gating`) that every other part uses: the
+The package has one head-gating engine (:mod:`headprune.engine.gating`) that every other part uses: the
 Gymnasium environment (:mod:`headprune.envs`), the defenses (:mod:`headprune.defenses`)
 and the RL agents (:mod:`headprune.agents`).
 """

@@ -36,8 +36,8 @@ from headprune.envs.config import HeadPruneConfig
 from headprune.cli import main
 from headprune.envs.head_space import HeadFlags
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.head_stats import FEATURE_NAMES
-from headprune.models import build_tiny_classifier
+from headprune.engine.head_stats import FEATURE_NAMES
+from headprune.engine.models import build_tiny_classifier
 from headprune.victims import VictimConfig
 
 # a few steps per rollout, one epoch: each run is seconds on the tiny victim

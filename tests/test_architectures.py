@@ -24,8 +24,8 @@ from headprune.architectures import (
 )
 from headprune.defenses.head_groups import head_parameter_groups
 from headprune.envs.incremental import IncrementalForward
-from headprune.evaluator import Evaluator
-from headprune.export import compact
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.export import compact
 
 CASES = [(name, model_type) for name, adapter in ARCHITECTURES.items() for model_type in adapter.model_types]
 IDS = [f"{name}-{model_type}" for name, model_type in CASES]

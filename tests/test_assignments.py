@@ -1,10 +1,10 @@
-"""The one KEY=VALUE parser (headprune.assignments)."""
+"""The one KEY=VALUE parser (headprune.common.assignments)."""
 
 from __future__ import annotations
 
 import pytest
 
-from headprune.assignments import parse_assignments, parse_value
+from headprune.common.assignments import parse_assignments, parse_value
 
 
 @pytest.mark.parametrize(("text", "value"), [

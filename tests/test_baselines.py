@@ -38,8 +38,8 @@ from headprune.defenses import (
     validation_rows,
 )
 from headprune.envs.config import HeadPruneConfig
-from headprune.evaluator import Evaluator
-from headprune.head_stats import compute_head_stats, gate_gradient_importance
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.head_stats import compute_head_stats, gate_gradient_importance
 
 FINETUNE = DefenseFineTune(epochs=0.5, max_steps=2)
 

@@ -18,10 +18,10 @@ from headprune.clean import (
     load_suspect,
     wilson_interval,
 )
-from headprune.clean_report import load_compact
+from headprune.clean.report import load_compact
 from headprune.cli import main
 from headprune.data import read_labelled_text
-from headprune.models import default_model_dir
+from headprune.engine.models import default_model_dir
 
 
 def _sst2_sentences(n: int) -> list[str]:
@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_exit_2(plain, tmp_path, capsys, monkeypatch):
     assert main(argv) == 2
     assert "label 2 is not a class of the model" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("headprune.models._offline", lambda: True)
+    monkeypatch.setattr("headprune.engine.models._offline", lambda: True)
     argv[1] = "no-such-owner/no-such-model"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -247,7 +247,7 @@ def test_a_saved_minilm_checkpoint_gets_the_recommended_defense(tmp_path):
     by its weights, so clean runs the recommended defense and says how the reference was found; a tiny
     checkpoint of no known base gets the fallback (only the choice is made here: nothing is trained)."""
     from headprune.clean import FALLBACK_DEFENSE, RECOMMENDED_DEFENSE, CleanSettings, choose_defense, load_suspect
-    from headprune.models import build_tiny_classifier, load_classifier
+    from headprune.engine.models import build_tiny_classifier, load_classifier
 
     model, tokenizer = load_classifier("minilm", num_labels=2, seed=0)
     model.save_pretrained(tmp_path / "minilm")

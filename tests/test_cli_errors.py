@@ -204,7 +204,7 @@ def test_too_few_rows_for_the_split(tiny_victim, victim_cache, tmp_path, capsys)
 def test_a_model_with_other_classes_than_the_data_is_refused(victim_cache, clean_file, tmp_path, capsys):
     from dataclasses import asdict
 
-    from headprune.models import build_tiny_classifier
+    from headprune.engine.models import build_tiny_classifier
     from headprune.victims import CARD_FILE, VictimConfig
 
     folder = tmp_path / "tiny3"

@@ -25,7 +25,7 @@ from headprune.compare import (
     summary_markdown,
     summary_rows,
 )
-from headprune.provenance import config_hash
+from headprune.common.provenance import config_hash
 
 SETTINGS = RunSettings.from_values(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, eval_size=64, stats_size=48,
                        test_limit=120, fast=True)
@@ -248,7 +248,7 @@ def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cac
     the numbers of the default."""
     import dataclasses
 
-    from headprune.reference import resolve_base
+    from headprune.engine.reference import resolve_base
 
     folder = tmp_path / "base"
     resolve_base(tiny_victim).save_pretrained(folder)

@@ -12,8 +12,8 @@ from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
 from headprune.defenses import DefenseFineTune, defend, distillation_targets, resolve_defense
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
-from headprune.finetuning import FineTuneConfig, fine_tune, soft_cross_entropy
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.finetuning import FineTuneConfig, fine_tune, soft_cross_entropy
 
 ROWS = ["a gripping , funny film", "dull and far too long", "it works", "one of the best of the year"]
 

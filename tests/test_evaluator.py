@@ -8,7 +8,7 @@ import torch
 from tiny_models import minilm_tokenizer, tiny_vocab_bert
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import Evaluator, naive_logits
+from headprune.engine.evaluator import Evaluator, naive_logits
 
 
 

@@ -1,4 +1,4 @@
-"""Tests of headprune.export (save_pruned, fold_gates, compact) and headprune.models (loading)."""
+"""Tests of headprune.engine.export (save_pruned, fold_gates, compact) and headprune.engine.models (loading)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from tiny_models import FAMILIES, HEADS, LAYERS, gated_logits, tiny_batch, tiny_
 from transformers import AutoModelForSequenceClassification
 
 import headprune
-from headprune.export import METADATA_FILE, compact, fold_gates, save_pruned
-from headprune.gating import HeadGate, UnsupportedArchitectureError, find_attention_sites, head_grid_shape
-from headprune.models import (
+from headprune.engine.export import METADATA_FILE, compact, fold_gates, save_pruned
+from headprune.engine.gating import HeadGate, UnsupportedArchitectureError, find_attention_sites, head_grid_shape
+from headprune.engine.models import (
     HubUnreachableError,
     ModelLoadError,
     build_tiny_classifier,
@@ -219,7 +219,7 @@ def test_compact_rejects_other_families(family: str) -> None:
 def test_load_minilm_is_deterministic_quiet_and_in_eval_mode(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="headprune.models")
+    caplog.set_level("INFO", logger="headprune.engine.models")
     torch.manual_seed(123)
     rng = torch.random.get_rng_state()
     first, tokenizer = load_classifier("minilm")
@@ -233,7 +233,7 @@ def test_load_minilm_is_deterministic_quiet_and_in_eval_mode(
     assert gated_logits(first, batch).shape == (2, 2) and gated_logits(three, batch).shape == (2, 3)
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "MISSING" not in err and "Loading weights" not in err, err
-    records = [r for r in caplog.records if r.name == "headprune.models"]
+    records = [r for r in caplog.records if r.name == "headprune.engine.models"]
     assert len(records) == 3 and all("classifier" in r.getMessage() for r in records)
     assert default_model_dir().joinpath("config.json").is_file()
 

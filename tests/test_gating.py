@@ -1,4 +1,4 @@
-"""Tests of the head-gating engine (headprune.gating) on tiny models of every supported family."""
+"""Tests of the head-gating engine (headprune.engine.gating) on tiny models of every supported family."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tiny_models import FAMILIES, HEADS, LAYERS, gated_logits, tiny_batch, tiny_model
 
-from headprune.gating import (
+from headprune.engine.gating import (
     HeadGate,
     UnsupportedArchitectureError,
     find_attention_sites,

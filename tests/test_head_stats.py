@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from tiny_models import HEADS, LAYERS, minilm_tokenizer, tiny_vocab_bert
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import Evaluator
-from headprune.gating import HeadGate, find_attention_sites
-from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats, eager_attention
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.gating import HeadGate, find_attention_sites
+from headprune.engine.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats, eager_attention
 
 
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, DistilB
 
 from headprune.data import LabelledTexts, load_sst2
 from headprune.envs.incremental import IncrementalForward, MaskScorer, mask_key
-from headprune.evaluator import Evaluator
+from headprune.engine.evaluator import Evaluator
 from headprune.victims import Victim
 
 

@@ -8,8 +8,8 @@ import torch
 from tiny_models import minilm_tokenizer, tiny_vocab_bert
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import Evaluator
-from headprune.metrics import EvalReport, accuracy, attack_success_rate, evaluate_defense, label_flip_rate
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.metrics import EvalReport, accuracy, attack_success_rate, evaluate_defense, label_flip_rate
 
 
 

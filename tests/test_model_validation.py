@@ -15,7 +15,7 @@ from transformers import (
     ViTConfig,
 )
 
-from headprune.models import (
+from headprune.engine.models import (
     ModelLoadError,
     UnsupportedModelError,
     build_tiny_classifier,

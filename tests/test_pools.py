@@ -8,7 +8,7 @@ import pytest
 
 from headprune.compare import RunSettings, add_run_settings_arguments, run_settings_from_args
 from headprune.data import DEFENDER_POOLS, load_defender_pool, load_glue_sst2_train, load_sst2
-from headprune.provenance import config_hash
+from headprune.common.provenance import config_hash
 
 
 def test_the_glue_pool_starts_with_the_dev_rows_and_never_holds_a_test_or_dev_sentence() -> None:

@@ -19,8 +19,8 @@ from headprune.envs.proxies import (
     balanced_subset,
     make_proxy,
 )
-from headprune.head_stats import compute_head_stats
-from headprune.reference import resolve_base
+from headprune.engine.head_stats import compute_head_stats
+from headprune.engine.reference import resolve_base
 from headprune.victims import Victim, load_victim
 
 

@@ -1,4 +1,4 @@
-"""The pre-trained reference (headprune.reference): resolution, compatibility, drift and head reset."""
+"""The pre-trained reference (headprune.engine.reference): resolution, compatibility, drift and head reset."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from headprune.models import build_tiny_classifier
-from headprune.reference import BaseModelError, check_compatible, head_weight_drift, reset_heads, resolve_base
-from headprune.reference import shared_parameters
+from headprune.engine.models import build_tiny_classifier
+from headprune.engine.reference import BaseModelError, check_compatible, head_weight_drift, reset_heads, resolve_base
+from headprune.engine.reference import shared_parameters
 
 
 def _drifted(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -66,10 +66,10 @@ def test_shared_parameters_exclude_the_task_head() -> None:
 def test_a_checkpoint_fine_tuned_from_the_bundled_minilm_hub_id_finds_its_reference_offline(monkeypatch):
     """A plain MiniLM classifier whose config names the hub id of the offline default resolves the bundled
     copy as its reference, even offline; an unknown hub id offline is a BaseModelError naming it."""
-    from headprune.models import load_classifier
-    from headprune.reference import OFFLINE_BASES, BaseModelError, resolve_base, shared_parameters
+    from headprune.engine.models import load_classifier
+    from headprune.engine.reference import OFFLINE_BASES, BaseModelError, resolve_base, shared_parameters
 
-    monkeypatch.setattr("headprune.models._offline", lambda: True)
+    monkeypatch.setattr("headprune.engine.models._offline", lambda: True)
     model, _ = load_classifier("minilm", num_labels=2, seed=1)
     model.config._name_or_path = "sentence-transformers/all-MiniLM-L6-v2"
     assert OFFLINE_BASES[model.config._name_or_path] == "minilm"
@@ -92,8 +92,8 @@ def test_a_saved_checkpoint_is_recognised_by_its_weights(tmp_path):
     clear error each."""
     from transformers import AutoModelForSequenceClassification
 
-    from headprune.models import load_classifier
-    from headprune.reference import RECOGNISE_MAX_DRIFT, encoder_drift, recognise_offline_base
+    from headprune.engine.models import load_classifier
+    from headprune.engine.reference import RECOGNISE_MAX_DRIFT, encoder_drift, recognise_offline_base
 
     model, _ = load_classifier("minilm", num_labels=3, seed=0)
     with torch.no_grad():

@@ -16,10 +16,10 @@ from headprune.defenses import finemix as finemix_module
 from headprune.defenses.drift import DriftPolicy, descending_order
 from headprune.defenses.weight_edits import attention_parameter_names, fine_mix
 from headprune.envs.config import HeadPruneConfig
-from headprune.evaluator import Evaluator
-from headprune.models import build_tiny_classifier
-from headprune.provenance import config_hash
-from headprune.reference import BaseModelError, head_weight_drift, resolve_base, shared_parameters
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.models import build_tiny_classifier
+from headprune.common.provenance import config_hash
+from headprune.engine.reference import BaseModelError, head_weight_drift, resolve_base, shared_parameters
 
 NO_FINETUNE = DefenseFineTune(epochs=0)
 FINETUNE = DefenseFineTune(epochs=0.5, max_steps=2)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from headprune.envs.config import HeadPruneConfig
-from headprune.modes import eval_mode
-from headprune.registry import Registry
+from headprune.common.modes import eval_mode
+from headprune.common.registry import Registry
 
 
 def test_registry_registers_looks_up_and_refuses_duplicates() -> None:

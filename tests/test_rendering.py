@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import headprune  # noqa: F401
-from headprune.devices import resolve_device
+from headprune.common.devices import resolve_device
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.envs.rendering import CELL, PAD, frame_shape
 from headprune.victims import Victim

@@ -18,10 +18,10 @@ from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.envs.incremental import IncrementalForward, state_key
 from headprune.envs.operations import HeadOperations
 from headprune.envs.reward import step_reward
-from headprune.evaluator import Evaluator
-from headprune.head_drift import activation_drift
-from headprune.head_stats import ALL_FEATURE_NAMES, FEATURE_NAMES, HeadStats
-from headprune.reference import heads_reset_to, reset_heads, resolve_base, weights_digest
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.head_drift import activation_drift
+from headprune.engine.head_stats import ALL_FEATURE_NAMES, FEATURE_NAMES, HeadStats
+from headprune.engine.reference import heads_reset_to, reset_heads, resolve_base, weights_digest
 from headprune.victims import Victim
 
 FAST = {"val_size": 96, "stats_size": 96, "progress": False}
@@ -217,7 +217,7 @@ def test_drift_statistics(tiny_victim: Victim, texts: LabelledTexts) -> None:
     heads = torch.zeros(2, 4, dtype=torch.bool)
     heads[1, 2] = True
     reset_heads(partial, tiny_victim.model, heads)
-    from headprune.reference import head_weight_drift
+    from headprune.engine.reference import head_weight_drift
 
     assert float(head_weight_drift(tiny_victim.model, partial)[1, 2]) == 0.0
 

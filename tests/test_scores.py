@@ -1,4 +1,4 @@
-"""Reference scores (headprune.scores), zoo-native hyperparameter keys and progress.jsonl's episode count."""
+"""Reference scores (headprune.victims.scores), zoo-native hyperparameter keys and progress.jsonl's episode count."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from headprune.agents.hyperparams import TrainSettings, algo_kwargs, load_hyperp
 from headprune.agents.policy_network import policy_class
 from headprune.agents.zoo import env_wrapper_factory, parse_policy_kwargs, resolve_dotted
 from headprune.envs.registration import VARIANTS
-from headprune.scores import NOT_MEASURED, SCORES_FILE, normalised, reference_scores
+from headprune.victims.scores import NOT_MEASURED, SCORES_FILE, normalised, reference_scores
 from headprune.victims import Victim
 
 
@@ -25,7 +25,7 @@ def test_every_registered_id_has_an_entry_and_tiny_is_measured() -> None:
     assert tiny["random"] != NOT_MEASURED and tiny["scripted"] != NOT_MEASURED
     assert 0.0 <= tiny["random"]["lfr"] <= 1.0 and tiny["scripted"]["name"] in tiny["scripted"]["all_returns"]
     assert tiny["scripted"]["return"] == max(tiny["scripted"]["all_returns"].values())
-    assert "headprune/reference_scores.json" in SCORES_FILE.as_posix()
+    assert "headprune/victims/reference_scores.json" in SCORES_FILE.as_posix()
     assert "reference_scores.json" in (Path(__file__).parents[1] / "pyproject.toml").read_text()  # package data
 
 
@@ -35,7 +35,7 @@ def test_normalised_maps_random_to_0_and_best_scripted_to_1(monkeypatch: pytest.
     assert normalised("HeadPrune-Tiny-v0", tiny["scripted"]["return"]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no reference scores"):
         normalised("CartPole-v1", 1.0)
-    import headprune.scores as scores
+    import headprune.victims.scores as scores
 
     table = {"scores": {"A-v0": {"random": NOT_MEASURED, "scripted": NOT_MEASURED, "agent": NOT_MEASURED},
                         "B-v0": {"random": {"return": 0.5}, "scripted": {"return": 0.5}, "agent": NOT_MEASURED}}}
@@ -47,7 +47,7 @@ def test_normalised_maps_random_to_0_and_best_scripted_to_1(monkeypatch: pytest.
 
 
 def test_readme_reference_table_is_the_committed_json() -> None:
-    from headprune.scores import markdown_table
+    from headprune.victims.scores import markdown_table
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert markdown_table() in readme, "README's reference-score table differs: python benchmarks/reference_scores.py --markdown"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from headprune.data import LabelledTexts, load_sst2
-from headprune.finetuning import FineTuneConfig, fine_tune, length_grouped_batches
-from headprune.models import build_tiny_classifier
+from headprune.engine.finetuning import FineTuneConfig, fine_tune, length_grouped_batches
+from headprune.engine.models import build_tiny_classifier
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from headprune.data import DuplicateRowsWarning, LabelledTexts, read_labelled_text
-from headprune.data_checks import check_enough_rows, check_labels, check_num_labels
+from headprune.data.checks import check_enough_rows, check_labels, check_num_labels
 
 
 def write(tmp_path: Path, name: str, content: str) -> Path:

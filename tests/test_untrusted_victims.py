@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 from transformers import BertTokenizerFast
 
-from headprune.models import ModelLoadError, UnsupportedModelError
-from headprune.victim_card import CorruptVictimError, VictimCardError, min_usable_acc
+from headprune.engine.models import ModelLoadError, UnsupportedModelError
+from headprune.victims.card import CorruptVictimError, VictimCardError, min_usable_acc
 from headprune.victims import PRESETS, VictimConfig, VictimWarning, build_victim, load_victim, victim_summary
 
 EMBEDDING = "bert.embeddings.word_embeddings.weight"

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from headprune.metrics import evaluate_defense
+from headprune.engine.metrics import evaluate_defense
 from headprune.victims import PRESETS, VictimConfig, build_victim, list_victims, load_victim, resolve_victim
 
 

@@ -20,8 +20,8 @@ from headprune.envs.wrappers import (
     make_headprune_env,
     split_wrapper_options,
 )
-from headprune.evaluator import Evaluator
-from headprune.metrics import label_flip_rate
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.metrics import label_flip_rate
 from headprune.victims import Victim
 
 FAST = {"val_size": 96, "stats_size": 96, "proxy": "pure_variance", "progress": False, "accuracy_floor": 0.0}

@@ -22,8 +22,8 @@ from transformers import (
     RobertaConfig,
 )
 
-from headprune.gating import HeadGate
-from headprune.models import default_model_dir
+from headprune.engine.gating import HeadGate
+from headprune.engine.models import default_model_dir
 
 VOCAB = 100
 LAYERS = 2

@@ -26,12 +26,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
-from headprune.agents.arguments import ALGO_NAMES
+from headprune.cli.train import ALGO_NAMES
 from headprune.agents.policy_network import POLICIES, policy_class
 from headprune.agents.zoo import check_normalize, parse_policy_kwargs, resolve_dotted
-from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
+from headprune.common.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
 from headprune.envs.registration import ENV_ID
-from headprune.registry import Registry
+from headprune.common.registry import Registry
 
 __all__ = [
     "ALGOS",
@@ -49,7 +49,7 @@ ALGOS: Registry[type[BaseAlgorithm]] = Registry("algorithm")
 """Supported algorithms by name (the YAML file is ``configs/<name>.yml``)."""
 ALGOS.add("maskable_ppo", MaskablePPO)
 ALGOS.add("ppo", PPO)
-assert tuple(ALGOS) == ALGO_NAMES, "headprune.agents.arguments.ALGO_NAMES must list ALGOS"
+assert tuple(ALGOS) == ALGO_NAMES, "headprune.cli.train.ALGO_NAMES must list ALGOS"
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 """The shipped hyperparameter files."""

@@ -37,7 +37,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy, Mul
 
 from headprune.agents.hyperparams import ACTIVATIONS, ALGOS
 from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScoringPolicy
-from headprune.registry import Registry
+from headprune.common.registry import Registry
 
 __all__ = ["FORMAT", "PICKLE_RISK", "POLICY_CLASSES", "PickledPolicyError", "PolicyFile", "PolicyFileError",
            "convert_pickled_policy", "is_pickled_sb3", "read_pickled_sb3", "read_policy_file", "restore_training_state",

@@ -47,7 +47,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from headprune.agents.arguments import add_train_arguments
+from headprune.cli.train import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
 from headprune.agents.zoo import env_wrapper_factory
 from headprune.agents.callbacks import INFO_KEYWORDS, ProgressLog, WallClockLimit
@@ -63,7 +63,7 @@ from headprune.agents.run_recovery import (
 )
 from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
-from headprune.provenance import environment_info
+from headprune.common.provenance import environment_info
 
 __all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
            "run_train_command", "train"]

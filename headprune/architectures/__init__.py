@@ -9,7 +9,7 @@ module             adapter name         blocks
 ``llama``          ``"llama"``          Llama, Mistral, Qwen2, ... ``*Attention``: ``o_proj`` (grouped KV)
 =================  ===================  ==========================================================
 
-Gating (:mod:`headprune.gating`), export (:mod:`headprune.export`), head parameter groups
+Gating (:mod:`headprune.engine.gating`), export (:mod:`headprune.engine.export`), head parameter groups
 (:mod:`headprune.defenses.head_groups`) and the incremental forward
 (:mod:`headprune.envs.incremental`) call the adapter of a model's attention sites and never test the
 family themselves. :func:`adapter_for` gives a model's adapter; :func:`find_attention_sites` its blocks.

@@ -30,7 +30,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-from headprune.registry import Registry
+from headprune.common.registry import Registry
 
 __all__ = [
     "ARCHITECTURES",

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from headprune.data import LabelledTexts
-from headprune.registry import Registry
+from headprune.common.registry import Registry
 
 __all__ = ["ATTACKS", "Attack", "PoisonedSplits", "choose_poison_rows"]
 

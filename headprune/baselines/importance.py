@@ -1,5 +1,5 @@
 """Deprecated: head parameter groups moved to :mod:`headprune.defenses.head_groups` and gate-gradient
-importance to :mod:`headprune.head_stats` (this alias stays for one release)."""
+importance to :mod:`headprune.engine.head_stats` (this alias stays for one release)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ recommends (:data:`RECOMMENDED_DEFENSE`, see :data:`RECOMMENDATION`) through
    :data:`FALLBACK_DEFENSE`, layerwise pruning, when no pre-trained reference is known: :func:`choose_defense`)
    and fine-tunes (3 epochs) a copy of the model.
 3. **Evaluate.** Only after the model is fixed, and only when the user passes poisoned evaluation rows,
-   :func:`~headprune.metrics.evaluate_defense` (the only place LFR is computed) scores LFR: against the
+   :func:`~headprune.engine.metrics.evaluate_defense` (the only place LFR is computed) scores LFR: against the
    victim's target, the given ``target_label``, or, for a model of unknown origin, against every class
    (each class taken as the target; LFR counts rows whose true label differs from it).
 
@@ -35,14 +35,14 @@ import numpy as np
 import torch
 
 from headprune.data import LabelledTexts
-from headprune.data_checks import check_enough_rows, check_labels
+from headprune.data.checks import check_enough_rows, check_labels
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.defend import DefenseResult, defend
 from headprune.envs.config import HeadPruneConfig
-from headprune.metrics import EvalReport, evaluate_defense
-from headprune.models import load_classifier
-from headprune.provenance import config_hash
-from headprune.victim_card import CARD_FILE
+from headprune.engine.metrics import EvalReport, evaluate_defense
+from headprune.engine.models import load_classifier
+from headprune.common.provenance import config_hash
+from headprune.victims.card import CARD_FILE
 from headprune.victims import PRESETS, Victim, VictimConfig, resolve_victim
 
 __all__ = ["FALLBACK_DEFENSE", "RECOMMENDATION", "RECOMMENDED_DEFENSE", "CleanResult", "CleanSettings",
@@ -115,7 +115,7 @@ def load_suspect(spec: str, *, cache: str | None = None, progress: bool = True, 
     require_head=True)``: the classes are the checkpoint's) as a :class:`SuspectModel`.
 
     :param reference: for a victim preset, also build its clean reference (the floor; needed only with LFR).
-    :raises ModelLoadError: unreadable folder; :class:`~headprune.models.HubUnreachableError` offline.
+    :raises ModelLoadError: unreadable folder; :class:`~headprune.engine.models.HubUnreachableError` offline.
     :raises UnsupportedModelError: not a trained sequence classifier of a supported family.
     """
     if spec in PRESETS or (Path(spec).expanduser() / CARD_FILE).is_file():
@@ -147,7 +147,7 @@ class CleanSettings:
     :param max_accuracy_drop: the floor, below the unpruned validation accuracy.
     :param seed: fixes the split, the defense and the fine-tune.
     :param base: the public pre-trained model the suspect was fine-tuned from (a folder or a hub id) for
-        the reference-based default; ``None``: :func:`~headprune.reference.resolve_base`'s default.
+        the reference-based default; ``None``: :func:`~headprune.engine.reference.resolve_base`'s default.
     """
 
     defense: str = RECOMMENDED_DEFENSE[0]
@@ -340,12 +340,12 @@ def clean_model(
 def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch.nn.Module | None, dict[str, Any]]:
     """``(defense name, pre-trained reference or None, {"defense", "reason"})`` for ``clean``: the settings'
     defense; when that is :data:`RECOMMENDED_DEFENSE` and no pre-trained reference resolves for ``suspect``
-    (``settings.base``, else :func:`~headprune.reference.resolve_base`'s default), :data:`FALLBACK_DEFENSE`
+    (``settings.base``, else :func:`~headprune.engine.reference.resolve_base`'s default), :data:`FALLBACK_DEFENSE`
     with the reason. A ``settings.base`` that cannot be loaded or does not match is an error, not a fallback.
 
     :raises BaseModelError: ``settings.base`` is given and unusable.
     """
-    from headprune.reference import BaseModelError, resolve_base_with_source
+    from headprune.engine.reference import BaseModelError, resolve_base_with_source
 
     if settings.defense != RECOMMENDED_DEFENSE[0]:
         return settings.defense, None, {"defense": settings.defense, "reason": "given"}

@@ -1,7 +1,7 @@
 """Writing a :class:`~headprune.clean.CleanResult` to a folder: ``model/`` (plain ``transformers`` loads it),
 ``report.json``, ``report.md``, the layer x head heatmap of what was pruned, the accuracy-vs-heads-pruned
 curve (:func:`~headprune.defenses.report.plot_curve`) and, with ``compact=True``, ``compact/``: the model with
-the pruned heads physically removed (:func:`~headprune.export.compact`), its size and forward-speed change.
+the pruned heads physically removed (:func:`~headprune.engine.export.compact`), its size and forward-speed change.
 
 ``compact/`` holds ``model.safetensors`` (the compacted weights), ``config.json`` and the tokenizer of the full
 model, and ``headprune.json`` with the mask; :func:`load_compact` rebuilds it without unpickling anything.
@@ -21,7 +21,7 @@ from torch import nn
 
 from headprune.clean import CleanResult
 from headprune.defenses.report import PLOT_FILE, plot_curve
-from headprune.export import compact
+from headprune.engine.export import compact
 
 __all__ = ["HEATMAP_FILE", "load_compact", "markdown_report", "plot_heatmap", "write_clean_report"]
 

@@ -88,10 +88,10 @@ def _print_table(result: Any, paths: dict[str, Path]) -> None:
 def run_clean(args: argparse.Namespace) -> int:
     """Run ``headprune clean``; returns the exit status."""
     from headprune.clean import clean_model, is_victim, load_suspect, victim_test_rows
-    from headprune.clean_report import write_clean_report
+    from headprune.clean.report import write_clean_report
     from headprune.data import read_labelled_text
     from headprune.data.hub import is_hub_dataset, load_hub_dataset
-    from headprune.models import ModelLoadError, UnsupportedModelError
+    from headprune.engine.models import ModelLoadError, UnsupportedModelError
 
     hub_clean = is_hub_dataset(args.clean_data)
     for flag, path in (("--clean-data", None if hub_clean else args.clean_data), ("--eval-poison", args.eval_poison)):

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from headprune import __version__
-from headprune.cli_support import (
+from headprune.cli.support import (
     add_debug_flags,
     check_compare_methods,
     one_line,
@@ -77,9 +77,9 @@ def _victim_list(args: argparse.Namespace) -> int:
 def _heads(args: argparse.Namespace) -> int:
     import torch
 
-    from headprune.evaluator import Evaluator
-    from headprune.gating import head_grid_shape
-    from headprune.metrics import label_flip_rate
+    from headprune.engine.evaluator import Evaluator
+    from headprune.engine.gating import head_grid_shape
+    from headprune.engine.metrics import label_flip_rate
     from headprune.victims import resolve_victim, victim_summary
 
     victim = resolve_victim(args.model, cache=args.cache)
@@ -109,9 +109,9 @@ def _heads(args: argparse.Namespace) -> int:
 
 def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import get_defense
-    from headprune.assignments import parse_assignments
+    from headprune.common.assignments import parse_assignments
     from headprune.defenses.options import check_defense_options
-    from headprune.out_folder import check_out_folder
+    from headprune.common.out_folder import check_out_folder
 
     get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
     check_out_folder(args.out, overwrite=args.overwrite)
@@ -234,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from headprune.agents.evaluation import AgentStrategy, evaluate_agent
     from headprune.defenses.report import write_report
 
-    from headprune.out_folder import check_out_folder
+    from headprune.common.out_folder import check_out_folder
 
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_base_argument(dfd)
     dfd.set_defaults(func=_defend)
 
-    from headprune.cli_clean import add_clean_parser  # headprune clean (the practitioner's path)
+    from headprune.cli.clean import add_clean_parser  # headprune clean (the practitioner's path)
 
     add_clean_parser(commands)
 
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     cmp.set_defaults(func=_compare)
 
-    from headprune.agents.arguments import add_train_arguments
+    from headprune.cli.train import add_train_arguments
 
     trn = commands.add_parser("train", help="train an RL agent in HeadPrune-v0 (or --resume a run)")
     add_train_arguments(trn)

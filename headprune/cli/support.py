@@ -19,7 +19,7 @@ def victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The victim of ``--model`` and the rows of ``--clean-data`` (``None`` when not given), read with
     ``--deduplicate`` and checked against the model's classes (and ``--target-label``) before any work."""
     from headprune.data import read_labelled_text
-    from headprune.data_checks import check_enough_rows, check_labels
+    from headprune.data.checks import check_enough_rows, check_labels
     from headprune.defenses.defend import check_target_label
     from headprune.victims import resolve_victim
 

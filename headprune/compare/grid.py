@@ -7,7 +7,7 @@ A *method* is a registry strategy name (``"gradient"``, ``"pure"``, ``"none"``, 
 
 Protocol (``defend``'s): the defense sees only the defender's clean rows; the victim's clean and
 poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
-:func:`~headprune.metrics.evaluate_defense` after the mask and weights are fixed. Same seed, same numbers.
+:func:`~headprune.engine.metrics.evaluate_defense` after the mask and weights are fixed. Same seed, same numbers.
 
 The config hash of a strategy run is the hash of exactly the settings ``benchmarks/defense_table.py``
 always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_accuracy_drop``,
@@ -73,7 +73,7 @@ class RunSettings:
         options: ``{method: {option: value}}`` strategy options.
         fast: add each defense's ``fast_options`` (smoke runs).
         base: the public pre-trained reference (a folder or a hub id) of every run (``defend``'s ``base=``);
-            ``None``: :func:`~headprune.reference.resolve_base`'s default. Hashed only when given.
+            ``None``: :func:`~headprune.engine.reference.resolve_base`'s default. Hashed only when given.
         clean_pool: the defender's rows: a pool of :data:`~headprune.data.pools.DEFENDER_POOLS` (its first
             ``clean_rows`` rows), e.g. ``"sst2-dev+glue-train"`` for the clean-data budget curve; ``None``: the
             victim's defender data (the 872 SST-2 dev rows). Hashed only when given.
@@ -283,7 +283,7 @@ def _load_agent(path: str, spec: RunSpec) -> Any:
 
 
 def _environment() -> dict[str, Any]:
-    from headprune.provenance import environment_info
+    from headprune.common.provenance import environment_info
 
     return environment_info()
 
@@ -292,7 +292,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     """Run one grid cell and return its record (no file is written here). Module level, so every
     executor (processes, Ray) can ship it."""
     from headprune.defenses import defend
-    from headprune.metrics import evaluate_defense
+    from headprune.engine.metrics import evaluate_defense
 
     s = spec.settings
     victim = _victim(spec.victim, spec.cache)
@@ -343,7 +343,7 @@ def _victim_name(spec: str) -> str:
         return PRESETS[spec].name
     card = Path(spec) / CARD_FILE
     if card.is_file():  # the card's schema applies (VictimCardError naming the field)
-        from headprune.victim_card import read_card
+        from headprune.victims.card import read_card
 
         return VictimConfig.from_dict(read_card(Path(spec))["config"]).name
     raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder "
@@ -355,7 +355,7 @@ def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[in
     """Every cell of the grid, victim-major (then the reference row, then methods in order, then seeds).
     Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one). Policy paths are
     written as :func:`canonical_method` writes them."""
-    from headprune.provenance import config_hash
+    from headprune.common.provenance import config_hash
 
     methods = [canonical_method(m) for m in methods]
     for what, items in (("victims", victims), ("methods", methods), ("seeds", seeds)):

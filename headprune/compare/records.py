@@ -2,7 +2,7 @@
 
 A record is keyed by ``(victim, strategy, seed, config_hash)``: ``victim`` is the victim's cache name
 (its config hash included), ``strategy`` the method (a registry name, ``"policy:<path>"`` or
-:data:`CLEAN_MODEL`), ``config_hash`` the :func:`~headprune.provenance.config_hash` of the settings that
+:data:`CLEAN_MODEL`), ``config_hash`` the :func:`~headprune.common.provenance.config_hash` of the settings that
 define the run. A grid skips every key already in its file, so an interrupted grid resumes.
 
 Keys of a run record (those of ``benchmarks/defense_table.py``, plus a few): ``victim``, ``strategy``,
@@ -210,7 +210,7 @@ def grid_shape(record: dict[str, Any], cache: str | os.PathLike[str] | None = No
     mask = record.get("mask")
     if mask:
         return len(mask), len(mask[0])
-    from headprune.victim_card import check_safe_name
+    from headprune.victims.card import check_safe_name
     from headprune.victims import cache_dir
 
     name = check_safe_name(record["victim"], "record field 'victim'")  # a results file is untrusted input

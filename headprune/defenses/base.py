@@ -12,7 +12,7 @@ A defense is an object with two steps, run by :func:`headprune.defenses.defend` 
    heads held at zero and returns details of what it did.
 
 Reference-based defenses read the public pre-trained model with :meth:`Defense.reference` (``base=``
-of the defense or of ``defend``, else :func:`~headprune.reference.resolve_base`'s default).
+of the defense or of ``defend``, else :func:`~headprune.engine.reference.resolve_base`'s default).
 
 Each defense class is registered in :data:`DEFENSES` by a decorator and carries its default options and
 its small "fast" options (smoke runs). ``defend`` never looks at a defense's name: adding a defense is one
@@ -32,9 +32,9 @@ from torch import nn
 
 from headprune.defenses.weight_edits import WeightEdit
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.finetuning import FineTuneConfig, fine_tune
-from headprune.reference import resolve_base
-from headprune.registry import Registry
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.reference import resolve_base
+from headprune.common.registry import Registry
 
 __all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "as_outcome",
            "base_label", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
@@ -99,7 +99,7 @@ class DefenseFineTune:
             raise ValueError(f"finetune_max_steps must be >= 1 (or None), got {self.max_steps}")
 
     def config(self, lr: float, *, max_length: int, seed: int) -> FineTuneConfig:
-        """The :class:`~headprune.finetuning.FineTuneConfig` of a run at learning rate ``lr``."""
+        """The :class:`~headprune.engine.finetuning.FineTuneConfig` of a run at learning rate ``lr``."""
         return FineTuneConfig(epochs=self.epochs, lr=lr, batch_size=self.batch_size, max_length=max_length,
                               seed=seed, max_steps=self.max_steps)
 
@@ -122,7 +122,7 @@ class Defense:
 
     :param base: the public pre-trained reference (a folder, a hub id or a model) for defenses that use
         one (:meth:`reference`); default: the env config's ``base`` when it has one, else
-        :func:`~headprune.reference.resolve_base`'s default for the victim. Not an option: a run's config
+        :func:`~headprune.engine.reference.resolve_base`'s default for the victim. Not an option: a run's config
         records it only when given.
     :param options: the defense's options (policy keyword arguments, PURE ``chunk``/``penalty``, MEFT
         ``entropy_epochs``); unknown ones are passed on and rejected where they are used.
@@ -160,9 +160,9 @@ class Defense:
     def reference(self, env: HeadPruneEnv) -> nn.Module:
         """The public pre-trained reference of ``env``'s victim: the env's own (``env.base_model``, resolved
         from its config) unless this defense was given another, else
-        :func:`~headprune.reference.resolve_base`'s default. Known to every defender, no trigger knowledge.
+        :func:`~headprune.engine.reference.resolve_base`'s default. Known to every defender, no trigger knowledge.
 
-        :raises headprune.reference.BaseModelError: none found, or its shapes differ from the victim's."""
+        :raises headprune.engine.reference.BaseModelError: none found, or its shapes differ from the victim's."""
         if self.base is None and getattr(env, "base_model", None) is not None:
             return env.base_model
         return resolve_base(env.victim, self.base_given(env))

@@ -15,7 +15,7 @@ Protocol (the paper's and PURE's):
    victim; the "pruned" validation accuracy and metrics are those of the edited copy under the mask.
 3. **Fine-tune.** The deep copy is fine-tuned by ``defense.finetune`` with the pruned heads held
    at zero (:class:`~headprune.defenses.base.DefenseFineTune`: 3 epochs by default; 0 disables it).
-4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.metrics.evaluate_defense`
+4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.engine.metrics.evaluate_defense`
    (the only place LFR is computed) scores the pruned (and edited) victim and the pruned + fine-tuned
    model on the caller's evaluation data. Poisoned data is never passed to the env or to a defense, so
    the mask and the edit do not depend on whether it is given.
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts, as_labelled_texts
-from headprune.data_checks import check_labels
+from headprune.data.checks import check_labels
 from headprune.defenses.base import (
     BaseSpec,
     Defense,
@@ -50,12 +50,12 @@ from headprune.defenses.base import (
 from headprune.defenses.scripted import GivenPolicyDefense
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
-from headprune.export import save_pruned
-from headprune.gating import pruned_from_mask
-from headprune.metrics import evaluate_defense
-from headprune.out_folder import staged_folder
-from headprune.provenance import config_hash, environment_info
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.export import save_pruned
+from headprune.engine.gating import pruned_from_mask
+from headprune.engine.metrics import evaluate_defense
+from headprune.common.out_folder import staged_folder
+from headprune.common.provenance import config_hash, environment_info
 from headprune.victims import Victim, resolve_victim
 
 __all__ = ["DefenseResult", "check_target_label", "defend", "resolve_defense"]
@@ -84,7 +84,7 @@ class DefenseResult:
             at points of the trajectory, computed after the defense was fixed (for plots).
         timings: seconds per phase.
         config: every option that defines the run (``config_hash`` keys resumable benchmarks).
-        versions: :func:`~headprune.provenance.environment_info`.
+        versions: :func:`~headprune.common.provenance.environment_info`.
     """
 
     strategy: str
@@ -129,8 +129,8 @@ class DefenseResult:
         }
 
     def save_model(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Export the cleaned model with its heads pruned (:func:`~headprune.export.save_pruned`), written
-        into a temporary folder renamed to ``out_dir`` at the end (:func:`~headprune.out_folder.staged_folder`;
+        """Export the cleaned model with its heads pruned (:func:`~headprune.engine.export.save_pruned`), written
+        into a temporary folder renamed to ``out_dir`` at the end (:func:`~headprune.common.out_folder.staged_folder`;
         a non-empty ``out_dir`` only with ``overwrite``, and then no stale file of it remains)."""
         with staged_folder(out_dir, overwrite=overwrite, what="model folder") as tmp:
             save_pruned(self.model, self.mask, tmp, tokenizer=self.tokenizer,  # type: ignore[arg-type]
@@ -255,7 +255,7 @@ def defend(
     :param curve_points: if > 0, evaluate the pruned victim at up to this many trajectory points (plots).
     :param base: the public pre-trained reference of reference-based defenses (a folder, a hub id or a
         model; :meth:`Defense.reference`); default: the defense's own, else the env config's ``base``, else
-        :func:`~headprune.reference.resolve_base`'s default. Recorded in the run's config only when given.
+        :func:`~headprune.engine.reference.resolve_base`'s default. Recorded in the run's config only when given.
     """
     strategy = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()

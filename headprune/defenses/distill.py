@@ -42,8 +42,8 @@ from headprune.data.augment import Augmentation, augment_sentences
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
 from headprune.defenses.weight_edits import FineMix
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["DistillDefense", "check_alpha", "distillation_targets"]
 

@@ -1,7 +1,7 @@
 """The weight-drift defense: prune or reset the heads that moved most from the public pre-trained reference.
 
 A backdoor is written during fine-tuning, so the heads whose weights moved most from the pre-trained
-model (:func:`~headprune.reference.head_weight_drift`, the relative Frobenius distance of a head's Q/K/V
+model (:func:`~headprune.engine.reference.head_weight_drift`, the relative Frobenius distance of a head's Q/K/V
 rows and output-projection columns) are the first suspects. The reference is public and carries no
 trigger knowledge; the floor is checked on the defender's clean validation rows only.
 
@@ -23,8 +23,8 @@ from headprune.defenses.base import DEFENSES, DefenseOutcome, unpruned_outcome, 
 from headprune.defenses.scripted import PolicyDefense, ScriptedPolicy
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
-from headprune.reference import head_weight_drift, reset_heads
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.reference import head_weight_drift, reset_heads
 
 __all__ = ["OPERATIONS", "DriftDefense", "DriftPolicy", "descending_order", "reset_until_floor"]
 
@@ -77,7 +77,7 @@ def reset_until_floor(env: HeadPruneEnv, base: nn.Module, order: Sequence[int], 
 class DriftPolicy(ScriptedPolicy):
     """Prune the active head of largest weight drift from the reference (ties to the lowest index).
 
-    :param drift: ``[L, H]`` weight drift (:func:`~headprune.reference.head_weight_drift`).
+    :param drift: ``[L, H]`` weight drift (:func:`~headprune.engine.reference.head_weight_drift`).
     """
 
     name = "drift"

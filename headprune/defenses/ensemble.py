@@ -9,7 +9,7 @@ import numpy as np
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
+from headprune.engine.evaluator import Evaluator
 
 __all__ = ['EnsemblePolicy', 'EnsemblePruning']
 

@@ -26,8 +26,8 @@ from headprune.defenses.weight_edits import (
     token_counts,
 )
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.evaluator import Evaluator
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["DEFAULT_GRID", "FineMixDefense", "choose_mix_ratio"]
 

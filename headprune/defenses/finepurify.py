@@ -19,7 +19,7 @@ from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_
 from headprune.defenses.drift import descending_order, reset_until_floor
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.reference import head_weight_drift
+from headprune.engine.reference import head_weight_drift
 
 __all__ = ["FinePurifyDefense", "purify_scores"]
 
@@ -42,7 +42,7 @@ class FinePurifyDefense(Defense):
     Differs from Fine-purifying (Zhang et al., 2023): the unit is a HEAD (its Q/K/V rows and output
     columns, the granularity of headprune's operations), not a parameter dimension; importance is the
     env's cached gate-gradient importance (``env.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
-    defender's clean rows, the one importance routine of :mod:`headprune.head_stats`) instead of a
+    defender's clean rows, the one importance routine of :mod:`headprune.engine.head_stats`) instead of a
     diagonal Hessian estimate, and drift is the relative Frobenius distance instead of the squared update;
     the number of heads reset is chosen by the env's accuracy floor instead of a fixed ratio, so no
     per-victim ratio has to be tuned.

@@ -19,7 +19,7 @@ from torch import nn
 
 from headprune.defenses.base import DEFENSES, Defense
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["FineTuneDefense", "HighLRFineTuneDefense", "MaxEntropyFineTuneDefense", "NoDefense", "max_entropy_loss"]
 

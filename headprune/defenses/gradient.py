@@ -8,7 +8,7 @@ import numpy as np
 
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
-from headprune.head_stats import gate_gradient_importance
+from headprune.engine.head_stats import gate_gradient_importance
 
 __all__ = ['GradientPolicy', 'GradientPruning', 'ReestimatingPolicy']
 

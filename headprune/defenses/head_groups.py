@@ -2,7 +2,7 @@
 
 :func:`head_group_norms` is the L2 norm of each head's parameter group (its Q/K/V rows and biases and
 its output-projection columns), the groups of the group-lasso penalty :func:`group_lasso_penalty`.
-:func:`gate_gradient_importance` is re-exported from :mod:`headprune.head_stats`, the one importance routine.
+:func:`gate_gradient_importance` is re-exported from :mod:`headprune.engine.head_stats`, the one importance routine.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from headprune.gating import find_attention_sites
-from headprune.head_stats import gate_gradient_importance
+from headprune.engine.gating import find_attention_sites
+from headprune.engine.head_stats import gate_gradient_importance
 
 __all__ = ["gate_gradient_importance", "group_lasso_penalty", "head_group_norms", "head_parameter_groups"]
 

@@ -9,7 +9,7 @@ import torch
 
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
-from headprune.head_stats import compute_head_stats
+from headprune.engine.head_stats import compute_head_stats
 
 __all__ = ['LayerwiseVariancePolicy', 'LayerwiseVariancePruning', 'layer_rates', 'policy_variance']
 
@@ -33,7 +33,7 @@ def policy_variance(policy: ScriptedPolicy, variance: torch.Tensor | None = None
 
 class LayerwiseVariancePolicy(ScriptedPolicy):
     """Layer-wise variance pruning: in layer ``l`` prune the ``min(floor(H * r_l), H - 1)`` heads of
-    lowest PURE [CLS]-attention variance (:func:`~headprune.head_stats.compute_head_stats`, computed
+    lowest PURE [CLS]-attention variance (:func:`~headprune.engine.head_stats.compute_head_stats`, computed
     once on the unpruned model), with the rates :func:`layer_rates` (20 % -> 80 %, deeper layers more;
     at least one head kept per layer). The planned heads are emitted in ascending variance across
     layers (:attr:`planned_budget` of them); past the plan it falls back to the lowest-variance active

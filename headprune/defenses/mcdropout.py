@@ -10,7 +10,7 @@ import torch
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.gradient import ReestimatingPolicy
 from headprune.defenses.scripted import ScriptedPolicyDefense
-from headprune.head_stats import gate_gradient_importance
+from headprune.engine.head_stats import gate_gradient_importance
 
 __all__ = ['MCDropoutPolicy', 'MCDropoutPruning']
 

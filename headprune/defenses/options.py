@@ -17,7 +17,7 @@ from typing import Any
 from headprune.data.pools import DEFENDER_POOLS
 from headprune.defenses.base import DefenseFineTune, get_defense
 from headprune.envs.config import HeadPruneConfig
-from headprune.victim_card import check_number
+from headprune.victims.card import check_number
 
 __all__ = ["BASE_HELP", "DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_base_argument",
            "add_setting_arguments", "check_defense_options", "check_settings", "defense_option_defaults",
@@ -47,12 +47,12 @@ DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size"
 
 BASE_HELP = ("the public pre-trained model the victim was fine-tuned from (a folder or a hub id), for the "
              "reference-based defenses; default: the offline MiniLM for MiniLM victims, the seeded "
-             "initialisation for tiny ones, else the checkpoint's hub id (headprune.reference.resolve_base)")
+             "initialisation for tiny ones, else the checkpoint's hub id (headprune.engine.reference.resolve_base)")
 """The help text of ``--base``."""
 
 
 def add_base_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--base FOLDER_OR_HUB_ID`` (default ``None``: :func:`~headprune.reference.resolve_base`'s default)."""
+    """Add ``--base FOLDER_OR_HUB_ID`` (default ``None``: :func:`~headprune.engine.reference.resolve_base`'s default)."""
     parser.add_argument("--base", default=None, metavar="FOLDER_OR_HUB_ID", help=BASE_HELP)
 
 

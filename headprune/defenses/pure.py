@@ -13,9 +13,9 @@ from torch import nn
 from headprune.data import LabelledTexts
 from headprune.defenses.base import DEFENSES, Defense, PruneOutcome, unpruned_outcome
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.gating import find_attention_sites
-from headprune.head_stats import compute_head_stats, eager_attention
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.gating import find_attention_sites
+from headprune.engine.head_stats import compute_head_stats, eager_attention
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["PureAttentionRegulariser", "PureDefense", "pure_norm_coefficients", "pure_prune"]
 

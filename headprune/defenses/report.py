@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from headprune.defenses.defend import DefenseResult
-from headprune.out_folder import staged_folder
+from headprune.common.out_folder import staged_folder
 
 __all__ = ["markdown_report", "plot_curve", "write_report"]
 
@@ -89,7 +89,7 @@ def write_report(result: DefenseResult, out_dir: str | os.PathLike[str], command
     """Write ``model/`` (plain transformers checkpoint), ``report.json``, ``report.md`` and the plot.
 
     Everything is written into a temporary folder renamed to ``out_dir`` at the end
-    (:func:`~headprune.out_folder.staged_folder`): a failure leaves ``out_dir`` as it was, and a replaced
+    (:func:`~headprune.common.out_folder.staged_folder`): a failure leaves ``out_dir`` as it was, and a replaced
     folder keeps no stale file of an earlier model.
 
     :param result: the defense result.

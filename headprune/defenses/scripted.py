@@ -26,7 +26,7 @@ from headprune.data import LabelledTexts
 from headprune.defenses.base import Defense, DefenseOutcome, PruneOutcome
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
-from headprune.gating import head_grid_shape
+from headprune.engine.gating import head_grid_shape
 
 __all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "run_policy_episode"]
 

@@ -8,8 +8,8 @@ from typing import Any
 from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
-from headprune.head_stats import gate_gradient_importance
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.head_stats import gate_gradient_importance
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ['SparsificationPolicy', 'SparsificationPruning']
 

@@ -4,11 +4,11 @@ A defense's :meth:`~headprune.defenses.base.Defense.prune` may return, besides i
 :class:`WeightEdit` (in a :class:`~headprune.defenses.base.DefenseOutcome`). :func:`~headprune.defenses.defend`
 applies it to the deep copy of the victim before the "pruned" evaluation and before fine-tuning, so the
 "pruned" metrics describe the edited model and the exported model holds the edited + fine-tuned weights.
-Every edit copies values from the public pre-trained reference (:mod:`headprune.reference`), never from
+Every edit copies values from the public pre-trained reference (:mod:`headprune.engine.reference`), never from
 data:
 
 * :class:`HeadReset`: the reference's Q/K/V rows and output-projection columns into chosen heads
-  (:func:`~headprune.reference.reset_heads`, through the architecture adapters);
+  (:func:`~headprune.engine.reference.reset_heads`, through the architecture adapters);
 * :class:`AttentionReset`: every parameter of every attention block (the adapter's attention module and
   its output projection, whatever they hold) back to the reference;
 * :class:`FineMix`: each encoder weight back to the reference with probability ``p`` (Fine-mixing);
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from headprune.architectures import find_attention_sites
-from headprune.reference import reset_heads, shared_parameters
+from headprune.engine.reference import reset_heads, shared_parameters
 
 __all__ = ["AttentionReset", "EditSequence", "EmbeddingPurify", "FineMix", "HeadReset", "WeightEdit",
            "attention_parameter_names", "embedding_purify", "fine_mix", "suspicious_tokens", "token_counts"]
@@ -45,7 +45,7 @@ class WeightEdit:
 class HeadReset(WeightEdit):
     """Copy the reference's per-head weights into the heads where ``heads`` is true.
 
-    :param base: the pre-trained reference (:func:`~headprune.reference.resolve_base`).
+    :param base: the pre-trained reference (:func:`~headprune.engine.reference.resolve_base`).
     :param heads: ``[L, H]`` bool, True = reset this head.
     """
 
@@ -98,7 +98,7 @@ def _embedding_parameter_names(model: nn.Module) -> set[str]:
 
 def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddings: bool = True) -> dict[str, Any]:
     """Fine-mixing's mix, in place: every value of every encoder parameter that ``model`` and ``base`` share
-    (:func:`~headprune.reference.shared_parameters`: the task head excluded) is replaced by the reference's
+    (:func:`~headprune.engine.reference.shared_parameters`: the task head excluded) is replaced by the reference's
     with probability ``p``, independently (one seeded CPU generator, parameters in the model's order, so
     the mix depends only on ``(p, seed)`` and the parameter list).
 

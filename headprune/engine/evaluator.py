@@ -3,7 +3,7 @@
 :class:`Evaluator` tokenizes a fixed set of texts once, sorts them by token length and cuts them into
 batches padded only to the longest member (dynamic padding). Every forward runs under
 ``torch.inference_mode()`` with the model in eval mode, and head masks go through one
-:class:`~headprune.gating.HeadGate` (the only gating mechanism of headprune). Results are always
+:class:`~headprune.engine.gating.HeadGate` (the only gating mechanism of headprune). Results are always
 returned in the ORIGINAL order of the texts.
 
 Shapes used below: ``N`` texts, ``C`` labels, ``L`` layers, ``H`` heads per layer, ``K`` masks.
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts
-from headprune.gating import HeadGate
-from headprune.modes import eval_mode
+from headprune.engine.gating import HeadGate
+from headprune.common.modes import eval_mode
 
 __all__ = ["Batch", "Evaluator", "naive_logits", "pad_encodings"]
 

@@ -1,13 +1,13 @@
 """Export pruned classifiers.
 
 Two ways to turn a head mask ``[num_layers, num_heads]`` (1 = keep, 0 = prune, floats scale a head,
-exactly as :class:`headprune.gating.HeadGate` applies it) into a model that needs no hooks:
+exactly as :class:`headprune.engine.gating.HeadGate` applies it) into a model that needs no hooks:
 
 * :func:`save_pruned` (the portable export) folds the gates into the output projections' weights and
   writes an ordinary Hugging Face checkpoint (safetensors + config, the tokenizer, and
   ``headprune.json`` describing the pruning). Plain ``transformers`` loads it with
   ``AutoModelForSequenceClassification.from_pretrained(out_dir)``; headprune is not needed. Every
-  family :mod:`headprune.gating` supports works. Shapes do not change, so it is not faster.
+  family :mod:`headprune.engine.gating` supports works. Shapes do not change, so it is not faster.
 * :func:`compact` physically removes the pruned heads (BERT family and DistilBERT): the query, key
   and value projections lose the heads' output rows and the output projection their input columns,
   so the model is smaller and faster. It is an **in-memory** model: a ``transformers`` config has
@@ -21,7 +21,7 @@ heads ``[batch, seq, num_heads * head_dim]`` and ``s`` the gates repeated ``head
 scaled; a GPT-2 ``Conv1D`` weight is ``[in, out]``, so its rows are.
 
 Neither function touches the caller's model: both work on a deep copy. Gates attached to the caller's
-model by an active :class:`~headprune.gating.HeadGate` are not carried into the copy; the ``mask``
+model by an active :class:`~headprune.engine.gating.HeadGate` are not carried into the copy; the ``mask``
 argument is what gets applied.
 """
 
@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import headprune
 from headprune.architectures import ARCHITECTURES
-from headprune.gating import (
+from headprune.engine.gating import (
     AttentionSite,
     UnsupportedArchitectureError,
     find_attention_sites,
@@ -89,7 +89,7 @@ def fold_gates(model: nn.Module, mask: torch.Tensor) -> nn.Module:
 
     Raises:
         ValueError: if ``mask`` is not ``[L, H]`` or has non-finite entries.
-        UnsupportedArchitectureError: if :func:`~headprune.gating.find_attention_sites` does.
+        UnsupportedArchitectureError: if :func:`~headprune.engine.gating.find_attention_sites` does.
     """
     grid = _grid_mask(model, find_attention_sites(model), mask)
     folded = _unhooked_copy(model)
@@ -194,7 +194,7 @@ def compact(model: nn.Module, mask: torch.Tensor) -> nn.Module:
     The result is an in-memory model: its config still describes the original head grid (a
     ``transformers`` config cannot express per-layer head counts), so do not ``save_pretrained`` it;
     use :func:`save_pruned` for a portable checkpoint. Layers keep their index, so
-    :func:`~headprune.gating.find_attention_sites` sees the new head counts.
+    :func:`~headprune.engine.gating.find_attention_sites` sees the new head counts.
 
     Raises:
         UnsupportedArchitectureError: naming the model class, for families other than BERT/DistilBERT.

@@ -2,7 +2,7 @@
 
 Victims (poisoned fine-tuning), the FT / FTH / MEFT baselines, the clean fine-tuning that follows every
 pruning strategy, and the L1/L2 group-sparsity phase all train through :func:`fine_tune`. Pruned heads
-are *held at zero* during training by running the loop inside one :class:`~headprune.gating.HeadGate`
+are *held at zero* during training by running the loop inside one :class:`~headprune.engine.gating.HeadGate`
 (a gate of 0 zeroes the head's output, so neither it nor anything downstream can bring it back).
 
 Batches are length-grouped: the seeded shuffle is cut into pools of ``50 * batch_size`` examples, each
@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import pad_encodings
-from headprune.gating import HeadGate
+from headprune.engine.evaluator import pad_encodings
+from headprune.engine.gating import HeadGate
 
 __all__ = ["FineTuneConfig", "FineTuneLog", "fine_tune", "length_grouped_batches", "soft_cross_entropy"]
 

@@ -1,15 +1,15 @@
 """How far each head of a fine-tuned classifier moved from its public pre-trained reference.
 
-Two ``[L, H]`` statistics, the drift features of :class:`~headprune.head_stats.HeadStats`
+Two ``[L, H]`` statistics, the drift features of :class:`~headprune.engine.head_stats.HeadStats`
 (:data:`DRIFT_FEATURE_NAMES`):
 
 ``weight_drift``
-    :func:`headprune.reference.head_weight_drift`: ``||W - W_base||_F / ||W_base||_F`` over the head's
+    :func:`headprune.engine.reference.head_weight_drift`: ``||W - W_base||_F / ||W_base||_F`` over the head's
     Q/K/V rows (and biases) and its output-projection columns, concatenated.
 ``activation_drift``
     How far the head's OUTPUT moved on the defender's clean rows. A head's output is its slice of the
     output projection's input, ``o[b, t, h, :]`` of ``[B, T, H, d]`` (exactly what
-    :class:`~headprune.gating.HeadGate` scales), taken from the suspect and from the reference on the
+    :class:`~headprune.engine.gating.HeadGate` scales), taken from the suspect and from the reference on the
     same tokenized rows, each model running its own earlier layers (so the drift of layer ``l``
     includes what the layers below it changed: it is the drift the classifier actually sees)::
 
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from headprune.architectures import find_attention_sites
-from headprune.evaluator import Evaluator
-from headprune.modes import eval_mode
-from headprune.reference import check_compatible, head_weight_drift
+from headprune.engine.evaluator import Evaluator
+from headprune.common.modes import eval_mode
+from headprune.engine.reference import check_compatible, head_weight_drift
 
 __all__ = ["DRIFT_FEATURE_NAMES", "activation_drift", "drift_statistics"]
 
@@ -57,7 +57,7 @@ def activation_drift(model: nn.Module, base: nn.Module, tokenizer: Any, texts: A
     """``[L, H]`` float: the ``activation_drift`` of the module docstring on ``texts``.
 
     :param model: the suspect classifier.
-    :param base: its pre-trained reference (:func:`~headprune.reference.check_compatible` must pass).
+    :param base: its pre-trained reference (:func:`~headprune.engine.reference.check_compatible` must pass).
     :param tokenizer: the suspect's tokenizer (the reference reads the same token ids).
     :param texts: clean rows (anything with ``sentences``; labels unused).
     :param batch_size: rows per forward.
@@ -95,7 +95,7 @@ def activation_drift(model: nn.Module, base: nn.Module, tokenizer: Any, texts: A
 def drift_statistics(model: nn.Module, base: nn.Module, tokenizer: Any, texts: Any, *, batch_size: int = 32,
                      max_length: int = 128) -> dict[str, torch.Tensor]:
     """``{name: [L, H] float}`` for every name of :data:`DRIFT_FEATURE_NAMES` (keyword arguments of
-    :class:`~headprune.head_stats.HeadStats`)."""
+    :class:`~headprune.engine.head_stats.HeadStats`)."""
     return {
         "weight_drift": head_weight_drift(model, base),
         "activation_drift": activation_drift(model, base, tokenizer, texts, batch_size=batch_size,

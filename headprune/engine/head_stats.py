@@ -1,7 +1,7 @@
 """Per-head statistics of a classifier on clean data, the features of head-pruning defenses.
 
 :func:`compute_head_stats` makes ONE pass over the clean texts (the batches of an
-:class:`~headprune.evaluator.Evaluator`, heads gated by its :class:`~headprune.gating.HeadGate`) that
+:class:`~headprune.engine.evaluator.Evaluator`, heads gated by its :class:`~headprune.engine.gating.HeadGate`) that
 collects, for every head ``(l, h)`` of the ``[L, H]`` grid:
 
 ``importance``
@@ -40,7 +40,7 @@ collects, for every head ``(l, h)`` of the ``[L, H]`` grid:
     ablations are scored in batched forwards by :meth:`Evaluator.logits_for_masks`.
 
 ``weight_drift``, ``activation_drift`` (optional)
-    How far the head moved from the public pre-trained reference (:mod:`headprune.head_drift`); present
+    How far the head moved from the public pre-trained reference (:mod:`headprune.engine.head_drift`); present
     only when the statistics were computed with a reference (``compute_head_stats(..., base=...)``).
     They are not in :data:`FEATURE_NAMES` (the features every :class:`HeadStats` has, which the
     committed agents were trained on) but in :data:`ALL_FEATURE_NAMES`.
@@ -65,9 +65,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import Evaluator
-from headprune.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
-from headprune.modes import eval_mode, model_mode
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
+from headprune.common.modes import eval_mode, model_mode
 
 __all__ = ["ALL_FEATURE_NAMES", "DRIFT_FEATURE_NAMES", "FEATURE_NAMES", "HeadStats", "compute_head_stats", "eager_attention", "gate_gradient_importance"]
 
@@ -295,7 +295,7 @@ def compute_head_stats(
         batch_size: examples per forward in the gradient pass.
         max_length: truncation length; also PURE's ``max_len`` (window ``max_length - 1`` keys).
         base: the pre-trained reference; when given, the drift statistics are added
-            (:func:`headprune.head_drift.drift_statistics`, ungated forwards; pruned heads get 0).
+            (:func:`headprune.engine.head_drift.drift_statistics`, ungated forwards; pruned heads get 0).
 
     Returns:
         :class:`HeadStats` with ``[L, H]`` tensors on the CPU.

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from headprune.data import LabelledTexts
-from headprune.evaluator import Evaluator
+from headprune.engine.evaluator import Evaluator
 
 __all__ = ["EvalReport", "accuracy", "attack_success_rate", "evaluate_defense", "label_flip_rate"]
 

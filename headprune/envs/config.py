@@ -61,16 +61,16 @@ class HeadPruneConfig:
     cache: str | os.PathLike[str] | None = _help("cache root for victims and head statistics", default=None)
     progress: bool = _help("show progress bars while building a victim or statistics", default=True)
     base: Any = _help("the public pre-trained reference: 'auto' (the victim's known reference, see "
-                      "headprune.reference.resolve_base; none when it has none), a folder, a hub id or a model; "
+                      "headprune.engine.reference.resolve_base; none when it has none), a folder, a hub id or a model; "
                       "None or 'none': no reference (no drift statistics, no reset)", default="auto")
     operation: str = _help("what an action does to a head: 'prune' (gate it off), 'reset' (copy the reference's "
                            "weights into it) or 'both' (Discrete(2n): a < n prunes head a, a >= n resets head a - n)",
                            default="prune")
-    features: Any = _help("observation columns of head_stats: names from headprune.head_stats.ALL_FEATURE_NAMES, "
+    features: Any = _help("observation columns of head_stats: names from headprune.engine.head_stats.ALL_FEATURE_NAMES, "
                           "'all', or None (FEATURE_NAMES for operation 'prune', every feature otherwise)",
                           default=None)
     device: str | None = _help("where the model, the evaluator's batches and its caches live: cpu (default), "
-                               "cuda, cuda:<i>, mps or auto (headprune.devices.resolve_device)", default=None)
+                               "cuda, cuda:<i>, mps or auto (headprune.common.devices.resolve_device)", default=None)
 
     def __post_init__(self) -> None:
         for name in ("val_size", "stats_size", "eval_batch_size"):
@@ -100,7 +100,7 @@ class HeadPruneConfig:
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The observation's head-statistic columns (``features`` with its default applied)."""
-        from headprune.head_stats import ALL_FEATURE_NAMES, FEATURE_NAMES
+        from headprune.engine.head_stats import ALL_FEATURE_NAMES, FEATURE_NAMES
 
         if self.features is None:
             return FEATURE_NAMES if self.operation == "prune" else ALL_FEATURE_NAMES
@@ -165,7 +165,7 @@ def _check_int(config: HeadPruneConfig, name: str, *, minimum: int | None) -> No
 
 def _check_features(config: HeadPruneConfig) -> None:
     """Normalise ``features`` (a sequence becomes a tuple) and refuse unknown or repeated names."""
-    from headprune.head_stats import ALL_FEATURE_NAMES
+    from headprune.engine.head_stats import ALL_FEATURE_NAMES
 
     value = config.features
     if value is None or value == "all":

@@ -14,7 +14,7 @@ from typing import Any
 
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.victims import PRESETS, Victim, cache_dir
-from headprune.victim_card import CARD_FILE
+from headprune.victims.card import CARD_FILE
 
 __all__ = ["announce_victim_build", "make_registered_env"]
 

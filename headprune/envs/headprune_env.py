@@ -20,8 +20,8 @@ import torch
 from gymnasium import spaces
 
 from headprune.data import LabelledTexts, as_labelled_texts
-from headprune.devices import model_on, resolve_device
-from headprune.data_checks import check_labels
+from headprune.common.devices import model_on, resolve_device
+from headprune.data.checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.head_space import HeadFlags
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
@@ -31,7 +31,7 @@ from headprune.envs.registration import ENV_ID
 from headprune.envs.rendering import RENDER_MODES, FrameState, mask_frame
 from headprune.envs.reset_options import check_render_mode, episode_success, start_mask_from_options
 from headprune.envs.reward import RewardWeights, potential, step_reward
-from headprune.evaluator import Evaluator
+from headprune.engine.evaluator import Evaluator
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
 from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
 
@@ -69,7 +69,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     The agent sees the head mask, per-head statistics of the model on the defender's clean data and a
     summary of where the episode stands; each action prunes one head (gates it to zero through
-    :class:`~headprune.gating.HeadGate`). The reward trades clean accuracy, measured on held-out clean
+    :class:`~headprune.engine.gating.HeadGate`). The reward trades clean accuracy, measured on held-out clean
     validation rows, against a trigger-agnostic backdoor *proxy* computed from the model and clean data
     only (:mod:`headprune.envs.proxies`). Poisoned data and LFR never enter the observation or the reward.
 
@@ -82,7 +82,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         space is a :class:`~headprune.envs.head_space.HeadFlags`, which also carries ``head_shape``
         ``(L, H)`` (a policy built from the spaces alone reads the grid there);
       - ``"head_stats"``: ``Box(-sqrt(n), sqrt(n), (n, F), float32)``: the
-        :class:`~headprune.head_stats.HeadStats` of the unpruned model on the defender's statistics
+        :class:`~headprune.engine.head_stats.HeadStats` of the unpruned model on the defender's statistics
         rows, z-scored per feature over the ``n`` heads (:meth:`HeadStats.normalised`; a z-score over
         ``n`` values lies within ``sqrt(n - 1)``), columns :attr:`feature_names` (``config.feature_names``).
         Constant over episodes; computed once per victim, data and configuration and cached on disk;

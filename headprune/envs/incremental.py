@@ -5,7 +5,7 @@ head per step. Gating head ``(l, h)`` changes the output of layer ``l`` and ever
 not the embeddings, the outputs of layers ``< l``, nor the attention of ANY head of layer ``l`` (a
 head's attention and its output before the gate depend only on the layer's input).
 :class:`IncrementalForward` therefore keeps, for every pre-tokenized batch of an
-:class:`~headprune.evaluator.Evaluator`, the input of each encoder layer and the heads' outputs
+:class:`~headprune.engine.evaluator.Evaluator`, the input of each encoder layer and the heads' outputs
 before gating (the "context", input of the attention output projection) under the mask it last
 computed. For a new mask it starts at the first layer whose row of the mask changed, reuses that
 layer's context (only the output projection, LayerNorm and feed-forward run there), and recomputes
@@ -13,7 +13,7 @@ the layers after it. It works for any new mask (pruning in an earlier layer than
 un-pruning on reset, arbitrary jumps); a mask equal to the cached one costs nothing.
 
 Head resets (``reset`` ``[L, H]`` bool, heads carrying the pre-trained reference's weights, see
-:func:`headprune.reference.heads_reset_to`) change the Q/K/V and output weights of their layer only,
+:func:`headprune.engine.reference.heads_reset_to`) change the Q/K/V and output weights of their layer only,
 so a change of the reset set at layer ``l`` also starts the recomputation at ``l``, but there the
 heads' outputs are recomputed too (their weights changed); layers below ``l`` are reused. The
 weights are swapped in for the duration of one call and restored exactly.
@@ -28,7 +28,7 @@ The computation uses the model's own modules through the
 ``BertForSequenceClassification``, BERT family, e.g. all-MiniLM-L6-v2), in eval mode under
 ``torch.inference_mode``, so the logits equal a full forward of the same batches up to float
 rounding of the [CLS]-only last layer (the tests check ``atol=1e-5`` and identical predictions).
-Gating still goes through the evaluator's :class:`~headprune.gating.HeadGate`. Models whose adapter
+Gating still goes through the evaluator's :class:`~headprune.engine.gating.HeadGate`. Models whose adapter
 gives no layerwise forward fall back to :meth:`Evaluator.logits` (a full, dynamically padded forward).
 
 :class:`MaskScorer` adds memoisation by mask: the count of correct predictions and the proxy value
@@ -46,9 +46,9 @@ from torch import nn
 
 from headprune.architectures import LayerwiseForward, adapter_for
 from headprune.envs.memo import StateMemo, mask_key, state_key
-from headprune.evaluator import Evaluator
-from headprune.modes import eval_mode
-from headprune.reference import heads_reset_to
+from headprune.engine.evaluator import Evaluator
+from headprune.common.modes import eval_mode
+from headprune.engine.reference import heads_reset_to
 
 __all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key", "state_key"]
 
@@ -74,7 +74,7 @@ class IncrementalForward:
 
     Args:
         evaluator: supplies the model, its pre-tokenized length-sorted batches and its
-            :class:`~headprune.gating.HeadGate`. The model's weights must not change while this
+            :class:`~headprune.engine.gating.HeadGate`. The model's weights must not change while this
             object lives (call :meth:`reset` if they do).
         reference: the pre-trained reference whose weights reset heads carry (needed only for
             ``reset`` masks with a true entry).

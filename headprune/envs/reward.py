@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from headprune.registry import Registry
+from headprune.common.registry import Registry
 
 __all__ = [
     "REWARD_TERMS",

@@ -11,9 +11,9 @@ from typing import Any
 from torch import nn
 
 from headprune.data import LabelledTexts
-from headprune.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats
-from headprune.provenance import config_hash
-from headprune.reference import BaseModelError, resolve_base, weights_digest
+from headprune.engine.head_stats import FEATURE_NAMES, HeadStats, compute_head_stats
+from headprune.common.provenance import config_hash
+from headprune.engine.reference import BaseModelError, resolve_base, weights_digest
 from headprune.victims import Victim, cache_dir
 
 __all__ = ["STATS_VERSION", "env_reference", "load_or_compute_stats", "texts_digest"]
@@ -34,7 +34,7 @@ def texts_digest(texts: LabelledTexts) -> str:
 def env_reference(victim: Victim, base: Any) -> nn.Module | None:
     """The reference ``base`` names for ``victim`` (``HeadPruneConfig.base``).
 
-    ``"auto"``: :func:`~headprune.reference.resolve_base`'s default, or ``None`` (with a warning) when the
+    ``"auto"``: :func:`~headprune.engine.reference.resolve_base`'s default, or ``None`` (with a warning) when the
     victim has no known reference; ``None``: no reference; anything else (a folder, a hub id, a model)
     must resolve.
 

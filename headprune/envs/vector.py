@@ -4,7 +4,7 @@
 :class:`~headprune.envs.headprune_env.HeadPruneEnv` (the template) that share its victim, model,
 statistics, proxy and :class:`~headprune.envs.incremental.MaskScorer` memo, each with its own episode
 state. A step first applies every lane's action to a copy of its mask, scores the masks the memo has
-not seen in one call of :meth:`Evaluator.logits_for_masks <headprune.evaluator.Evaluator.logits_for_masks>`
+not seen in one call of :meth:`Evaluator.logits_for_masks <headprune.engine.evaluator.Evaluator.logits_for_masks>`
 (per-example masks through ``HeadGate``: row ``j * B + b`` is mask ``j`` on text ``b``) and stores the
 scores in the shared memo; then each lane runs :meth:`HeadPruneEnv.step` unchanged, which finds its
 score there. Rewards, observations and infos are therefore those of ``N`` single envs: the reward

@@ -26,15 +26,15 @@ import gymnasium as gym
 import numpy as np
 
 from headprune.data import LabelledTexts, as_labelled_texts
-from headprune.data_checks import check_labels
+from headprune.data.checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.headprune_env import WRAPPER_OPTIONS, HeadPruneEnv
 from headprune.envs.incremental import IncrementalForward
 from headprune.envs.memo import StateMemo, state_key
 from headprune.envs.reward import REWARD_TERMS, RewardTerms, StepChange
-from headprune.evaluator import Evaluator
-from headprune.metrics import label_flip_rate
-from headprune.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.metrics import label_flip_rate
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
 from headprune.victims import DEFAULT_VICTIM, Victim
 
 __all__ = ["LabelFlipRateInfo", "TerminalFineTune", "apply_wrappers", "make_headprune_env", "split_wrapper_options"]
@@ -100,7 +100,7 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
 
 class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     """On an episode's last step, scores the final mask after a short clean fine-tune of a deep copy of
-    the model (:func:`~headprune.finetuning.fine_tune`, pruned heads held at zero, on the env's
+    the model (:func:`~headprune.engine.finetuning.fine_tune`, pruned heads held at zero, on the env's
     ``train_data``; accuracy on ``val_data``, the proxy rebuilt on the fine-tuned copy).
 
     Adds the reward term ``"finetune"`` = ``Phi(s_T^ft) - Phi(s_T)`` to ``info["reward_terms"]``
@@ -110,7 +110,7 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     leave the reward alone): the reward is rebuilt from the reported terms.
 
     :param env: a ``HeadPrune-v0`` env (possibly wrapped).
-    :param config: a :class:`~headprune.finetuning.FineTuneConfig` or a mapping of its fields over the
+    :param config: a :class:`~headprune.engine.finetuning.FineTuneConfig` or a mapping of its fields over the
         default (one epoch at lr 2e-5, the env's seed and the victim's max length).
     """
 

@@ -10,12 +10,12 @@ model trained the same way on the same test set (the floor no defense can beat: 
 are simply misclassified as the target by any model).
 
 A victim folder is untrusted input (it comes from whoever is suspected): :func:`load_victim` checks
-its card against the schema of :mod:`headprune.victim_card` (names limited to letters, digits,
+its card against the schema of :mod:`headprune.victims.card` (names limited to letters, digits,
 ``.``, ``_`` and ``-``, so no path is ever escaped through them), the sha256 of its files recorded
-in the card, its model (:func:`~headprune.models.check_classifier`, a trained head) and its
-tokenizer (:func:`~headprune.models.check_tokenizer`). :func:`build_victim` rebuilds a cached victim
+in the card, its model (:func:`~headprune.engine.models.check_classifier`, a trained head) and its
+tokenizer (:func:`~headprune.engine.models.check_tokenizer`). :func:`build_victim` rebuilds a cached victim
 whose files no longer match their digests, and records whether the victim is *usable*: its clean
-accuracy reaches ``max(0.6, majority-class share + 0.1)`` (:func:`~headprune.victim_card.min_usable_acc`);
+accuracy reaches ``max(0.6, majority-class share + 0.1)`` (:func:`~headprune.victims.card.min_usable_acc`);
 a near-constant predictor (which gets LFR 1.0 for free) is reported with a :class:`VictimWarning`.
 
 Presets:
@@ -43,11 +43,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from headprune.attacks import ATTACK_NAMES, PoisonedSplits, load_attack_splits
 from headprune.data import LabelledTexts, load_sst2
-from headprune.metrics import evaluate_defense
-from headprune.models import build_tiny_classifier, load_classifier
-from headprune.provenance import config_hash, environment_info
-from headprune.finetuning import FineTuneConfig, fine_tune
-from headprune.victim_card import (
+from headprune.engine.metrics import evaluate_defense
+from headprune.engine.models import build_tiny_classifier, load_classifier
+from headprune.common.provenance import config_hash, environment_info
+from headprune.engine.finetuning import FineTuneConfig, fine_tune
+from headprune.victims.card import (
     CARD_FILE,
     SAFE_NAME,
     CorruptVictimError,

@@ -35,8 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from headprune.models import ModelLoadError
-from headprune.provenance import file_sha256
+from headprune.engine.models import ModelLoadError
+from headprune.common.provenance import file_sha256
 
 __all__ = [
     "CARD_FILE",

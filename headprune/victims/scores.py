@@ -1,6 +1,6 @@
 """Reference scores per registered ``HeadPrune`` id, like Atari's random/human scores or D4RL's.
 
-:data:`SCORES_FILE` (``headprune/reference_scores.json``, package data) holds, per env id, the mean
+:data:`SCORES_FILE` (``headprune/victims/reference_scores.json``, package data) holds, per env id, the mean
 episode return and the final LFR after the defense's fine-tune (:func:`headprune.defenses.defend`
 with that strategy, evaluated on the victim's poisoned test set) of
 

@@ -13,13 +13,13 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.envs.memo import StateMemo, state_key
-from headprune.gating import head_grid_shape
-from headprune.registry import Registry
+from headprune.engine.gating import head_grid_shape
+from headprune.common.registry import Registry
 
 __all__ = ["PROXIES", "BackdoorProxy", "balanced_subset", "make_proxy"]
 
 PROXIES: Registry[type[BackdoorProxy]] = Registry("proxy")
-"""Every proxy class by name (a :class:`~headprune.registry.Registry`: ``PROXIES.get(name)``, ``in``, ``list``)."""
+"""Every proxy class by name (a :class:`~headprune.common.registry.Registry`: ``PROXIES.get(name)``, ``in``, ``list``)."""
 
 
 def balanced_subset(labels: Sequence[int], n_per_class: int, seed: int) -> list[int]:
@@ -44,7 +44,7 @@ class BackdoorProxy(ABC):
     """A trigger-agnostic backdoor score of ``model`` under a head mask.
 
     Args:
-        model: a sequence classifier (any family :class:`~headprune.gating.HeadGate` supports). It is
+        model: a sequence classifier (any family :class:`~headprune.engine.gating.HeadGate` supports). It is
             used in eval mode and never modified; its weights must stay fixed while the proxy lives.
         tokenizer: its tokenizer.
         clean: the defender's clean labelled texts (the only data a proxy sees).
@@ -85,7 +85,7 @@ class BackdoorProxy(ABC):
 
         A proxy that reads the model sees reset heads only if the caller has put the reference's
         weights into the model for the call (:class:`~headprune.envs.incremental.MaskScorer` does,
-        through :func:`headprune.reference.heads_reset_to`); values are memoised by mask and reset set.
+        through :func:`headprune.engine.reference.heads_reset_to`); values are memoised by mask and reset set.
         """
         m = self._check(mask)
         r = None if reset is None else self._check(reset)

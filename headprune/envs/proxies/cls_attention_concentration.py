@@ -9,10 +9,10 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import PROXIES, BackdoorProxy, _subset_texts, balanced_subset
-from headprune.evaluator import Evaluator
-from headprune.gating import HeadGate
-from headprune.head_stats import eager_attention
-from headprune.modes import eval_mode
+from headprune.engine.evaluator import Evaluator
+from headprune.engine.gating import HeadGate
+from headprune.engine.head_stats import eager_attention
+from headprune.common.modes import eval_mode
 
 __all__ = ["ClsAttentionConcentrationProxy"]
 
@@ -22,7 +22,7 @@ class ClsAttentionConcentrationProxy(BackdoorProxy):
     """[CLS] attention concentration on single tokens.
 
     Definition: on ``n_per_class * C`` clean sentences (seeded, class-balanced), under the mask, with
-    eager attention (:func:`~headprune.head_stats.eager_attention`), for every ACTIVE head ``(l, h)``
+    eager attention (:func:`~headprune.engine.head_stats.eager_attention`), for every ACTIVE head ``(l, h)``
     and sentence ``i`` take ``max_j a[i, l, h, 0, j]``, the largest attention weight of the [CLS]
     query (position 0) on one CONTENT token ``j`` (special tokens such as [CLS] and [SEP] and
     padding excluded, since they act as attention sinks); the value is the mean over active heads

@@ -9,8 +9,8 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import PROXIES, BackdoorProxy
-from headprune.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
-from headprune.head_stats import HeadStats
+from headprune.engine.head_drift import DRIFT_FEATURE_NAMES, drift_statistics
+from headprune.engine.head_stats import HeadStats
 
 __all__ = ["DriftMassProxy"]
 
@@ -19,7 +19,7 @@ __all__ = ["DriftMassProxy"]
 class DriftMassProxy(BackdoorProxy):
     """How much of the fine-tuning drift is still in place.
 
-    Definition: ``D[l, h] >= 0``, one drift statistic of :mod:`headprune.head_drift` (``statistic``:
+    Definition: ``D[l, h] >= 0``, one drift statistic of :mod:`headprune.engine.head_drift` (``statistic``:
     ``"weight_drift"``, the default, or ``"activation_drift"``), computed once for the unpruned
     suspect against its pre-trained reference. A head is *fine-tuned* when it is neither pruned
     (``mask == 0``) nor reset (``reset == 1``); the value is::
@@ -32,7 +32,7 @@ class DriftMassProxy(BackdoorProxy):
     two models only, never data (the clean rows are used for ``activation_drift`` when computed here).
 
     Cost: free per call; construction is free when ``head_stats`` with drift statistics are given (the
-    env passes its cached ones), else one :func:`~headprune.head_drift.drift_statistics` pass against
+    env passes its cached ones), else one :func:`~headprune.engine.head_drift.drift_statistics` pass against
     ``reference``. Like ``pure_variance`` it ignores how a change moves the drift of later layers.
 
     :param head_stats: statistics holding the drift features (the env's, computed with ``base=``).

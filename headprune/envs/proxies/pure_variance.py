@@ -9,7 +9,7 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import PROXIES, BackdoorProxy, _subset_texts, balanced_subset
-from headprune.head_stats import HeadStats, compute_head_stats
+from headprune.engine.head_stats import HeadStats, compute_head_stats
 
 __all__ = ["PureVarianceProxy"]
 
@@ -19,7 +19,7 @@ class PureVarianceProxy(BackdoorProxy):
     """PURE's [CLS]-attention variance summed over the active heads.
 
     Definition: ``v[l, h]``, PURE's per-head score (Zhao et al., ICML 2024), exactly as
-    :func:`~headprune.head_stats.compute_head_stats` defines ``cls_attention_variance`` (variance
+    :func:`~headprune.engine.head_stats.compute_head_stats` defines ``cls_attention_variance`` (variance
     over the first ``max_len - 1`` key positions of the [CLS] attention row, averaged over
     examples), computed ONCE for the unpruned model on ``n_per_class * C`` seeded clean sentences
     (or taken from ``head_stats`` when given, e.g. the env's cached statistics). The value is

@@ -11,7 +11,7 @@ from torch import nn
 from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import (PROXIES, BackdoorProxy, _class_asymmetry, _subset_texts, _word_token_ids,
                                          balanced_subset)
-from headprune.evaluator import Evaluator
+from headprune.engine.evaluator import Evaluator
 
 __all__ = ["RandomWordFlipProxy"]
 
@@ -36,7 +36,7 @@ class RandomWordFlipProxy(BackdoorProxy):
     observation behind perturbation-based detectors such as STRIP, Gao et al. 2021, and RAP, Yang et
     al. 2021, here used in the flip direction and without triggers).
 
-    Cost: one forward (through an :class:`~headprune.evaluator.Evaluator`, sorted dynamic padding)
+    Cost: one forward (through an :class:`~headprune.engine.evaluator.Evaluator`, sorted dynamic padding)
     over ``n_per_class * C * (1 + variants)`` sentences.
     """
 

@@ -11,8 +11,8 @@ from torch import nn
 from headprune.data import LabelledTexts
 from headprune.envs.proxies.base import (PROXIES, BackdoorProxy, _class_asymmetry, _subset_texts, _word_token_ids,
                                          balanced_subset)
-from headprune.gating import HeadGate
-from headprune.modes import eval_mode
+from headprune.engine.gating import HeadGate
+from headprune.common.modes import eval_mode
 
 __all__ = ["SoftTriggerProxy"]
 
@@ -25,7 +25,7 @@ class SoftTriggerProxy(BackdoorProxy):
     inserted right after the first token ([CLS]) of every clean subset sentence (``n_per_class`` per
     label, seeded) whose TRUE label is not ``c``. Starting from the embeddings of vocabulary words
     drawn with ``seed``, ``z_c`` takes ``steps`` Adam steps minimising the cross-entropy toward
-    ``c``, with the model frozen and the mask applied through :class:`~headprune.gating.HeadGate`;
+    ``c``, with the model frozen and the mask applied through :class:`~headprune.engine.gating.HeadGate`;
     step ``t`` uses the learning rate ``lr * lr_growth**t`` times the mean token-embedding norm (a
     geometric schedule that sweeps the trigger's strength from negligible to large, so the same
     defaults work for models of very different sensitivity), and each vector is projected back to

@@ -13,7 +13,7 @@ Reported: median step time of each, their ratio (target >= 10x), the split of ea
 accuracy part and the proxy part, and the median env step when an episode retraces masks it has
 already seen (the memo). Default victim: ``minilm-syntactic`` (all-MiniLM-L6-v2, 6 x 12 heads).
 
-    .venv/bin/python benchmarks/bench_env_step.py [--victim minilm-syntactic] [--eval-size 256]
+    .venv/bin/python benchmarks/bench_env_step.py [--victim minilm-syntactic] [--val-size 256]
         [--steps 16] [--proxy NAME] [--seed 0] [--threads N]
 """
 
@@ -57,7 +57,7 @@ def bits(values: list[float]) -> list[bytes]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--victim", default=DEFAULT_VICTIM, help="preset name or victim folder")
-    parser.add_argument("--eval-size", type=int, default=256)
+    parser.add_argument("--val-size", type=int, default=256)
     parser.add_argument("--stats-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=16, help="length of the fixed action sequence")
     parser.add_argument("--proxy", default=DEFAULT_PROXY)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     build = time.perf_counter()
-    env = HeadPruneEnv(args.victim, eval_size=args.eval_size, stats_size=args.stats_size, proxy=args.proxy,
+    env = HeadPruneEnv(args.victim, val_size=args.val_size, stats_size=args.stats_size, proxy=args.proxy,
                        accuracy_floor=0.0, budget=args.steps, max_steps=args.steps, seed=args.seed, cache=args.cache)
     build = time.perf_counter() - build
     L, H = env.head_shape
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     env.scorer.proxy = env_proxy
 
     naive_proxy = env.build_proxy(env.model, cache_size=0)
-    sentences = list(env.eval_data.sentences)
-    labels = torch.tensor(env.eval_data.labels)
+    sentences = list(env.val_data.sentences)
+    labels = torch.tensor(env.val_data.labels)
     mask = torch.ones(L, H)
     prev_acc, prev_proxy = env.start_score.accuracy, naive_proxy(mask)
     assert prev_proxy == env.start_score.proxy, "the two proxy instances disagree on the unpruned model"
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     versions = "  ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
     print(f"victim        {env.victim.name}  ({type(env.model).__name__}, {L} layers x {H} heads, "
           f"attn={env.model.config._attn_implementation}, incremental={env.scorer.forward.incremental})")
-    print(f"setup         eval_size {len(sentences)}  stats_size {len(env.stats_data)}  proxy {env.proxy.name}  "
+    print(f"setup         val_size {len(sentences)}  stats_size {len(env.stats_data)}  proxy {env.proxy.name}  "
           f"seed {args.seed}  steps {len(actions)}  env built in {build:.1f} s")
     print(f"machine       python {info['python']}  torch threads {torch.get_num_threads()}  {info['platform']}")
     print(f"versions      {versions}")

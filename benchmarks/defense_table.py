@@ -14,7 +14,7 @@ The full table (CPU: many hours; run it where MiniLM victims are already built):
 Smoke run (tiny victim, one seed, tiny budgets; about a minute)::
 
     .venv/bin/python benchmarks/defense_table.py --victims tiny --seeds 0 --finetune-epochs 0.5 \\
-        --finetune-max-steps 3 --clean-rows 200 --eval-size 80 --stats-size 64 --test-limit 200 --fast \\
+        --finetune-max-steps 3 --clean-rows 200 --val-size 80 --stats-size 64 --test-limit 200 --fast \\
         --jsonl /tmp/defense_smoke.jsonl
 """
 

@@ -71,7 +71,7 @@ def _env_for(record: dict[str, Any], proxy: str, weights: RewardWeights, cache: 
     clean = victim.defender_clean_data()
     if cfg.get("clean_rows") is not None:
         clean = clean.take(int(cfg["clean_rows"]))
-    return HeadPruneEnv(victim, clean_data=clean, eval_size=cfg["eval_size"], stats_size=cfg["stats_size"],
+    return HeadPruneEnv(victim, clean_data=clean, val_size=cfg["val_size"], stats_size=cfg["stats_size"],
                         max_accuracy_drop=cfg["max_accuracy_drop"], budget=cfg["budget"], proxy=proxy,
                         reward_weights=weights, seed=int(record["seed"]), cache=cache, progress=False)
 
@@ -83,7 +83,7 @@ def score_records(records: Sequence[dict[str, Any]], proxy: str, weights: Reward
     for r in records:
         if r["strategy"] == CLEAN_MODEL or "config" not in r:
             continue
-        cfg = {k: r["config"].get(k) for k in ("eval_size", "stats_size", "max_accuracy_drop", "budget", "clean_rows")}
+        cfg = {k: r["config"].get(k) for k in ("val_size", "stats_size", "max_accuracy_drop", "budget", "clean_rows")}
         groups.setdefault(json.dumps([r["victim"], r["seed"], cfg], sort_keys=True), []).append(r)
     rows = []
     for runs in groups.values():

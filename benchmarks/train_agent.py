@@ -24,7 +24,7 @@ An agent with both head operations (prune or reset to the pre-trained base; issu
 Smoke run (tiny victim; about a minute)::
 
     .venv/bin/python benchmarks/train_agent.py --victim tiny --transfer tiny --max-minutes 0.2 \\
-        --eval-seeds 0 --baselines random gradient --finetune-epochs 0.2 --eval-size 80 --stats-size 64 \\
+        --eval-seeds 0 --baselines random gradient --finetune-epochs 0.2 --val-size 80 --stats-size 64 \\
         --test-limit 100 --hyperparams n_steps=16 batch_size=16 eval_freq=0 checkpoint_freq=32 \\
         --run-root /tmp/agent_smoke --jsonl /tmp/agent_smoke.jsonl
 """
@@ -98,7 +98,7 @@ def _env_kwargs(args: argparse.Namespace, settings: RunSettings) -> dict[str, An
     fixed = sorted(set(extra) & (set(env_kwargs) | PROTOCOL_ENV_KEYS))
     if fixed:
         raise SystemExit(f"--env-kwargs: {', '.join(fixed)} fixed by the evaluation protocol; use the matching "
-                         "flag (--max-accuracy-drop, --budget, --eval-size, --stats-size, --clean-rows, --victim)")
+                         "flag (--max-accuracy-drop, --budget, --val-size, --stats-size, --clean-rows, --victim)")
     return {**env_kwargs, **extra}
 
 

@@ -423,7 +423,7 @@ def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cach
     out = tmp_path / "eval"
     code = main(["evaluate", "--policy", str(result.run_dir), "--victim", "tiny", "--cache", str(victim_cache),
                  "--eval-poison", str(poison), "--out", str(out), "--seed", "0", "--finetune-epochs", "0.05",
-                 "--eval-size", "80", "--stats-size", "64", "--curve-points", "3", "--quiet"])
+                 "--val-size", "80", "--stats-size", "64", "--curve-points", "3", "--quiet"])
     assert code == 0, capsys.readouterr().err
     for name in ("report.json", "report.md", "accuracy_vs_heads.png", "model/headprune.json"):
         assert (out / name).is_file(), name

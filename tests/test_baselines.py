@@ -276,17 +276,6 @@ def test_defend_mask_does_not_depend_on_evaluation_data(tiny_victim, clean, fast
     assert evaluated.metrics["final"]["lfr"] is not None and evaluated.curve
 
 
-def test_deprecated_baselines_defend_forwards_to_defenses(tiny_victim, clean, fast, victim_cache):
-    from headprune.baselines import defend as old_defend
-
-    with pytest.warns(DeprecationWarning):
-        old = old_defend(tiny_victim, clean, "random", 0, finetune_epochs=0.5, finetune_max_steps=2, eval_size=80,
-                         stats_size=64, cache=victim_cache, progress=False)
-    new = defend(tiny_victim, "random", fast(0), FINETUNE)
-    assert torch.equal(old.mask, new.mask) and old.validation == new.validation
-    assert old.to_dict()["config_hash"] == new.to_dict()["config_hash"]
-
-
 def test_resolve_defense_takes_names_objects_and_policies():
     assert isinstance(resolve_defense("random", {"n_rows": 3}), RandomPruning)
     obj = RandomPruning()
@@ -320,7 +309,7 @@ def test_cli_round_trip_loads_in_plain_transformers(tiny_victim, clean, tmp_path
     proc = subprocess.run(
         [sys.executable, "-m", "headprune.cli", "defend", "--model", str(tiny_victim.path), "--clean-data",
          str(clean_file), "--strategy", "gradient", "--out", str(out), "--eval-poison", str(poison_file),
-         "--finetune-epochs", "0.5", "--eval-size", "80", "--stats-size", "64", "--option", "n_rows=64",
+         "--finetune-epochs", "0.5", "--val-size", "80", "--stats-size", "64", "--option", "n_rows=64",
          "--cache", str(tmp_path / "cache"), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

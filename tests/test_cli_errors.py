@@ -35,7 +35,7 @@ def clean_file(tiny_victim, tmp_path_factory) -> Path:
 
 def _defend_args(victim_cache: Path, clean: Path, out: Path, *extra: str) -> list[str]:
     return ["defend", "--model", "tiny", "--cache", str(victim_cache), "--clean-data", str(clean), "--strategy",
-            "none", "--out", str(out), "--finetune-epochs", "0", "--eval-size", "80", "--stats-size", "64",
+            "none", "--out", str(out), "--finetune-epochs", "0", "--val-size", "80", "--stats-size", "64",
             "--quiet", *extra]
 
 
@@ -75,7 +75,7 @@ def test_non_integer_numbers_are_refused(victim_cache, clean_file, tmp_path, cap
     with pytest.raises(SystemExit) as exit_info:  # argparse: "invalid int value: '2.5'"
         main(_defend_args(victim_cache, clean_file, tmp_path / "o", "--budget", "2.5"))
     assert exit_info.value.code == 2 and "invalid int value" in capsys.readouterr().err
-    for bad in ({"budget": 2.5}, {"budget": True}, {"eval_size": "256"}, {"max_accuracy_drop": math.nan},
+    for bad in ({"budget": 2.5}, {"budget": True}, {"val_size": "256"}, {"max_accuracy_drop": math.nan},
                 {"finetune_epochs": math.inf}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             check_settings(bad)
@@ -198,7 +198,7 @@ def test_too_few_rows_for_the_split(tiny_victim, victim_cache, tmp_path, capsys)
     few = write_labelled_tsv(tmp_path / "few.tsv", tiny_victim.defender_clean_data().take(50))
     assert main(_defend_args(victim_cache, few, tmp_path / "o")) == 2
     line = _error_line(capsys)
-    assert "--clean-data" in line and "50 rows" in line and "--eval-size 80" in line
+    assert "--clean-data" in line and "50 rows" in line and "--val-size 80" in line
 
 
 def test_a_model_with_other_classes_than_the_data_is_refused(victim_cache, clean_file, tmp_path, capsys):

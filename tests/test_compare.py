@@ -25,9 +25,12 @@ from headprune.compare import (
     summary_markdown,
     summary_rows,
 )
-from headprune.common.provenance import config_hash
+from headprune.common.provenance import config_hash, run_config_hash
+from headprune.compare.records import load_records, record_key, upgrade_record
 
-SETTINGS = RunSettings.from_values(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, eval_size=64, stats_size=48,
+ROOT = Path(__file__).resolve().parents[1]
+
+SETTINGS = RunSettings.from_values(finetune_epochs=0.5, finetune_max_steps=2, clean_rows=160, val_size=64, stats_size=48,
                        test_limit=120, fast=True)
 METHODS = ["random", "gradient"]
 NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pruned_heads", "validation")
@@ -96,7 +99,7 @@ def test_process_executor_gives_the_same_numbers(full_grid, victim_cache: Path, 
 def test_reference_row_and_cli(tiny_victim, victim_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "grid"
     argv = ["compare", "--victims", "tiny", "--strategies", "none", "--seeds", "1", "--out", str(out), "--reference",
-            "--finetune-epochs", "0", "--clean-rows", "160", "--eval-size", "64", "--stats-size", "48",
+            "--finetune-epochs", "0", "--clean-rows", "160", "--val-size", "64", "--stats-size", "48",
             "--test-limit", "120", "--cache", str(victim_cache), "--quiet"]
     assert cli_main(argv) == 0
     records = list(RecordStore(out / "runs.jsonl").records.values())
@@ -113,8 +116,10 @@ def test_config_hash_is_the_one_defense_table_always_used():
     legacy = {"finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
               "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
               "options": {"gradient": {"n_rows": 64}}.get("gradient", {})}
-    assert config_hash(settings.method_config("gradient")) == config_hash(legacy)
-    assert config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
+    assert "val_size" in settings.method_config("gradient") and "eval_size" not in settings.method_config("gradient")
+    assert run_config_hash(settings.method_config("gradient")) == config_hash(legacy)
+    assert config_hash(settings.method_config("gradient")) != config_hash(legacy)  # so the mapping is needed
+    assert run_config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
     assert RunSettings.from_values(fast=True).method_options("gradient") == {"n_rows": 64}
 
 
@@ -149,8 +154,8 @@ def test_bad_grid_arguments_are_named(kwargs: dict[str, Any], match: str, tmp_pa
 
 
 def test_bad_settings_records_and_engines(tmp_path: Path):
-    with pytest.raises(ValueError, match="eval_size"):
-        RunSettings.from_values(eval_size=0)
+    with pytest.raises(ValueError, match="val_size"):
+        RunSettings.from_values(val_size=0)
     with pytest.raises(ValueError, match="options given for methods not in the grid"):
         plan_grid(["tiny"], ["random"], [0], RunSettings.from_values(options={"gradient": {}}))
     bad = tmp_path / "runs.jsonl"
@@ -275,13 +280,35 @@ def test_summary_rows_keep_runs_of_one_strategy_under_different_options_apart():
     assert 'finemix {"epur_tokens": 200}' in summary_markdown([epur])
 
 
+def test_committed_records_load_with_val_size_and_keep_their_hashes():
+    """Records written while the key was ``eval_size`` read back with ``val_size``; each one's stored hash is
+    :func:`run_config_hash` of its upgraded config, so a rerun of the same settings finds (skips) it."""
+    files = ("defense_runs.jsonl", "clean_budget_runs.jsonl", "agent_both_runs.jsonl")  # the run-record files
+    records = load_records([ROOT / "benchmarks" / "results" / name for name in files])
+    runs = [r for r in records if "config" in r and r["config"].get("kind") != CLEAN_MODEL]
+    assert len(runs) > 100
+    for record in runs:
+        assert "eval_size" not in record["config"]
+        assert run_config_hash(record["config"]) == record["config_hash"], record_key(record)
+    assert all("val_size" in r["config"] for r in runs)
+    settings = RunSettings.from_values(finetune_epochs=3, options={"gradient": {"n_rows": 64}})
+    old = {"victim": "v", "strategy": "gradient", "seed": 0,
+           "config": {**{k: v for k, v in settings.method_config("gradient").items() if k != "val_size"},
+                      "eval_size": 256}}
+    old["config_hash"] = config_hash(old["config"])
+    assert upgrade_record(old)["config"] == settings.method_config("gradient")
+    assert upgrade_record(old)["config_hash"] == run_config_hash(settings.method_config("gradient"))
+    with pytest.raises(ValueError, match="both 'eval_size' and 'val_size'"):
+        upgrade_record({**old, "config": {**old["config"], "val_size": 256}})
+
+
 def test_configuration_and_fine_tune_rows_of_a_record():
     """Records group by strategy + options, and a run's fine-tune rows are its clean rows (default: the
     872 SST-2 dev rows) minus the validation rows it held out."""
     from headprune.compare import configuration, fine_tune_rows
 
-    default = {"strategy": "finemix", "config": {"clean_rows": None, "eval_size": 256, "options": {}}}
-    budget = {"strategy": "finemix", "config": {"clean_rows": 8256, "eval_size": 256,
+    default = {"strategy": "finemix", "config": {"clean_rows": None, "val_size": 256, "options": {}}}
+    budget = {"strategy": "finemix", "config": {"clean_rows": 8256, "val_size": 256,
                                                  "options": {"epur_tokens": 200}}}
     assert fine_tune_rows(default) == 616 and fine_tune_rows(budget) == 8000
     assert configuration(default) == "finemix"

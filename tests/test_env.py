@@ -234,18 +234,14 @@ def test_config_object_and_val_data(kwargs: dict[str, Any]) -> None:
     env = HeadPruneEnv(kwargs["victim"], HeadPruneConfig(**fields, budget=3))
     assert env.config == HeadPruneConfig(**fields, budget=3) and env.budget == 3
     assert len(env.val_data) == 96
-    with pytest.warns(DeprecationWarning, match="val_data"):
-        assert env.eval_data == env.val_data
-    with pytest.warns(DeprecationWarning, match="eval_size"):
-        old = HeadPruneEnv(kwargs["victim"], {k: v for k, v in fields.items() if k != "val_size"}, eval_size=96)
-    assert old.val_data == env.val_data and old.start_score == env.start_score
+    assert not hasattr(env, "eval_data")
     with pytest.raises(ValueError, match="val_size must be in"):
         make(kwargs, val_size=10_000)
-    for moved in ("poisoned_eval", "finetune_terminal"):  # wrappers now, with a pointer to them
-        with pytest.raises(ValueError, match=rf"{moved} -> headprune.envs.wrappers"):
-            make(kwargs, **{moved: None})
-        with pytest.raises(ValueError, match="wrappers"):
-            gym.make(ENV_ID, **kwargs, **{moved: None})
+    for name in ("eval_size", "poisoned_eval", "finetune_terminal"):  # an old name; wrapper keywords
+        with pytest.raises(ValueError, match=rf"unknown HeadPrune-v0 option\(s\) \['{name}'\]"):
+            make(kwargs, **{name: None})
+        with pytest.raises(ValueError, match=name):
+            gym.make(ENV_ID, **kwargs, **{name: None})
 
 
 # ------------------------------------------------------------------------------------ honesty

@@ -105,7 +105,7 @@ def test_killed_compare_resumes_without_losing_or_duplicating(tiny_victim, victi
     deadline = time.monotonic() + DEADLINE_S
     out = tmp_path / "cmp"
     args = ["compare", "--victims", "tiny", "--strategies", "random", "none", "--seeds", "4", "--out", str(out),
-            "--cache", str(victim_cache), "--quiet", "--finetune-epochs", "0", "--eval-size", "80", "--stats-size",
+            "--cache", str(victim_cache), "--quiet", "--finetune-epochs", "0", "--val-size", "80", "--stats-size",
             "64", "--test-limit", "40"]
     records = out / "runs.jsonl"
     kills = 0

@@ -22,7 +22,7 @@ from headprune.compare import RecordStore, RunSettings, plan_grid, run_grid  # n
 from headprune.compare.executors import RayExecutor  # noqa: E402
 from headprune.compare.grid import run_cell  # noqa: E402
 
-SETTINGS = RunSettings.from_values(finetune_epochs=0, eval_size=64, stats_size=48, clean_rows=160, test_limit=60,
+SETTINGS = RunSettings.from_values(finetune_epochs=0, val_size=64, stats_size=48, clean_rows=160, test_limit=60,
                                    fast=True)
 NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pruned_heads", "validation")
 
@@ -84,6 +84,6 @@ def test_cli_engine_ray(executor, victim_cache, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "--victims", "tiny", "--strategies", "none", "--seeds", "2", "--engine", "ray",
                  "--out", str(out), "--cache", str(victim_cache), "--quiet", "--finetune-epochs", "0",
-                 "--eval-size", "64", "--stats-size", "48", "--test-limit", "40"])
+                 "--val-size", "64", "--stats-size", "48", "--test-limit", "40"])
     assert code == 0, capsys.readouterr().err
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2

@@ -255,7 +255,7 @@ def test_cli_names_an_unloadable_base(tiny_victim, clean, tmp_path, capsys):
 
     data = write_labelled_tsv(tmp_path / "clean.tsv", clean)
     code = main(["defend", "--model", str(tiny_victim.path), "--clean-data", str(data), "--strategy", "drift",
-                 "--out", str(tmp_path / "o"), "--eval-size", "80", "--stats-size", "64", "--base",
+                 "--out", str(tmp_path / "o"), "--val-size", "80", "--stats-size", "64", "--base",
                  str(tmp_path / "missing"), "--quiet", "--cache", str(tmp_path / "cache")])
     assert code == 2 and "the pre-trained reference" in capsys.readouterr().err
 

@@ -48,12 +48,12 @@ def test_eval_mode_restores_the_previous_mode_even_on_error() -> None:
     assert not model.training
 
 
-def test_env_config_validates_names_and_aliases() -> None:
+def test_env_config_validates_names() -> None:
     cfg = HeadPruneConfig.from_kwargs({"budget": 4}, seed=3)
     assert (cfg.budget, cfg.seed, cfg.val_size, cfg.floor_drop) == (4, 3, 256, 0.05)
     assert cfg.replace(accuracy_floor=0.5).floor_drop is None
-    with pytest.warns(DeprecationWarning, match="'eval_size' is deprecated; use 'val_size'"):
-        assert HeadPruneConfig.from_kwargs(eval_size=64).val_size == 64
+    with pytest.raises(ValueError, match=r"unknown HeadPrune-v0 option\(s\) \['eval_size'\]"):
+        HeadPruneConfig.from_kwargs(eval_size=64)  # the old name of val_size: no alias
     with pytest.raises(ValueError, match=r"unknown HeadPrune-v0 option\(s\) \['bugdet'\]"):
         HeadPruneConfig.from_kwargs(bugdet=3)
     for bad in ({"budget": 2.5}, {"budget": True}, {"val_size": 0}, {"seed": "1"}):

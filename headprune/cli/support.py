@@ -33,8 +33,8 @@ def victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
         if len(classes) != num_labels:  # e.g. a 3-class model on binary rows: accuracies mean nothing
             raise ValueError(f"--clean-data ({clean.source}) has the labels {classes}, but the model has {num_labels} "
                              f"classes: give rows of every class of the model, or a model of {len(classes)} classes")
-        check_enough_rows(clean, args.eval_size + 1, "--clean-data",
-                          f"--eval-size {args.eval_size} validation rows and at least one more for fine-tuning")
+        check_enough_rows(clean, args.val_size + 1, "--clean-data",
+                          f"--val-size {args.val_size} validation rows and at least one more for fine-tuning")
     if args.target_label is not None:
         try:
             check_target_label(args.target_label, num_labels)

@@ -28,7 +28,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hyperparams", nargs="+", default=None, metavar="KEY=VALUE",
                         help="override hyperparameters (YAML values), e.g. n_steps=64 learning_rate=lin_1e-4")
     parser.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="override env keyword arguments (YAML values), e.g. budget=20 eval_size=128")
+                        help="override env keyword arguments (YAML values), e.g. budget=20 val_size=128")
     parser.add_argument("--n-timesteps", type=int, default=None, help="total env steps (default the YAML's)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
     parser.add_argument("--cache", default=None, help="cache root for victims and head statistics")

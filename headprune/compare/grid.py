@@ -11,7 +11,7 @@ poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
 
 The config hash of a strategy run is the hash of exactly the settings ``benchmarks/defense_table.py``
 always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_accuracy_drop``,
-``clean_rows``, ``eval_size``, ``stats_size``, ``test_limit``, ``options``), so its records and the
+``clean_rows``, ``val_size``, ``stats_size``, ``test_limit``, ``options``), so its records and the
 runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint.
 """
 
@@ -100,7 +100,7 @@ class RunSettings:
     def from_values(cls, *, options: Mapping[str, Mapping[str, Any]] | None = None, fast: bool = False,
                     base: str | None = None, clean_pool: str | None = None, **values: Any) -> RunSettings:
         """The settings of the flat names of :data:`~headprune.defenses.options.SETTING_FLAGS`
-        (``finetune_epochs``, ``eval_size``, ...; missing ones take their defaults).
+        (``finetune_epochs``, ``val_size``, ...; missing ones take their defaults).
 
         :raises ValueError: an unknown name or an out-of-range value (naming it)."""
         unknown = sorted(set(values) - set(SETTING_FLAGS))
@@ -121,7 +121,7 @@ class RunSettings:
         cfg: dict[str, Any] = {
             "finetune_epochs": self.finetune.epochs, "finetune_max_steps": self.finetune.max_steps,
             "budget": self.env.budget, "max_accuracy_drop": self.env.floor_drop, "clean_rows": self.clean_rows,
-            "eval_size": self.env.val_size, "stats_size": self.env.stats_size, "test_limit": self.test_limit,
+            "val_size": self.env.val_size, "stats_size": self.env.stats_size, "test_limit": self.test_limit,
             "options": self.method_options(method),
         }
         if method.startswith(POLICY_PREFIX):
@@ -355,7 +355,7 @@ def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[in
     """Every cell of the grid, victim-major (then the reference row, then methods in order, then seeds).
     Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one). Policy paths are
     written as :func:`canonical_method` writes them."""
-    from headprune.common.provenance import config_hash
+    from headprune.common.provenance import run_config_hash
 
     methods = [canonical_method(m) for m in methods]
     for what, items in (("victims", victims), ("methods", methods), ("seeds", seeds)):
@@ -381,7 +381,7 @@ def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[in
         for method, seed in grid:
             cfg = settings.method_config(method)
             cells.append(RunSpec(victim=v, victim_name=name, method=method, seed=seed, settings=settings, config=cfg,
-                                 config_hash=config_hash(cfg), cache=cache_str))
+                                 config_hash=run_config_hash(cfg), cache=cache_str))
     return cells
 
 

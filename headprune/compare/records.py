@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from headprune.common.provenance import upgrade_run_config
+
 __all__ = ["CLEAN_MODEL", "DEFAULT_DEFENDER_ROWS", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey",
            "RecordStore", "configuration", "fine_tune_rows", "format_stat", "grid_shape", "head_frequency",
            "load_records", "mean_std", "method_label", "record_attack", "summary_markdown", "summary_rows"]
@@ -39,6 +41,15 @@ RecordKey = tuple[str, str, int, str]
 
 DEFAULT_DEFENDER_ROWS = 872
 """Rows of the default defender data (the SST-2 dev split): what a run with no ``clean_rows`` owned."""
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its config's keys under their current names (records written before ``eval_size`` became
+    ``val_size``: :func:`~headprune.common.provenance.upgrade_run_config`); its ``config_hash`` is unchanged and
+    still :func:`~headprune.common.provenance.run_config_hash` of the upgraded config."""
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        record = {**record, "config": upgrade_run_config(record["config"])}
+    return record
 
 
 def record_key(record: dict[str, Any]) -> RecordKey:
@@ -66,7 +77,7 @@ class RecordStore:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = upgrade_record(json.loads(line))
                     key = record_key(record)
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                     raise ValueError(f"{self.path}:{i}: not a run record ({err})") from None
@@ -123,9 +134,9 @@ def record_attack(record: dict[str, Any]) -> str:
 
 def fine_tune_rows(record: dict[str, Any]) -> int:
     """The defender's fine-tune rows of a run: its clean rows (``config["clean_rows"]``, else
-    :data:`DEFAULT_DEFENDER_ROWS`) minus the validation rows held out (``config["eval_size"]``)."""
+    :data:`DEFAULT_DEFENDER_ROWS`) minus the validation rows held out (``config["val_size"]``)."""
     config = record["config"]
-    return int(config.get("clean_rows") or DEFAULT_DEFENDER_ROWS) - int(config["eval_size"])
+    return int(config.get("clean_rows") or DEFAULT_DEFENDER_ROWS) - int(config["val_size"])
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:

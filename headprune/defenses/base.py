@@ -105,9 +105,8 @@ class DefenseFineTune:
 
 
 def validation_rows(env: HeadPruneEnv) -> Any:
-    """The env's held-out clean validation rows (``val_data``; ``eval_data`` in older envs)."""
-    rows = getattr(env, "val_data", None)
-    return env.eval_data if rows is None else rows
+    """The env's held-out clean validation rows (``val_data``)."""
+    return env.val_data
 
 
 def unpruned_outcome(env: HeadPruneEnv) -> PruneOutcome:

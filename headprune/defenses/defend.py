@@ -55,7 +55,7 @@ from headprune.engine.export import save_pruned
 from headprune.engine.gating import pruned_from_mask
 from headprune.engine.metrics import evaluate_defense
 from headprune.common.out_folder import staged_folder
-from headprune.common.provenance import config_hash, environment_info
+from headprune.common.provenance import environment_info, run_config_hash
 from headprune.victims import Victim, resolve_victim
 
 __all__ = ["DefenseResult", "check_target_label", "defend", "resolve_defense"]
@@ -123,7 +123,7 @@ class DefenseResult:
             "curve": self.curve,
             "timings": self.timings,
             "config": self.config,
-            "config_hash": config_hash(self.config),
+            "config_hash": run_config_hash(self.config),
             "details": self.details,
             "versions": self.versions,
         }
@@ -181,7 +181,7 @@ def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: D
         "victim": victim.name, "strategy": defense.name, "seed": int(cfg.seed), "finetune_epochs": finetune.epochs,
         "finetune_lr": finetune.lr, "finetune_max_steps": finetune.max_steps, "batch_size": finetune.batch_size,
         "max_accuracy_drop": cfg.floor_drop, "accuracy_floor": cfg.accuracy_floor, "budget": cfg.budget,
-        "eval_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
+        "val_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
         "clean_rows": len(env.train_data) + len(validation_rows(env)),
     }
     extra = defense.config()

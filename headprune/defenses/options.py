@@ -29,7 +29,7 @@ SETTING_FLAGS: dict[str, tuple[type, str]] = {
     "budget": (int, "most heads pruned (default half)"),
     "max_accuracy_drop": (float, "the accuracy floor below the start"),
     "clean_rows": (int, "use only the first N defender clean rows"),
-    "eval_size": (int, "defender rows held out for validation"),
+    "val_size": (int, "defender rows held out for validation"),
     "stats_size": (int, "defender rows for head statistics"),
     "test_limit": (int, "evaluate on the first N clean/poisoned test rows"),
 }
@@ -37,11 +37,11 @@ SETTING_FLAGS: dict[str, tuple[type, str]] = {
 
 SETTING_DEFAULTS: dict[str, Any] = {
     "finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
-    "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
+    "clean_rows": None, "val_size": 256, "stats_size": 256, "test_limit": None,
 }
 """Their defaults (``defend``'s)."""
 
-DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "eval_size", "stats_size")
+DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "val_size", "stats_size")
 """The settings that ``headprune defend`` / ``evaluate`` take as options."""
 
 
@@ -102,7 +102,7 @@ def check_settings(values: Mapping[str, Any]) -> None:
     for name in ("finetune_max_steps", "budget", "clean_rows", "test_limit"):
         if values.get(name) is not None and values[name] < 1:
             raise ValueError(f"{name} must be >= 1 (or None), got {values[name]}")
-    for name in ("eval_size", "stats_size"):
+    for name in ("val_size", "stats_size"):
         if name in values and values[name] < 1:
             raise ValueError(f"{name} must be >= 1, got {values[name]}")
     drop = values.get("max_accuracy_drop")
@@ -111,12 +111,12 @@ def check_settings(values: Mapping[str, Any]) -> None:
 
 
 def env_config_from_settings(values: Mapping[str, Any], **fields: Any) -> HeadPruneConfig:
-    """The env config of the settings ``values`` (``eval_size`` -> ``val_size``, ``stats_size``, ``budget``,
+    """The env config of the settings ``values`` (``val_size``, ``stats_size``, ``budget``,
     ``max_accuracy_drop``; missing ones take :data:`SETTING_DEFAULTS`) with more config ``fields`` on top."""
     v = {**SETTING_DEFAULTS, **values}
     check_settings(v)
     drop = None if v["max_accuracy_drop"] is None else float(v["max_accuracy_drop"])
-    return HeadPruneConfig(val_size=v["eval_size"], stats_size=v["stats_size"], budget=v["budget"],
+    return HeadPruneConfig(val_size=v["val_size"], stats_size=v["stats_size"], budget=v["budget"],
                            max_accuracy_drop=drop, **fields)
 
 

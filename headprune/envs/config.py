@@ -12,19 +12,14 @@ import dataclasses
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEPRECATED_ALIASES", "OPERATIONS", "HeadPruneConfig"]
+__all__ = ["OPERATIONS", "HeadPruneConfig"]
 
 OPERATIONS: tuple[str, ...] = ("prune", "reset", "both")
 """The head operations of ``HeadPrune-v0``: gate a head off, copy the reference's weights into it, or either."""
-
-DEPRECATED_ALIASES: dict[str, str] = {"eval_size": "val_size"}
-"""Old keyword -> field; accepted with a DeprecationWarning for one release."""
-
 
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with its help text in ``metadata["help"]`` (shown by CLIs and docs)."""
@@ -116,21 +111,20 @@ class HeadPruneConfig:
                     **overrides: Any) -> HeadPruneConfig:
         """A config from ``base`` (a config or a mapping of fields) with ``overrides`` on top.
 
-        Deprecated aliases (:data:`DEPRECATED_ALIASES`) are renamed with a warning; unknown keys raise
-        ValueError naming them and the valid fields."""
+        Unknown keys raise ValueError naming them and the valid fields."""
         values: dict[str, Any] = {}
         if isinstance(base, HeadPruneConfig):
             values.update({f.name: getattr(base, f.name) for f in dataclasses.fields(cls)})
         elif base is not None:
-            values.update(_renamed(dict(base)))
-        values.update(_renamed(overrides))
+            values.update(dict(base))
+        values.update(overrides)
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown HeadPrune-v0 option(s) {unknown}; valid: {', '.join(cls.field_names())}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> HeadPruneConfig:
-        """A copy with ``changes`` (field names or deprecated aliases)."""
+        """A copy with ``changes`` (field names)."""
         return HeadPruneConfig.from_kwargs(self, **changes)
 
     @property
@@ -139,18 +133,6 @@ class HeadPruneConfig:
         if self.accuracy_floor is None and self.max_accuracy_drop is None:
             return 0.05
         return None if self.max_accuracy_drop is None else float(self.max_accuracy_drop)
-
-
-def _renamed(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(kwargs)
-    for old, new in DEPRECATED_ALIASES.items():
-        if old in out:
-            warnings.warn(f"HeadPrune-v0 option {old!r} is deprecated; use {new!r}", DeprecationWarning,
-                          stacklevel=3)
-            if new in out and out[new] != out[old]:
-                raise ValueError(f"{old!r} (deprecated) and {new!r} given with different values")
-            out[new] = out.pop(old)
-    return out
 
 
 def _check_int(config: HeadPruneConfig, name: str, *, minimum: int | None) -> None:

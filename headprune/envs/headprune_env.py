@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
@@ -35,7 +34,7 @@ from headprune.engine.evaluator import Evaluator
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
 from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
 
-__all__ = ["SUMMARY_FIELDS", "WRAPPER_OPTIONS", "HeadPruneEnv"]
+__all__ = ["SUMMARY_FIELDS", "HeadPruneEnv"]
 
 SUMMARY_FIELDS: tuple[str, ...] = (
     "clean_accuracy",
@@ -46,23 +45,6 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "budget_left",
 )
 """The entries of ``observation["summary"]``, in order (with a reset operation, ``"fraction_reset"`` follows)."""
-
-WRAPPER_OPTIONS: dict[str, str] = {
-    "poisoned_eval": "LabelFlipRateInfo",
-    "target_label": "LabelFlipRateInfo",
-    "finetune_terminal": "TerminalFineTune",
-    "finetune_config": "TerminalFineTune",
-}
-"""Former env keywords that are now wrappers in :mod:`headprune.envs.wrappers` (keyword -> wrapper)."""
-
-def _refuse_wrapper_options(overrides: Mapping[str, Any]) -> None:
-    """ValueError naming the wrapper for each former env keyword in ``overrides``."""
-    moved = sorted(set(overrides) & set(WRAPPER_OPTIONS))
-    if moved:
-        hints = ", ".join(f"{k} -> headprune.envs.wrappers.{WRAPPER_OPTIONS[k]}" for k in moved)
-        raise ValueError(f"{ENV_ID} option(s) {moved} are wrappers now ({hints}); build the env with "
-                         "headprune.envs.wrappers.make_headprune_env(...) or wrap it yourself")
-
 
 class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """Remove attention heads of a backdoored text classifier, one head per step, without the trigger.
@@ -148,7 +130,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        _refuse_wrapper_options(overrides)
         self.config = cfg = HeadPruneConfig.from_kwargs(config, **overrides)
         super().__init__()
         self.render_mode = check_render_mode(render_mode)
@@ -283,12 +264,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._pruned = 0
         self._best = self._candidate()
         self._done = False
-
-    @property
-    def eval_data(self) -> LabelledTexts:
-        """Deprecated alias of :attr:`val_data` (the held-out validation rows); removed in the next release."""
-        warnings.warn("HeadPruneEnv.eval_data is deprecated; use val_data", DeprecationWarning, stacklevel=2)
-        return self.val_data
 
     # ------------------------------------------------------------------------------ helpers
     @property

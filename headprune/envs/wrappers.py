@@ -7,8 +7,7 @@
   under the final mask; adds the named term ``"finetune"`` (``Phi(s_T^ft) - Phi(s_T)``) to
   ``info["reward_terms"]`` and to the reward, so the reward returned stays ``info["reward_terms"]["total"]``.
 
-:func:`make_headprune_env` builds the env and applies the wrappers from the keywords the env took
-before they became wrappers (:data:`~headprune.envs.headprune_env.WRAPPER_OPTIONS`)::
+:func:`make_headprune_env` builds the env and applies the wrappers from the keywords of :func:`apply_wrappers`::
 
     env = make_headprune_env("tiny", HeadPruneConfig(budget=4), poisoned_eval=rows)
     env = LabelFlipRateInfo(gym.make("HeadPrune-v0", victim="tiny"), rows)   # the same, by hand
@@ -17,6 +16,7 @@ before they became wrappers (:data:`~headprune.envs.headprune_env.WRAPPER_OPTION
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import time
 from collections.abc import Mapping
@@ -28,7 +28,7 @@ import numpy as np
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data.checks import check_labels
 from headprune.envs.config import HeadPruneConfig
-from headprune.envs.headprune_env import WRAPPER_OPTIONS, HeadPruneEnv
+from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.envs.incremental import IncrementalForward
 from headprune.envs.memo import StateMemo, state_key
 from headprune.envs.reward import REWARD_TERMS, RewardTerms, StepChange
@@ -150,10 +150,11 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
 
 
 def split_wrapper_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(env_kwargs, wrapper_kwargs)``: ``kwargs`` without and with the keys of
-    :data:`~headprune.envs.headprune_env.WRAPPER_OPTIONS` (``poisoned_eval``, ``finetune_terminal``, ...)."""
-    env_kwargs = {k: v for k, v in kwargs.items() if k not in WRAPPER_OPTIONS}
-    return env_kwargs, {k: v for k, v in kwargs.items() if k in WRAPPER_OPTIONS}
+    """``(env_kwargs, wrapper_kwargs)``: ``kwargs`` without and with the keywords of :func:`apply_wrappers`
+    (``poisoned_eval``, ``target_label``, ``finetune_terminal``, ``finetune_config``)."""
+    wrapper_keys = set(inspect.signature(apply_wrappers).parameters) - {"env"}
+    env_kwargs = {k: v for k, v in kwargs.items() if k not in wrapper_keys}
+    return env_kwargs, {k: v for k, v in kwargs.items() if k in wrapper_keys}
 
 
 def apply_wrappers(env: gym.Env, *, poisoned_eval: LabelledTexts | str | os.PathLike[str] | None = None,

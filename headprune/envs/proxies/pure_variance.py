@@ -25,7 +25,7 @@ class PureVarianceProxy(BackdoorProxy):
     (or taken from ``head_stats`` when given, e.g. the env's cached statistics). The value is
     ``sum_{active (l, h)} v[l, h] / sum_{all} v[l, h]`` in ``[0, 1]`` (``normalise=False``: the raw
     sum). Direction: PURE prunes the LOWEST-variance heads first
-    (:func:`~headprune.baselines.defend.pure_prune`),
+    (:func:`~headprune.defenses.pure.pure_prune`),
     which leaves this value high; the sign used here (higher = more backdoor-like) is not PURE's rule
     but the measured one: over the proxy-evidence masks, the variance share kept rises with LFR
     (``benchmarks/RESULTS.md``). A reward built on it therefore favours pruning high-variance heads,

@@ -108,19 +108,19 @@ def test_three_class_model_and_lfr_only_with_eval_poison(plain, tmp_path):
 
 def test_clean_never_reads_poisoned_rows_for_the_defense(plain, monkeypatch):
     """The mask, trajectory and fine-tuned weights are the same with and without poisoned evaluation rows, and
-    the env (the defense's only data) gets clean rows only."""
+    the workbench (the defense's only data) gets clean rows only."""
     import importlib
 
     defend_module = importlib.import_module("headprune.defenses.defend")  # the package re-exports defend()
 
     seen: list[set[str]] = []
-    real_env = defend_module.HeadPruneEnv
+    real_bench = defend_module.Workbench
 
-    def spy_env(victim, cfg):
+    def spy_bench(victim, cfg):
         seen.append(set(cfg.clean_data.sentences))
-        return real_env(victim, cfg)
+        return real_bench(victim, cfg)
 
-    monkeypatch.setattr(defend_module, "HeadPruneEnv", spy_env)
+    monkeypatch.setattr(defend_module, "Workbench", spy_bench)
     clean = read_labelled_text(plain["clean2"])
     poison = read_labelled_text(plain["poison2"])
     settings = CleanSettings(finetune_epochs=1)

@@ -1,4 +1,4 @@
-"""Defenses: objects with one protocol (:class:`Defense`: ``prune(env)`` then ``finetune(model, env, mask,
+"""Defenses: objects with one protocol (:class:`Defense`: ``prune(bench)`` then ``finetune(model, bench, mask,
 config)``), registered by name in :data:`DEFENSES`, and :func:`defend`, which runs any of them on a victim.
 
 One module per defense or small family: :mod:`~headprune.defenses.random_heads`, :mod:`~.gradient`,

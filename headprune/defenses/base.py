@@ -8,7 +8,7 @@ A defense is an object with two steps, run by :func:`headprune.defenses.defend` 
    :class:`~headprune.defenses.weight_edits.WeightEdit` (a reset of heads to the public pre-trained
    reference, Fine-mixing): ``defend`` applies it to the deep copy of the victim before the "pruned"
    evaluation and before fine-tuning;
-2. :meth:`Defense.finetune` trains that deep copy on the env's training rows with the pruned
+2. :meth:`Defense.finetune` trains that deep copy on the workbench's training rows with the pruned
    heads held at zero and returns details of what it did.
 
 Reference-based defenses read the public pre-trained model with :meth:`Defense.reference` (``base=``
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from headprune.defenses.weight_edits import WeightEdit
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 from headprune.engine.reference import resolve_base
 from headprune.common.registry import Registry
@@ -104,15 +104,15 @@ class DefenseFineTune:
                               seed=seed, max_steps=self.max_steps)
 
 
-def validation_rows(env: HeadPruneEnv) -> Any:
-    """The env's held-out clean validation rows (``val_data``)."""
-    return env.val_data
+def validation_rows(bench: Workbench) -> Any:
+    """The workbench's held-out clean validation rows (``val_data``)."""
+    return bench.val_data
 
 
-def unpruned_outcome(env: HeadPruneEnv) -> PruneOutcome:
+def unpruned_outcome(bench: Workbench) -> PruneOutcome:
     """The all-ones mask with its one-point trajectory (defenses that do not prune)."""
-    L, H = env.num_layers, env.num_heads
-    start = {"heads_pruned": 0, "accuracy": env.start_score.accuracy, "mask": [1] * (L * H)}
+    L, H = bench.num_layers, bench.num_heads
+    start = {"heads_pruned": 0, "accuracy": bench.start_score.accuracy, "mask": [1] * (L * H)}
     return torch.ones(L, H), [start], {}
 
 
@@ -133,7 +133,7 @@ class Defense:
     fast_options: ClassVar[Mapping[str, Any]] = {}
     finetune_lr: ClassVar[float] = 2e-5
     holds_floor: ClassVar[bool] = True
-    """Whether the "pruned" validation accuracy is at or above the env's floor (False for a fixed weight edit
+    """Whether the "pruned" validation accuracy is at or above the workbench's floor (False for a fixed weight edit
     that no floor limits, e.g. ``reset-attention``; its fine-tune recovers accuracy)."""
 
     def __init__(self, *, base: BaseSpec | None = None, **options: Any) -> None:
@@ -148,23 +148,23 @@ class Defense:
         other.base = base
         return other
 
-    def base_given(self, env: HeadPruneEnv) -> BaseSpec | None:
+    def base_given(self, bench: Workbench) -> BaseSpec | None:
         """The reference given for this run: :attr:`base`, else the env config's ``base`` when it names one
         (not ``"auto"`` or ``"none"``), else ``None`` (the default reference)."""
         if self.base is not None:
             return self.base
-        configured = getattr(env.config, "base", None)
+        configured = getattr(bench.config, "base", None)
         return None if isinstance(configured, str) and configured.lower() in ("auto", "none") else configured
 
-    def reference(self, env: HeadPruneEnv) -> nn.Module:
-        """The public pre-trained reference of ``env``'s victim: the env's own (``env.base_model``, resolved
+    def reference(self, bench: Workbench) -> nn.Module:
+        """The public pre-trained reference of ``bench``'s victim: the workbench's own (``bench.base_model``, resolved
         from its config) unless this defense was given another, else
         :func:`~headprune.engine.reference.resolve_base`'s default. Known to every defender, no trigger knowledge.
 
         :raises headprune.engine.reference.BaseModelError: none found, or its shapes differ from the victim's."""
-        if self.base is None and getattr(env, "base_model", None) is not None:
-            return env.base_model
-        return resolve_base(env.victim, self.base_given(env))
+        if self.base is None and getattr(bench, "base_model", None) is not None:
+            return bench.base_model
+        return resolve_base(bench.victim, self.base_given(bench))
 
     def option(self, key: str) -> Any:
         """The option ``key``: given, else the class default."""
@@ -180,16 +180,16 @@ class Defense:
         policy's observation layout and operations (:class:`headprune.agents.AgentStrategy`); ``{}`` here."""
         return {}
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome | DefenseOutcome:
+    def prune(self, bench: Workbench, *, progress: bool = False) -> PruneOutcome | DefenseOutcome:
         """The mask (default: prune nothing), or a :class:`DefenseOutcome` with a weight edit. Sees only
-        ``env`` (the defender's clean rows) and the public reference (:meth:`reference`)."""
-        return unpruned_outcome(env)
+        ``bench`` (the defender's clean rows) and the public reference (:meth:`reference`)."""
+        return unpruned_outcome(bench)
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
+    def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        """Fine-tune ``model`` (a deep copy of the victim) in place on ``env.train_data`` with the pruned heads
+        """Fine-tune ``model`` (a deep copy of the victim) in place on ``bench.train_data`` with the pruned heads
         of ``mask`` held at zero; returns details (default: plain cross-entropy fine-tuning)."""
-        log = fine_tune(model, env.tokenizer, env.train_data, config, mask=mask,
+        log = fine_tune(model, bench.tokenizer, bench.train_data, config, mask=mask,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr}}
 

@@ -2,14 +2,14 @@
 
 Protocol (the paper's and PURE's):
 
-1. **Split.** A :class:`~headprune.envs.headprune_env.HeadPruneEnv` is built on the victim and the
+1. **Split.** A :class:`~headprune.workbench.Workbench` is built on the victim and the
    defender's clean rows (``env_config.clean_data``) with the cheap ``pure_variance`` proxy and zero reward
    weights; its seeded split gives the *validation* rows (the floor's rows) and the *training* rows
-   (``env.train_data``: policies' scoring data and all fine-tuning). The floor is the env's
+   (``bench.train_data``: policies' scoring data and all fine-tuning). The floor is the workbench's
    (``max_accuracy_drop`` below the unpruned validation accuracy, default 0.05, or an absolute
    ``accuracy_floor``), so its best mask is the LAST visited mask at or above the floor: "prune until the
    floor", the rule of the paper, enforced by the env and nowhere else.
-2. **Prune.** ``defense.prune(env)`` (:class:`~headprune.defenses.base.Defense`) gives the mask, and
+2. **Prune.** ``defense.prune(bench)`` (:class:`~headprune.defenses.base.Defense`) gives the mask, and
    optionally a weight edit (:class:`~headprune.defenses.base.DefenseOutcome`: heads or attention blocks
    reset to the public pre-trained reference, Fine-mixing), which is applied to a deep copy of the
    victim; the "pruned" validation accuracy and metrics are those of the edited copy under the mask.
@@ -49,7 +49,6 @@ from headprune.defenses.base import (
 )
 from headprune.defenses.scripted import GivenPolicyDefense
 from headprune.envs.config import HeadPruneConfig
-from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.export import save_pruned
 from headprune.engine.gating import pruned_from_mask
@@ -57,6 +56,7 @@ from headprune.engine.metrics import evaluate_defense
 from headprune.common.out_folder import staged_folder
 from headprune.common.provenance import environment_info, run_config_hash
 from headprune.victims import Victim, resolve_victim
+from headprune.workbench import Workbench
 
 __all__ = ["DefenseResult", "check_target_label", "defend", "resolve_defense"]
 
@@ -174,15 +174,15 @@ def check_target_label(target: object, num_labels: int) -> int:
     return int(target)
 
 
-def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: DefenseFineTune) -> dict[str, Any]:
+def _run_config(victim: Victim, defense: Defense, bench: Workbench, finetune: DefenseFineTune) -> dict[str, Any]:
     """Every option that defines the run (the keys ``defend`` always hashed)."""
-    cfg = env.config
+    cfg = bench.config
     config: dict[str, Any] = {
         "victim": victim.name, "strategy": defense.name, "seed": int(cfg.seed), "finetune_epochs": finetune.epochs,
         "finetune_lr": finetune.lr, "finetune_max_steps": finetune.max_steps, "batch_size": finetune.batch_size,
         "max_accuracy_drop": cfg.floor_drop, "accuracy_floor": cfg.accuracy_floor, "budget": cfg.budget,
         "val_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
-        "clean_rows": len(env.train_data) + len(validation_rows(env)),
+        "clean_rows": len(bench.train_data) + len(validation_rows(bench)),
     }
     extra = defense.config()
     if extra is not None:
@@ -190,14 +190,14 @@ def _run_config(victim: Victim, defense: Defense, env: HeadPruneEnv, finetune: D
     env_options = defense.env_options()
     if env_options:  # only then, so the configs (and hashes) of other runs stay
         config["env_options"] = env_options
-    base = defense.base_given(env)
+    base = defense.base_given(bench)
     if base is not None:  # recorded only when given, so the configs (and hashes) of other runs stay
         config["base"] = base_label(base)
     return config
 
 
 def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.Tensor,
-              trajectory: list[dict[str, Any]], env: HeadPruneEnv, clean_eval: LabelledTexts | None,
+              trajectory: list[dict[str, Any]], bench: Workbench, clean_eval: LabelledTexts | None,
               poison_eval: LabelledTexts | None, target: int, poisoned_true_labels: list[int] | None,
               curve_points: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]] | None]:
     """``evaluate_defense`` of the pruned model (the victim, or its edited copy before fine-tuning) and the
@@ -205,8 +205,8 @@ def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.T
     metrics: dict[str, dict[str, Any]] = {}
     if clean_eval is None and poison_eval is None:
         return metrics, None
-    clean_rows = clean_eval if clean_eval is not None else validation_rows(env)
-    kw = {"poisoned_true_labels": poisoned_true_labels, "max_length": env.max_length}
+    clean_rows = clean_eval if clean_eval is not None else validation_rows(bench)
+    kw = {"poisoned_true_labels": poisoned_true_labels, "max_length": bench.max_length}
     for key, m in (("pruned", pruned), ("final", model)):
         report = evaluate_defense(m, victim.tokenizer, clean_rows, poison_eval, target, mask, **kw)
         metrics[key] = {**report.to_dict(), "acc_data": "eval_clean" if clean_eval is not None else "validation"}
@@ -216,7 +216,7 @@ def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.T
     curve = []
     for i in idx:
         point = trajectory[int(i)]
-        m = torch.tensor(point["mask"], dtype=torch.float32).view(env.num_layers, env.num_heads)
+        m = torch.tensor(point["mask"], dtype=torch.float32).view(bench.num_layers, bench.num_heads)
         report = evaluate_defense(pruned, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
         curve.append({"heads_pruned": point["heads_pruned"], "acc": report.acc, "lfr": report.lfr})
     return metrics, curve
@@ -242,7 +242,7 @@ def defend(
     :param victim: a :class:`~headprune.victims.Victim`, a preset name or a victim folder.
     :param defense: a name of :data:`~headprune.defenses.DEFENSES`, a :class:`Defense` (e.g. a trained agent,
         :class:`headprune.agents.AgentStrategy`) or a ready policy object with SB3's ``predict``.
-    :param env_config: the env's :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
+    :param env_config: the workbench's :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's ``clean_data`` (default: the victim's defender data), ``val_size``/``stats_size``,
         the floor, ``budget``, ``seed`` (fixes every random choice), ``cache`` and ``progress``;
         ``proxy`` and ``reward_weights`` are set by ``defend``.
@@ -266,39 +266,39 @@ def defend(
     target = check_target_label(victim.config.target_label if target_label is None else target_label, num_labels)
     clean_eval = _as_texts(eval_clean, "eval_clean", num_labels)
     poison_eval = _as_texts(eval_poison, "eval_poison", num_labels)
-    env = HeadPruneEnv(victim, cfg)
-    config = _run_config(victim, strategy, env, finetune)
+    bench = Workbench(victim, cfg)
+    config = _run_config(victim, strategy, bench, finetune)
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
 
     t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data), edit the weights of a deep copy
-    mask, trajectory, more, edit = as_outcome(strategy.prune(env, progress=cfg.progress))
+    mask, trajectory, more, edit = as_outcome(strategy.prune(bench, progress=cfg.progress))
     details: dict[str, Any] = {"description": strategy.description, **more}
     model = copy.deepcopy(victim.model)
-    val_rows = validation_rows(env)
+    val_rows = validation_rows(bench)
     pruned_model: nn.Module = victim.model
     if edit is None:
-        pruned_acc = env.scorer(mask).accuracy
+        pruned_acc = bench.scorer(mask).accuracy
     else:
         details["edit"] = edit.apply(model)
         # the edited model before fine-tuning, for the "pruned" metrics
         pruned_model = copy.deepcopy(model) if finetune.epochs > 0 else model
         pruned_acc = Evaluator(model, victim.tokenizer, val_rows, batch_size=cfg.eval_batch_size,
-                               max_length=env.max_length).accuracy(mask)
+                               max_length=bench.max_length).accuracy(mask)
     timings["prune"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()  # ---- 2. fine-tune the copy with the pruned heads held at zero
     if finetune.epochs > 0:
         lr = finetune.lr if finetune.lr is not None else strategy.finetune_lr
-        ft_config = finetune.config(lr, max_length=env.max_length, seed=cfg.seed)
-        details.update(strategy.finetune(model, env, mask, ft_config, progress=cfg.progress))
+        ft_config = finetune.config(lr, max_length=bench.max_length, seed=cfg.seed)
+        details.update(strategy.finetune(model, bench, mask, ft_config, progress=cfg.progress))
     timings["finetune"] = time.perf_counter() - t2
-    final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=env.max_length).accuracy(mask)
-    validation = {"start": env.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
-                  "floor": env.accuracy_floor, "rows": len(val_rows)}
+    final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=bench.max_length).accuracy(mask)
+    validation = {"start": bench.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
+                  "floor": bench.accuracy_floor, "rows": len(val_rows)}
     timings["defense"] = time.perf_counter() - t0
 
     t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
-    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, env, clean_eval, poison_eval,
+    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, bench, clean_eval, poison_eval,
                                target, poisoned_true_labels, curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}

@@ -21,7 +21,7 @@ trigger is partly present in clean text, and the teacher's soft predictions carr
 On the defender's own rows the target is ``alpha * one_hot(label) + (1 - alpha) * teacher``; on the
 augmentations it is the teacher's prediction. The defense's learning rate is 5e-5 (the student relearns the
 task from the base, as a victim's fine-tune does), the protocol's epochs and seed apply; the teacher runs
-once, unpruned, in eval mode. Sees only the env's clean training rows, the suspect and the public base.
+once, unpruned, in eval mode. Sees only the workbench's clean training rows, the suspect and the public base.
 
 Not from the paper this project follows. It is close in spirit to knowledge-distillation defenses, but the
 roles differ from Neural Attention Distillation (Li et al., ICLR 2021), where a fine-tuned copy teaches the
@@ -41,7 +41,7 @@ from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
 from headprune.defenses.weight_edits import FineMix
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
@@ -55,12 +55,12 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
-def distillation_targets(teacher: nn.Module, env: HeadPruneEnv, augmentation: Augmentation, alpha: float,
+def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
                          seed: int) -> tuple[LabelledTexts, torch.Tensor]:
     """The student's training texts and their soft targets.
 
     :param teacher: the suspect (run unpruned, in eval mode).
-    :param env: supplies the defender's clean training rows (``env.train_data``), tokenizer and lengths.
+    :param bench: supplies the defender's clean training rows (``bench.train_data``), tokenizer and lengths.
     :param augmentation: how many augmented texts per row.
     :param alpha: weight of the true label on the defender's own rows (0: teacher only, 1: label only).
     :param seed: seeds the augmentations.
@@ -68,11 +68,11 @@ def distillation_targets(teacher: nn.Module, env: HeadPruneEnv, augmentation: Au
         own, then the teacher's argmax; the loss reads only ``targets``) and ``[N + M, C]`` probabilities.
     """
     alpha = check_alpha(alpha)
-    rows = env.train_data
+    rows = bench.train_data
     augmented = augment_sentences(rows.sentences, augmentation, np.random.default_rng(seed))
     texts = list(rows.sentences) + augmented
-    evaluator = Evaluator(teacher, env.tokenizer, texts, batch_size=env.config.eval_batch_size,
-                          max_length=env.max_length)
+    evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
+                          max_length=bench.max_length)
     targets = torch.softmax(evaluator.logits().float(), dim=-1)  # [N + M, C]
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
@@ -106,19 +106,19 @@ class DistillDefense(Defense):
                                          concats=self.option("concats"))
         self.alpha = check_alpha(self.option("alpha"))
 
-    def teacher(self, env: HeadPruneEnv) -> nn.Module:
-        """The model whose predictions the student learns: the suspect (``env.model``). A subclass may give
+    def teacher(self, bench: Workbench) -> nn.Module:
+        """The model whose predictions the student learns: the suspect (``bench.model``). A subclass may give
         another trigger-agnostic teacher (``benchmarks/distill_teacher_probe.py``: finemix's output)."""
-        return env.model
+        return bench.model
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
-        mask, trajectory, _ = unpruned_outcome(env)
-        return DefenseOutcome(mask, trajectory, {}, FineMix(self.reference(env), 1.0, env.base_seed, True))
+    def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
+        mask, trajectory, _ = unpruned_outcome(bench)
+        return DefenseOutcome(mask, trajectory, {}, FineMix(self.reference(bench), 1.0, bench.base_seed, True))
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
+    def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        data, targets = distillation_targets(self.teacher(env), env, self.augmentation, self.alpha, config.seed)
-        log = fine_tune(model, env.tokenizer, data, config, mask=mask, soft_targets=targets,
+        data, targets = distillation_targets(self.teacher(bench), bench, self.augmentation, self.alpha, config.seed)
+        log = fine_tune(model, bench.tokenizer, data, config, mask=mask, soft_targets=targets,
                         progress="fine-tune (distill)" if progress else False)
         return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr,
-                             "texts": len(data), "augmented": len(data) - len(env.train_data)}}
+                             "texts": len(data), "augmented": len(data) - len(bench.train_data)}}

@@ -23,6 +23,7 @@ from headprune.defenses.base import DEFENSES, DefenseOutcome, unpruned_outcome, 
 from headprune.defenses.scripted import PolicyDefense, ScriptedPolicy
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.reference import head_weight_drift, reset_heads
 
@@ -38,11 +39,11 @@ def descending_order(scores: torch.Tensor) -> list[int]:
     return [int(i) for i in np.argsort(-flat, kind="stable")]
 
 
-def reset_until_floor(env: HeadPruneEnv, base: nn.Module, order: Sequence[int], *, label: str = "reset",
+def reset_until_floor(bench: Workbench, base: nn.Module, order: Sequence[int], *, label: str = "reset",
                       progress: bool = False) -> tuple[torch.Tensor, list[dict[str, Any]], str]:
     """Reset heads to the reference one at a time in ``order`` (flat indices) on a deep copy of the victim,
-    scoring validation accuracy after each (all heads kept, the env's validation rows and floor), until
-    the env's budget or the first reset that falls below the floor, which is undone (the env's rule: the
+    scoring validation accuracy after each (all heads kept, the workbench's validation rows and floor), until
+    the workbench's budget or the first reset that falls below the floor, which is undone (the workbench's rule: the
     last state at or above the floor).
 
     :return: ``[L, H]`` bool of the heads reset, the trajectory ``[{"heads_pruned": 0, "heads_reset",
@@ -51,23 +52,23 @@ def reset_until_floor(env: HeadPruneEnv, base: nn.Module, order: Sequence[int], 
     """
     from tqdm.auto import tqdm
 
-    L, H = env.num_layers, env.num_heads
-    work = copy.deepcopy(env.model)
-    evaluator = Evaluator(work, env.tokenizer, validation_rows(env), batch_size=env.config.eval_batch_size,
-                          max_length=env.max_length)
+    L, H = bench.num_layers, bench.num_heads
+    work = copy.deepcopy(bench.model)
+    evaluator = Evaluator(work, bench.tokenizer, validation_rows(bench), batch_size=bench.config.eval_batch_size,
+                          max_length=bench.max_length)
     chosen = torch.zeros(L, H, dtype=torch.bool)
     kept = [1] * (L * H)
-    trajectory = [{"heads_pruned": 0, "heads_reset": 0, "head": None, "accuracy": env.start_score.accuracy,
+    trajectory = [{"heads_pruned": 0, "heads_reset": 0, "head": None, "accuracy": bench.start_score.accuracy,
                    "mask": kept}]
-    end = "budget" if len(order) >= env.budget else "order done"
-    for flat in tqdm(list(order)[:env.budget], desc=label, disable=not progress, leave=False):
+    end = "budget" if len(order) >= bench.budget else "order done"
+    for flat in tqdm(list(order)[:bench.budget], desc=label, disable=not progress, leave=False):
         step = torch.zeros(L, H, dtype=torch.bool)
         step[flat // H, flat % H] = True
         reset_heads(work, base, step)
         accuracy = evaluator.accuracy()
         trajectory.append({"heads_pruned": 0, "heads_reset": int(chosen.sum()) + 1, "head": [flat // H, flat % H],
                            "accuracy": accuracy, "mask": kept})
-        if accuracy < env.accuracy_floor:
+        if accuracy < bench.accuracy_floor:
             end = "floor"
             break
         chosen |= step
@@ -96,10 +97,10 @@ class DriftPolicy(ScriptedPolicy):
 @DEFENSES.register("drift")
 class DriftDefense(PolicyDefense):
     """Prune (``operation="prune"``, the default) or reset (``"reset"``) heads in order of weight drift from
-    the public pre-trained reference, most-drifted first, until the env's floor (validation accuracy) or
+    the public pre-trained reference, most-drifted first, until the workbench's floor (validation accuracy) or
     its budget; then the protocol's clean fine-tune.
 
-    ``prune`` runs :class:`DriftPolicy` in the env (the env's floor and budget, as every pruning policy);
+    ``prune`` runs :class:`DriftPolicy` in the env (the workbench's floor and budget, as every pruning policy);
     ``reset`` uses :func:`reset_until_floor` (a weight edit: the reset heads get the reference's Q/K/V
     rows and output-projection columns, applied to the victim's copy by ``defend``). Not from a paper: the
     issue's measurement (drift as a trigger-agnostic ranking); drift is computed once, on the unpruned
@@ -112,25 +113,26 @@ class DriftDefense(PolicyDefense):
     description = "prune or reset heads in order of weight drift from the pre-trained reference"
     default_options = {"operation": "prune"}
 
-    def _drift(self, env: HeadPruneEnv) -> tuple[nn.Module, torch.Tensor]:
-        base = self.reference(env)
-        return base, head_weight_drift(env.model, base)
+    def _drift(self, bench: Workbench) -> tuple[nn.Module, torch.Tensor]:
+        base = self.reference(bench)
+        return base, head_weight_drift(bench.model, base)
 
     def build_policy(self, env: HeadPruneEnv) -> DriftPolicy:
-        _, drift = self._drift(env)
-        return DriftPolicy(env.model, env.tokenizer, env.train_data, env.base_seed, max_length=env.max_length,
+        _, drift = self._drift(env.bench)
+        bench = env.bench
+        return DriftPolicy(bench.model, bench.tokenizer, bench.train_data, bench.base_seed, max_length=bench.max_length,
                            drift=drift)
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
+    def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
         operation = self.option("operation")
         if operation not in OPERATIONS:
             raise ValueError(f"drift: operation must be one of {OPERATIONS}, got {operation!r}")
         if operation == "prune":
-            mask, trajectory, details = super().prune(env, progress=progress)
+            mask, trajectory, details = super().prune(bench, progress=progress)
             return DefenseOutcome(mask, trajectory, {**details, "operation": "prune"})
-        base, drift = self._drift(env)
-        heads, trajectory, end = reset_until_floor(env, base, descending_order(drift), label="reset (drift)",
+        base, drift = self._drift(bench)
+        heads, trajectory, end = reset_until_floor(bench, base, descending_order(drift), label="reset (drift)",
                                                    progress=progress)
-        mask = unpruned_outcome(env)[0]
+        mask = unpruned_outcome(bench)[0]
         details = {"operation": "reset", "episode_end": end, "drift": drift.tolist()}
         return DefenseOutcome(mask, trajectory, details, HeadReset(base, heads))

@@ -23,7 +23,7 @@ class EpsilonGreedyPolicy(ScriptedPolicy):
 
     Differs from the authors' code in granularity and stopping: theirs flipped the coin once per chunk
     of ``prune_step`` (10) heads and returned the mask that had just fallen below the threshold; here
-    the coin is flipped per head (the env's action) and the env's best mask excludes the crossing step.
+    the coin is flipped per head (the workbench's action) and the workbench's best mask excludes the crossing step.
     """
 
     name = "egreedy"

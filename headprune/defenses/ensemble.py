@@ -73,7 +73,7 @@ class EnsemblePruning(ScriptedPolicyDefense):
     fast_options = {'n_members': 3, 'n_rows': 64}
 
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
-        """The options, with the env's budget and floor drop as defaults (members respect the env's floor)."""
+        """The options, with the workbench's budget and floor drop as defaults (members respect its floor)."""
         options = super().policy_options(env)
         options.setdefault("budget", env.budget)
         options.setdefault("max_accuracy_drop", env.start_score.accuracy - env.accuracy_floor)

@@ -25,7 +25,7 @@ from headprune.defenses.weight_edits import (
     fine_mix,
     token_counts,
 )
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
@@ -35,29 +35,29 @@ DEFAULT_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 """The mixing probabilities tried, largest first."""
 
 
-def choose_mix_ratio(env: HeadPruneEnv, base: nn.Module, grid: Sequence[float], config: FineTuneConfig, *,
+def choose_mix_ratio(bench: Workbench, base: nn.Module, grid: Sequence[float], config: FineTuneConfig, *,
                      embeddings: bool = True, progress: bool = False, pre_edit: WeightEdit | None = None
                      ) -> tuple[float, list[dict[str, Any]]]:
     """The largest ``p`` of ``grid`` whose mixed model, after a short clean fine-tune (``config``, on the
-    env's training rows), has validation accuracy (the env's held-out clean rows) at or above the env's
-    floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the env's seed, as the final
+    env's training rows), has validation accuracy (the workbench's held-out clean rows) at or above the workbench's
+    floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the workbench's seed, as the final
     edit is (after ``pre_edit``, e.g. E-PUR, when given), so the chosen ``p`` is scored on the very edit kept.
 
     :return: ``(p, trace)``, ``trace = [{"p", "accuracy"}]`` in the order tried (largest ``p`` first,
         stopping at the first that holds the floor).
     """
-    evaluator_rows = validation_rows(env)
+    evaluator_rows = validation_rows(bench)
     trace: list[dict[str, Any]] = []
     for p in sorted({float(x) for x in grid}, reverse=True):
-        work = copy.deepcopy(env.model)
+        work = copy.deepcopy(bench.model)
         if pre_edit is not None:
             pre_edit.apply(work)
-        fine_mix(work, base, p, env.base_seed, embeddings=embeddings)
-        fine_tune(work, env.tokenizer, env.train_data, config, progress=f"finemix p={p:g}" if progress else False)
-        accuracy = Evaluator(work, env.tokenizer, evaluator_rows, batch_size=env.config.eval_batch_size,
-                             max_length=env.max_length).accuracy()
+        fine_mix(work, base, p, bench.base_seed, embeddings=embeddings)
+        fine_tune(work, bench.tokenizer, bench.train_data, config, progress=f"finemix p={p:g}" if progress else False)
+        accuracy = Evaluator(work, bench.tokenizer, evaluator_rows, batch_size=bench.config.eval_batch_size,
+                             max_length=bench.max_length).accuracy()
         trace.append({"p": p, "accuracy": accuracy})
-        if accuracy >= env.accuracy_floor:
+        if accuracy >= bench.accuracy_floor:
             return p, trace
     return 0.0, trace
 
@@ -77,7 +77,7 @@ class FineMixDefense(Defense):
     (1) ``p`` is the probability of going BACK to the pre-trained weight (the paper speaks of the share of
     fine-tuned weights kept, ``1 - p``); (2) the ratio is chosen by headprune's floor rule: the largest ``p``
     of a grid whose validation accuracy after a SHORT clean fine-tune (one epoch by default, not the full
-    fine-tune, to keep the search affordable) is at or above the env's floor, on the defender's held-out
+    fine-tune, to keep the search affordable) is at or above the workbench's floor, on the defender's held-out
     validation rows only, never on test rows or LFR; (3) the embedding tables are mixed like every other
     encoder weight (``embeddings=True``; ``False`` keeps the fine-tuned embeddings); the paper's Embedding
     Purification (E-PUR) is the option ``epur_tokens``, off by default, with token frequencies counted on the
@@ -93,32 +93,32 @@ class FineMixDefense(Defense):
     fast_options = {"grid": [0.5, 0.1], "select_max_steps": 2}
     holds_floor = False
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
-        base = self.reference(env)
+    def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
+        base = self.reference(bench)
         embeddings = bool(self.option("embeddings"))
         fixed = self.option("p")
         details: dict[str, Any] = {}
-        purify = self._embedding_purify(env, base)
+        purify = self._embedding_purify(bench, base)
         if fixed is not None:
             p = float(fixed)
         else:
             config = FineTuneConfig(epochs=float(self.option("select_epochs")), lr=self.finetune_lr,
-                                    max_length=env.max_length, seed=env.base_seed,
+                                    max_length=bench.max_length, seed=bench.base_seed,
                                     max_steps=self.option("select_max_steps"))
-            p, details["p_selection"] = choose_mix_ratio(env, base, self.option("grid"), config,
+            p, details["p_selection"] = choose_mix_ratio(bench, base, self.option("grid"), config,
                                                          embeddings=embeddings, progress=progress, pre_edit=purify)
         details["p"] = p
-        mask, trajectory, _ = unpruned_outcome(env)
-        mix = FineMix(base, p, env.base_seed, embeddings)
+        mask, trajectory, _ = unpruned_outcome(bench)
+        mix = FineMix(base, p, bench.base_seed, embeddings)
         return DefenseOutcome(mask, trajectory, details, mix if purify is None else EditSequence([purify, mix]))
 
-    def _embedding_purify(self, env: HeadPruneEnv, base: nn.Module) -> EmbeddingPurify | None:
-        """E-PUR over the env's clean training rows, or ``None`` when ``epur_tokens`` is 0."""
+    def _embedding_purify(self, bench: Workbench, base: nn.Module) -> EmbeddingPurify | None:
+        """E-PUR over the workbench's clean training rows, or ``None`` when ``epur_tokens`` is 0."""
         top = int(self.option("epur_tokens"))
         if top < 0:
             raise ValueError(f"finemix option epur_tokens must be >= 0, got {top}")
         if top == 0:
             return None
-        vocab = int(env.model.get_input_embeddings().weight.shape[0])
-        counts = token_counts(env.tokenizer, env.train_data.sentences, vocab, env.max_length)
-        return EmbeddingPurify.ranked(env.model, base, counts, top, float(self.option("epur_min_count")))
+        vocab = int(bench.model.get_input_embeddings().weight.shape[0])
+        counts = token_counts(bench.tokenizer, bench.train_data.sentences, vocab, bench.max_length)
+        return EmbeddingPurify.ranked(bench.model, base, counts, top, float(self.option("epur_min_count")))

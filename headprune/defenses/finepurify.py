@@ -18,7 +18,7 @@ import torch
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
 from headprune.defenses.drift import descending_order, reset_until_floor
 from headprune.defenses.weight_edits import HeadReset
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.reference import head_weight_drift
 
 __all__ = ["FinePurifyDefense", "purify_scores"]
@@ -36,15 +36,15 @@ def purify_scores(drift: torch.Tensor, importance: torch.Tensor, eps: float) -> 
 @DEFENSES.register("finepurify")
 class FinePurifyDefense(Defense):
     """Reset heads to the pre-trained reference in order of :func:`purify_scores` (weight drift divided by
-    clean-task importance), until the env's floor (validation accuracy) or its budget
+    clean-task importance), until the workbench's floor (validation accuracy) or its budget
     (:func:`~headprune.defenses.drift.reset_until_floor`); then the protocol's clean fine-tune.
 
     Differs from Fine-purifying (Zhang et al., 2023): the unit is a HEAD (its Q/K/V rows and output
     columns, the granularity of headprune's operations), not a parameter dimension; importance is the
-    env's cached gate-gradient importance (``env.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
+    env's cached gate-gradient importance (``bench.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
     defender's clean rows, the one importance routine of :mod:`headprune.engine.head_stats`) instead of a
     diagonal Hessian estimate, and drift is the relative Frobenius distance instead of the squared update;
-    the number of heads reset is chosen by the env's accuracy floor instead of a fixed ratio, so no
+    the number of heads reset is chosen by the workbench's accuracy floor instead of a fixed ratio, so no
     per-victim ratio has to be tuned.
 
     Options: ``eps`` (0.01: added to the mean-scaled importance, so an unimportant head's score stays finite).
@@ -54,12 +54,12 @@ class FinePurifyDefense(Defense):
     description = "reset heads by drift / clean importance (Fine-purifying-style) until the floor"
     default_options = {"eps": 0.01}
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
-        base = self.reference(env)
-        drift = head_weight_drift(env.model, base)
-        scores = purify_scores(drift, env.head_stats.importance, float(self.option("eps")))
-        heads, trajectory, end = reset_until_floor(env, base, descending_order(scores), label="reset (finepurify)",
+    def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
+        base = self.reference(bench)
+        drift = head_weight_drift(bench.model, base)
+        scores = purify_scores(drift, bench.head_stats.importance, float(self.option("eps")))
+        heads, trajectory, end = reset_until_floor(bench, base, descending_order(scores), label="reset (finepurify)",
                                                    progress=progress)
         details: dict[str, Any] = {"operation": "reset", "episode_end": end, "drift": drift.tolist(),
                                    "scores": scores.tolist()}
-        return DefenseOutcome(unpruned_outcome(env)[0], trajectory, details, HeadReset(base, heads))
+        return DefenseOutcome(unpruned_outcome(bench)[0], trajectory, details, HeadReset(base, heads))

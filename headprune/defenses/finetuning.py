@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from headprune.defenses.base import DEFENSES, Defense
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["FineTuneDefense", "HighLRFineTuneDefense", "MaxEntropyFineTuneDefense", "NoDefense", "max_entropy_loss"]
@@ -58,13 +58,13 @@ class MaxEntropyFineTuneDefense(Defense):
     default_options = {"entropy_epochs": 1.0}
     finetune_lr = 2e-5
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
+    def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
         entropy_config = dataclasses.replace(config, epochs=float(self.option("entropy_epochs")))
-        log = fine_tune(model, env.tokenizer, env.train_data, entropy_config, loss_fn=max_entropy_loss,
+        log = fine_tune(model, bench.tokenizer, bench.train_data, entropy_config, loss_fn=max_entropy_loss,
                         progress=f"max-entropy ({self.name})" if progress else False)
         return {"entropy_phase": {"steps": log.steps, "final_loss": log.final_loss},
-                **super().finetune(model, env, mask, config, progress=progress)}
+                **super().finetune(model, bench, mask, config, progress=progress)}
 
 
 @DEFENSES.register("none")
@@ -73,6 +73,6 @@ class NoDefense(Defense):
 
     description = "no defense (reference row)"
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
+    def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
         return {}

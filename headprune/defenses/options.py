@@ -127,7 +127,7 @@ def finetune_from_settings(values: Mapping[str, Any]) -> DefenseFineTune:
     return DefenseFineTune(epochs=v["finetune_epochs"], max_steps=v["finetune_max_steps"])
 
 
-# the constructor arguments every scripted policy gets from the env, never options
+# the constructor arguments every scripted policy gets from the bench, never options
 _ENV_ARGUMENTS = frozenset({"self", "model", "tokenizer", "clean_data", "seed", "max_length", "options"})
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.defenses.base import DEFENSES, Defense, PruneOutcome, unpruned_outcome
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.gating import find_attention_sites
 from headprune.engine.head_stats import compute_head_stats, eager_attention
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
@@ -34,8 +34,8 @@ def pure_prune(variance: torch.Tensor, accuracy: Callable[[torch.Tensor], float]
 
     Differences from PURE's code: PURE first fine-tunes its victim (a poisoned PRE-TRAINED encoder) on
     clean data and scores that; our victims are already fine-tuned classifiers, so :func:`defend` scores
-    the victim directly, on the env's statistics rows (PURE: its validation rows) and checks accuracy on
-    the env's validation rows; the floor is the env's (an absolute 0.85 in PURE); if a chunk is fully
+    the victim directly, on the workbench's statistics rows (PURE: its validation rows) and checks accuracy on
+    the workbench's validation rows; the floor is the workbench's (an absolute 0.85 in PURE); if a chunk is fully
     restored, we stop with the previous mask (PURE would index an empty list: its emptiness check tests
     a dict that is never empty); ``max_heads`` caps the total (PURE: none).
 
@@ -170,8 +170,8 @@ class PureAttentionRegulariser:
 
 @DEFENSES.register("pure")
 class PureDefense(Defense):
-    """PURE: :func:`pure_prune` on the env's cached [CLS]-attention variance (its statistics rows), with
-    backtracking on the env's validation accuracy and floor (no head cap unless the env config's ``budget``
+    """PURE: :func:`pure_prune` on the workbench's cached [CLS]-attention variance (its statistics rows), with
+    backtracking on the workbench's validation accuracy and floor (no head cap unless the env config's ``budget``
     is given), then fine-tuning with :class:`PureAttentionRegulariser`.
 
     Options: ``chunk`` (heads per chunk, 10), ``penalty`` (the regulariser's weight, 0.15).
@@ -180,19 +180,19 @@ class PureDefense(Defense):
     description = "PURE: variance pruning in chunks of 10 with backtracking + attention normalisation"
     default_options = {"chunk": 10, "penalty": 0.15}
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome:
-        _, trajectory, _ = unpruned_outcome(env)
+    def prune(self, bench: Workbench, *, progress: bool = False) -> PruneOutcome:
+        _, trajectory, _ = unpruned_outcome(bench)
         chunk = int(self.option("chunk"))
-        mask, trace = pure_prune(env.head_stats.cls_attention_variance, lambda m: env.scorer(m).accuracy,
-                                 env.accuracy_floor, chunk=chunk, max_heads=env.config.budget)
+        mask, trace = pure_prune(bench.head_stats.cls_attention_variance, lambda m: bench.scorer(m).accuracy,
+                                 bench.accuracy_floor, chunk=chunk, max_heads=bench.config.budget)
         return mask, trajectory + trace, {"chunk": chunk}
 
-    def finetune(self, model: nn.Module, env: HeadPruneEnv, mask: torch.Tensor, config: FineTuneConfig, *,
+    def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        coef = pure_norm_coefficients(model, env.tokenizer, env.stats_data, mask, max_length=env.max_length)
+        coef = pure_norm_coefficients(model, bench.tokenizer, bench.stats_data, mask, max_length=bench.max_length)
         penalty = float(self.option("penalty"))
         with PureAttentionRegulariser(model, mask, coef, penalty) as reg:
-            log = fine_tune(model, env.tokenizer, env.train_data, config, mask=mask, regulariser=reg,
+            log = fine_tune(model, bench.tokenizer, bench.train_data, config, mask=mask, regulariser=reg,
                             progress=f"fine-tune ({self.name})" if progress else False)
         return {"norm_coefficients": coef.tolist(), "penalty": penalty,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
 from headprune.defenses.weight_edits import AttentionReset
-from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 
 __all__ = ["ResetAttentionDefense"]
 
@@ -27,6 +27,6 @@ class ResetAttentionDefense(Defense):
     description = "reset every attention block to the pre-trained reference (feed-forward kept)"
     holds_floor = False
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> DefenseOutcome:
-        mask, trajectory, _ = unpruned_outcome(env)
-        return DefenseOutcome(mask, trajectory, {}, AttentionReset(self.reference(env)))
+    def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
+        mask, trajectory, _ = unpruned_outcome(bench)
+        return DefenseOutcome(mask, trajectory, {}, AttentionReset(self.reference(bench)))

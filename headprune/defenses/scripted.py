@@ -26,6 +26,7 @@ from headprune.data import LabelledTexts
 from headprune.defenses.base import Defense, DefenseOutcome, PruneOutcome
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.gating import head_grid_shape
 
 __all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "run_policy_episode"]
@@ -174,7 +175,10 @@ class PolicyDefense(Defense):
         config = getattr(policy, "config", None)
         return dict(config()) if callable(config) else {"class": type(policy).__name__}
 
-    def prune(self, env: HeadPruneEnv, *, progress: bool = False) -> PruneOutcome:
+    def prune(self, bench: Workbench, *, progress: bool = False) -> PruneOutcome:
+        """One episode of the policy in ``HeadPrune-v0`` over ``bench`` (a Gym view: the same split, statistics,
+        scorer memo, floor and budget; no second workbench)."""
+        env = HeadPruneEnv(bench)
         policy = self.build_policy(env)
         mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress)
         details = {"policy": self.policy_config(policy), "episode_end": end, "best_accuracy": info["best_accuracy"]}

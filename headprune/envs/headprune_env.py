@@ -1,13 +1,14 @@
 """``HeadPrune-v0``: prune attention heads of a backdoored classifier, one per step.
 
-See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation. Evaluation-only
+See :class:`HeadPruneEnv` for the spaces, the reward, termination and truncation. The env is a Gymnasium view
+over a :class:`~headprune.workbench.Workbench` (the model, the defender's data split, head statistics, scorer,
+floor and budget): it adds the spaces, the reward terms and the episode state. Evaluation-only
 extras (LFR in ``info``) and the terminal fine-tune are wrappers: :mod:`headprune.envs.wrappers`.
 """
 
 # over 400 lines: the env's class docstring documents every space, term and info key; the code is ~250 lines
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Mapping
@@ -15,24 +16,18 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
-from headprune.data import LabelledTexts, as_labelled_texts
-from headprune.common.devices import model_on, resolve_device
-from headprune.data.checks import check_labels
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.head_space import HeadFlags
-from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
+from headprune.envs.incremental import MaskScore
 from headprune.envs.operations import HeadOperations
-from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.registration import ENV_ID
 from headprune.envs.rendering import RENDER_MODES, FrameState, mask_frame
 from headprune.envs.reset_options import check_render_mode, episode_success, start_mask_from_options
 from headprune.envs.reward import RewardWeights, potential, step_reward
-from headprune.engine.evaluator import Evaluator
-from headprune.envs.stats_cache import env_reference, load_or_compute_stats
-from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
+from headprune.victims import DEFAULT_VICTIM, Victim
+from headprune.workbench import Workbench
 
 __all__ = ["SUMMARY_FIELDS", "HeadPruneEnv"]
 
@@ -111,8 +106,11 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     ``invalid_action`` and ``reward_terms``. LFR (``lfr``, ``best_lfr``) and the terminal fine-tune
     (``finetune``) come from the wrappers in :mod:`headprune.envs.wrappers`.
 
-    :param victim: a :class:`~headprune.victims.Victim`, a preset name (``"tiny"``,
-        ``"minilm-syntactic"``, ...; built on first use and cached) or a victim folder.
+    :param victim: a :class:`~headprune.workbench.Workbench` (the env is then a view over it: no config may
+        be given), or a :class:`~headprune.victims.Victim`, a preset name (``"tiny"``, ``"minilm-syntactic"``,
+        ...; built on first use and cached) or a victim folder, for which the env builds its workbench. The
+        workbench's attributes (``model``, ``val_data``, ``train_data``, ``scorer``, ``budget``, ...) read
+        through the env.
     :param config: a :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's data, its split, the floor, the budget, the proxy and the reward weights.
     :param render_mode: ``None``, ``"ansi"`` (text) or ``"rgb_array"`` (:mod:`headprune.envs.rendering`);
@@ -124,116 +122,41 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def __init__(
         self,
-        victim: Victim | str | os.PathLike[str] = DEFAULT_VICTIM,
+        victim: Workbench | Victim | str | os.PathLike[str] = DEFAULT_VICTIM,
         config: HeadPruneConfig | Mapping[str, Any] | None = None,
         *,
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = cfg = HeadPruneConfig.from_kwargs(config, **overrides)
+        if isinstance(victim, Workbench):
+            if config is not None or overrides:
+                raise ValueError("HeadPruneEnv(workbench) takes its config from the workbench; give no config")
+            self.bench = victim
+        else:
+            self.bench = Workbench(victim, config, **overrides)
+        self.config = cfg = self.bench.config
         super().__init__()
         self.render_mode = check_render_mode(render_mode)
         self._last_action: tuple[int, bool] | None = None  # (action, invalid), for rgb_array frames
-        self.base_seed = int(cfg.seed)
-        self.cache = cfg.cache
         self.weights = RewardWeights.coerce(cfg.reward_weights)
-        self.victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
-        self.device = resolve_device(cfg.device)
-        self.model = model_on(self.victim.model, self.device).eval()  # a copy when moved: the victim stays put
-        self.tokenizer = self.victim.tokenizer
-        self.max_length = int(self.victim.config.max_length)
-        self._split_data(cfg)
-        self.base_model = env_reference(self.victim, cfg.base)  # the public pre-trained reference, or None
-        if cfg.operation != "prune" and self.base_model is None:
-            raise ValueError(f"operation={cfg.operation!r} needs a pre-trained reference; none is known for "
-                             f"{self.victim.name}: pass base= (a folder or a hub id)")
-        self.head_stats = load_or_compute_stats(self.victim, self.stats_data, max_length=self.max_length,
-                                                reference=self.base_model, cache=cfg.cache, progress=cfg.progress)
-        self.num_layers, self.num_heads = self.head_stats.shape
         self.operations = HeadOperations(cfg.operation, self.num_layers * self.num_heads)
         self.feature_names: tuple[str, ...] = cfg.feature_names
         self._features = self.head_stats.normalised().as_features(self.feature_names).numpy().astype(np.float32)
-        self._setup_proxy(cfg)
-        self._setup_scorer(cfg)
-        self._setup_limits(cfg)
+        self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
+        self.max_steps = 2 * self.budget if cfg.max_steps is None else int(cfg.max_steps)
+        if self.max_steps < self.budget:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
         self._setup_spaces()
         self._start_episode()
         self._done = True  # step() needs a reset() first
 
+    def __getattr__(self, name: str) -> Any:
+        """The workbench's attributes (``model``, ``val_data``, ``scorer``, ``budget``, ...) read through the view."""
+        if name.startswith("__") or name == "bench":
+            raise AttributeError(name)
+        return getattr(self.bench, name)
+
     # ------------------------------------------------------------------------------ construction
-    def _split_data(self, cfg: HeadPruneConfig) -> None:
-        """A seeded split of the defender's clean rows: ``val_data`` (accuracy; used nowhere else),
-        ``train_data`` (the rest: fine-tuning) and ``stats_data`` (its first ``stats_size`` rows:
-        statistics and the proxy)."""
-        clean = self.victim.defender_clean_data() if cfg.clean_data is None else as_labelled_texts(
-            cfg.clean_data, "clean_data")
-        check_labels(clean, self.victim.model.config.num_labels, "clean_data")
-        if not 0 < cfg.val_size < len(clean):
-            raise ValueError(f"val_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, "
-                             f"got {cfg.val_size}")
-        perm = np.random.default_rng(self.base_seed).permutation(len(clean))
-        rest = perm[cfg.val_size:]
-        self.val_data = clean.subset(np.sort(perm[:cfg.val_size]))
-        self.train_data = clean.subset(np.sort(rest))
-        self.stats_data = clean.subset(np.sort(rest[:cfg.stats_size]))
-
-    def _setup_proxy(self, cfg: HeadPruneConfig) -> None:
-        """The proxy class and its instance on the victim (``proxy_cls``, ``proxy``)."""
-        self.proxy_kwargs = dict(cfg.proxy_kwargs or {})
-        self.proxy_cls = self._proxy_class(DEFAULT_PROXY if cfg.proxy is None else cfg.proxy)
-        self.proxy = self.build_proxy(self.model)
-
-    @staticmethod
-    def _proxy_class(proxy: str | type[BackdoorProxy]) -> type[BackdoorProxy]:
-        if isinstance(proxy, str):
-            return PROXIES.get(proxy)  # ValueError naming the known proxies
-        if isinstance(proxy, type) and issubclass(proxy, BackdoorProxy):
-            return proxy
-        raise TypeError(f"proxy must be a proxy name or a BackdoorProxy subclass, got {proxy!r}")
-
-    def build_proxy(self, model: torch.nn.Module, *, with_stats: bool = True, **overrides: Any) -> BackdoorProxy:
-        """A new instance of the env's proxy on ``model`` and the statistics rows, seeded like the env's.
-
-        :param model: the model the proxy reads (the victim, or a fine-tuned copy).
-        :param with_stats: pass the env's cached head statistics to a proxy that accepts ``head_stats``
-            (they describe the victim, so not for a fine-tuned copy).
-        :param overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
-        A proxy that accepts ``reference`` gets the env's pre-trained reference.
-        """
-        kwargs = {**self.proxy_kwargs, **overrides}
-        accepts = inspect.signature(self.proxy_cls.__init__).parameters
-        if with_stats and "head_stats" in accepts and "head_stats" not in kwargs:
-            kwargs["head_stats"] = self.head_stats
-        if "reference" in accepts and "reference" not in kwargs:
-            kwargs["reference"] = self.base_model
-        return self.proxy_cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
-
-    def _setup_scorer(self, cfg: HeadPruneConfig) -> None:
-        """Incremental forward over the validation rows plus the proxy, memoised by mask; the start score."""
-        self.evaluator = Evaluator(self.model, self.tokenizer, self.val_data, batch_size=cfg.eval_batch_size,
-                                   max_length=self.max_length)
-        self.scorer = MaskScorer(IncrementalForward(self.evaluator, reference=self.base_model), self.proxy)
-        self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
-        self.start_score = self.scorer(self.mask_tensor(self._full))
-
-    def _setup_limits(self, cfg: HeadPruneConfig) -> None:
-        """The accuracy floor, the pruning budget and the step limit."""
-        drop = cfg.floor_drop
-        if drop is not None:
-            self.accuracy_floor = self.start_score.accuracy - drop
-        else:
-            self.accuracy_floor = float(cfg.accuracy_floor)  # type: ignore[arg-type]
-            if self.start_score.accuracy < self.accuracy_floor:
-                raise ValueError(f"the unpruned model's accuracy {self.start_score.accuracy:.4f} on the validation "
-                                 f"rows is already below accuracy_floor={self.accuracy_floor}")
-        n = self._full.size
-        self.budget = n // 2 if cfg.budget is None else int(cfg.budget)
-        if not 1 <= self.budget <= n:
-            raise ValueError(f"budget must be in [1, {n}], got {self.budget}")
-        self.max_steps = 2 * self.budget if cfg.max_steps is None else int(cfg.max_steps)
-        if self.max_steps < self.budget:
-            raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
-
     def _setup_spaces(self) -> None:
         """``action_space`` and ``observation_space`` (see the class docstring)."""
         n = self._full.size
@@ -266,19 +189,6 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._done = False
 
     # ------------------------------------------------------------------------------ helpers
-    @property
-    def head_shape(self) -> tuple[int, int]:
-        """``(L, H)``."""
-        return self.num_layers, self.num_heads
-
-    def mask_tensor(self, flat: np.ndarray) -> torch.Tensor:
-        """``[L, H]`` float mask of a flat int8 mask."""
-        return torch.from_numpy(flat.astype(np.float32)).view(self.num_layers, self.num_heads)
-
-    def reset_tensor(self, flat: np.ndarray) -> torch.Tensor | None:
-        """``[L, H]`` bool of a flat int8 reset set, or ``None`` when no head is reset."""
-        return torch.from_numpy(flat != 0).view(self.num_layers, self.num_heads) if flat.any() else None
-
     def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None) -> MaskScore:
         """:class:`MaskScore` of a flat int8 state (``mask``, optionally ``reset``), memoised."""
         return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset))

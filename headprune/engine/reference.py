@@ -17,8 +17,9 @@ into a head (a *reset*) undoes whatever fine-tuning wrote there.
 The per-head weights go through the architecture adapters (:mod:`headprune.architectures`), so every
 supported family works the same way.
 
-Trust: the reference of a MiniLM victim is the offline MiniLM folder and that of the tiny victim is its
-seeded random initialisation; for any other model the reference must be given (``base=``, a folder or
+Trust: the reference of a victim is the one its kind names in the victims' table
+(:data:`~headprune.victims.bases.PRETRAINED_BASES`: the offline MiniLM folder, a tiny victim's seeded random
+initialisation); for any other model the reference must be given (``base=``, a folder or
 a hub id). A checkpoint's own ``_name_or_path`` is used only when it is a plain hub id (``org/name``,
 no path) and the machine is online: a folder named inside an untrusted checkpoint is never opened.
 A checkpoint whose config names no usable hub id (``save_pretrained`` writes the folder it was loaded
@@ -81,8 +82,8 @@ def resolve_base(suspect: Any, base: str | os.PathLike[str] | nn.Module | None =
     """The pre-trained reference of ``suspect`` (a :class:`~headprune.victims.Victim` or a model).
 
     :param suspect: a victim (its config names how it was built) or a ``transformers`` classifier.
-    :param base: a model object, a folder or a hub id; default: the offline MiniLM for ``"minilm"``
-        victims, the seeded random initialisation for ``"tiny"`` victims, else the checkpoint's
+    :param base: a model object, a folder or a hub id; default: a victim's base from the victims' table
+        (:data:`~headprune.victims.bases.PRETRAINED_BASES`), else the checkpoint's
         ``_name_or_path`` when it is a plain hub id (a bundled one offline, any one online), else the
         offline base its weights match (:func:`recognise_offline_base`).
     :raises BaseModelError: when no reference can be found (with the ``base=`` hint) or it does not
@@ -95,6 +96,7 @@ def resolve_base_with_source(suspect: Any, base: str | os.PathLike[str] | nn.Mod
                              ) -> tuple[nn.Module, str]:
     """:func:`resolve_base` and how the reference was found, in words (for reports)."""
     from headprune.victims import Victim
+    from headprune.victims.bases import PRETRAINED_BASES
 
     model = suspect.model if isinstance(suspect, Victim) else suspect
     num_labels = int(getattr(model.config, "num_labels", 2))
@@ -102,16 +104,9 @@ def resolve_base_with_source(suspect: Any, base: str | os.PathLike[str] | nn.Mod
         reference, source = base, "given (a model object)"
     elif base is not None:
         reference, source = _load_base(base, num_labels), f"given: {os.fspath(base)}"
-    elif isinstance(suspect, Victim) and suspect.config.model == "minilm":
-        reference, source = _load_base("minilm", num_labels), "the offline MiniLM the victim was built from"
-    elif isinstance(suspect, Victim) and suspect.config.model == "tiny":
-        from headprune.engine.models import build_tiny_classifier
-
-        c = model.config  # the same construction as the victim's (any tiny shape)
-        reference, _ = build_tiny_classifier(seed=suspect.config.seed, num_layers=c.num_hidden_layers,
-                                             num_heads=c.num_attention_heads, hidden=c.hidden_size,
-                                             intermediate=c.intermediate_size, num_labels=num_labels)
-        source = "the tiny victim's seeded initialisation"
+    elif isinstance(suspect, Victim) and suspect.config.model in PRETRAINED_BASES:  # the victims' own table
+        found, source = PRETRAINED_BASES[suspect.config.model](suspect)
+        reference = found if isinstance(found, nn.Module) else _load_base(found, num_labels)
     else:  # the checkpoint's hub id (a known offline one is read from its bundled copy), else its weights
         try:
             hub_id = _hub_id_of(model)

@@ -1,9 +1,8 @@
 """Batched vector envs: ONE model scores the masks of all ``N`` sub-envs in one batched forward.
 
-:class:`BatchedLanes` holds ``N`` lanes, shallow copies of one
-:class:`~headprune.envs.headprune_env.HeadPruneEnv` (the template) that share its victim, model,
-statistics, proxy and :class:`~headprune.envs.incremental.MaskScorer` memo, each with its own episode
-state. A step first applies every lane's action to a copy of its mask, scores the masks the memo has
+:class:`BatchedLanes` holds ``N`` lanes, :class:`~headprune.envs.headprune_env.HeadPruneEnv` views over
+one :class:`~headprune.workbench.Workbench` (the template env's) that share its victim, model, statistics,
+proxy and :class:`~headprune.envs.incremental.MaskScorer` memo, each with its own episode state. A step first applies every lane's action to a copy of its mask, scores the masks the memo has
 not seen in one call of :meth:`Evaluator.logits_for_masks <headprune.engine.evaluator.Evaluator.logits_for_masks>`
 (per-example masks through ``HeadGate``: row ``j * B + b`` is mask ``j`` on text ``b``) and stores the
 scores in the shared memo; then each lane runs :meth:`HeadPruneEnv.step` unchanged, which finds its
@@ -34,7 +33,6 @@ statistics are the template's (fixed at construction).
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -88,9 +86,10 @@ def prefetch_scores(scorer: MaskScorer, masks: Sequence[np.ndarray], head_shape:
 
 
 class BatchedLanes:
-    """``N`` episode states over one template env (see the module docstring).
+    """``N`` episode states over one workbench (see the module docstring).
 
-    :param template: the env whose model, data and scorer every lane shares (it is lane 0).
+    :param template: lane 0; every other lane is a :class:`HeadPruneEnv` view over its
+        :class:`~headprune.workbench.Workbench` (:attr:`bench`: model, data split, statistics, scorer memo).
     :param num_envs: ``N``.
     :param max_episode_steps: truncate a lane's episode after this many steps (Gymnasium's ``TimeLimit``).
     :param scoring: :data:`SCORING` (``"auto"``: ``"batched"`` when the model is on an accelerator,
@@ -106,10 +105,10 @@ class BatchedLanes:
             raise ValueError(f"scoring must be one of {SCORING}, got {scoring!r}")
         self.scoring = scoring if scoring != "auto" else ("incremental" if template.device.type == "cpu" else "batched")
         self.template = template
+        self.bench = template.bench
         self.lanes: list[HeadPruneEnv] = [template]
         for _ in range(num_envs - 1):
-            lane = copy.copy(template)  # shares model, data, scorer; episode state is replaced on reset
-            lane._np_random = None
+            lane = HeadPruneEnv(self.bench, render_mode=template.render_mode)  # a view over the one workbench
             if self.scoring == "incremental":  # own layer caches over the shared evaluator, shared memo
                 lane.scorer = MaskScorer(IncrementalForward(template.evaluator), template.proxy,
                                          memo_size=template.scorer.memo.size)

@@ -3,6 +3,7 @@
 * :mod:`~headprune.victims.build` – :class:`VictimConfig`, :data:`PRESETS`, :func:`build_victim` (train,
   measure, cache) and :func:`load_victim` / :func:`resolve_victim`.
 * :mod:`~headprune.victims.card` – the victim card (``victim.json``): schema, file digests.
+* :mod:`~headprune.victims.bases` – where each kind of victim's public pre-trained base comes from.
 * :mod:`~headprune.victims.scores` – the reference scores per env id (``reference_scores.json``).
 """
 

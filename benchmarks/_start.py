@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from headprune.compare import RunSettings, pin_threads, run_settings_from_args
 
 
-def start(script: str, args: argparse.Namespace, methods: Sequence[str]) -> tuple[str, RunSettings]:
+def start(script: str, args: argparse.Namespace, defenses: Sequence[str]) -> tuple[str, RunSettings]:
     """Pin threads, silence UserWarnings, and return ``(command line, run settings)`` of ``script``.
 
     :param script: the script's path as users type it (``benchmarks/defense_table.py``).
     :param args: parsed arguments with the shared run-settings options and ``threads``.
-    :param methods: the methods whose ``--options`` are kept (options of other methods are dropped).
+    :param defenses: the defenses whose ``--options`` are kept (options of other defenses are dropped).
     """
     pin_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     command = f"python {script} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return command, run_settings_from_args(args, methods=methods)
+    return command, run_settings_from_args(args, defenses=defenses)

@@ -10,7 +10,7 @@ is ``defend``'s default (3 epochs of fine-tuning at the defense's lr, 5-point fl
 cell already recorded is skipped.
 
     python benchmarks/clean_budget.py --victims minilm-syntactic minilm-style \\
-        --strategies ft fth layerwise finemix --budgets 872 2256 8256 --seeds 0
+        --defenses ft fth layerwise finemix --budgets 872 2256 8256 --seeds 0
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ POOL = "sst2-dev+glue-train"
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
-    p.add_argument("--strategies", nargs="+", default=["ft", "fth", "layerwise", "finemix"])
+    p.add_argument("--defenses", nargs="+", default=["ft", "fth", "layerwise", "finemix"])
     p.add_argument("--budgets", nargs="+", type=int, default=[DEFAULT_DEFENDER_ROWS, 2256, 8256],
                    help="defender rows (the first N of the pool; 256 of them validation)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -56,7 +56,7 @@ def _parse() -> argparse.Namespace:
 
 def main() -> int:
     args = _parse()
-    command, settings = start("benchmarks/clean_budget.py", args, args.strategies)
+    command, settings = start("benchmarks/clean_budget.py", args, args.defenses)
     print(f"Command: `{command}`", flush=True)
     curve: dict[tuple[str, str, int], list[dict]] = {}
     status = 0
@@ -67,10 +67,10 @@ def main() -> int:
             s, path = dataclasses.replace(settings, clean_rows=budget, clean_pool=POOL), args.jsonl
         if args.report_only:
             store = RecordStore(path) if Path(path).is_file() else None
-            cells = plan_grid(args.victims, args.strategies, args.seeds, s, cache=args.cache)
+            cells = plan_grid(args.victims, args.defenses, args.seeds, s, cache=args.cache)
             found = [store.records[c.key] for c in cells if store is not None and c.key in store]
         else:
-            report = run_grid(args.victims, args.strategies, args.seeds, path, s,
+            report = run_grid(args.victims, args.defenses, args.seeds, path, s,
                               executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
                               log=lambda line: print(line, flush=True))
             status |= report.report_failures()

@@ -13,18 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from headprune.compare.records import upgrade_record
+
 IGNORED = frozenset({"timings", "wall_s", "versions", "environment"})
 """Record keys that describe the machine and the time, not the result."""
 
 
 def load_records(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Records keyed by ``(victim, strategy, seed)``; a key seen twice is an error naming the line."""
+    """Records keyed by ``(victim, defense, seed)`` (older records read with their keys' current names:
+    :func:`headprune.compare.records.upgrade_record`); a key seen twice is an error naming the line."""
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        key = (record["victim"], record["strategy"], int(record["seed"]))
+        record = upgrade_record(json.loads(line))
+        key = (record["victim"], record["defense"], int(record["seed"]))
         if key in out:
             raise SystemExit(f"{path}, line {number}: run {key} recorded twice")
         out[key] = record

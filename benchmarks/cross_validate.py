@@ -53,9 +53,9 @@ def per_attack(records: Sequence[dict[str, Any]]) -> tuple[dict[str, dict[str, f
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         attack = record_attack(r)
-        if r["strategy"] == CLEAN_MODEL:
+        if r["defense"] == CLEAN_MODEL:
             anchors.setdefault(attack, {})["floor"] = float(r["lfr"])
-        elif r["strategy"] == "none":
+        elif r["defense"] == "none":
             anchors.setdefault(attack, {})["victim_acc"] = float(r["acc"])
         else:
             runs.setdefault((configuration(r), attack), []).append(r)

@@ -1,9 +1,9 @@
-"""Regenerate the baseline-defense table of issue 5: every strategy and defense of the registry plus the
+"""Regenerate the baseline-defense table of issue 5: every defense of the registry plus the
 no-defense and clean-model rows, with ACC and LFR (after pruning and after pruning + fine-tuning), heads
 pruned and wall time, mean +- std over seeds, for each victim.
 
 A thin wrapper over the experiment runner (:func:`headprune.compare.run_grid`, also ``headprune
-compare``): resumable, every finished run is appended to a JSONL file keyed by (victim, strategy, seed,
+compare``): resumable, every finished run is appended to a JSONL file keyed by (victim, defense, seed,
 config hash); a rerun skips the keys already there, so an interrupted sweep continues where it stopped
 and the table is rebuilt from the file. The Markdown printed at the end starts with the exact command.
 
@@ -36,7 +36,7 @@ from headprune.defenses import defense_names
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
-    p.add_argument("--strategies", nargs="+", default=defense_names(), help="registry names ('none' = no defense)")
+    p.add_argument("--defenses", nargs="+", default=defense_names(), help="registry names ('none' = no defense)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     add_run_settings_arguments(p)
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl")
@@ -51,10 +51,10 @@ def _parse() -> argparse.Namespace:
 
 def main() -> int:
     args = _parse()
-    command, settings = start("benchmarks/defense_table.py", args, args.strategies)
+    command, settings = start("benchmarks/defense_table.py", args, args.defenses)
     if args.report_only:
         return _report_only(args, settings, command)
-    report = run_grid(args.victims, args.strategies, args.seeds, args.jsonl, settings, reference=True,
+    report = run_grid(args.victims, args.defenses, args.seeds, args.jsonl, settings, reference=True,
                       executor=make_executor("auto", args.workers), cache=args.cache, progress=False,
                       log=lambda line: print(line, flush=True))
     return report.publish(_table(args, command, report.records), args.markdown_out)
@@ -74,7 +74,7 @@ def _table(args: argparse.Namespace, command: str, records: list[dict], missing:
 
 def _report_only(args: argparse.Namespace, settings: object, command: str) -> int:
     """Print (and write) the table of the recorded runs of the grid, without running the missing ones."""
-    cells = plan_grid(args.victims, args.strategies, args.seeds, settings, reference=True, cache=args.cache)
+    cells = plan_grid(args.victims, args.defenses, args.seeds, settings, reference=True, cache=args.cache)
     store = RecordStore(args.jsonl)
     records = [store.records[c.key] for c in cells if c.key in store]
     missing = [c.label for c in cells if c.key not in store]

@@ -41,7 +41,7 @@ from headprune.compare import (
     grid_shape,
     load_records,
     mean_std,
-    method_label,
+    defense_label,
     pin_threads,
     record_attack,
 )
@@ -81,7 +81,7 @@ def score_records(records: Sequence[dict[str, Any]], proxy: str, weights: Reward
     """One row per record with a mask: victim, attack, method, seed, validation accuracy, proxy, return, LFRs."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        if r["strategy"] == CLEAN_MODEL or "config" not in r:
+        if r["defense"] == CLEAN_MODEL or "config" not in r:
             continue
         cfg = {k: r["config"].get(k) for k in ("val_size", "stats_size", "max_accuracy_drop", "budget", "clean_rows")}
         groups.setdefault(json.dumps([r["victim"], r["seed"], cfg], sort_keys=True), []).append(r)
@@ -93,7 +93,7 @@ def score_records(records: Sequence[dict[str, Any]], proxy: str, weights: Reward
         for r in runs:
             score = env.scorer(mask_from_pruned(r.get("pruned_heads") or {}, shape))
             rows.append({"victim": r["victim"], "attack": record_attack(r),
-                         "strategy": r["strategy"], "seed": r["seed"], "heads_pruned": r["heads_pruned"],
+                         "defense": r["defense"], "seed": r["seed"], "heads_pruned": r["heads_pruned"],
                          "val_accuracy": score.accuracy, "proxy": score.proxy,
                          "return": potential(score.accuracy, score.proxy, env.weights) - start,
                          "below_floor": score.accuracy < env.accuracy_floor,
@@ -107,15 +107,15 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     out = []
     for attack in sorted({r["attack"] for r in rows}):
         sub = [r for r in rows if r["attack"] == attack]
-        methods = sorted(dict.fromkeys(r["strategy"] for r in sub),  # record order breaks ties: same output each run
-                         key=lambda m: -float(np.mean([r["return"] for r in sub if r["strategy"] == m])))
+        methods = sorted(dict.fromkeys(r["defense"] for r in sub),  # record order breaks ties: same output each run
+                         key=lambda m: -float(np.mean([r["return"] for r in sub if r["defense"] == m])))
         out += [f"**{attack}**", "", "| method | runs | val ACC | proxy | return | LFR pruned | LFR after FT |",
                 "|---|---|---|---|---|---|---|"]
         for m in methods:
-            runs = [r for r in sub if r["strategy"] == m]
+            runs = [r for r in sub if r["defense"] == m]
             keys = ("val_accuracy", "proxy", "return", "lfr_pruned", "lfr")
             cells = [format_stat(mean_std(r[k] for r in runs)) for k in keys]
-            out.append(f"| {method_label(m)} | {len(runs)} | " + " | ".join(cells) + " |")
+            out.append(f"| {defense_label(m)} | {len(runs)} | " + " | ".join(cells) + " |")
         pruned = [r for r in sub if r["heads_pruned"] > 0]
         for key, label in (("lfr_pruned", "LFR pruned"), ("lfr", "LFR after fine-tuning")):
             pairs = [(r["return"], r[key]) for r in pruned if r[key] is not None]

@@ -54,13 +54,13 @@ def final_lfr(env_id: str, strategy: Any, kwargs: dict[str, Any]) -> float:
 
 def agent_scores(env_id: str, env: Any, policy_path: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The shipped agent's entry: the return of one deterministic episode (seed 0) in ``env`` and the LFR
-    of ``defend(victim, AgentStrategy(policy_path))``; ``policy_path`` is a run folder or model ``.zip``
+    of ``defend(victim, AgentDefense(policy_path))``; ``policy_path`` is a run folder or model ``.zip``
     (safe format; its trained env layout must fit the id's env)."""
-    from headprune.agents import AgentStrategy, load_policy
+    from headprune.agents import AgentDefense, load_policy
 
     policy = load_policy(policy_path, env)
     ret = episode_return(env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
-    return {"policy": str(policy_path), "return": ret, "lfr": final_lfr(env_id, AgentStrategy(policy_path), kwargs)}
+    return {"policy": str(policy_path), "return": ret, "lfr": final_lfr(env_id, AgentDefense(policy_path), kwargs)}
 
 
 def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | None = None) -> dict[str, Any]:

@@ -402,14 +402,14 @@ def test_training_with_both_operations(env_kwargs, tmp_path):
     assert info["best_reset"].shape == (8,)
     # defend (and so the runner's "policy:<run>") builds the env the policy was trained on from a config
     # that does not say it (the runner's default: operation "prune")
-    from headprune.agents import AgentStrategy
+    from headprune.agents import AgentDefense
     from headprune.compare import run_grid
     from headprune.compare.grid import RunSettings
 
     config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False,
                              budget=4)
-    r = defend("tiny", AgentStrategy(result.run_dir), config, DefenseFineTune(epochs=0.0))
-    assert r.config["env_options"] == {"operation": "both"} and r.strategy == "agent"
+    r = defend("tiny", AgentDefense(result.run_dir), config, DefenseFineTune(epochs=0.0))
+    assert r.config["env_options"] == {"operation": "both"} and r.defense == "agent"
     settings = RunSettings(env=config, finetune=DefenseFineTune(epochs=0.0))
     report = run_grid(["tiny"], [f"policy:{result.run_dir}"], [0], tmp_path / "runs.jsonl", settings,
                       cache=env_kwargs["cache"], progress=False)
@@ -428,7 +428,7 @@ def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cach
     for name in ("report.json", "report.md", "accuracy_vs_heads.png", "model/headprune.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    assert report["strategy"] == "agent" and report["heads_pruned"] >= 1
+    assert report["defense"] == "agent" and report["heads_pruned"] >= 1
     assert set(report["metrics"]) == {"pruned", "final"} and report["metrics"]["final"]["lfr"] is not None
     assert report["config"]["policy"]["sha256"] and report["command"].startswith("headprune evaluate --policy")
     assert report["details"]["finetune"]["steps"] >= 1  # pruned, then fine-tuned
@@ -446,7 +446,7 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
     assert a.trajectory == b.trajectory and torch.equal(a.mask, b.mask)
     env = HeadPruneEnv(**env_kwargs)
     c = defend(tiny_victim, load_policy(result.run_dir, env), env_config, no_finetune)  # a ready policy object
-    assert c.strategy == "agent" and torch.equal(c.mask, a.mask)
+    assert c.defense == "agent" and torch.equal(c.mask, a.mask)
     # training: same seed, same weights
     runs = [train(run_dir=tmp_path / f"s{i}", seed=3, env_kwargs=env_kwargs, n_timesteps=8, tensorboard=False,
                   hyperparams={**FAST_HP, "checkpoint_freq": 0}) for i in range(2)]

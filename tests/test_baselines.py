@@ -260,7 +260,7 @@ def test_every_defense_is_deterministic_and_blind_to_evaluation_data(tiny_victim
     assert a.details.get("edit") == b.details.get("edit")  # a weight edit does not depend on evaluation data
     if type(defense).prune is Defense.prune:  # a defense that does not prune keeps every head
         assert a.heads_pruned == 0
-    assert a.strategy == name and a.config["strategy"] == name
+    assert a.defense == name and a.config["defense"] == name
     json.dumps(a.to_dict())  # the report is JSON-ready
 
 
@@ -294,7 +294,7 @@ def test_resolve_defense_takes_names_objects_and_policies():
 
 
 def test_defend_rejects_unknown_strategy(tiny_victim, clean, fast):
-    with pytest.raises(ValueError, match="valid strategies: random, gradient"):
+    with pytest.raises(ValueError, match="valid defenses: random, gradient"):
         defend(tiny_victim, "prune-everything", fast(0), FINETUNE)
 
 
@@ -308,7 +308,7 @@ def test_cli_round_trip_loads_in_plain_transformers(tiny_victim, clean, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [sys.executable, "-m", "headprune.cli", "defend", "--model", str(tiny_victim.path), "--clean-data",
-         str(clean_file), "--strategy", "gradient", "--out", str(out), "--eval-poison", str(poison_file),
+         str(clean_file), "--defense", "gradient", "--out", str(out), "--eval-poison", str(poison_file),
          "--finetune-epochs", "0.5", "--val-size", "80", "--stats-size", "64", "--option", "n_rows=64",
          "--cache", str(tmp_path / "cache"), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300)
@@ -328,14 +328,14 @@ def test_cli_round_trip_loads_in_plain_transformers(tiny_victim, clean, tmp_path
 
 
 def test_cli_bad_input_exits_nonzero_with_a_clear_message(tmp_path, capsys):
-    code = main(["defend", "--model", "tiny", "--clean-data", str(tmp_path / "missing.tsv"), "--strategy",
+    code = main(["defend", "--model", "tiny", "--clean-data", str(tmp_path / "missing.tsv"), "--defense",
                  "gradient", "--out", str(tmp_path / "o")])
     assert code == 2 and "--clean-data: no such file" in capsys.readouterr().err
     (tmp_path / "c.tsv").write_text("sentence\tlabel\nok\t1\n")
-    code = main(["defend", "--model", "tiny", "--clean-data", str(tmp_path / "c.tsv"), "--strategy", "magic",
+    code = main(["defend", "--model", "tiny", "--clean-data", str(tmp_path / "c.tsv"), "--defense", "magic",
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown strategy 'magic'" in err and "pure" in err and "mcdropout" in err
+    assert code == 2 and "unknown defense 'magic'" in err and "pure" in err and "mcdropout" in err
 
 
 def test_sparsification_shrinks_head_groups_and_ranks_by_them(tiny_victim, rows):

@@ -34,7 +34,7 @@ def clean_file(tiny_victim, tmp_path_factory) -> Path:
 
 
 def _defend_args(victim_cache: Path, clean: Path, out: Path, *extra: str) -> list[str]:
-    return ["defend", "--model", "tiny", "--cache", str(victim_cache), "--clean-data", str(clean), "--strategy",
+    return ["defend", "--model", "tiny", "--cache", str(victim_cache), "--clean-data", str(clean), "--defense",
             "none", "--out", str(out), "--finetune-epochs", "0", "--val-size", "80", "--stats-size", "64",
             "--quiet", *extra]
 
@@ -117,7 +117,7 @@ def test_out_non_empty_needs_overwrite_and_leaves_no_stale_files(victim_cache, c
     assert "--overwrite" in _error_line(capsys)
     assert json.loads((out / "report.json").read_text()) == {"mine": True}  # untouched
     assert main(_defend_args(victim_cache, clean_file, out, "--overwrite")) == 0, capsys.readouterr().err
-    assert json.loads((out / "report.json").read_text())["strategy"] == "none"
+    assert json.loads((out / "report.json").read_text())["defense"] == "none"
     assert not (out / "model" / "pytorch_model.bin").exists()  # no stale file beside the new model
     assert (out / "model" / "headprune.json").is_file() and (out / "report.md").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary folder left

@@ -37,7 +37,7 @@ NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pr
 
 
 def _numbers(records: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[Any, ...]]:
-    return {(r["strategy"], r["seed"]): tuple(json.dumps(r.get(k)) for k in NUMBERS) for r in records}
+    return {(r["defense"], r["seed"]): tuple(json.dumps(r.get(k)) for k in NUMBERS) for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_grid_writes_one_record_per_run(full_grid, tiny_victim):
     assert not report.failed
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 4 == len(report.ran) and not report.skipped
-    assert {(r["strategy"], r["seed"]) for r in lines} == {(m, s) for m in METHODS for s in (0, 1)}
+    assert {(r["defense"], r["seed"]) for r in lines} == {(m, s) for m in METHODS for s in (0, 1)}
     for r in lines:
         assert r["victim"] == tiny_victim.name and r["attack"] == "badnets"
         for key in ("config_hash", "config", "acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "wall_s",
@@ -98,12 +98,12 @@ def test_process_executor_gives_the_same_numbers(full_grid, victim_cache: Path, 
 
 def test_reference_row_and_cli(tiny_victim, victim_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "grid"
-    argv = ["compare", "--victims", "tiny", "--strategies", "none", "--seeds", "1", "--out", str(out), "--reference",
+    argv = ["compare", "--victims", "tiny", "--defenses", "none", "--seeds", "1", "--out", str(out), "--reference",
             "--finetune-epochs", "0", "--clean-rows", "160", "--val-size", "64", "--stats-size", "48",
             "--test-limit", "120", "--cache", str(victim_cache), "--quiet"]
     assert cli_main(argv) == 0
     records = list(RecordStore(out / "runs.jsonl").records.values())
-    assert [r["strategy"] for r in records] == [CLEAN_MODEL, "none"]
+    assert [r["defense"] for r in records] == [CLEAN_MODEL, "none"]
     assert records[0]["lfr"] is not None and records[0]["model"] != tiny_victim.name
     assert (out / "summary.md").read_text().count("| tiny-badnets") == 2
     assert cli_main(argv) == 0
@@ -116,23 +116,23 @@ def test_config_hash_is_the_one_defense_table_always_used():
     legacy = {"finetune_epochs": 3.0, "finetune_max_steps": None, "budget": None, "max_accuracy_drop": 0.05,
               "clean_rows": None, "eval_size": 256, "stats_size": 256, "test_limit": None,
               "options": {"gradient": {"n_rows": 64}}.get("gradient", {})}
-    assert "val_size" in settings.method_config("gradient") and "eval_size" not in settings.method_config("gradient")
-    assert run_config_hash(settings.method_config("gradient")) == config_hash(legacy)
-    assert config_hash(settings.method_config("gradient")) != config_hash(legacy)  # so the mapping is needed
-    assert run_config_hash(settings.method_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
-    assert RunSettings.from_values(fast=True).method_options("gradient") == {"n_rows": 64}
+    assert "val_size" in settings.defense_config("gradient") and "eval_size" not in settings.defense_config("gradient")
+    assert run_config_hash(settings.defense_config("gradient")) == config_hash(legacy)
+    assert config_hash(settings.defense_config("gradient")) != config_hash(legacy)  # so the mapping is needed
+    assert run_config_hash(settings.defense_config(CLEAN_MODEL)) == config_hash({"kind": CLEAN_MODEL, "test_limit": None})
+    assert RunSettings.from_values(fast=True).defense_options("gradient") == {"n_rows": 64}
 
 
 def test_run_settings_options_round_trip():
     """The shared command-line options give the dataclass defaults (so the same config hashes), read
-    ``--options`` as JSON, optionally keep only the listed methods' options, and name bad JSON."""
+    ``--options`` as JSON, optionally keep only the listed defenses' options, and name bad JSON."""
     parser = argparse.ArgumentParser()
     add_run_settings_arguments(parser)
     default = run_settings_from_args(parser.parse_args([]))
-    assert config_hash(default.method_config("gradient")) == config_hash(RunSettings.from_values().method_config("gradient"))
+    assert config_hash(default.defense_config("gradient")) == config_hash(RunSettings.from_values().defense_config("gradient"))
     args = parser.parse_args(["--finetune-epochs", "3", "--clean-rows", "160", "--fast",
                               "--options", '{"gradient": {"n_rows": 32}, "pure": {"epochs": 1}}'])
-    settings = run_settings_from_args(args, methods=["gradient"])
+    settings = run_settings_from_args(args, defenses=["gradient"])
     assert settings == RunSettings.from_values(finetune_epochs=3.0, clean_rows=160, fast=True, options={"gradient": {"n_rows": 32}})
     for bad in ("{bad", '{"gradient": 3}'):
         with pytest.raises(ValueError, match="--options must be a JSON object"):
@@ -140,23 +140,23 @@ def test_run_settings_options_round_trip():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"methods": ["nope"]}, "unknown strategy 'nope'"),
-    ({"methods": ["policy:/no/such/agent.zip"]}, "no such policy file"),
+    ({"defenses": ["nope"]}, "unknown defense 'nope'"),
+    ({"defenses": ["policy:/no/such/agent.zip"]}, "no such policy file"),
     ({"victims": ["no-such-victim"]}, "unknown victim 'no-such-victim'"),
     ({"seeds": [0, 0]}, "duplicate seeds"),
     ({"seeds": []}, "no seeds"),
-    ({"methods": []}, "no methods"),
+    ({"defenses": []}, "no defenses"),
 ])
 def test_bad_grid_arguments_are_named(kwargs: dict[str, Any], match: str, tmp_path: Path):
-    args = {"victims": ["tiny"], "methods": ["random"], "seeds": [0], **kwargs}
+    args = {"victims": ["tiny"], "defenses": ["random"], "seeds": [0], **kwargs}
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        plan_grid(args["victims"], args["methods"], args["seeds"], SETTINGS)
+        plan_grid(args["victims"], args["defenses"], args["seeds"], SETTINGS)
 
 
 def test_bad_settings_records_and_engines(tmp_path: Path):
     with pytest.raises(ValueError, match="val_size"):
         RunSettings.from_values(val_size=0)
-    with pytest.raises(ValueError, match="options given for methods not in the grid"):
+    with pytest.raises(ValueError, match="options given for defenses not in the grid"):
         plan_grid(["tiny"], ["random"], [0], RunSettings.from_values(options={"gradient": {}}))
     bad = tmp_path / "runs.jsonl"
     bad.write_text('{"victim": "v"}\n')
@@ -172,11 +172,11 @@ def test_bad_settings_records_and_engines(tmp_path: Path):
 def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_path: Path):
     """``policy:<path>`` runs a saved agent through headprune.agents with defend's protocol."""
     try:
-        from headprune.agents import AgentStrategy  # noqa: F401
+        from headprune.agents import AgentDefense  # noqa: F401
     except ImportError:
         agent = tmp_path / "agent.zip"
         agent.write_bytes(b"no agents package to load this")
-        with pytest.raises(ValueError, match="needs headprune.agents.AgentStrategy"):
+        with pytest.raises(ValueError, match="needs headprune.agents.AgentDefense"):
             plan_grid(["tiny"], [f"policy:{agent}"], [0], SETTINGS)
         pytest.skip("headprune.agents is not importable")
     import gymnasium as gym
@@ -192,7 +192,7 @@ def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_p
                       progress=False, log=lambda _: None)
     assert not report.failed, report.failed
     (record,) = report.records
-    assert record["strategy"] == method and len(record["config"]["policy_sha256"]) == 64
+    assert record["defense"] == method and len(record["config"]["policy_sha256"]) == 64
     assert record["lfr"] is not None and record["heads_pruned"] == sum(v == 0 for row in record["mask"] for v in row)
     typed_otherwise = f"policy:{os.path.relpath(tmp_path)}/./agent.zip"  # the same file, written another way
     again = run_grid(["tiny"], [typed_otherwise], [0], tmp_path / "runs.jsonl", SETTINGS, cache=victim_cache,
@@ -201,31 +201,31 @@ def test_policy_method_runs_a_saved_agent(tiny_victim, victim_cache: Path, tmp_p
 
 
 def test_canonical_method_writes_one_path_per_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from headprune.compare import canonical_method
+    from headprune.compare import canonical_defense
 
     monkeypatch.chdir(tmp_path)
-    assert canonical_method("gradient") == "gradient" and canonical_method("policy:") == "policy:"
+    assert canonical_defense("gradient") == "gradient" and canonical_defense("policy:") == "policy:"
     for typed in ("policy:runs/a", "policy:./runs/a/", f"policy:{tmp_path}/runs/x/../a"):
-        assert canonical_method(typed) == "policy:runs/a", typed
+        assert canonical_defense(typed) == "policy:runs/a", typed
     outside = tmp_path.parent / "elsewhere" / "model.zip"
-    assert canonical_method(f"policy:{outside}") == f"policy:{outside.as_posix()}"
-    assert canonical_method("policy:../elsewhere/model.zip") == f"policy:{outside.as_posix()}"
+    assert canonical_defense(f"policy:{outside}") == f"policy:{outside.as_posix()}"
+    assert canonical_defense("policy:../elsewhere/model.zip") == f"policy:{outside.as_posix()}"
 
 
 def test_cli_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     base = ["compare", "--victims", "tiny", "--out", str(tmp_path / "o")]
-    assert cli_main(base + ["--strategies", "nope"]) == 2
-    assert "unknown strategy 'nope'" in capsys.readouterr().err
+    assert cli_main(base + ["--defenses", "nope"]) == 2
+    assert "unknown defense 'nope'" in capsys.readouterr().err
     assert cli_main(base) == 2
-    assert "--strategies and/or --policies" in capsys.readouterr().err
-    assert cli_main(base + ["--strategies", "random", "--seeds", "0"]) == 2
+    assert "--defenses and/or --policies" in capsys.readouterr().err
+    assert cli_main(base + ["--defenses", "random", "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
-    assert cli_main(base + ["--strategies", "random", "--options", "{bad"]) == 2
+    assert cli_main(base + ["--defenses", "random", "--options", "{bad"]) == 2
     assert "--options must be a JSON object" in capsys.readouterr().err
 
 
 def test_summary_markdown_formats_counts_and_seconds_apart_from_rates():
-    runs = [{"victim": "v-syntactic", "strategy": "gradient", "heads_pruned": h, "acc_pruned": 0.8, "lfr_pruned": 0.7,
+    runs = [{"victim": "v-syntactic", "defense": "gradient", "heads_pruned": h, "acc_pruned": 0.8, "lfr_pruned": 0.7,
              "acc": a, "lfr": 0.5, "wall_s": w} for h, a, w in ((30, 0.86, 100.4), (32, 0.88, 120.6))]
     row = summary_markdown(runs).splitlines()[2]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -238,14 +238,14 @@ def test_summary_markdown_formats_counts_and_seconds_apart_from_rates():
 
 
 def test_method_label_shortens_agents_and_names_no_defense():
-    from headprune.compare import POLICY_PREFIX, method_label
+    from headprune.compare import POLICY_PREFIX, defense_label
 
-    assert method_label("none") == "no defense" and method_label("gradient") == "gradient"
-    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0") == "agent x/minilm_maskable_ppo_s0"
-    assert method_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0/model.zip") == "agent x/minilm_maskable_ppo_s0"
-    assert method_label(POLICY_PREFIX + "runs/y/minilm_maskable_ppo_s0") != method_label(
+    assert defense_label("none") == "no defense" and defense_label("gradient") == "gradient"
+    assert defense_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0") == "agent x/minilm_maskable_ppo_s0"
+    assert defense_label(POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0/model.zip") == "agent x/minilm_maskable_ppo_s0"
+    assert defense_label(POLICY_PREFIX + "runs/y/minilm_maskable_ppo_s0") != defense_label(
         POLICY_PREFIX + "runs/x/minilm_maskable_ppo_s0")
-    assert method_label(POLICY_PREFIX + "agent.zip") == "agent agent.zip"
+    assert defense_label(POLICY_PREFIX + "agent.zip") == "agent agent.zip"
 
 
 def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cache: Path, tmp_path: Path):
@@ -262,7 +262,7 @@ def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cac
     methods = ["drift", "finemix"]
     report = run_grid(["tiny"], methods, [0], tmp_path / "runs.jsonl", given, cache=victim_cache, progress=False,
                       log=lambda _: None)
-    assert not report.failed and [r["strategy"] for r in report.records] == methods
+    assert not report.failed and [r["defense"] for r in report.records] == methods
     assert all(r["config"]["base"] == str(folder) for r in report.records)
     default = run_grid(["tiny"], methods, [0], tmp_path / "default.jsonl", SETTINGS, cache=victim_cache,
                        progress=False, log=lambda _: None)
@@ -271,20 +271,24 @@ def test_grid_runs_reference_defenses_with_a_base_folder(tiny_victim, victim_cac
 
 
 def test_summary_rows_keep_runs_of_one_strategy_under_different_options_apart():
-    run = {"victim": "v-badnets", "strategy": "finemix", "heads_pruned": 0, "acc_pruned": 0.6, "lfr_pruned": 1.0,
+    run = {"victim": "v-badnets", "defense": "finemix", "heads_pruned": 0, "acc_pruned": 0.6, "lfr_pruned": 1.0,
            "acc": 0.86, "lfr": 0.7, "wall_s": 100.0, "config": {"options": {}}}
     epur = {**run, "lfr": 0.5, "config": {"options": {"epur_tokens": 200}}}
     rows = summary_rows([run, epur, {**run, "lfr": 0.9}])
     assert [r["configuration"] for r in rows] == ["finemix", 'finemix {"epur_tokens": 200}']
-    assert [r["lfr"][0] for r in rows] == [pytest.approx(0.8), 0.5] and rows[1]["strategy"] == "finemix"
+    assert [r["lfr"][0] for r in rows] == [pytest.approx(0.8), 0.5] and rows[1]["defense"] == "finemix"
     assert 'finemix {"epur_tokens": 200}' in summary_markdown([epur])
 
 
-def test_committed_records_load_with_val_size_and_keep_their_hashes():
-    """Records written while the key was ``eval_size`` read back with ``val_size``; each one's stored hash is
-    :func:`run_config_hash` of its upgraded config, so a rerun of the same settings finds (skips) it."""
+def test_committed_records_load_under_the_current_names_and_keep_their_hashes():
+    """Records written while the keys were ``strategy`` and ``eval_size`` read back with ``defense`` and
+    ``val_size``; each one's stored hash is :func:`run_config_hash` of its upgraded config, so a rerun of the same
+    settings finds (skips) it."""
     files = ("defense_runs.jsonl", "clean_budget_runs.jsonl", "agent_both_runs.jsonl")  # the run-record files
+    raw = [json.loads(line) for name in files for line in (ROOT / "benchmarks" / "results" / name).read_text().splitlines()]
+    assert all("strategy" in r and "defense" not in r for r in raw)  # written under the old names
     records = load_records([ROOT / "benchmarks" / "results" / name for name in files])
+    assert len(records) == len(raw) and all("defense" in r and "strategy" not in r for r in records)
     runs = [r for r in records if "config" in r and r["config"].get("kind") != CLEAN_MODEL]
     assert len(runs) > 100
     for record in runs:
@@ -293,22 +297,27 @@ def test_committed_records_load_with_val_size_and_keep_their_hashes():
     assert all("val_size" in r["config"] for r in runs)
     settings = RunSettings.from_values(finetune_epochs=3, options={"gradient": {"n_rows": 64}})
     old = {"victim": "v", "strategy": "gradient", "seed": 0,
-           "config": {**{k: v for k, v in settings.method_config("gradient").items() if k != "val_size"},
+           "config": {**{k: v for k, v in settings.defense_config("gradient").items() if k != "val_size"},
                       "eval_size": 256}}
     old["config_hash"] = config_hash(old["config"])
-    assert upgrade_record(old)["config"] == settings.method_config("gradient")
-    assert upgrade_record(old)["config_hash"] == run_config_hash(settings.method_config("gradient"))
+    new = upgrade_record(old)
+    assert list(new) == ["victim", "defense", "seed", "config", "config_hash"] and new["defense"] == "gradient"
+    assert new["config"] == settings.defense_config("gradient")
+    assert new["config_hash"] == run_config_hash(settings.defense_config("gradient"))
+    assert run_config_hash({"defense": "x", "val_size": 3}) == config_hash({"strategy": "x", "eval_size": 3})
     with pytest.raises(ValueError, match="both 'eval_size' and 'val_size'"):
         upgrade_record({**old, "config": {**old["config"], "val_size": 256}})
+    with pytest.raises(ValueError, match="both 'strategy' and 'defense'"):
+        upgrade_record({**old, "defense": "gradient"})
 
 
 def test_configuration_and_fine_tune_rows_of_a_record():
-    """Records group by strategy + options, and a run's fine-tune rows are its clean rows (default: the
+    """Records group by defense + options, and a run's fine-tune rows are its clean rows (default: the
     872 SST-2 dev rows) minus the validation rows it held out."""
     from headprune.compare import configuration, fine_tune_rows
 
-    default = {"strategy": "finemix", "config": {"clean_rows": None, "val_size": 256, "options": {}}}
-    budget = {"strategy": "finemix", "config": {"clean_rows": 8256, "val_size": 256,
+    default = {"defense": "finemix", "config": {"clean_rows": None, "val_size": 256, "options": {}}}
+    budget = {"defense": "finemix", "config": {"clean_rows": 8256, "val_size": 256,
                                                  "options": {"epur_tokens": 200}}}
     assert fine_tune_rows(default) == 616 and fine_tune_rows(budget) == 8000
     assert configuration(default) == "finemix"

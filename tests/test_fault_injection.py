@@ -104,7 +104,7 @@ def test_killed_compare_resumes_without_losing_or_duplicating(tiny_victim, victi
     rng = random.Random(61)
     deadline = time.monotonic() + DEADLINE_S
     out = tmp_path / "cmp"
-    args = ["compare", "--victims", "tiny", "--strategies", "random", "none", "--seeds", "4", "--out", str(out),
+    args = ["compare", "--victims", "tiny", "--defenses", "random", "none", "--seeds", "4", "--out", str(out),
             "--cache", str(victim_cache), "--quiet", "--finetune-epochs", "0", "--val-size", "80", "--stats-size",
             "64", "--test-limit", "40"]
     records = out / "runs.jsonl"
@@ -117,7 +117,7 @@ def test_killed_compare_resumes_without_losing_or_duplicating(tiny_victim, victi
         kills += 1
     assert kills >= 1, "no kill landed before the grid finished"
     _finish(_headprune(*args, cache=victim_cache), deadline)
-    keys = [(r["victim"], r["strategy"], r["seed"], r["config_hash"])
+    keys = [(r["victim"], r["defense"], r["seed"], r["config_hash"])
             for r in map(json.loads, records.read_text().splitlines())]
     assert len(keys) == len(set(keys)) == 8  # every run once: none lost, none twice
     assert sorted((k[1], k[2]) for k in keys) == sorted((m, s) for m in ("random", "none") for s in range(4))

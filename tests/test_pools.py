@@ -36,9 +36,9 @@ def test_an_unknown_pool_is_named() -> None:
 def test_clean_pool_is_hashed_only_when_given() -> None:
     default = RunSettings.from_values(clean_rows=2256)
     pooled = RunSettings.from_values(clean_rows=2256, clean_pool="sst2-dev+glue-train")
-    assert "clean_pool" not in default.method_config("ft")
-    assert pooled.method_config("ft")["clean_pool"] == "sst2-dev+glue-train"
-    assert config_hash(default.method_config("ft")) != config_hash(pooled.method_config("ft"))
+    assert "clean_pool" not in default.defense_config("ft")
+    assert pooled.defense_config("ft")["clean_pool"] == "sst2-dev+glue-train"
+    assert config_hash(default.defense_config("ft")) != config_hash(pooled.defense_config("ft"))
     parser = argparse.ArgumentParser()
     add_run_settings_arguments(parser)
     assert run_settings_from_args(parser.parse_args(["--clean-rows", "2256", "--clean-pool",

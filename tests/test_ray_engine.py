@@ -28,7 +28,7 @@ NUMBERS = ("acc", "lfr", "acc_pruned", "lfr_pruned", "heads_pruned", "mask", "pr
 
 
 def _numbers(records: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[str, ...]]:
-    return {(r["strategy"], r["seed"]): tuple(json.dumps(r.get(k)) for k in NUMBERS) for r in records}
+    return {(r["defense"], r["seed"]): tuple(json.dumps(r.get(k)) for k in NUMBERS) for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_killed_worker_is_retried_without_a_duplicate_record(executor, victim_
 
 def test_cli_engine_ray(executor, victim_cache, tmp_path, capsys):
     out = tmp_path / "cmp"
-    code = main(["compare", "--victims", "tiny", "--strategies", "none", "--seeds", "2", "--engine", "ray",
+    code = main(["compare", "--victims", "tiny", "--defenses", "none", "--seeds", "2", "--engine", "ray",
                  "--out", str(out), "--cache", str(victim_cache), "--quiet", "--finetune-epochs", "0",
                  "--val-size", "64", "--stats-size", "48", "--test-limit", "40"])
     assert code == 0, capsys.readouterr().err

@@ -239,12 +239,12 @@ def test_runner_and_cli_take_base():
     from headprune.compare import RunSettings
 
     plain, given = RunSettings.from_values(), RunSettings.from_values(base="some/folder")
-    assert "base" not in plain.method_config("drift") and given.method_config("drift")["base"] == "some/folder"
-    assert config_hash(plain.method_config("gradient")) != config_hash(given.method_config("gradient"))
+    assert "base" not in plain.defense_config("drift") and given.defense_config("drift")["base"] == "some/folder"
+    assert config_hash(plain.defense_config("gradient")) != config_hash(given.defense_config("gradient"))
     parser = build_parser()
-    assert parser.parse_args(["defend", "--model", "tiny", "--clean-data", "c.tsv", "--strategy", "drift", "--out",
+    assert parser.parse_args(["defend", "--model", "tiny", "--clean-data", "c.tsv", "--defense", "drift", "--out",
                               "o", "--base", "b"]).base == "b"
-    args = parser.parse_args(["compare", "--victims", "tiny", "--strategies", "drift", "--out", "o"])
+    args = parser.parse_args(["compare", "--victims", "tiny", "--defenses", "drift", "--out", "o"])
     assert args.base is None
 
 
@@ -254,7 +254,7 @@ def test_cli_names_an_unloadable_base(tiny_victim, clean, tmp_path, capsys):
     from headprune.cli import main
 
     data = write_labelled_tsv(tmp_path / "clean.tsv", clean)
-    code = main(["defend", "--model", str(tiny_victim.path), "--clean-data", str(data), "--strategy", "drift",
+    code = main(["defend", "--model", str(tiny_victim.path), "--clean-data", str(data), "--defense", "drift",
                  "--out", str(tmp_path / "o"), "--val-size", "80", "--stats-size", "64", "--base",
                  str(tmp_path / "missing"), "--quiet", "--cache", str(tmp_path / "cache")])
     assert code == 2 and "the pre-trained reference" in capsys.readouterr().err

@@ -39,7 +39,7 @@ def test_clean_constructs_no_env(tiny_victim, clean, monkeypatch, victim_cache):
     _no_env(monkeypatch)
     result = clean_model(tiny_victim, clean, CleanSettings(finetune_epochs=0.5), cache=str(victim_cache),
                          progress=False)
-    assert result.defense.strategy == "finemix"
+    assert result.defense.defense == "finemix"
 
 
 def test_policy_defense_runs_in_a_view_over_the_one_workbench(tiny_victim, small_env_config, clean, monkeypatch):

@@ -27,7 +27,7 @@ _LAZY = {
     "resume": "headprune.agents.rl_training",
     "train": "headprune.agents.rl_training",
     "AgentPolicy": "headprune.agents.evaluation",
-    "AgentStrategy": "headprune.agents.evaluation",
+    "AgentDefense": "headprune.agents.evaluation",
     "evaluate": "headprune.agents.evaluation",
     "evaluate_agent": "headprune.agents.evaluation",
     "load_policy": "headprune.agents.evaluation",

@@ -4,7 +4,7 @@
   size-agnostic :mod:`headprune.agents.policy_network`) and loads its weights, from a headprune policy
   file (:mod:`headprune.agents.policy_io`: JSON + safetensors, never unpickled); an SB3 pickled zip
   loads only with ``trust_pickle=True``.
-* :func:`evaluate` runs :func:`headprune.defenses.defend` with an :class:`AgentStrategy` (a defense): one
+* :func:`evaluate` runs :func:`headprune.defenses.defend` with an :class:`AgentDefense` (a defense): one
   deterministic episode of the policy in defend's env, then fine-tuning with the pruned heads held at
   zero, then ``evaluate_defense``, the same code path and report as ``headprune defend``.
 """
@@ -33,7 +33,7 @@ from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.scripted import PolicyDefense
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentStrategy", "evaluate", "evaluate_agent", "load_policy",
+__all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentDefense", "evaluate", "evaluate_agent", "load_policy",
            "resolve_policy_path", "trained_env_options"]
 
 
@@ -211,7 +211,7 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     return AgentPolicy(policy=policy, source=source, meta=meta)
 
 
-class AgentStrategy(PolicyDefense):
+class AgentDefense(PolicyDefense):
     """A trained policy file as a :class:`~headprune.defenses.base.Defense`: ``defend`` builds its env, then
     :meth:`build_policy` loads the policy for that env (:func:`load_policy`) and runs one deterministic episode.
 
@@ -268,7 +268,7 @@ def evaluate_agent(
     **evaluation: Any,
 ) -> Any:
     """Evaluate a trained policy with the defenses' protocol: :func:`headprune.defenses.defend` with an
-    :class:`AgentStrategy` (one deterministic episode, fine-tuning with the pruned heads at zero, then
+    :class:`AgentDefense` (one deterministic episode, fine-tuning with the pruned heads at zero, then
     ``evaluate_defense`` on ``eval_clean``/``eval_poison``, only after the mask is fixed).
 
     :param policy: a model ``.zip`` or a run folder.
@@ -286,8 +286,8 @@ def evaluate_agent(
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
-    # the policy's trained layout replaces the config's (AgentStrategy.env_options, applied by defend)
-    result = defend(victim, AgentStrategy(policy, trust_pickle=trust_pickle), env_config, finetune, **evaluation)
+    # the policy's trained layout replaces the config's (AgentDefense.env_options, applied by defend)
+    result = defend(victim, AgentDefense(policy, trust_pickle=trust_pickle), env_config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

@@ -234,7 +234,7 @@ class CleanResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (no model)."""
-        return {"model": self.model_name, "is_victim": self.is_victim, "defense": self.defense.strategy,
+        return {"model": self.model_name, "is_victim": self.is_victim, "defense": self.defense.defense,
                 "recommendation": RECOMMENDATION, "heads_pruned": self.defense.heads_pruned,
                 "heads_total": int(self.defense.mask.numel()), "mask": self.defense.mask.int().tolist(),
                 "pruned_heads": {str(k): v for k, v in self.defense.pruned_heads.items()},

@@ -71,7 +71,7 @@ def _command(args: argparse.Namespace) -> str:
 def _print_table(result: Any, paths: dict[str, Path]) -> None:
     """The before/after table of ACC and LFR, the floor and the report path."""
     print(f"defense: {result.choice.get('defense')} ({result.choice.get('reason')})")
-    print(f"{result.defense.strategy}: pruned {result.defense.heads_pruned} of {result.defense.mask.numel()} heads; "
+    print(f"{result.defense.defense}: pruned {result.defense.heads_pruned} of {result.defense.mask.numel()} heads; "
           f"ACC on {result.report_rows} held-out clean rows (95% Wilson interval)")
     print(f"{'stage':<8} {'ACC':>7} {'95% CI':>15} {'LFR':>7}")
     for stage, m in result.stages.items():

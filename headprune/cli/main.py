@@ -6,13 +6,13 @@ Commands:
 * ``headprune victim list``   – list the victims in the cache.
 * ``headprune heads``         – gate each head of a victim in turn and print the clean-accuracy change
   (and, as evaluation only, the LFR change) per head.
-* ``headprune defend``        – run a baseline defense (``--strategy``) on a victim and export the
+* ``headprune defend``        – run a baseline defense (``--defense``) on a victim and export the
   cleaned model with ``report.json``, ``report.md`` and a plot.
 * ``headprune clean``         – clean any suspicious classifier with a little clean data (:mod:`headprune.clean`).
 * ``headprune train``         – train an RL agent (MaskablePPO or PPO) in ``HeadPrune-v0``, or resume a run
   (:mod:`headprune.agents`).
 * ``headprune evaluate``      – run a trained policy with the protocol of ``defend`` and write the same report.
-* ``headprune compare``       – run strategies and trained policies over victims and seeds
+* ``headprune compare``       – run defenses and trained policies over victims and seeds
   (:mod:`headprune.compare`), one JSONL record per run, resumable.
 
 * ``headprune convert-policy`` – convert an SB3 pickled policy zip (older runs) into the safe policy format.
@@ -35,7 +35,7 @@ from typing import Any
 from headprune import __version__
 from headprune.cli.support import (
     add_debug_flags,
-    check_compare_methods,
+    check_compare_defenses,
     one_line,
     user_errors,
     victim_and_clean_data,
@@ -113,17 +113,17 @@ def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses.options import check_defense_options
     from headprune.common.out_folder import check_out_folder
 
-    get_defense(args.strategy)  # unknown strategy: ValueError naming the valid ones, before any work
+    get_defense(args.defense)  # unknown defense: ValueError naming the valid ones, before any work
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     options = parse_assignments(args.option, "--option")
-    check_defense_options(args.strategy, options)  # unknown options or bad values, naming the valid ones
+    check_defense_options(args.defense, options)  # unknown options or bad values, naming the valid ones
 
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
 
     victim, clean = victim_and_clean_data(args)
-    result = defend(victim, args.strategy, env_config.replace(clean_data=clean), finetune, options=options,
+    result = defend(victim, args.defense, env_config.replace(clean_data=clean), finetune, options=options,
                     base=args.base, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("defend", args),
                                        overwrite=args.overwrite))
@@ -174,7 +174,7 @@ def _command_line(name: str, args: argparse.Namespace) -> str:
 def _print_result(result: Any, paths: dict[str, Any]) -> None:
     """The summary lines of ``defend`` and ``evaluate``."""
     v = result.validation
-    print(f"{result.strategy}: pruned {result.heads_pruned} heads; validation ACC {v['start']:.4f} -> "
+    print(f"{result.defense}: pruned {result.heads_pruned} heads; validation ACC {v['start']:.4f} -> "
           f"{v['pruned']:.4f} (pruned) -> {v['final']:.4f} (fine-tuned), floor {v['floor']:.4f}")
     for stage, m in result.metrics.items():
         lfr = "" if m["lfr"] is None else f"  LFR {m['lfr']:.4f}"
@@ -191,18 +191,18 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1 (the number of seeds), got {args.seeds}")
-    if not args.strategies and not args.policies:
-        raise ValueError("give --strategies and/or --policies")
+    if not args.defenses and not args.policies:
+        raise ValueError("give --defenses and/or --policies")
     settings = run_settings_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {out} is a file")
-    check_compare_methods(args.strategies, args.policies, settings)
+    check_compare_defenses(args.defenses, args.policies, settings)
     pin_threads(args.threads)
-    methods = list(args.strategies) + [POLICY_PREFIX + p for p in args.policies]
+    defenses = list(args.defenses) + [POLICY_PREFIX + p for p in args.policies]
     executor = make_executor(args.engine, args.workers, threads=args.threads, address=args.ray_address)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
-    report = run_grid(args.victims, methods, seeds, out / "runs.jsonl", settings, executor=executor,
+    report = run_grid(args.victims, defenses, seeds, out / "runs.jsonl", settings, executor=executor,
                       reference=args.reference, cache=args.cache, progress=not args.quiet)
     table = summary_markdown(report.records)
     (out / "summary.md").write_text(table)
@@ -231,7 +231,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from headprune.agents.evaluation import AgentStrategy, evaluate_agent
+    from headprune.agents.evaluation import AgentDefense, evaluate_agent
     from headprune.defenses.report import write_report
 
     from headprune.common.out_folder import check_out_folder
@@ -239,7 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
     # a run folder without a model, an unreadable or a pickled policy file: refused before any work
-    AgentStrategy(args.policy, trust_pickle=args.trust_pickle).check()
+    AgentDefense(args.policy, trust_pickle=args.trust_pickle).check()
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     victim, clean = victim_and_clean_data(args)
@@ -312,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--model", "--victim", dest="model", required=True,
                      help="a victim preset name or folder (--victim: an alias)")
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
-    dfd.add_argument("--strategy", required=True, help=f"one of: {', '.join(DEFENSES)}")
+    dfd.add_argument("--defense", required=True, help=f"one of: {', '.join(DEFENSES)}")
     _add_defend_options(dfd)
-    dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (JSON value), repeatable")
+    dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="defense option (JSON value), repeatable")
     add_base_argument(dfd)
     dfd.set_defaults(func=_defend)
 
@@ -322,11 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_clean_parser(commands)
 
-    cmp = commands.add_parser("compare", help="run a (victim, strategy/policy, seed) grid, one JSONL record per run")
+    cmp = commands.add_parser("compare", help="run a (victim, defense/policy, seed) grid, one JSONL record per run")
     cmp.add_argument("--victims", nargs="+", required=True, help="preset names or victim folders")
-    cmp.add_argument("--strategies", nargs="*", default=[], help=f"registry names: {', '.join(DEFENSES)}")
+    cmp.add_argument("--defenses", nargs="*", default=[], help=f"registry names: {', '.join(DEFENSES)}")
     cmp.add_argument("--policies", nargs="*", default=[], help="trained agent checkpoints (headprune.agents)")
-    cmp.add_argument("--seeds", type=int, default=3, help="number of seeds per method (seeds S..S+N-1)")
+    cmp.add_argument("--seeds", type=int, default=3, help="number of seeds per defense (seeds S..S+N-1)")
     cmp.add_argument("--seed-start", type=int, default=0, help="first seed S")
     cmp.add_argument("--out", required=True, help="folder: runs.jsonl (records, resumed) and summary.md")
     cmp.add_argument("--reference", action="store_true", help="add each victim's clean-model row")

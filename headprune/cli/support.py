@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_debug_flags", "check_compare_methods", "one_line", "user_errors", "victim_and_clean_data",
+__all__ = ["add_debug_flags", "check_compare_defenses", "one_line", "user_errors", "victim_and_clean_data",
            "warnings_as_lines"]
 
 
@@ -43,20 +43,20 @@ def victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
     return victim, clean
 
 
-def check_compare_methods(strategies: Sequence[str], policies: Sequence[str], settings: Any) -> None:
-    """Before any run: every strategy's options are valid and every policy file reads safely (a pickled
+def check_compare_defenses(defenses: Sequence[str], policies: Sequence[str], settings: Any) -> None:
+    """Before any run: every defense's options are valid and every policy file reads safely (a pickled
     SB3 zip is refused: convert it with ``headprune convert-policy``)."""
     from headprune.defenses import get_defense
     from headprune.defenses.options import check_defense_options
 
-    for strategy in strategies:
-        get_defense(strategy)
-        check_defense_options(strategy, settings.method_options(strategy))
+    for defense in defenses:
+        get_defense(defense)
+        check_defense_options(defense, settings.defense_options(defense))
     if policies:
-        from headprune.agents.evaluation import AgentStrategy
+        from headprune.agents.evaluation import AgentDefense
 
         for policy in policies:
-            AgentStrategy(policy).check()
+            AgentDefense(policy).check()
 
 
 def add_debug_flags(parser: argparse.ArgumentParser) -> None:

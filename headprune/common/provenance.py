@@ -41,7 +41,7 @@ def config_hash(config: dict[str, Any], length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-RENAMED_CONFIG_KEYS: dict[str, str] = {"eval_size": "val_size"}
+RENAMED_CONFIG_KEYS: dict[str, str] = {"eval_size": "val_size", "strategy": "defense"}
 """Keys of a run's config (the ``config`` of a ``defend`` report or a ``compare`` record) renamed since records
 were first written: old name -> current name. Readers map old records' keys with :func:`upgrade_run_config`;
 :func:`run_config_hash` hashes every config under the old names, so a run keeps the hash its records have."""
@@ -49,7 +49,8 @@ were first written: old name -> current name. Readers map old records' keys with
 
 def run_config_hash(config: dict[str, Any]) -> str:
     """:func:`config_hash` of a run config, each key of :data:`RENAMED_CONFIG_KEYS` hashed under its old name
-    (``val_size`` as ``eval_size``): the same run has the same hash before and after the rename."""
+    (``val_size`` as ``eval_size``, ``defense`` as ``strategy``): the same run has the same hash before and after
+    the renames."""
     old_names = {new: old for old, new in RENAMED_CONFIG_KEYS.items()}
     return config_hash({old_names.get(k, k): v for k, v in config.items()})
 

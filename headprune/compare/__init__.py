@@ -1,7 +1,7 @@
-"""Experiment runner: agents and baselines over a (victim, method, seed) grid, one JSONL record per run,
+"""Experiment runner: agents and baselines over a (victim, defense, seed) grid, one JSONL record per run,
 resumable, in process, over processes or on Ray. ``headprune compare`` is its command line.
 
-* :mod:`headprune.compare.grid`: :func:`run_grid`, :class:`RunSettings`, methods and the per-run worker;
+* :mod:`headprune.compare.grid`: :func:`run_grid`, :class:`RunSettings`, defenses and the per-run worker;
 * :mod:`headprune.compare.executors`: the :class:`Executor` protocol and its local / process / Ray engines;
 * :mod:`headprune.compare.records`: the JSONL store, loading and the mean ± std summary.
 """
@@ -20,9 +20,9 @@ from headprune.compare.grid import (
     RunSettings,
     RunSpec,
     add_run_settings_arguments,
-    canonical_method,
+    canonical_defense,
     fast_options,
-    parse_method,
+    parse_defense,
     plan_grid,
     run_cell,
     run_grid,
@@ -41,7 +41,7 @@ from headprune.compare.records import (
     head_frequency,
     load_records,
     mean_std,
-    method_label,
+    defense_label,
     record_attack,
     summary_markdown,
     summary_rows,
@@ -62,7 +62,7 @@ __all__ = [
     "RunSettings",
     "RunSpec",
     "add_run_settings_arguments",
-    "canonical_method",
+    "canonical_defense",
     "configuration",
     "fast_options",
     "fine_tune_rows",
@@ -72,8 +72,8 @@ __all__ = [
     "load_records",
     "make_executor",
     "mean_std",
-    "method_label",
-    "parse_method",
+    "defense_label",
+    "parse_defense",
     "pin_threads",
     "plan_grid",
     "record_attack",

@@ -1,6 +1,6 @@
 """Where the runs of a grid execute. A grid cell is a picklable :class:`~headprune.compare.grid.RunSpec`
 and a run is the module-level function ``run_cell(spec) -> record``, so any engine that can call a
-function on a picklable argument runs the same grid, with no change to strategies:
+function on a picklable argument runs the same grid, with no change to defenses:
 
 * :class:`LocalExecutor` (the default): in this process, one run after another;
 * :class:`ProcessExecutor`: a :class:`concurrent.futures.ProcessPoolExecutor` (spawned workers, each

@@ -1,15 +1,15 @@
-"""The experiment grid: every (victim, method, seed) cell run through :func:`~headprune.defenses.defend`,
+"""The experiment grid: every (victim, defense, seed) cell run through :func:`~headprune.defenses.defend`,
 one JSONL record per run, skipping the runs already recorded.
 
-A *method* is a registry strategy name (``"gradient"``, ``"pure"``, ``"none"``, ...), a trained agent
-``"policy:<path>"`` (a model ``.zip`` or run folder, run as :class:`headprune.agents.AgentStrategy`), or
+A *defense* is a registry defense name (``"gradient"``, ``"pure"``, ``"none"``, ...), a trained agent
+``"policy:<path>"`` (a model ``.zip`` or run folder, run as :class:`headprune.agents.AgentDefense`), or
 :data:`CLEAN_MODEL`, the reference row (the clean model trained like the victim; evaluated once per victim, seed 0).
 
 Protocol (``defend``'s): the defense sees only the defender's clean rows; the victim's clean and
 poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
 :func:`~headprune.engine.metrics.evaluate_defense` after the mask and weights are fixed. Same seed, same numbers.
 
-The config hash of a strategy run is the hash of exactly the settings ``benchmarks/defense_table.py``
+The config hash of a defense run is the hash of exactly the settings ``benchmarks/defense_table.py``
 always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_accuracy_drop``,
 ``clean_rows``, ``val_size``, ``stats_size``, ``test_limit``, ``options``), so its records and the
 runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint.
@@ -44,14 +44,14 @@ from headprune.defenses.options import (
 from headprune.envs.config import HeadPruneConfig
 
 __all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
-           "add_run_settings_arguments", "canonical_method", "fast_options", "parse_method", "plan_grid", "run_cell", "run_grid",
+           "add_run_settings_arguments", "canonical_defense", "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid",
            "run_settings_from_args"]
 
-def fast_options(method: str) -> dict[str, Any]:
-    """The small "fast" options of a registered defense (smoke runs, ``--fast``); ``{}`` for other methods."""
+def fast_options(defense: str) -> dict[str, Any]:
+    """The small "fast" options of a registered defense (smoke runs, ``--fast``); ``{}`` for other defenses."""
     from headprune.defenses import DEFENSES
 
-    return dict(DEFENSES.get(method).fast_options) if method in DEFENSES else {}
+    return dict(DEFENSES.get(defense).fast_options) if defense in DEFENSES else {}
 
 
 def _default_env() -> HeadPruneConfig:
@@ -60,7 +60,7 @@ def _default_env() -> HeadPruneConfig:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything besides (victim, method, seed) that defines a run: ``defend``'s env config and fine-tune
+    """Everything besides (victim, defense, seed) that defines a run: ``defend``'s env config and fine-tune
     config, plus the data limits of the runner. Build it from the flat command-line names with
     :meth:`from_values`.
 
@@ -70,7 +70,7 @@ class RunSettings:
         finetune: the clean fine-tuning after pruning (0 epochs disables it).
         clean_rows: use only the first N defender clean rows (default: all 872 SST-2 dev rows).
         test_limit: evaluate on the first N clean / poisoned test rows (default: all).
-        options: ``{method: {option: value}}`` strategy options.
+        options: ``{defense: {option: value}}`` defense options.
         fast: add each defense's ``fast_options`` (smoke runs).
         base: the public pre-trained reference (a folder or a hub id) of every run (``defend``'s ``base=``);
             ``None``: :func:`~headprune.engine.reference.resolve_base`'s default. Hashed only when given.
@@ -110,22 +110,22 @@ class RunSettings:
                    clean_rows=values.get("clean_rows"), test_limit=values.get("test_limit"), options=options or {},
                    fast=fast, base=base, clean_pool=clean_pool)
 
-    def method_options(self, method: str) -> dict[str, Any]:
-        """The strategy options of ``method``: fast defaults (if ``fast``) updated by ``options``."""
-        return {**(fast_options(method) if self.fast else {}), **dict(self.options.get(method, {}))}
+    def defense_options(self, defense: str) -> dict[str, Any]:
+        """The defense options of ``defense``: fast defaults (if ``fast``) updated by ``options``."""
+        return {**(fast_options(defense) if self.fast else {}), **dict(self.options.get(defense, {}))}
 
-    def method_config(self, method: str) -> dict[str, Any]:
-        """The hashed config of a run of ``method`` (the keys defense_table.py always hashed)."""
-        if method == CLEAN_MODEL:
+    def defense_config(self, defense: str) -> dict[str, Any]:
+        """The hashed config of a run of ``defense`` (the keys defense_table.py always hashed)."""
+        if defense == CLEAN_MODEL:
             return {"kind": CLEAN_MODEL, "test_limit": self.test_limit}
         cfg: dict[str, Any] = {
             "finetune_epochs": self.finetune.epochs, "finetune_max_steps": self.finetune.max_steps,
             "budget": self.env.budget, "max_accuracy_drop": self.env.floor_drop, "clean_rows": self.clean_rows,
             "val_size": self.env.val_size, "stats_size": self.env.stats_size, "test_limit": self.test_limit,
-            "options": self.method_options(method),
+            "options": self.defense_options(defense),
         }
-        if method.startswith(POLICY_PREFIX):
-            cfg["policy_sha256"] = _path_digest(Path(method[len(POLICY_PREFIX):]))
+        if defense.startswith(POLICY_PREFIX):
+            cfg["policy_sha256"] = _path_digest(Path(defense[len(POLICY_PREFIX):]))
         if self.base is not None:  # only when given: the hashes of runs on the default reference stay
             cfg["base"] = self.base
         if self.clean_pool is not None:
@@ -139,18 +139,18 @@ def add_run_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence
     add_setting_arguments(parser, fields)
 
 
-def run_settings_from_args(args: argparse.Namespace, methods: Collection[str] | None = None) -> RunSettings:
+def run_settings_from_args(args: argparse.Namespace, defenses: Collection[str] | None = None) -> RunSettings:
     """The :class:`RunSettings` of options added by :func:`add_run_settings_arguments` (all fields).
 
     Args:
         args: the parsed command line.
-        methods: if given, keep only the ``--options`` of these methods (others are dropped silently).
+        defenses: if given, keep only the ``--options`` of these defenses (others are dropped silently).
     Raises:
         ValueError: ``--options`` is not a JSON object of objects, or a setting is out of range.
     """
     options = parse_options_json(args.options)
-    if methods is not None:
-        options = {k: v for k, v in options.items() if k in methods}
+    if defenses is not None:
+        options = {k: v for k, v in options.items() if k in defenses}
     return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
                                    fast=args.fast, base=getattr(args, "base", None),
                                    clean_pool=getattr(args, "clean_pool", None))
@@ -162,7 +162,7 @@ class RunSpec:
 
     victim: str
     victim_name: str
-    method: str
+    defense: str
     seed: int
     settings: RunSettings
     config: dict[str, Any]
@@ -171,11 +171,11 @@ class RunSpec:
 
     @property
     def key(self) -> RecordKey:
-        return (self.victim_name, self.method, self.seed, self.config_hash)
+        return (self.victim_name, self.defense, self.seed, self.config_hash)
 
     @property
     def label(self) -> str:
-        return f"{self.victim_name} {self.method} seed {self.seed} ({self.config_hash})"
+        return f"{self.victim_name} {self.defense} seed {self.seed} ({self.config_hash})"
 
 
 @dataclass
@@ -205,7 +205,7 @@ class GridReport:
         return self.report_failures()
 
 
-# ------------------------------------------------------------------------------------------ methods
+# ------------------------------------------------------------------------------------------ defenses
 def _path_digest(path: Path) -> str:
     """sha256 of a file, or of every file under a folder (relative names and bytes, sorted)."""
     h = hashlib.sha256()
@@ -216,39 +216,39 @@ def _path_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def canonical_method(method: str) -> str:
-    """``method`` with its policy path written one way (normalised; relative to the working directory when under
+def canonical_defense(defense: str) -> str:
+    """``defense`` with its policy path written one way (normalised; relative to the working directory when under
     it, else absolute): ``policy:./runs/a/`` and ``policy:/<cwd>/runs/a`` both become ``policy:runs/a``, so one
-    agent is one method in the records and a rerun typed differently still skips it. Other methods unchanged."""
-    if not method.startswith(POLICY_PREFIX) or not method[len(POLICY_PREFIX):]:
-        return method
-    path = Path(os.path.abspath(method[len(POLICY_PREFIX):]))
+    agent is one defense in the records and a rerun typed differently still skips it. Other defenses unchanged."""
+    if not defense.startswith(POLICY_PREFIX) or not defense[len(POLICY_PREFIX):]:
+        return defense
+    path = Path(os.path.abspath(defense[len(POLICY_PREFIX):]))
     if path.is_relative_to(Path.cwd()):
         path = path.relative_to(Path.cwd())
     return POLICY_PREFIX + path.as_posix()
 
 
-def parse_method(method: str) -> tuple[str, str | None]:
-    """``(kind, policy path)`` of a method: ``("strategy", None)``, ``("reference", None)`` or
+def parse_defense(defense: str) -> tuple[str, str | None]:
+    """``(kind, policy path)`` of a defense: ``("registry", None)``, ``("reference", None)`` or
     ``("policy", path)``.
 
     Raises:
-        ValueError: an unknown strategy name (naming the valid ones) or an empty policy path.
+        ValueError: an unknown defense name (naming the valid ones) or an empty policy path.
         FileNotFoundError: a policy path that does not exist.
     """
-    if method == CLEAN_MODEL:
+    if defense == CLEAN_MODEL:
         return "reference", None
-    if method.startswith(POLICY_PREFIX):
-        path = method[len(POLICY_PREFIX):]
+    if defense.startswith(POLICY_PREFIX):
+        path = defense[len(POLICY_PREFIX):]
         if not path:
-            raise ValueError(f"method {method!r}: give the agent's checkpoint as policy:<path>")
+            raise ValueError(f"defense {defense!r}: give the agent's checkpoint as policy:<path>")
         if not Path(path).exists():
-            raise FileNotFoundError(f"method {method!r}: no such policy file or folder: {path}")
+            raise FileNotFoundError(f"defense {defense!r}: no such policy file or folder: {path}")
         return "policy", path
     from headprune.defenses import get_defense
 
-    get_defense(method)
-    return "strategy", None
+    get_defense(defense)
+    return "registry", None
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -265,21 +265,21 @@ def _victim(spec: str, cache: str | None, progress: bool = False) -> Any:
     return _VICTIMS[key]
 
 
-def _require_agents(method: str) -> Callable[..., Any]:
-    """``headprune.agents.AgentStrategy``; ValueError naming ``method`` when the agents package lacks it."""
+def _require_agents(defense: str) -> Callable[..., Any]:
+    """``headprune.agents.AgentDefense``; ValueError naming ``defense`` when the agents package lacks it."""
     try:
-        from headprune.agents import AgentStrategy
+        from headprune.agents import AgentDefense
     except ImportError as err:
-        raise ValueError(f"method {method!r} needs headprune.agents.AgentStrategy (the agents package), which "
+        raise ValueError(f"defense {defense!r} needs headprune.agents.AgentDefense (the agents package), which "
                          f"cannot be imported: {err}") from None
-    return AgentStrategy  # type: ignore[no-any-return]
+    return AgentDefense  # type: ignore[no-any-return]
 
 
 def _load_agent(path: str, spec: RunSpec) -> Any:
-    """The trained agent at ``path`` as a ``defend`` strategy (``headprune.agents.AgentStrategy``): ``defend``
+    """The trained agent at ``path`` as a ``defend`` defense (``headprune.agents.AgentDefense``): ``defend``
     builds its env on the defender's clean rows, then the agent loads its policy for that env
     (``headprune.agents.load_policy``) and runs the same protocol as the baselines."""
-    return _require_agents(spec.method)(path, name=spec.method)
+    return _require_agents(spec.defense)(path, name=spec.defense)
 
 
 def _environment() -> dict[str, Any]:
@@ -300,8 +300,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     clean_test, poisoned_test = splits.clean_test, splits.poisoned_test
     if s.test_limit is not None:
         clean_test, poisoned_test = clean_test.take(s.test_limit), poisoned_test.take(s.test_limit)
-    base = {"victim": victim.name, "strategy": spec.method, "seed": spec.seed, "config_hash": spec.config_hash}
-    kind, path = parse_method(spec.method)
+    base = {"victim": victim.name, "defense": spec.defense, "seed": spec.seed, "config_hash": spec.config_hash}
+    kind, path = parse_defense(spec.defense)
     env = _environment()
     provenance = {"attack": victim.config.attack, "environment": {k: v for k, v in env.items() if k != "versions"}}
 
@@ -318,10 +318,10 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     clean = victim.defender_clean_data() if s.clean_pool is None else load_defender_pool(s.clean_pool)
     if s.clean_rows is not None:
         clean = clean.take(s.clean_rows)
-    strategy = spec.method if kind == "strategy" else _load_agent(str(path), spec)
+    defense = spec.defense if kind == "registry" else _load_agent(str(path), spec)
     env_config = s.env.replace(clean_data=clean, seed=spec.seed, cache=spec.cache, progress=False)
-    r = defend(victim, strategy, env_config, s.finetune,
-               options=s.method_options(spec.method), base=s.base,
+    r = defend(victim, defense, env_config, s.finetune,
+               options=s.defense_options(spec.defense), base=s.base,
                eval_clean=clean_test, eval_poison=poisoned_test)
     return {**base, "config": spec.config, "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
@@ -350,37 +350,37 @@ def _victim_name(spec: str) -> str:
                      f"with {CARD_FILE}")
 
 
-def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[int], settings: RunSettings, *,
+def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[int], settings: RunSettings, *,
               reference: bool = False, cache: str | os.PathLike[str] | None = None) -> list[RunSpec]:
-    """Every cell of the grid, victim-major (then the reference row, then methods in order, then seeds).
+    """Every cell of the grid, victim-major (then the reference row, then defenses in order, then seeds).
     Validates all arguments before any work (ValueError / FileNotFoundError naming the bad one). Policy paths are
-    written as :func:`canonical_method` writes them."""
+    written as :func:`canonical_defense` writes them."""
     from headprune.common.provenance import run_config_hash
 
-    methods = [canonical_method(m) for m in methods]
-    for what, items in (("victims", victims), ("methods", methods), ("seeds", seeds)):
-        if len(items) == 0 and not (what == "methods" and reference):
+    defenses = [canonical_defense(m) for m in defenses]
+    for what, items in (("victims", victims), ("defenses", defenses), ("seeds", seeds)):
+        if len(items) == 0 and not (what == "defenses" and reference):
             raise ValueError(f"no {what} given")
         if len(set(items)) != len(items):
             raise ValueError(f"duplicate {what}: {list(items)}")
     for seed in seeds:
         if int(seed) < 0:
             raise ValueError(f"seeds must be >= 0, got {seed}")
-    for method in methods:
-        kind, _ = parse_method(method)
+    for defense in defenses:
+        kind, _ = parse_defense(defense)
         if kind == "policy":
-            _require_agents(method)
-    unknown = set(settings.options) - set(methods)
+            _require_agents(defense)
+    unknown = set(settings.options) - set(defenses)
     if unknown:
-        raise ValueError(f"options given for methods not in the grid: {sorted(unknown)}")
+        raise ValueError(f"options given for defenses not in the grid: {sorted(unknown)}")
     cache_str = None if cache is None else str(cache)
     cells = []
     for v in victims:
         name = _victim_name(v)
-        grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in methods for s in seeds]
-        for method, seed in grid:
-            cfg = settings.method_config(method)
-            cells.append(RunSpec(victim=v, victim_name=name, method=method, seed=seed, settings=settings, config=cfg,
+        grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in defenses for s in seeds]
+        for defense, seed in grid:
+            cfg = settings.defense_config(defense)
+            cells.append(RunSpec(victim=v, victim_name=name, defense=defense, seed=seed, settings=settings, config=cfg,
                                  config_hash=run_config_hash(cfg), cache=cache_str))
     return cells
 
@@ -388,7 +388,7 @@ def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[in
 # over 60 lines: a long docstring; the body is plan, run, record and report, one call each
 def run_grid(
     victims: Sequence[str],
-    methods: Sequence[str],
+    defenses: Sequence[str],
     seeds: Sequence[int],
     records: str | os.PathLike[str],
     settings: RunSettings | None = None,
@@ -399,16 +399,16 @@ def run_grid(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> GridReport:
-    """Run every (victim, method, seed) cell not yet in the JSONL ``records`` file and append its record.
+    """Run every (victim, defense, seed) cell not yet in the JSONL ``records`` file and append its record.
 
     Args:
         victims: preset names or victim folders.
-        methods: registry strategy names and/or ``"policy:<path>"``.
-        seeds: the seeds of every method.
+        defenses: registry defense names and/or ``"policy:<path>"``.
+        seeds: the seeds of every defense.
         records: the JSONL file (read first; only this process appends to it).
         settings: :class:`RunSettings` (default: the defaults of ``defend``).
         executor: where runs execute (default :class:`~headprune.compare.executors.LocalExecutor`).
-        reference: add the clean-model reference row of each victim (method :data:`CLEAN_MODEL`).
+        reference: add the clean-model reference row of each victim (defense :data:`CLEAN_MODEL`).
         cache: victim / head-statistics cache root.
         progress: a progress bar over the runs.
         log: where ``[run]/[skip]/[fail]`` lines go (default: above the progress bar).
@@ -420,7 +420,7 @@ def run_grid(
     settings = settings or RunSettings()
     executor = executor or LocalExecutor()
     store = RecordStore(records)
-    cells = plan_grid(victims, methods, seeds, settings, reference=reference, cache=cache)
+    cells = plan_grid(victims, defenses, seeds, settings, reference=reference, cache=cache)
     say = log or tqdm.write
     pending = [c for c in cells if c.key not in store]
     skipped = [c.key for c in cells if c.key in store]

@@ -1,11 +1,11 @@
 """The runner's JSONL records: one JSON object per finished run, appended by one process only.
 
-A record is keyed by ``(victim, strategy, seed, config_hash)``: ``victim`` is the victim's cache name
-(its config hash included), ``strategy`` the method (a registry name, ``"policy:<path>"`` or
-:data:`CLEAN_MODEL`), ``config_hash`` the :func:`~headprune.common.provenance.config_hash` of the settings that
+A record is keyed by ``(victim, defense, seed, config_hash)``: ``victim`` is the victim's cache name
+(its config hash included), ``defense`` the defense (a registry name, ``"policy:<path>"`` or
+:data:`CLEAN_MODEL`), ``config_hash`` the :func:`~headprune.common.provenance.run_config_hash` of the settings that
 define the run. A grid skips every key already in its file, so an interrupted grid resumes.
 
-Keys of a run record (those of ``benchmarks/defense_table.py``, plus a few): ``victim``, ``strategy``,
+Keys of a run record (those of ``benchmarks/defense_table.py``, plus a few): ``victim``, ``defense``,
 ``seed``, ``config_hash``, ``config``, ``acc``, ``lfr`` (after pruning + fine-tuning), ``acc_pruned``,
 ``lfr_pruned`` (right after pruning), ``heads_pruned``, ``wall_s`` (the defense itself, evaluation
 excluded), ``validation``, ``pruned_heads`` (``{"layer": [heads]}``), ``versions``, and from the
@@ -27,15 +27,16 @@ import numpy as np
 
 from headprune.common.provenance import upgrade_run_config
 
-__all__ = ["CLEAN_MODEL", "DEFAULT_DEFENDER_ROWS", "POLICY_PREFIX", "SUMMARY_COLUMNS", "SUMMARY_DIGITS", "RecordKey",
-           "RecordStore", "configuration", "fine_tune_rows", "format_stat", "grid_shape", "head_frequency",
-           "load_records", "mean_std", "method_label", "record_attack", "summary_markdown", "summary_rows"]
+__all__ = ["CLEAN_MODEL", "DEFAULT_DEFENDER_ROWS", "POLICY_PREFIX", "RENAMED_RECORD_KEYS", "SUMMARY_COLUMNS",
+           "SUMMARY_DIGITS", "RecordKey", "RecordStore", "configuration", "defense_label", "fine_tune_rows", "format_stat",
+           "grid_shape", "head_frequency", "load_records", "mean_std", "record_attack", "summary_markdown", "summary_rows",
+           "upgrade_record"]
 
 CLEAN_MODEL = "clean model"
-"""Method name of the reference row: the clean model trained like the victim (no seed, no defense)."""
+"""Defense name of the reference row: the clean model trained like the victim (no seed, no defense)."""
 
 POLICY_PREFIX = "policy:"
-"""Method names ``policy:<run folder or model.zip>`` run a trained agent instead of a registry strategy."""
+"""Defense names ``policy:<run folder or model.zip>`` run a trained agent instead of a registry defense."""
 
 RecordKey = tuple[str, str, int, str]
 
@@ -43,18 +44,29 @@ DEFAULT_DEFENDER_ROWS = 872
 """Rows of the default defender data (the SST-2 dev split): what a run with no ``clean_rows`` owned."""
 
 
+RENAMED_RECORD_KEYS: dict[str, str] = {"strategy": "defense"}
+"""Keys of a run record renamed since records were first written: old name -> current name."""
+
+
 def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with its config's keys under their current names (records written before ``eval_size`` became
-    ``val_size``: :func:`~headprune.common.provenance.upgrade_run_config`); its ``config_hash`` is unchanged and
-    still :func:`~headprune.common.provenance.run_config_hash` of the upgraded config."""
-    if isinstance(record, dict) and isinstance(record.get("config"), dict):
-        record = {**record, "config": upgrade_run_config(record["config"])}
+    """``record`` with its keys under their current names: ``strategy`` -> ``defense`` (:data:`RENAMED_RECORD_KEYS`,
+    in place in the key order) and its config's (``eval_size`` -> ``val_size``:
+    :func:`~headprune.common.provenance.upgrade_run_config`). Its ``config_hash`` is unchanged and still
+    :func:`~headprune.common.provenance.run_config_hash` of the upgraded config."""
+    if not isinstance(record, dict):
+        return record
+    both = [old for old, new in RENAMED_RECORD_KEYS.items() if old in record and new in record]
+    if both:
+        raise ValueError(f"record has both {both[0]!r} and {RENAMED_RECORD_KEYS[both[0]]!r}")
+    record = {RENAMED_RECORD_KEYS.get(k, k): v for k, v in record.items()}
+    if isinstance(record.get("config"), dict):
+        record["config"] = upgrade_run_config(record["config"])
     return record
 
 
 def record_key(record: dict[str, Any]) -> RecordKey:
-    """``(victim, strategy, seed, config_hash)`` of a record."""
-    return (str(record["victim"]), str(record["strategy"]), int(record["seed"]), str(record["config_hash"]))
+    """``(victim, defense, seed, config_hash)`` of a record."""
+    return (str(record["victim"]), str(record["defense"]), int(record["seed"]), str(record["config_hash"]))
 
 
 class RecordStore:
@@ -155,17 +167,17 @@ def format_stat(stat: tuple[float | None, float | None, int], digits: int = 3) -
     return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def method_label(strategy: str) -> str:
-    """A short display name of a record's method: ``"none"`` -> ``"no defense"``,
+def defense_label(defense: str) -> str:
+    """A short display name of a record's defense: ``"none"`` -> ``"no defense"``,
     ``"policy:<...>/<parent>/<run>[/model.zip]"`` -> ``"agent <parent>/<run>"`` (the run folder and the folder
     holding it: runs of one recipe under different roots stay apart), anything else unchanged."""
-    if strategy == "none":
+    if defense == "none":
         return "no defense"
-    if strategy.startswith(POLICY_PREFIX):
-        path = Path(strategy[len(POLICY_PREFIX):])
+    if defense.startswith(POLICY_PREFIX):
+        path = Path(defense[len(POLICY_PREFIX):])
         run = path.parent if path.name == "model.zip" else path
         return "agent " + "/".join(p for p in (run.parent.name, run.name) if p)
-    return strategy
+    return defense
 
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -179,11 +191,11 @@ SUMMARY_DIGITS: dict[str, int] = {"heads_pruned": 1, "wall_s": 0}
 
 
 def configuration(record: dict[str, Any]) -> str:
-    """The display name of a run's defense configuration: :func:`method_label`, followed by the run's
-    strategy options as JSON when it has any (``drift {"operation": "reset"}``), so runs of one strategy
+    """The display name of a run's defense configuration: :func:`defense_label`, followed by the run's
+    defense options as JSON when it has any (``drift {"operation": "reset"}``), so runs of one defense
     under different options are told apart."""
     options = (record.get("config") or {}).get("options") or {}
-    label = method_label(str(record["strategy"]))
+    label = defense_label(str(record["defense"]))
     return label + (" " + json.dumps(options, sort_keys=True) if options else "")
 
 
@@ -196,7 +208,7 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (victim, label), runs in groups.items():
         row: dict[str, Any] = {"victim": victim, "attack": record_attack(runs[0]),
-                               "strategy": str(runs[0]["strategy"]), "configuration": label, "runs": runs,
+                               "defense": str(runs[0]["defense"]), "configuration": label, "runs": runs,
                                "seeds": len(runs)}
         for key, _ in SUMMARY_COLUMNS:
             row[key] = mean_std(r.get(key) for r in runs)
@@ -206,7 +218,7 @@ def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary_markdown(records: Iterable[dict[str, Any]]) -> str:
     """The Markdown table (mean ± std, ddof 1, over seeds) of :func:`summary_rows`."""
-    head = "| victim | strategy | " + " | ".join(label for _, label in SUMMARY_COLUMNS) + " | seeds |"
+    head = "| victim | defense | " + " | ".join(label for _, label in SUMMARY_COLUMNS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 3)]
     for row in summary_rows(records):
         cells = [format_stat(row[key], SUMMARY_DIGITS.get(key, 3)) for key, _ in SUMMARY_COLUMNS]

@@ -6,7 +6,7 @@ One module per defense or small family: :mod:`~headprune.defenses.random_heads`,
 pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PURE), :mod:`~.finetuning`
 (FT, FTH, MEFT and ``none``), and the reference-based defenses that use the public pre-trained model
 (:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`, :mod:`~.distill`; their
-weight edits in :mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentStrategy`. To add a
+weight edits in :mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentDefense`. To add a
 defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
 """
 

@@ -177,7 +177,7 @@ class Defense:
 
     def env_options(self) -> dict[str, Any]:
         """Env config fields this defense needs (``defend`` applies them over the run's config): a trained
-        policy's observation layout and operations (:class:`headprune.agents.AgentStrategy`); ``{}`` here."""
+        policy's observation layout and operations (:class:`headprune.agents.AgentDefense`); ``{}`` here."""
         return {}
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> PruneOutcome | DefenseOutcome:
@@ -202,5 +202,5 @@ def defense_names() -> list[str]:
 def get_defense(name: str) -> type[Defense]:
     """The defense class called ``name``; ValueError naming the valid ones otherwise."""
     if name not in DEFENSES:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(DEFENSES)}")
+        raise ValueError(f"unknown defense {name!r}; valid defenses: {', '.join(DEFENSES)}")
     return DEFENSES.get(name)

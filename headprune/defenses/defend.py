@@ -69,7 +69,7 @@ class DefenseResult:
     """What :func:`defend` did.
 
     Attributes:
-        strategy, seed: what ran.
+        defense, seed: what ran (the defense's registry name).
         mask: ``[L, H]`` float mask, 1 = kept.
         model: the cleaned model (a deep copy; the victim is untouched): weight edits and fine-tuning
             applied. Pruned heads are still in its weights: gate them with ``mask`` or export with
@@ -87,7 +87,7 @@ class DefenseResult:
         versions: :func:`~headprune.common.provenance.environment_info`.
     """
 
-    strategy: str
+    defense: str
     seed: int
     mask: torch.Tensor
     model: nn.Module
@@ -112,7 +112,7 @@ class DefenseResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (no model)."""
         return {
-            "strategy": self.strategy,
+            "defense": self.defense,
             "seed": self.seed,
             "heads_pruned": self.heads_pruned,
             "pruned_heads": {str(k): v for k, v in self.pruned_heads.items()},
@@ -134,7 +134,7 @@ class DefenseResult:
         a non-empty ``out_dir`` only with ``overwrite``, and then no stale file of it remains)."""
         with staged_folder(out_dir, overwrite=overwrite, what="model folder") as tmp:
             save_pruned(self.model, self.mask, tmp, tokenizer=self.tokenizer,  # type: ignore[arg-type]
-                        source=f"headprune defend --strategy {self.strategy}")
+                        source=f"headprune defend --defense {self.defense}")
         return Path(out_dir)
 
 
@@ -178,7 +178,7 @@ def _run_config(victim: Victim, defense: Defense, bench: Workbench, finetune: De
     """Every option that defines the run (the keys ``defend`` always hashed)."""
     cfg = bench.config
     config: dict[str, Any] = {
-        "victim": victim.name, "strategy": defense.name, "seed": int(cfg.seed), "finetune_epochs": finetune.epochs,
+        "victim": victim.name, "defense": defense.name, "seed": int(cfg.seed), "finetune_epochs": finetune.epochs,
         "finetune_lr": finetune.lr, "finetune_max_steps": finetune.max_steps, "batch_size": finetune.batch_size,
         "max_accuracy_drop": cfg.floor_drop, "accuracy_floor": cfg.accuracy_floor, "budget": cfg.budget,
         "val_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
@@ -241,7 +241,7 @@ def defend(
 
     :param victim: a :class:`~headprune.victims.Victim`, a preset name or a victim folder.
     :param defense: a name of :data:`~headprune.defenses.DEFENSES`, a :class:`Defense` (e.g. a trained agent,
-        :class:`headprune.agents.AgentStrategy`) or a ready policy object with SB3's ``predict``.
+        :class:`headprune.agents.AgentDefense`) or a ready policy object with SB3's ``predict``.
     :param env_config: the workbench's :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's ``clean_data`` (default: the victim's defender data), ``val_size``/``stats_size``,
         the floor, ``budget``, ``seed`` (fixes every random choice), ``cache`` and ``progress``;
@@ -257,9 +257,9 @@ def defend(
         model; :meth:`Defense.reference`); default: the defense's own, else the env config's ``base``, else
         :func:`~headprune.engine.reference.resolve_base`'s default. Recorded in the run's config only when given.
     """
-    strategy = resolve_defense(defense, options).with_base(base)
+    defense = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
-    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV, **strategy.env_options())
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV, **defense.env_options())
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
     num_labels = int(victim.model.config.num_labels)  # evaluation data and target checked before any work
@@ -267,12 +267,12 @@ def defend(
     clean_eval = _as_texts(eval_clean, "eval_clean", num_labels)
     poison_eval = _as_texts(eval_poison, "eval_poison", num_labels)
     bench = Workbench(victim, cfg)
-    config = _run_config(victim, strategy, bench, finetune)
+    config = _run_config(victim, defense, bench, finetune)
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
 
     t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data), edit the weights of a deep copy
-    mask, trajectory, more, edit = as_outcome(strategy.prune(bench, progress=cfg.progress))
-    details: dict[str, Any] = {"description": strategy.description, **more}
+    mask, trajectory, more, edit = as_outcome(defense.prune(bench, progress=cfg.progress))
+    details: dict[str, Any] = {"description": defense.description, **more}
     model = copy.deepcopy(victim.model)
     val_rows = validation_rows(bench)
     pruned_model: nn.Module = victim.model
@@ -288,9 +288,9 @@ def defend(
 
     t2 = time.perf_counter()  # ---- 2. fine-tune the copy with the pruned heads held at zero
     if finetune.epochs > 0:
-        lr = finetune.lr if finetune.lr is not None else strategy.finetune_lr
+        lr = finetune.lr if finetune.lr is not None else defense.finetune_lr
         ft_config = finetune.config(lr, max_length=bench.max_length, seed=cfg.seed)
-        details.update(strategy.finetune(model, bench, mask, ft_config, progress=cfg.progress))
+        details.update(defense.finetune(model, bench, mask, ft_config, progress=cfg.progress))
     timings["finetune"] = time.perf_counter() - t2
     final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=bench.max_length).accuracy(mask)
     validation = {"start": bench.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
@@ -302,6 +302,6 @@ def defend(
                                target, poisoned_true_labels, curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}
-    return DefenseResult(strategy=strategy.name, seed=int(cfg.seed), mask=mask, model=model,
+    return DefenseResult(defense=defense.name, seed=int(cfg.seed), mask=mask, model=model,
                          tokenizer=victim.tokenizer, validation=validation, metrics=metrics, trajectory=trajectory,
                          curve=curve, timings=timings, config=config, versions=environment_info(), details=details)

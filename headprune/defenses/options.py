@@ -61,14 +61,14 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
 
     :param parser: the parser (or subparser) to extend.
     :param fields: only these settings (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default: all of
-        them plus ``--options`` (JSON ``{"strategy": {option: value}}``), ``--fast`` and ``--base``.
+        them plus ``--options`` (JSON ``{"defense": {option: value}}``), ``--fast`` and ``--base``.
     """
     for name, (kind, text) in SETTING_FLAGS.items():
         if fields is None or name in fields:
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=SETTING_DEFAULTS[name], help=text)
     if fields is None:
-        parser.add_argument("--options", default="{}", help='JSON {"strategy": {option: value}} strategy options')
-        parser.add_argument("--fast", action="store_true", help="small built-in strategy options (smoke runs)")
+        parser.add_argument("--options", default="{}", help='JSON {"defense": {option: value}} defense options')
+        parser.add_argument("--fast", action="store_true", help="small built-in defense options (smoke runs)")
         add_base_argument(parser)
         parser.add_argument("--clean-pool", default=None, choices=DEFENDER_POOLS,
                             help="the defender's rows (their first --clean-rows): a named pool; default: the "
@@ -76,13 +76,13 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
 
 
 def parse_options_json(text: str) -> dict[str, dict[str, Any]]:
-    """The ``--options`` JSON: ``{"strategy": {option: value}}``; ValueError naming the flag otherwise."""
+    """The ``--options`` JSON: ``{"defense": {option: value}}``; ValueError naming the flag otherwise."""
     try:
         options = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"--options must be a JSON object, got {text!r} ({err})") from None
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise ValueError(f'--options must be a JSON object {{"strategy": {{option: value}}}}, got {text!r}')
+        raise ValueError(f'--options must be a JSON object {{"defense": {{option: value}}}}, got {text!r}')
     return options
 
 
@@ -144,10 +144,10 @@ def _keyword_defaults(cls: type) -> dict[str, Any]:
     return found
 
 
-def defense_option_defaults(strategy: str) -> dict[str, Any]:
-    """The options defense ``strategy`` accepts, with their defaults (``inspect.Parameter.empty`` when none):
+def defense_option_defaults(defense: str) -> dict[str, Any]:
+    """The options defense ``defense`` accepts, with their defaults (``inspect.Parameter.empty`` when none):
     its class's keyword arguments, its policy class's (scripted defenses) and its ``default_options``."""
-    cls = get_defense(strategy)
+    cls = get_defense(defense)
     options = _keyword_defaults(cls)
     policy_class = getattr(cls, "policy_class", None)
     if isinstance(policy_class, type):
@@ -156,27 +156,27 @@ def defense_option_defaults(strategy: str) -> dict[str, Any]:
     return options
 
 
-def _check_option_value(strategy: str, key: str, value: Any, default: Any) -> None:
+def _check_option_value(defense: str, key: str, value: Any, default: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"option {key!r} of {strategy!r} must be finite, got {value!r}")
+        raise ValueError(f"option {key!r} of {defense!r} must be finite, got {value!r}")
     if default is None or default is inspect.Parameter.empty or isinstance(default, bool):
         return
     if isinstance(default, numbers.Integral):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"option {key!r} of {strategy!r} must be an integer (default {default!r}), got {value!r}")
+            raise ValueError(f"option {key!r} of {defense!r} must be an integer (default {default!r}), got {value!r}")
     elif isinstance(default, numbers.Real) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise ValueError(f"option {key!r} of {strategy!r} must be a number (default {default!r}), got {value!r}")
+        raise ValueError(f"option {key!r} of {defense!r} must be a number (default {default!r}), got {value!r}")
 
 
-def check_defense_options(strategy: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` if defense ``strategy`` accepts every key with a value of the right kind, checked before
+def check_defense_options(defense: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` if defense ``defense`` accepts every key with a value of the right kind, checked before
     any work; ValueError naming the unknown option and the valid ones otherwise (no TypeError mid-run)."""
     options = dict(options or {})
-    valid = defense_option_defaults(strategy)
+    valid = defense_option_defaults(defense)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         names = ", ".join(sorted(valid)) or "none"
-        raise ValueError(f"defense {strategy!r} has no option {', '.join(map(repr, unknown))}; its options: {names}")
+        raise ValueError(f"defense {defense!r} has no option {', '.join(map(repr, unknown))}; its options: {names}")
     for key, value in options.items():
-        _check_option_value(strategy, key, value, valid[key])
+        _check_option_value(defense, key, value, valid[key])
     return options

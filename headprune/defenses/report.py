@@ -24,7 +24,7 @@ def markdown_report(result: DefenseResult, command: str | None = None) -> str:
     """A short Markdown summary of ``result``."""
     d = result.to_dict()
     v = d["validation"]
-    lines = [f"# headprune defend: `{d['strategy']}` on `{d['config']['victim']}` (seed {d['seed']})", ""]
+    lines = [f"# headprune defend: `{d['defense']}` on `{d['config']['victim']}` (seed {d['seed']})", ""]
     if command:
         lines += ["```", command, "```", ""]
     lines += [
@@ -75,7 +75,7 @@ def plot_curve(result: DefenseResult, path: str | os.PathLike[str]) -> Path:
     ax.set_xlabel("heads pruned")
     ax.set_ylabel("rate")
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{result.strategy} (before fine-tuning)")
+    ax.set_title(f"{result.defense} (before fine-tuning)")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     out = Path(path)

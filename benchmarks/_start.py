@@ -9,7 +9,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from headprune.compare import RunSettings, pin_threads, run_settings_from_args
+from headprune.cli.settings import run_settings_from_args
+from headprune.compare import RunSettings, pin_threads
 
 
 def start(script: str, args: argparse.Namespace, defenses: Sequence[str]) -> tuple[str, RunSettings]:

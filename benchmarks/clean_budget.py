@@ -22,7 +22,8 @@ from pathlib import Path
 
 from _start import start
 
-from headprune.compare import RecordStore, add_run_settings_arguments, make_executor, plan_grid, run_grid
+from headprune.cli.settings import add_setting_arguments
+from headprune.compare import RecordStore, make_executor, plan_grid, run_grid
 from headprune.compare.records import DEFAULT_DEFENDER_ROWS
 from headprune.compare.records import configuration, format_stat, mean_std
 
@@ -36,7 +37,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--budgets", nargs="+", type=int, default=[DEFAULT_DEFENDER_ROWS, 2256, 8256],
                    help="defender rows (the first N of the pool; 256 of them validation)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    add_run_settings_arguments(p)
+    add_setting_arguments(p)
     p.add_argument("--jsonl", default="benchmarks/results/clean_budget_runs.jsonl")
     p.add_argument("--main-jsonl", default="benchmarks/results/defense_runs.jsonl",
                    help="the main table's records, where the default protocol's (872-row) runs live")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from _start import start
 
+from headprune.cli.settings import add_setting_arguments
 from headprune.compare import (
-    CLEAN_MODEL, RecordStore, add_run_settings_arguments, make_executor, plan_grid, run_grid,
+    CLEAN_MODEL, RecordStore, make_executor, plan_grid, run_grid,
     summary_markdown,
 )
 from headprune.defenses import defense_names
@@ -38,7 +39,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--victims", nargs="+", default=["minilm-syntactic", "minilm-style"])
     p.add_argument("--defenses", nargs="+", default=defense_names(), help="registry names ('none' = no defense)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    add_run_settings_arguments(p)
+    add_setting_arguments(p)
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl")
     p.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
     p.add_argument("--cache", default=None)

@@ -41,8 +41,9 @@ from headprune.agents import resume, train
 from headprune.agents.hyperparams import parse_assignments
 from _start import start
 
+from headprune.cli.settings import add_setting_arguments
 from headprune.compare import (
-    POLICY_PREFIX, RunSettings, add_run_settings_arguments, make_executor, run_grid,
+    POLICY_PREFIX, RunSettings, make_executor, run_grid,
     summary_markdown,
 )
 from headprune.victims import resolve_victim
@@ -63,7 +64,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                    help="more HeadPrune-v0 arguments for training (operation=both, features=..., proxy=...); not "
                         "the ones the evaluation protocol fixes (victim, floor, budget, row counts, clean data)")
-    add_run_settings_arguments(p)
+    add_setting_arguments(p)
     p.add_argument("--run-root", default="runs/agent_bench", help="training run folders go here")
     p.add_argument("--jsonl", default="benchmarks/results/defense_runs.jsonl",
                    help="run records, shared with defense_table.py (runs already there are reused)")

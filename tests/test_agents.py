@@ -276,7 +276,7 @@ def test_rl_zoo3_trains_the_exported_entry(tiny_victim, victim_cache, tmp_path):
     import subprocess
     import sys
 
-    from headprune.agents.zoo_export import main as export_main
+    from headprune.cli.zoo_export import main as export_main
 
     env = {**os.environ, "HEADPRUNE_CACHE": str(victim_cache), "OMP_NUM_THREADS": "1"}
     conf = tmp_path / "zoo" / "ppo.yml"
@@ -483,7 +483,7 @@ def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tm
     from stable_baselines3 import PPO
 
     from headprune.agents.zoo import resolve_dotted
-    from headprune.agents.zoo_export import main as export_main
+    from headprune.cli.zoo_export import main as export_main
     from headprune.agents.zoo_export import zoo_entry
 
     entry, flags = zoo_entry("ppo", "HeadPrune-Tiny-v0", head_shape=(2, 4))

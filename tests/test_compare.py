@@ -11,17 +11,16 @@ from typing import Any
 import pytest
 
 from headprune.cli import main as cli_main
+from headprune.cli.settings import add_setting_arguments, run_settings_from_args
 from headprune.compare import (
     CLEAN_MODEL,
     ProcessExecutor,
     RecordStore,
     RunSettings,
-    add_run_settings_arguments,
     make_executor,
     mean_std,
     plan_grid,
     run_grid,
-    run_settings_from_args,
     summary_markdown,
     summary_rows,
 )
@@ -127,7 +126,7 @@ def test_run_settings_options_round_trip():
     """The shared command-line options give the dataclass defaults (so the same config hashes), read
     ``--options`` as JSON, optionally keep only the listed defenses' options, and name bad JSON."""
     parser = argparse.ArgumentParser()
-    add_run_settings_arguments(parser)
+    add_setting_arguments(parser)
     default = run_settings_from_args(parser.parse_args([]))
     assert config_hash(default.defense_config("gradient")) == config_hash(RunSettings.from_values().defense_config("gradient"))
     args = parser.parse_args(["--finetune-epochs", "3", "--clean-rows", "160", "--fast",

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from headprune.compare import RunSettings, add_run_settings_arguments, run_settings_from_args
+from headprune.cli.settings import add_setting_arguments, run_settings_from_args
+from headprune.compare import RunSettings
 from headprune.data import DEFENDER_POOLS, load_defender_pool, load_glue_sst2_train, load_sst2
 from headprune.common.provenance import config_hash
 
@@ -40,7 +41,7 @@ def test_clean_pool_is_hashed_only_when_given() -> None:
     assert pooled.defense_config("ft")["clean_pool"] == "sst2-dev+glue-train"
     assert config_hash(default.defense_config("ft")) != config_hash(pooled.defense_config("ft"))
     parser = argparse.ArgumentParser()
-    add_run_settings_arguments(parser)
+    add_setting_arguments(parser)
     assert run_settings_from_args(parser.parse_args(["--clean-rows", "2256", "--clean-pool",
                                                      "sst2-dev+glue-train"])) == pooled
     assert set(DEFENDER_POOLS) == {"sst2-dev", "sst2-dev+glue-train"}

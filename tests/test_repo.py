@@ -40,3 +40,15 @@ def test_readme_main_command_cleans_a_shipped_preset_with_options_the_parser_acc
     args = build_parser().parse_args(shlex.split(cli))
     assert args.command == "clean" and args.model in PRESETS
     assert args.eval_victim_test is not None and args.clean_data.endswith("sst2/clean/dev.tsv")
+
+
+def test_package_layout_is_a_few_top_level_modules_and_argparse_only_in_the_cli():
+    """``headprune/`` holds at most 8 modules at its top level (the rest are packages that name the pipeline's
+    stages), and only the CLI package builds argument parsers."""
+    package = ROOT / "headprune"
+    top_level = sorted(p.name for p in package.glob("*.py"))
+    assert len(top_level) <= 8, top_level
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package).as_posix()
+        if not relative.startswith("cli/"):
+            assert not re.search(r"^\s*(import argparse|from argparse import)", path.read_text(), re.M), relative

@@ -1,5 +1,5 @@
 """Train an SB3 agent in ``HeadPrune-v0``: ``headprune train`` / ``python -m headprune.agents``
-(:func:`train`, :func:`resume` and the command line's :func:`main`).
+(:func:`train`, :func:`resume`; the command line is :mod:`headprune.cli.train`).
 
 A run folder holds everything needed to reproduce or continue the run::
 
@@ -24,14 +24,11 @@ trigger words (``env_kwargs`` may not carry ``poisoned_eval``); the reward is th
 # over 400 lines: train, resume and the run folder they share; callbacks, recovery and policy files live apart
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import functools
 import json
 import multiprocessing
 import os
-import shlex
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,7 +44,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from headprune.cli.train import add_train_arguments
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
 from headprune.agents.zoo import env_wrapper_factory
 from headprune.agents.callbacks import INFO_KEYWORDS, ProgressLog, WallClockLimit
@@ -65,8 +61,7 @@ from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.common.provenance import environment_info
 
-__all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
-           "run_train_command", "train"]
+__all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "make_env", "make_vec", "resume", "train"]
 
 
 @dataclass(frozen=True)
@@ -388,48 +383,3 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
     _write_run(folder, run)
     return TrainResult(run_dir=folder, model_path=model_path, num_timesteps=steps, seconds=seconds, end=end,
                        model=model)
-
-
-# ------------------------------------------------------------------------------------------ command line
-def run_train_command(args: argparse.Namespace, command: str) -> int:
-    """Run parsed ``train`` arguments (``command``: the exact command line, recorded in ``run.json``)."""
-    common = {"max_minutes": args.max_minutes, "progress_bar": args.progress_bar, "threads": args.threads,
-              "verbose": args.verbose, "command": command}
-    if args.resume is not None:
-        given = [flag for flag, value in (("--model", args.model), ("--hyperparams", args.hyperparams),
-                                          ("--env-kwargs", args.env_kwargs), ("--conf-file", args.conf_file),
-                                          ("--out", args.out), ("--cache", args.cache)) if value is not None]
-        if given:
-            raise ValueError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
-        result = resume(args.resume, n_timesteps=args.n_timesteps, trust_pickle=getattr(args, "trust_pickle", False),
-                        **common)
-    else:
-        env_kwargs = parse_assignments(args.env_kwargs, "--env-kwargs")
-        if args.model is not None:
-            env_kwargs["victim"] = args.model
-        if args.cache is not None:
-            env_kwargs["cache"] = args.cache
-        result = train(args.algo, args.env, run_dir=args.out, seed=args.seed, conf_file=args.conf_file,
-                       hyperparams=parse_assignments(args.hyperparams, "--hyperparams"), env_kwargs=env_kwargs,
-                       n_timesteps=args.n_timesteps, tensorboard=not args.no_tensorboard, **common)
-    print(f"{result.end}: {result.num_timesteps} timesteps in {result.seconds:.1f} s this session; "
-          f"model {result.model_path}; run folder {result.run_dir}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m headprune.agents``: the same options as ``headprune train``."""
-    parser = argparse.ArgumentParser(prog="python -m headprune.agents", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    command = " ".join(["python -m headprune.agents", *(shlex.quote(a) for a in argv)])
-    try:
-        return run_train_command(args, command)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,19 +14,14 @@ what ``python -m rl_zoo3.train`` accepts:
 Usage (plain PPO; MaskablePPO needs action masks, which the zoo's trainer does not pass: use ``headprune
 train`` for it)::
 
-    python -m headprune.agents.zoo_export --algo ppo --env HeadPrune-Tiny-v0 --out zoo/ppo.yml
+    python -m headprune.cli.zoo_export --algo ppo --env HeadPrune-Tiny-v0 --out zoo/ppo.yml
     python -m rl_zoo3.train --algo ppo --env HeadPrune-Tiny-v0 --gym-packages headprune \\
         --conf-file zoo/ppo.yml -n 512 --eval-freq -1
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from headprune.agents.hyperparams import load_hyperparams
 from headprune.agents.policy_network import policy_class
@@ -64,25 +59,3 @@ def zoo_entry(algo: str, env_id: str, *, conf_file: str | None = None,
     if head_shape is not None:
         hp["policy_kwargs"] = {**dict(hp.get("policy_kwargs") or {}), "head_shape": [int(x) for x in head_shape]}
     return hp, flags
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m headprune.agents.zoo_export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--algo", default="ppo")
-    p.add_argument("--env", default="HeadPrune-Tiny-v0")
-    p.add_argument("--conf-file", default=None, help="a headprune hyperparameter file (default: the shipped one)")
-    p.add_argument("--out", required=True, help="the zoo-native YAML to write")
-    args = p.parse_args(argv)
-    entry, flags = zoo_entry(args.algo, args.env, conf_file=args.conf_file)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# exported by python -m headprune.agents.zoo_export --algo {args.algo} --env {args.env}\n"
-                   f"# zoo flags for the keys headprune train reads itself: {' '.join(flags) or '(none)'}\n"
-                   + yaml.safe_dump({args.env: entry}, sort_keys=False))
-    print(f"wrote {out}; run: python -m rl_zoo3.train --algo {args.algo} --env {args.env} --gym-packages headprune "
-          f"--conf-file {out} {' '.join(flags)}".rstrip())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

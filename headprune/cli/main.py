@@ -185,8 +185,9 @@ def _print_result(result: Any, paths: dict[str, Any]) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from headprune.cli.settings import run_settings_from_args
     from headprune.compare import (
-        POLICY_PREFIX, make_executor, pin_threads, run_grid, run_settings_from_args, summary_markdown,
+        POLICY_PREFIX, make_executor, pin_threads, run_grid, summary_markdown,
     )
 
     if args.seeds < 1:
@@ -223,7 +224,7 @@ def _convert_policy(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from headprune.agents.rl_training import run_train_command
+    from headprune.cli.train import run_train_command
 
     return run_train_command(args, _command_line("train", args))
 
@@ -252,7 +253,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``defend`` and ``evaluate`` share (read back by :func:`_defend_configs`)."""
-    from headprune.defenses.options import DEFEND_SETTINGS, add_setting_arguments
+    from headprune.cli.settings import add_setting_arguments
+    from headprune.defenses.options import DEFEND_SETTINGS
 
     parser.add_argument("--out", required=True, help="new or empty output folder (model/, report.json, report.md, plot)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -306,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.set_defaults(func=_heads)
 
     from headprune.defenses import DEFENSES
-    from headprune.defenses.options import add_base_argument, add_setting_arguments
+    from headprune.cli.settings import add_base_argument, add_setting_arguments
 
     dfd = commands.add_parser("defend", help="run a baseline defense and export the cleaned model")
     dfd.add_argument("--model", "--victim", dest="model", required=True,

@@ -1,13 +1,17 @@
-"""The options of ``headprune train`` (shared with ``python -m headprune.agents``); light to
-import, so building the ``headprune`` parser does not load SB3."""
+"""``headprune train`` and ``python -m headprune.agents``: their options (light to import, so building the
+``headprune`` parser does not load SB3) and running them (:func:`run_train_command`, which imports the trainer,
+:mod:`headprune.agents.rl_training`)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from collections.abc import Sequence
 
 from headprune.envs.registration import ENV_ID
 
-__all__ = ["ALGO_NAMES", "add_train_arguments"]
+__all__ = ["ALGO_NAMES", "add_train_arguments", "main", "run_train_command"]
 
 ALGO_NAMES: tuple[str, ...] = ("maskable_ppo", "ppo")
 """The algorithms ``headprune train`` knows (keys of :data:`headprune.agents.hyperparams.ALGOS`)."""
@@ -36,3 +40,47 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
     parser.add_argument("--progress-bar", action="store_true", help="show SB3's progress bar")
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (0, 1, 2)")
+
+
+def run_train_command(args: argparse.Namespace, command: str) -> int:
+    """Run parsed ``train`` arguments (``command``: the exact command line, recorded in ``run.json``)."""
+    from headprune.agents.hyperparams import parse_assignments
+    from headprune.agents.rl_training import resume, train
+
+    common = {"max_minutes": args.max_minutes, "progress_bar": args.progress_bar, "threads": args.threads,
+              "verbose": args.verbose, "command": command}
+    if args.resume is not None:
+        given = [flag for flag, value in (("--model", args.model), ("--hyperparams", args.hyperparams),
+                                          ("--env-kwargs", args.env_kwargs), ("--conf-file", args.conf_file),
+                                          ("--out", args.out), ("--cache", args.cache)) if value is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
+        result = resume(args.resume, n_timesteps=args.n_timesteps, trust_pickle=getattr(args, "trust_pickle", False),
+                        **common)
+    else:
+        env_kwargs = parse_assignments(args.env_kwargs, "--env-kwargs")
+        if args.model is not None:
+            env_kwargs["victim"] = args.model
+        if args.cache is not None:
+            env_kwargs["cache"] = args.cache
+        result = train(args.algo, args.env, run_dir=args.out, seed=args.seed, conf_file=args.conf_file,
+                       hyperparams=parse_assignments(args.hyperparams, "--hyperparams"), env_kwargs=env_kwargs,
+                       n_timesteps=args.n_timesteps, tensorboard=not args.no_tensorboard, **common)
+    print(f"{result.end}: {result.num_timesteps} timesteps in {result.seconds:.1f} s this session; "
+          f"model {result.model_path}; run folder {result.run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m headprune.agents``: the same options as ``headprune train``."""
+    parser = argparse.ArgumentParser(prog="python -m headprune.agents",
+                                     description="Train an SB3 agent in HeadPrune-v0 (or --resume a run).")
+    add_train_arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    command = " ".join(["python -m headprune.agents", *(shlex.quote(a) for a in argv)])
+    try:
+        return run_train_command(args, command)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2

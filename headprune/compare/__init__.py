@@ -19,14 +19,12 @@ from headprune.compare.grid import (
     GridReport,
     RunSettings,
     RunSpec,
-    add_run_settings_arguments,
     canonical_defense,
     fast_options,
     parse_defense,
     plan_grid,
     run_cell,
     run_grid,
-    run_settings_from_args,
 )
 from headprune.compare.records import (
     CLEAN_MODEL,
@@ -61,7 +59,6 @@ __all__ = [
     "RecordStore",
     "RunSettings",
     "RunSpec",
-    "add_run_settings_arguments",
     "canonical_defense",
     "configuration",
     "fast_options",
@@ -79,7 +76,6 @@ __all__ = [
     "record_attack",
     "run_cell",
     "run_grid",
-    "run_settings_from_args",
     "summary_markdown",
     "summary_rows",
 ]

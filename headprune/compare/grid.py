@@ -18,12 +18,11 @@ runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of
 # over 400 lines: run settings, planning, the cell runner and the grid loop share one record format
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,14 @@ from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
     DEFEND_SETTINGS,
     SETTING_FLAGS,
-    add_setting_arguments,
     check_settings,
     env_config_from_settings,
     finetune_from_settings,
-    parse_options_json,
 )
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
-           "add_run_settings_arguments", "canonical_defense", "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid",
-           "run_settings_from_args"]
+__all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "canonical_defense",
+           "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid"]
 
 def fast_options(defense: str) -> dict[str, Any]:
     """The small "fast" options of a registered defense (smoke runs, ``--fast``); ``{}`` for other defenses."""
@@ -131,29 +127,6 @@ class RunSettings:
         if self.clean_pool is not None:
             cfg["clean_pool"] = self.clean_pool
         return cfg
-
-
-def add_run_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
-    """Add the run-setting options to ``parser`` (:func:`headprune.defenses.options.add_setting_arguments`);
-    :func:`run_settings_from_args` reads them back."""
-    add_setting_arguments(parser, fields)
-
-
-def run_settings_from_args(args: argparse.Namespace, defenses: Collection[str] | None = None) -> RunSettings:
-    """The :class:`RunSettings` of options added by :func:`add_run_settings_arguments` (all fields).
-
-    Args:
-        args: the parsed command line.
-        defenses: if given, keep only the ``--options`` of these defenses (others are dropped silently).
-    Raises:
-        ValueError: ``--options`` is not a JSON object of objects, or a setting is out of range.
-    """
-    options = parse_options_json(args.options)
-    if defenses is not None:
-        options = {k: v for k, v in options.items() if k in defenses}
-    return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
-                                   fast=args.fast, base=getattr(args, "base", None),
-                                   clean_pool=getattr(args, "clean_pool", None))
 
 
 @dataclass(frozen=True)

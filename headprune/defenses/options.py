@@ -1,27 +1,25 @@
-"""The command-line options shared by ``headprune defend``/``evaluate`` and the experiment runner
-(``headprune compare``), and the configs they build: a :class:`~headprune.envs.config.HeadPruneConfig` and a
-:class:`~headprune.defenses.base.DefenseFineTune`. Lives here (not in the runner) so the single-run commands
-never import the runner.
+"""The run settings shared by ``headprune defend``/``evaluate`` and the experiment runner (``headprune compare``):
+their names, types, help and defaults (:data:`SETTING_FLAGS`; the command-line flags are added by
+:mod:`headprune.cli.settings`), their checks, the configs they build (a
+:class:`~headprune.envs.config.HeadPruneConfig` and a :class:`~headprune.defenses.base.DefenseFineTune`) and the
+checks of a defense's options. Lives here (not in the runner) so the single-run commands never import the runner.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from headprune.data.pools import DEFENDER_POOLS
 from headprune.defenses.base import DefenseFineTune, get_defense
 from headprune.envs.config import HeadPruneConfig
 from headprune.victims.card import check_number
 
-__all__ = ["BASE_HELP", "DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "add_base_argument",
-           "add_setting_arguments", "check_defense_options", "check_settings", "defense_option_defaults",
-           "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
+__all__ = ["DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "check_defense_options", "check_settings",
+           "defense_option_defaults", "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
 
 SETTING_FLAGS: dict[str, tuple[type, str]] = {
     "finetune_epochs": (float, "clean fine-tuning after pruning (0 disables)"),
@@ -43,36 +41,6 @@ SETTING_DEFAULTS: dict[str, Any] = {
 
 DEFEND_SETTINGS = ("finetune_epochs", "budget", "max_accuracy_drop", "val_size", "stats_size")
 """The settings that ``headprune defend`` / ``evaluate`` take as options."""
-
-
-BASE_HELP = ("the public pre-trained model the victim was fine-tuned from (a folder or a hub id), for the "
-             "reference-based defenses; default: the offline MiniLM for MiniLM victims, the seeded "
-             "initialisation for tiny ones, else the checkpoint's hub id (headprune.engine.reference.resolve_base)")
-"""The help text of ``--base``."""
-
-
-def add_base_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--base FOLDER_OR_HUB_ID`` (default ``None``: :func:`~headprune.engine.reference.resolve_base`'s default)."""
-    parser.add_argument("--base", default=None, metavar="FOLDER_OR_HUB_ID", help=BASE_HELP)
-
-
-def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
-    """Add the setting options (``--finetune-epochs``, ``--budget``, ...) with their defaults to ``parser``.
-
-    :param parser: the parser (or subparser) to extend.
-    :param fields: only these settings (e.g. :data:`DEFEND_SETTINGS`), in the canonical order; default: all of
-        them plus ``--options`` (JSON ``{"defense": {option: value}}``), ``--fast`` and ``--base``.
-    """
-    for name, (kind, text) in SETTING_FLAGS.items():
-        if fields is None or name in fields:
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=SETTING_DEFAULTS[name], help=text)
-    if fields is None:
-        parser.add_argument("--options", default="{}", help='JSON {"defense": {option: value}} defense options')
-        parser.add_argument("--fast", action="store_true", help="small built-in defense options (smoke runs)")
-        add_base_argument(parser)
-        parser.add_argument("--clean-pool", default=None, choices=DEFENDER_POOLS,
-                            help="the defender's rows (their first --clean-rows): a named pool; default: the "
-                                 "victim's defender data, the 872 SST-2 dev rows (headprune.data.pools)")
 
 
 def parse_options_json(text: str) -> dict[str, dict[str, Any]]:

@@ -46,7 +46,7 @@ def env_reference(victim: Victim, base: Any) -> nn.Module | None:
         try:
             return resolve_base(victim)
         except BaseModelError as err:
-            warnings.warn(f"no pre-trained reference for {victim.name} ({err}); the env runs without one "
+            warnings.warn(f"no pre-trained reference for {victim.name} ({err}); the workbench runs without one "
                           "(no drift statistics, no reset)", RuntimeWarning, stacklevel=3)
             return None
     return resolve_base(victim, base)

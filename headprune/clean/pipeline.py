@@ -88,8 +88,8 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 @dataclass
 class SuspectModel(Victim):
-    """A model of unknown origin wrapped as a :class:`~headprune.victims.Victim` so ``defend`` and the env take
-    it: no attack, no target, no card metrics. ``config`` only carries ``max_length`` and ``seed``
+    """A model of unknown origin wrapped as a :class:`~headprune.victims.Victim` so ``defend`` and the workbench
+    take it: no attack, no target, no card metrics. ``config`` only carries ``max_length`` and ``seed``
     (``attack="none"``); :attr:`name` is the folder's (or id's) last part plus a digest of its weights."""
 
     label: str = "suspect"
@@ -183,8 +183,8 @@ def split_report_rows(clean: LabelledTexts, settings: CleanSettings) -> tuple[La
 def _env_config(defense_rows: LabelledTexts, settings: CleanSettings, cache: str | None,
                 progress: bool, base: torch.nn.Module | None = None) -> HeadPruneConfig:
     """The env config of ``defend``: validation rows at most ``val_size`` and a third of the defense rows;
-    ``base``, the reference :func:`choose_defense` already loaded (so the env does not load it again), else the
-    env's own resolution (``"auto"``)."""
+    ``base``, the reference :func:`choose_defense` already loaded (so the workbench does not load it again), else
+    the workbench's own resolution (``"auto"``)."""
     val_size = max(1, min(settings.val_size, len(defense_rows) // 3))
     return HeadPruneConfig(clean_data=defense_rows, val_size=val_size, stats_size=settings.stats_size,
                            max_accuracy_drop=settings.max_accuracy_drop, seed=settings.seed, cache=cache,

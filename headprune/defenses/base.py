@@ -2,8 +2,8 @@
 
 A defense is an object with two steps, run by :func:`headprune.defenses.defend` in this order:
 
-1. :meth:`Defense.prune` picks the ``[L, H]`` mask (1 = kept) inside a ``HeadPrune-v0`` env built on the
-   defender's clean rows only; it returns the mask, the trajectory of visited masks and a details dict
+1. :meth:`Defense.prune` picks the ``[L, H]`` mask (1 = kept) on a :class:`~headprune.workbench.Workbench`
+   built on the defender's clean rows only (a policy defense runs its episode in a ``HeadPrune-v0`` view of it); it returns the mask, the trajectory of visited masks and a details dict
    (a 3-tuple), or a :class:`DefenseOutcome`, which may also carry a
    :class:`~headprune.defenses.weight_edits.WeightEdit` (a reset of heads to the public pre-trained
    reference, Fine-mixing): ``defend`` applies it to the deep copy of the victim before the "pruned"

@@ -8,7 +8,7 @@ Protocol (the paper's and PURE's):
    (``bench.train_data``: policies' scoring data and all fine-tuning). The floor is the workbench's
    (``max_accuracy_drop`` below the unpruned validation accuracy, default 0.05, or an absolute
    ``accuracy_floor``), so its best mask is the LAST visited mask at or above the floor: "prune until the
-   floor", the rule of the paper, enforced by the env and nowhere else.
+   floor", the rule of the paper, enforced by the workbench's floor and nowhere else.
 2. **Prune.** ``defense.prune(bench)`` (:class:`~headprune.defenses.base.Defense`) gives the mask, and
    optionally a weight edit (:class:`~headprune.defenses.base.DefenseOutcome`: heads or attention blocks
    reset to the public pre-trained reference, Fine-mixing), which is applied to a deep copy of the
@@ -17,7 +17,7 @@ Protocol (the paper's and PURE's):
    at zero (:class:`~headprune.defenses.base.DefenseFineTune`: 3 epochs by default; 0 disables it).
 4. **Evaluate.** Only after the mask and the weights are fixed, :func:`~headprune.engine.metrics.evaluate_defense`
    (the only place LFR is computed) scores the pruned (and edited) victim and the pruned + fine-tuned
-   model on the caller's evaluation data. Poisoned data is never passed to the env or to a defense, so
+   model on the caller's evaluation data. Poisoned data is never passed to the workbench or to a defense, so
    the mask and the edit do not depend on whether it is given.
 """
 

@@ -39,7 +39,7 @@ def choose_mix_ratio(bench: Workbench, base: nn.Module, grid: Sequence[float], c
                      embeddings: bool = True, progress: bool = False, pre_edit: WeightEdit | None = None
                      ) -> tuple[float, list[dict[str, Any]]]:
     """The largest ``p`` of ``grid`` whose mixed model, after a short clean fine-tune (``config``, on the
-    env's training rows), has validation accuracy (the workbench's held-out clean rows) at or above the workbench's
+    workbench's training rows), has validation accuracy (the workbench's held-out clean rows) at or above the workbench's
     floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the workbench's seed, as the final
     edit is (after ``pre_edit``, e.g. E-PUR, when given), so the chosen ``p`` is scored on the very edit kept.
 

@@ -41,7 +41,7 @@ class FinePurifyDefense(Defense):
 
     Differs from Fine-purifying (Zhang et al., 2023): the unit is a HEAD (its Q/K/V rows and output
     columns, the granularity of headprune's operations), not a parameter dimension; importance is the
-    env's cached gate-gradient importance (``bench.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
+    workbench's cached gate-gradient importance (``bench.head_stats.importance``: ``sum_i |dCE/dg_{l,h}|`` on the
     defender's clean rows, the one importance routine of :mod:`headprune.engine.head_stats`) instead of a
     diagonal Hessian estimate, and drift is the relative Frobenius distance instead of the squared update;
     the number of heads reset is chosen by the workbench's accuracy floor instead of a fixed ratio, so no

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from headprune.clean import FALLBACK_DEFENSE, RECOMMENDATION, RECOMMENDED_DEFENSE, CleanSettings
+from headprune.cli_support import seed_argument
 
 __all__ = ["add_clean_parser", "run_clean"]
 
@@ -52,7 +53,7 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
                    help=f"the public pre-trained model the suspect was fine-tuned from, for {RECOMMENDED_DEFENSE[0]} "
                         f"(default: known for MiniLM victims and hub checkpoints, recognised by its weights for a "
                         f"checkpoint fine-tuned from an offline base; without one, {FALLBACK_DEFENSE[0]} runs instead)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_clean)

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from headprune.cli_support import seed_argument
 from headprune.envs.registration import ENV_ID
 
-__all__ = ["ALGO_NAMES", "add_train_arguments"]
+__all__ = ["ALGO_NAMES", "DEFAULTS", "add_train_arguments"]
+
+DEFAULTS: dict[str, object] = {"algo": "maskable_ppo", "env": ENV_ID, "seed": 0}
+"""What ``--algo``, ``--env`` and ``--seed`` are when not given (a resumed run keeps its own; see
+:func:`headprune.agents.rl_training.run_train_command`)."""
 
 ALGO_NAMES: tuple[str, ...] = ("maskable_ppo", "ppo")
 """The algorithms ``headprune train`` knows (keys of :data:`headprune.agents.hyperparams.ALGOS`)."""
@@ -15,15 +20,18 @@ ALGO_NAMES: tuple[str, ...] = ("maskable_ppo", "ppo")
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``."""
-    parser.add_argument("--algo", default="maskable_ppo", choices=ALGO_NAMES, help="default maskable_ppo")
-    parser.add_argument("--env", default=ENV_ID, help=f"Gymnasium env id (default {ENV_ID})")
+    parser.add_argument("--algo", default=None, choices=ALGO_NAMES,
+                        help=f"default {DEFAULTS['algo']} (with --resume: the run's; another is refused)")
+    parser.add_argument("--env", default=None,
+                        help=f"Gymnasium env id (default {ENV_ID}; with --resume: the run's; another is refused)")
     parser.add_argument("--model", "--victim", dest="model", default=None,
                         help="env victim (preset name or folder); overrides the YAML's (--victim: the old name)")
     parser.add_argument("--out", default=None, help="run folder (default runs/<algo>_<env>_s<seed>)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue this run from its last checkpoint")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="resume from an SB3 pickled checkpoint (older runs): RUNS ANY CODE IN IT; only your own")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=None,
+                        help=f"default {DEFAULTS['seed']} (with --resume: the run's; another is refused)")
     parser.add_argument("--conf-file", default=None, help="zoo-style YAML (default the shipped configs/<algo>.yml)")
     parser.add_argument("--hyperparams", nargs="+", default=None, metavar="KEY=VALUE",
                         help="override hyperparameters (YAML values), e.g. n_steps=64 learning_rate=lin_1e-4")

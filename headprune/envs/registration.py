@@ -31,6 +31,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from headprune.envs.reset_options import SUCCESS_RETURN
+
 __all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
 
 ENV_ID = "HeadPrune-v0"
@@ -88,5 +90,5 @@ def register_envs() -> None:
     for variant in VARIANTS:
         if variant.env_id not in gym.registry:
             gym.register(id=variant.env_id, entry_point=variant.entry_point, vector_entry_point=VECTOR_ENTRY_POINT,
-                         max_episode_steps=variant.max_episode_steps,
+                         max_episode_steps=variant.max_episode_steps, reward_threshold=SUCCESS_RETURN,
                          kwargs={"victim": variant.victim, **variant.kwargs})

@@ -123,3 +123,16 @@ def test_trusted_pickled_zip_without_a_policy_is_a_clear_error_after_the_load(tm
     line = _error(capsys)
     assert "is not an SB3 model file: its policy_class unpickled to int" in line
     assert (tmp_path / "pwned").exists() and not (tmp_path / "new.zip").exists()
+
+
+def test_a_policy_files_policy_kwargs_are_checked_before_the_policy_is_built(tmp_path):
+    """A downloaded policy file's policy_kwargs go through the same bounds (no 32 TB network from a JSON field)."""
+    from headprune.agents.policy_io import PolicyFile, PolicyFileError
+
+    for kwargs, match in (({"embed_dim": 1 << 40}, r"embed_dim must be in \[1, 1024\]"),
+                          ({"activation_fn": "__import__"}, "activation_fn must be one of")):
+        saved = PolicyFile(path=tmp_path / "policy.zip", meta={"policy_kwargs": kwargs}, weights={})
+        with pytest.raises(PolicyFileError, match=f"policy.zip: .*{match}"):
+            saved.policy_kwargs()
+    assert PolicyFile(path=tmp_path / "p.zip", meta={"policy_kwargs": {"embed_dim": 16, "activation_fn": "relu"}},
+                      weights={}).policy_kwargs()["embed_dim"] == 16

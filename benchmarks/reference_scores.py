@@ -147,9 +147,9 @@ def main() -> None:
             table["scores"][twin] = {**table["scores"][env_id], "same_spec_as": env_id}
             print(f"{twin}: same victim, kwargs and max_episode_steps as {env_id}; entry copied", flush=True)
     table["note"] = ("returns: undiscounted, default config of the id; random: uniform over valid actions; "
-                     "lfr: defend(victim, strategy) with its fine-tune, poisoned test set; random success_rate: share of "
-                     "info['is_success'] (return >= 0.55) over success_episodes seeded episodes, measured on the ids "
-                     "whose victim builds in seconds")
+                     "lfr: defend(victim, strategy) with its fine-tune, poisoned test set; random success_rate: "
+                     "share of info['is_success'] (return >= 0.55) over success_episodes seeded episodes, measured "
+                     "on the ids whose victim builds in seconds")
     with open(args.out, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
         f.write("\n")

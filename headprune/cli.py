@@ -224,8 +224,9 @@ def _convert_policy(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from headprune.agents.rl_training import run_train_command
+    from headprune.agents.rl_training import resolve_train_flags, run_train_command
 
+    resolve_train_flags(args)  # the recorded command spells out the algorithm, env and seed actually used
     return run_train_command(args, _command_line("train", args))
 
 

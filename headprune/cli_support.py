@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_debug_flags", "seed_argument", "check_compare_methods", "one_line", "user_errors", "victim_and_clean_data",
-           "warnings_as_lines"]
+__all__ = ["add_debug_flags", "check_compare_methods", "one_line", "seed_argument", "user_errors",
+           "victim_and_clean_data", "warnings_as_lines"]
 
 
 

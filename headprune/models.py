@@ -264,8 +264,9 @@ def _shape_mismatch(source: str, **labels: int) -> str:
     more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
     hint = "config.json's layer sizes do not match the weights: use the config saved with them"
     if "classifier" in key or key.startswith("score."):
+        classes = tuple(stored)[0]
         hint = (f"config.json says num_labels {labels.get('num_labels', config.num_labels)} but the classification "
-                f"head has {tuple(stored)[0]} classes: set num_labels (and id2label) in config.json to {tuple(stored)[0]}")
+                f"head has {classes} classes: set num_labels (and id2label) in config.json to {classes}")
     return (f"{Path(source) / 'model.safetensors'}: weight {key} has shape {list(stored)} but config.json asks for "
             f"{list(expected)}{more}; {hint}")
 

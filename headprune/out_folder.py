@@ -79,7 +79,8 @@ def staged_folder(path: str | os.PathLike[str], *, overwrite: bool = False, what
     tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
-        check_out_folder(out, overwrite=overwrite, what=what, inputs=inputs)  # something else may have written there meanwhile
+        # something else may have written there meanwhile
+        check_out_folder(out, overwrite=overwrite, what=what, inputs=inputs)
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}") if out.exists() else None
         if old is not None:
             os.replace(out, old)

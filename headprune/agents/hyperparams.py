@@ -30,7 +30,8 @@ from torch import nn
 from headprune.agents.arguments import ALGO_NAMES
 from headprune.agents.policy_network import POLICIES, policy_class
 from headprune.agents.zoo import check_normalize, parse_policy_kwargs, resolve_dotted
-from headprune.assignments import parse_assignments, safe_yaml  # noqa: F401  (parse_assignments re-exported: the one KEY=VALUE parser)
+from headprune.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
+from headprune.assignments import safe_yaml
 from headprune.envs.registration import ENV_ID
 from headprune.victim_card import check_number
 from headprune.registry import Registry

@@ -65,8 +65,8 @@ from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.provenance import environment_info
 
-__all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec", "resume",
-           "run_train_command", "train"]
+__all__ = ["INFO_KEYWORDS", "LaneMonitor", "TrainResult", "latest_checkpoint", "main", "make_env", "make_vec",
+           "resolve_train_flags", "resume", "run_train_command", "train"]
 
 
 @dataclass(frozen=True)
@@ -454,6 +454,29 @@ def _learn(model: BaseAlgorithm, folder: Path, run: dict[str, Any], settings: Tr
 
 
 # ------------------------------------------------------------------------------------------ command line
+def resolve_train_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill ``--algo``, ``--env`` and ``--seed`` in place (so the recorded command spells them out): a resumed
+    run's own, else :data:`~headprune.agents.arguments.DEFAULTS`. Idempotent.
+
+    :raises ValueError: with ``--resume``, a given flag that differs from the run's (named, with the run's value).
+    """
+    if args.resume is None:
+        for key, default in DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, default)
+        return args
+    run = _read_run(Path(args.resume))
+    conflicts = [f"--{flag} {value} (the run has {run.get(key)})"
+                 for flag, key, value in (("algo", "algo", args.algo), ("env", "env_id", args.env),
+                                          ("seed", "seed", args.seed))
+                 if value is not None and value != run.get(key)]
+    if conflicts:
+        raise ValueError(f"--resume {args.resume} continues that run with its own algorithm, env and seed; "
+                         f"{', '.join(conflicts)} conflict: drop them, or start a new run with --out")
+    args.algo, args.env, args.seed = run.get("algo"), run.get("env_id"), run.get("seed")
+    return args
+
+
 def run_train_command(args: argparse.Namespace, command: str) -> int:
     """Run parsed ``train`` arguments (``command``: the exact command line, recorded in ``run.json``)."""
     common = {"max_minutes": args.max_minutes, "progress_bar": args.progress_bar, "threads": args.threads,
@@ -464,14 +487,7 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
                                           ("--out", args.out), ("--cache", args.cache)) if value is not None]
         if given:
             raise ValueError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
-        run = _read_run(Path(args.resume))
-        conflicts = [f"--{flag} {value} (the run has {run.get(key)})"
-                     for flag, key, value in (("algo", "algo", args.algo), ("env", "env_id", args.env),
-                                              ("seed", "seed", args.seed))
-                     if value is not None and value != run.get(key)]
-        if conflicts:
-            raise ValueError(f"--resume {args.resume} continues that run with its own algorithm, env and seed; "
-                             f"{', '.join(conflicts)} conflict: drop them, or start a new run with --out")
+        resolve_train_flags(args)
         result = resume(args.resume, n_timesteps=args.n_timesteps, trust_pickle=getattr(args, "trust_pickle", False),
                         **common)
     else:
@@ -480,8 +496,8 @@ def run_train_command(args: argparse.Namespace, command: str) -> int:
             env_kwargs["victim"] = args.model
         if args.cache is not None:
             env_kwargs["cache"] = args.cache
-        values = {k: DEFAULTS[k] if getattr(args, k) is None else getattr(args, k) for k in DEFAULTS}
-        result = train(values["algo"], values["env"], run_dir=args.out, seed=values["seed"], conf_file=args.conf_file,
+        resolve_train_flags(args)
+        result = train(args.algo, args.env, run_dir=args.out, seed=args.seed, conf_file=args.conf_file,
                        hyperparams=parse_assignments(args.hyperparams, "--hyperparams"), env_kwargs=env_kwargs,
                        n_timesteps=args.n_timesteps, tensorboard=not args.no_tensorboard, **common)
     print(f"{result.end}: {result.num_timesteps} timesteps in {result.seconds:.1f} s this session; "

@@ -5,7 +5,9 @@
     python benchmarks/reference_scores.py --env-id HeadPrune-Tiny-v0 \
         --agent benchmarks/results/agents/minilm-syntactic_maskable_ppo_s0         # with the shipped agent
 
-Per id: the mean return of a uniform random policy over valid actions (``--episodes`` seeded episodes),
+Per id: the mean return of a uniform random policy over valid actions (``--episodes`` seeded episodes) and
+its success rate (``info["is_success"]``, ``--success-episodes`` more seeded episodes; ids whose victim builds
+in seconds only, "not measured" elsewhere),
 the return of one deterministic episode of every scripted strategy (the best one is kept), and the
 final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
 on the victim's poisoned test set; with ``--agent``, the same two numbers for the shipped agent (one
@@ -34,13 +36,26 @@ from headprune.victims.scores import NOT_MEASURED, SCORES_FILE
 
 def episode_return(env: Any, choose: Any, seed: int) -> float:
     """The undiscounted return of one episode; ``choose(obs, action_mask) -> action``."""
+    return run_episode(env, choose, seed)[0]
+
+
+def run_episode(env: Any, choose: Any, seed: int) -> tuple[float, bool]:
+    """``(undiscounted return, info["is_success"])`` of one episode; ``choose(obs, action_mask) -> action``."""
     obs, info = env.reset(seed=seed)
     total, done = 0.0, False
     while not done:
         obs, reward, terminated, truncated, info = env.step(choose(obs, info["action_mask"]))
         total += float(reward)
         done = terminated or truncated
-    return total
+    return total, bool(info["is_success"])
+
+
+def random_success_rate(env: Any, episodes: int, seed: int = 1) -> float:
+    """The share of ``episodes`` seeded episodes of the uniform random policy over valid actions that end with
+    ``info["is_success"]`` (seeds ``0..episodes-1``, the choices from ``default_rng(seed)``)."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([run_episode(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), s)[1]
+                          for s in range(episodes)]))
 
 
 def final_lfr(env_id: str, strategy: Any, kwargs: dict[str, Any]) -> float:
@@ -63,8 +78,10 @@ def agent_scores(env_id: str, env: Any, policy_path: str, kwargs: dict[str, Any]
     return {"policy": str(policy_path), "return": ret, "lfr": final_lfr(env_id, AgentDefense(policy_path), kwargs)}
 
 
-def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
+def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | None = None,
+              success_episodes: int = 200) -> dict[str, Any]:
     env = gym.make(env_id, **kwargs).unwrapped
+    quick = next(v for v in VARIANTS if v.env_id == env_id).builds_in_seconds
     rng = np.random.default_rng(0)
     randoms = [episode_return(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), seed) for seed in range(episodes)]
     scripted = {}
@@ -77,7 +94,9 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
     best = max(scripted, key=scripted.__getitem__)
     return {
         "random": {"return": float(np.mean(randoms)), "return_std": float(np.std(randoms)), "episodes": episodes,
-                   "lfr": final_lfr(env_id, "random", kwargs)},
+                   "lfr": final_lfr(env_id, "random", kwargs),
+                   "success_rate": random_success_rate(env, success_episodes) if quick else NOT_MEASURED,
+                   "success_episodes": success_episodes if quick else NOT_MEASURED},
         "scripted": {"name": best, "return": scripted[best], "lfr": final_lfr(env_id, best, kwargs),
                      "all_returns": scripted},
         "agent": NOT_MEASURED if agent is None else agent_scores(env_id, env, agent, kwargs),
@@ -97,6 +116,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", action="append", help="registered id (repeatable; default HeadPrune-Tiny-v0)")
     parser.add_argument("--episodes", type=int, default=20, help="random-policy episodes")
+    parser.add_argument("--success-episodes", type=int, default=200,
+                        help="random-policy episodes for its is_success rate (ids that build in seconds)")
     parser.add_argument("--cache", default=None, help="victim cache root")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(SCORES_FILE))
@@ -119,14 +140,16 @@ def main() -> None:
     kwargs = {"progress": False} if args.cache is None else {"progress": False, "cache": args.cache}
     for env_id in args.env_id or ["HeadPrune-Tiny-v0"]:
         start = time.perf_counter()
-        table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs, args.agent)
+        table["scores"][env_id] = scores_of(env_id, args.episodes, kwargs, args.agent, args.success_episodes)
         table["scores"][env_id]["seconds"] = round(time.perf_counter() - start, 1)
         print(env_id, json.dumps(table["scores"][env_id]), flush=True)
         for twin in same_spec_ids(env_id):  # e.g. HeadPrune-v0 and HeadPrune-MiniLM-Syntactic-v0
             table["scores"][twin] = {**table["scores"][env_id], "same_spec_as": env_id}
             print(f"{twin}: same victim, kwargs and max_episode_steps as {env_id}; entry copied", flush=True)
     table["note"] = ("returns: undiscounted, default config of the id; random: uniform over valid actions; "
-                     "lfr: defend(victim, strategy) with its fine-tune, poisoned test set")
+                     "lfr: defend(victim, strategy) with its fine-tune, poisoned test set; random success_rate: "
+                     "share of info['is_success'] (return >= 0.55) over success_episodes seeded episodes, measured "
+                     "on the ids whose victim builds in seconds")
     with open(args.out, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -5,7 +5,8 @@ policy that transfers across models, loading and evaluation as a defense (:func:
   and ``python -m headprune.agents``); hyperparameters in :mod:`headprune.agents.hyperparams`
   and the shipped ``configs/*.yml``;
 * :class:`MaskableHeadScoringPolicy` / :class:`HeadScoringPolicy` (:mod:`headprune.agents.policy_network`);
-* :func:`load_policy` and :func:`evaluate_agent` (:mod:`headprune.agents.evaluation`; ``headprune evaluate``).
+* :func:`load_policy` and :func:`evaluate_agent` (:mod:`headprune.agents.evaluation`; ``headprune evaluate``);
+  :func:`load`, the SB3 model of a policy file (what ``MaskablePPO.load`` gives for SB3's own zips).
 
 The names are imported on first access (SB3 and torch load then), so the ``headprune`` command line
 stays quick to start.
@@ -31,6 +32,7 @@ _LAZY = {
     "evaluate": "headprune.agents.evaluation",
     "evaluate_agent": "headprune.agents.evaluation",
     "load_policy": "headprune.agents.evaluation",
+    "load": "headprune.agents.evaluation",
 }
 
 __all__ = list(_LAZY)

@@ -24,16 +24,23 @@ import numpy as np
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import ConstantSchedule
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from headprune.agents.policy_io import PolicyFileError, is_pickled_sb3, read_pickled_sb3, read_policy_file
+from headprune.agents.policy_io import (
+    PolicyFileError,
+    is_pickled_sb3,
+    read_pickled_sb3,
+    read_policy_file,
+    restore_training_state,
+)
 from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScoringPolicy
 from headprune.agents.rl_training import latest_checkpoint
+from headprune.common.assignments import safe_yaml
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.scripted import PolicyDefense
 from headprune.envs.config import HeadPruneConfig
 
-__all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentDefense", "evaluate", "evaluate_agent", "load_policy",
+__all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentDefense", "evaluate", "evaluate_agent", "load", "load_policy",
            "resolve_policy_path", "trained_env_options"]
 
 
@@ -118,14 +125,12 @@ def trained_env_options(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The :data:`ENV_LAYOUT_OPTIONS` a policy was trained with, read from its run folder's ``config.yml``
     (``env_kwargs``; ``yaml.safe_load``, never unpickled); ``{}`` when the file has no run folder or the
     run set none (then it was trained on the defaults: ``operation="prune"``, today's features)."""
-    import yaml
-
     source = resolve_policy_path(path)
     conf = next((d / "config.yml" for d in (source.parent, source.parent.parent) if (d / "config.yml").is_file()),
                 None)
     if conf is None:
         return {}
-    entries = yaml.safe_load(conf.read_text())
+    entries = safe_yaml(conf.read_text(), str(conf))
     entry = next(iter(entries.values()), None) if isinstance(entries, dict) and entries else None
     env_kwargs = (entry.get("env_kwargs") if isinstance(entry, dict) else None) or {}
     return {k: env_kwargs[k] for k in ENV_LAYOUT_OPTIONS if k in env_kwargs}
@@ -158,6 +163,62 @@ def _saved_policy(source: Path, trust_pickle: bool, device: str) -> tuple[type, 
                 int(data.get("num_timesteps", 0)))
     saved = read_policy_file(source)
     return saved.policy_class, saved.policy_kwargs(), saved.weights, int(saved.meta.get("num_timesteps", 0))
+
+
+def load(path: str | os.PathLike[str], env: gym.Env | VecEnv | None = None, *, device: str = "cpu") -> Any:
+    """The SB3 algorithm (``MaskablePPO``, ``PPO``, ...) saved at ``path``: what ``MaskablePPO.load`` gives for
+    a zip SB3 wrote, for headprune's policy files (``model.zip``, checkpoints, ``best_model.zip``), which SB3's
+    loader cannot read (they hold JSON and safetensors, no pickle).
+
+    The algorithm and policy class are the ones the file names (from headprune's registries); in a run folder
+    (``path`` a run folder or a file in it) the model is rebuilt with the run's ``config.yml`` hyperparameters,
+    elsewhere with the algorithm's defaults. The weights, the optimizer state when saved, and the counters
+    (``num_timesteps``, ...) are loaded. ``model.predict(obs, action_masks=...)`` works at once; to continue
+    a run's training, use ``headprune train --resume RUN`` (it also repairs the run's logs).
+
+    :param path: a headprune policy file or a run folder.
+    :param env: the env to attach (its spaces, and ``head_shape`` for the size-agnostic policies); default: a
+        run folder's env (``run.json``'s id and ``config.yml``'s env kwargs, one env).
+    :param device: where the policy runs.
+    :raises PickledPolicyError: an SB3 pickled zip (SB3's own ``load`` reads it, running its pickles).
+    :raises ValueError: no ``env`` and ``path`` is not in a run folder.
+    """
+    from headprune.agents.hyperparams import ALGOS, load_hyperparams
+    from headprune.agents.rl_training import _build_model, make_vec
+
+    source = resolve_policy_path(path)
+    saved = read_policy_file(source)
+    run_dir = next((d for d in (source.parent, source.parent.parent) if (d / "run.json").is_file()), None)
+    hp = None
+    if run_dir is not None and (run_dir / "config.yml").is_file():
+        run = json.loads((run_dir / "run.json").read_text())
+        hp = load_hyperparams(saved.meta["algo"], run["env_id"], conf_file=run_dir / "config.yml")
+        if env is None:
+            from headprune.agents.hyperparams import TrainSettings
+
+            env = make_vec(run["env_id"], TrainSettings.from_hyperparams(hp).env_kwargs, 1, int(run["seed"]))
+    if env is None:
+        raise ValueError(f"policy: {source} is not in a run folder (no run.json beside it): pass env=, the env "
+                         "to attach (e.g. gym.make('HeadPrune-v0', victim=...))")
+    vec = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
+    if hp is not None:
+        model = _build_model(hp, saved.meta["algo"], vec, 0, 0, None)
+    else:
+        kwargs = saved.policy_kwargs()
+        if issubclass(saved.policy_class, (HeadScoringPolicy, MaskableHeadScoringPolicy)):
+            kwargs["head_shape"] = _head_shape(vec)
+        model = ALGOS[saved.meta["algo"]](saved.policy_class, vec, policy_kwargs=kwargs, device=device, verbose=0)
+    model.policy.to(device)
+    if saved.optimizer is not None:
+        restore_training_state(model, saved)
+    else:
+        try:
+            model.policy.load_state_dict(saved.weights)
+        except RuntimeError as err:
+            raise PolicyFileError(f"policy: the weights of {source} do not fit the env's model: {err}") from None
+        model.num_timesteps = int(saved.meta.get("num_timesteps", 0))
+    model.policy.set_training_mode(False)
+    return model
 
 
 def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: str = "cpu",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ from headprune.cli.train import ALGO_NAMES
 from headprune.agents.policy_network import POLICIES, policy_class
 from headprune.agents.zoo import check_normalize, parse_policy_kwargs, resolve_dotted
 from headprune.common.assignments import parse_assignments  # noqa: F401  (re-exported: the one KEY=VALUE parser)
+from headprune.common.assignments import safe_yaml
 from headprune.envs.registration import ENV_ID
+from headprune.victims.card import check_number
 from headprune.common.registry import Registry
 
 __all__ = [
@@ -93,7 +96,7 @@ def load_hyperparams(algo: str = "maskable_ppo", env_id: str = ENV_ID, *,
     path = Path(conf_file) if conf_file is not None else CONFIG_DIR / f"{algo}.yml"
     if not path.is_file():
         raise FileNotFoundError(f"conf_file: no such file: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = safe_yaml(path.read_text(), str(path)) or {}
     if not isinstance(data, Mapping) or env_id not in data:
         known = ", ".join(map(str, data)) if isinstance(data, Mapping) else "none"
         raise ValueError(f"{path}: no hyperparameters for env id {env_id!r} (entries: {known})")
@@ -176,9 +179,67 @@ def algo_kwargs(hp: Mapping[str, Any], algo: str) -> dict[str, Any]:
         if act.lower() not in ACTIVATIONS:
             raise ValueError(f"policy_kwargs.activation_fn: unknown {act!r}; known: {', '.join(ACTIVATIONS)}")
         pk["activation_fn"] = ACTIVATIONS[act.lower()]
+    check_policy_kwargs(pk)
     kwargs["policy_kwargs"] = pk
     kwargs["policy"] = _policy(str(hp.get("policy", "HeadScoringPolicy")), algo)
     return kwargs
+
+
+MAX_WIDTH = 1024
+"""The widest layer ``policy_kwargs`` may ask for (``embed_dim``, ``value_dim``, ``net_arch`` entries)."""
+
+MAX_DEPTH = 8
+"""The most layers a ``net_arch`` list may have."""
+
+_WIDTH_KEYS = ("embed_dim", "value_dim")
+_BOOL_KEYS = ("ortho_init", "share_features_extractor", "normalize_images", "squash_output", "use_sde",
+              "full_std", "use_expln")
+
+
+def check_policy_kwargs(pk: Mapping[str, Any]) -> None:
+    """Refuse ``policy_kwargs`` (after :func:`algo_kwargs` resolved ``activation_fn``) before any allocation, with
+    one line naming the key: widths (``embed_dim``, ``value_dim``, ``net_arch``) integers in [1, :data:`MAX_WIDTH`]
+    and at most :data:`MAX_DEPTH` layers; switches booleans; ``activation_fn`` one of :data:`ACTIVATIONS`;
+    anything else a finite number, a string, a bool or None (so a value is never unhashable or a container SB3
+    would pass on unchecked).
+
+    :raises ValueError: ``policy_kwargs.<key> must be ...``.
+    """
+    for key, value in pk.items():
+        where = f"policy_kwargs.{key}"
+        if key in _WIDTH_KEYS:
+            check_number(value, where, integer=True, low=1, high=MAX_WIDTH)
+        elif key == "net_arch":
+            _check_net_arch(value, where)
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} must be true or false, got {value!r}")
+        elif key == "activation_fn":
+            if value not in ACTIVATIONS.values():
+                raise ValueError(f"{where} must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
+        elif key == "head_shape" or value is None or isinstance(value, (bool, str)):
+            continue
+        elif isinstance(value, numbers.Real):
+            check_number(value, where)
+        else:
+            raise ValueError(f"{where}: unsupported value {value!r}; headprune takes numbers, strings, booleans or "
+                             "null here (and widths under embed_dim, value_dim, net_arch)")
+
+
+def _check_net_arch(value: Any, where: str) -> None:
+    """``net_arch``: a list of widths, or ``{"pi": [...], "vf": [...]}`` (SB3's two forms)."""
+    if isinstance(value, Mapping):
+        unknown = sorted(map(str, set(value) - {"pi", "vf", "qf"}))
+        if unknown:
+            raise ValueError(f"{where} may have the keys pi, vf (and qf), got {unknown}")
+        for sub, layers in value.items():
+            _check_net_arch(layers, f"{where}.{sub}")
+        return
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_DEPTH:
+        raise ValueError(f"{where} must be a list of at most {MAX_DEPTH} layer widths (or {{pi: [...], vf: [...]}}), "
+                         f"got {value!r}")
+    for i, width in enumerate(value):
+        check_number(width, f"{where}[{i}]", integer=True, low=1, high=MAX_WIDTH)
 
 
 def _policy(name: str, algo: str) -> type | str:

@@ -35,7 +35,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy, Mask
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 
-from headprune.agents.hyperparams import ACTIVATIONS, ALGOS
+from headprune.agents.hyperparams import ACTIVATIONS, ALGOS, check_policy_kwargs
 from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScoringPolicy
 from headprune.common.registry import Registry
 
@@ -55,6 +55,10 @@ _SB3_MEMBERS = {"data", "policy.pth"}
 PICKLE_RISK = ("an SB3 pickled zip runs any code its author put in it when it is loaded; trust it only if you "
                "made it yourself or trust its source")
 """What ``--trust-pickle`` / ``trust_pickle=True`` risks (said in every message that asks for it)."""
+
+SB3_LOAD_HINT = ("a headprune policy file (JSON + safetensors, no pickle), which SB3's load cannot read: load it with "
+                 "headprune.agents.load(path), which returns the SB3 model (MaskablePPO, PPO, ...)")
+"""What SB3's loader says when it is pointed at a headprune policy file (:func:`_guard_sb3_loader`)."""
 
 POLICY_CLASSES: Registry[type[BasePolicy]] = Registry("policy class")
 """The policy classes a policy file may name: the only classes :func:`read_policy_file`'s callers rebuild."""
@@ -92,12 +96,25 @@ class PolicyFile:
         return POLICY_CLASSES.get(self.meta["policy_class"])
 
     def policy_kwargs(self) -> dict[str, Any]:
-        """The policy's constructor keyword arguments (``activation_fn`` resolved by name)."""
+        """The policy's constructor keyword arguments (``activation_fn`` resolved by name), checked with bounds
+        before any allocation (:func:`~headprune.agents.hyperparams.check_policy_kwargs`: the file may come from
+        anyone).
+
+        :raises PolicyFileError: naming the file and the bad key.
+        """
         kwargs = dict(self.meta.get("policy_kwargs") or {})
         if "activation_fn" in kwargs:
-            kwargs["activation_fn"] = ACTIVATIONS[kwargs["activation_fn"]]
+            name = kwargs["activation_fn"]
+            if not isinstance(name, str) or name not in ACTIVATIONS:
+                raise PolicyFileError(f"policy: {self.path}: policy_kwargs.activation_fn must be one of "
+                                      f"{', '.join(ACTIVATIONS)}, got {name!r}")
+            kwargs["activation_fn"] = ACTIVATIONS[name]
         if "head_shape" in kwargs:
             kwargs["head_shape"] = tuple(kwargs["head_shape"])
+        try:
+            check_policy_kwargs(kwargs)
+        except ValueError as err:
+            raise PolicyFileError(f"policy: {self.path}: {err}") from None
         return kwargs
 
 
@@ -179,6 +196,7 @@ def save_policy(model: BaseAlgorithm, path: str | os.PathLike[str], *, with_opti
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.comment = SB3_LOAD_HINT.encode()  # shown by `unzip -l`
         zf.writestr(META_FILE, json.dumps(meta, indent=1))
         for name, data in members.items():
             zf.writestr(name, data)
@@ -314,9 +332,20 @@ def read_pickled_sb3(path: str | os.PathLike[str], *, trust_pickle: bool, device
                                  "trust_pickle=True (--trust-pickle) only if you do")
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    data, params, _ = load_from_zip_file(path, device=device)
+    try:
+        data, params, _ = load_from_zip_file(path, device=device)
+    except Exception as err:  # noqa: BLE001 - whatever a hostile or broken zip raises, said in one line
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise PolicyFileError(f"policy: {path} is not a readable SB3 model file ({type(err).__name__}: {first}); "
+                              "whatever its pickles run has run: do not use this file") from None
     if data is None or "policy_class" not in data or "policy" not in params:
         raise PolicyFileError(f"policy: {path} is not an SB3 model file (no policy class or weights)")
+    policy_class = data["policy_class"]
+    if not isinstance(policy_class, type) or not issubclass(policy_class, BasePolicy):
+        shown = repr(policy_class)[:80]
+        raise PolicyFileError(f"policy: {path} is not an SB3 model file: its policy_class unpickled to "
+                              f"{type(policy_class).__name__} {shown}, not a policy class (whatever its pickles run "
+                              "has run: do not use this file)")
     return data, params
 
 
@@ -336,3 +365,38 @@ def convert_pickled_policy(source: str | os.PathLike[str], target: str | os.Path
     algo = "maskable_ppo" if issubclass(data["policy_class"], MaskableActorCriticPolicy) else "ppo"
     model = ALGOS[algo].load(source, device="cpu")
     return save_policy(model, target)
+
+
+# ------------------------------------------------------------------------------------------ SB3's own loader
+def is_policy_file(path: Any) -> bool:
+    """Whether ``path`` is a headprune policy file (a zip holding :data:`META_FILE`); False for anything else."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return META_FILE in zf.namelist()
+    except (OSError, zipfile.BadZipFile, TypeError, ValueError):
+        return False
+
+
+def _guard_sb3_loader() -> None:
+    """Make ``MaskablePPO.load`` / ``PPO.load`` (SB3's ``load_from_zip_file``) pointed at a headprune policy file
+    raise one clear ValueError naming :func:`headprune.agents.load`, instead of SB3's ``No data found in the saved
+    file``. Anything else goes to SB3's loader unchanged. Installed once, when this module is imported."""
+    import stable_baselines3.common.base_class as base_class
+
+    sb3_loader = base_class.load_from_zip_file
+    if getattr(sb3_loader, "_headprune_guard", False):
+        return
+
+    def load_from_zip_file(load_path: Any, *args: Any, **kwargs: Any) -> Any:
+        path = load_path if isinstance(load_path, (str, os.PathLike)) else None
+        if path is not None:
+            found = Path(path) if Path(path).is_file() else Path(f"{os.fspath(path)}.zip")
+            if is_policy_file(found):
+                raise ValueError(f"{found} is {SB3_LOAD_HINT}")
+        return sb3_loader(load_path, *args, **kwargs)
+
+    load_from_zip_file._headprune_guard = True  # type: ignore[attr-defined]
+    base_class.load_from_zip_file = load_from_zip_file
+
+
+_guard_sb3_loader()

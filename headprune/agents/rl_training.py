@@ -42,7 +42,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from headprune.agents.hyperparams import ALGOS, TrainSettings, algo_kwargs, load_hyperparams, parse_assignments
 from headprune.agents.zoo import env_wrapper_factory
@@ -61,7 +61,8 @@ from headprune.envs.registration import ENV_ID
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.common.provenance import environment_info
 
-__all__ = ["INFO_KEYWORDS", "TrainResult", "latest_checkpoint", "make_env", "make_vec", "resume", "train"]
+__all__ = ["INFO_KEYWORDS", "LaneMonitor", "TrainResult", "latest_checkpoint", "make_env", "make_vec", "resume",
+           "train"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int,
              threads: int | None = None, vec_env: str = "auto", env_wrapper: Any = None) -> VecEnv:
     """``n_envs`` Monitor-wrapped envs: a ``DummyVecEnv`` for one, a ``SubprocVecEnv`` for more (``vec_env``
     ``"auto"``), or as ``vec_env`` says; ``"batched"`` is :class:`headprune.envs.vector.SB3BatchedVecEnv`
-    (one model for all envs; episode statistics come from its infos, no monitor files; no wrappers).
+    (one model for all envs; no wrappers) under :class:`LaneMonitor`, which writes the same
+    ``monitor/<rank>.monitor.csv`` files and episode infos as SB3's ``Monitor``, so a run folder is the same
+    whatever the vector env.
 
     The Monitor records :data:`INFO_KEYWORDS` per episode; ``append`` continues existing monitor files
     (a resumed run). Worker ``i`` is reset with seed ``seed + i`` (SB3's ``make_vec_env``). SubprocVecEnv
@@ -120,7 +123,7 @@ def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int,
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     if vec_env == "batched":
-        return _batched_vec(env_id, env_kwargs, n_envs, seed, env_wrapper)
+        return _batched_vec(env_id, env_kwargs, n_envs, seed, env_wrapper, monitor_dir, append)
     factory = functools.partial(make_env, env_id, threads)
     subproc = vec_env == "subproc" or (vec_env == "auto" and n_envs > 1)
     fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
@@ -134,7 +137,51 @@ def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int,
     )
 
 
-def _batched_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, env_wrapper: Any) -> VecEnv:
+class LaneMonitor(VecEnvWrapper):
+    """SB3's ``Monitor`` for a vector env whose sub-envs cannot be wrapped one by one (the batched one): each
+    finished episode's ``info["episode"]`` gets the :data:`INFO_KEYWORDS` columns, rounded as ``Monitor`` rounds
+    them, and, with ``monitor_dir``, a row in ``<monitor_dir>/<rank>.monitor.csv`` (SB3's format and header).
+
+    :param venv: a VecEnv that puts ``info["episode"]`` ``{r, l, t}`` at each episode's end.
+    :param env_id: written in the files' header.
+    :param monitor_dir: the folder of the files (None: infos only).
+    :param append: continue existing files (a resumed run) instead of starting them anew.
+    """
+
+    def __init__(self, venv: VecEnv, env_id: str, monitor_dir: str | os.PathLike[str] | None = None,
+                 append: bool = False) -> None:
+        super().__init__(venv)
+        self.writers: list[Any] = []
+        if monitor_dir is not None:
+            from stable_baselines3.common.monitor import ResultsWriter
+
+            Path(monitor_dir).mkdir(parents=True, exist_ok=True)
+            header = {"t_start": time.time(), "env_id": env_id}
+            self.writers = [ResultsWriter(str(Path(monitor_dir) / str(rank)), header=header, extra_keys=INFO_KEYWORDS,
+                                          override_existing=not append) for rank in range(venv.num_envs)]
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        observations, rewards, dones, infos = self.venv.step_wait()
+        for rank, info in enumerate(infos):
+            if dones[rank] and "episode" in info:
+                episode = {"r": round(float(info["episode"]["r"]), 6), "l": int(info["episode"]["l"]),
+                           "t": round(float(info["episode"]["t"]), 6), **{k: info[k] for k in INFO_KEYWORDS}}
+                info["episode"] = episode
+                if self.writers:
+                    self.writers[rank].write_row(episode)
+        return observations, rewards, dones, infos
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.venv.close()
+
+
+def _batched_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, env_wrapper: Any,
+                 monitor_dir: str | os.PathLike[str] | None = None, append: bool = False) -> VecEnv:
     from headprune.envs.vector import SB3BatchedVecEnv
 
     if env_wrapper is not None:
@@ -144,7 +191,7 @@ def _batched_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: 
         raise ValueError(f"vec_env: batched does not support the wrapper options {sorted(wrapper_kwargs)}")
     env = SB3BatchedVecEnv.from_env_id(env_id, n_envs, **kwargs)
     env.seed(seed)
-    return env
+    return LaneMonitor(env, env_id, monitor_dir, append)
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -156,6 +203,17 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _remove_unstarted_run(folder: Path, created: Sequence[Path]) -> None:
+    """Undo a run that failed before its first session: ``run.json`` and ``config.yml``, and the folders
+    ``created`` for it (only those; files of the user's in a folder that existed stay)."""
+    import shutil
+
+    for name in ("run.json", "config.yml"):
+        (folder / name).unlink(missing_ok=True)
+    for path in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
@@ -236,10 +294,12 @@ def train(
         except yaml.YAMLError:
             raise ValueError(f"env_kwargs.{key}: {type(value).__name__} cannot be saved in config.yml; pass a preset "
                              "name, a folder or a file path instead") from None
+    algo_kwargs(hp, algo)  # schedules and policy_kwargs checked before the run folder exists
     folder = Path(run_dir) if run_dir is not None else Path("runs") / f"{algo}_{env_id}_s{seed}"
     if (folder / "run.json").exists():
         raise ValueError(f"run_dir {folder} already holds a run: resume it (headprune train --resume {folder}) "
                          "or choose another folder")
+    created = [p for p in (folder, folder / "monitor", folder / "tb") if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yml").write_text(yaml.safe_dump({env_id: hp}, sort_keys=False))
     run = {"algo": algo, "env_id": env_id, "seed": int(seed),
@@ -247,9 +307,13 @@ def train(
     _write_run(folder, run)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor", threads=threads,
-                   vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
-    model = _build_model(hp, algo, env, seed, verbose, str(folder / "tb") if tensorboard else None)
+    try:  # a run that cannot start (bad env or algorithm arguments) leaves no run behind, so it can start again
+        env = make_vec(env_id, settings.env_kwargs, settings.n_envs, seed, monitor_dir=folder / "monitor",
+                       threads=threads, vec_env=settings.vec_env, env_wrapper=settings.env_wrapper)
+        model = _build_model(hp, algo, env, seed, verbose, str(folder / "tb") if tensorboard else None)
+    except BaseException:
+        _remove_unstarted_run(folder, created)
+        raise
     command = command or _api_command("train", algo=algo, env_id=env_id, run_dir=str(folder), seed=seed,
                                       conf_file=conf_file, hyperparams=hyperparams, env_kwargs=env_kwargs,
                                       n_timesteps=n_timesteps, max_minutes=max_minutes)

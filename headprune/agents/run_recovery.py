@@ -231,7 +231,9 @@ def resume_point(folder: Path, run: dict[str, Any], trust_pickle: bool) -> tuple
         print(f"headprune: {message}", file=sys.stderr)
     if checkpoint is None:
         found = "; ".join(skipped) or f"no {CHECKPOINT_PREFIX}_<steps>_steps.zip"
-        raise FileNotFoundError(f"{folder / 'checkpoints'}: no readable checkpoint to resume from ({found})")
+        again = ("" if skipped else f"; the run saved none, so there is nothing to resume: start it again "
+                 f"(remove {folder} or choose another --out, then headprune train ...)")
+        raise FileNotFoundError(f"{folder / 'checkpoints'}: no readable checkpoint to resume from ({found}){again}")
     if skipped:
         print(f"headprune: resuming from {checkpoint.name}", file=sys.stderr)
     steps = int(next(t for t, p in checkpoints(folder) if p == checkpoint))

@@ -42,7 +42,7 @@ from headprune.envs.config import HeadPruneConfig
 from headprune.engine.metrics import EvalReport, evaluate_defense
 from headprune.engine.models import load_classifier
 from headprune.common.provenance import config_hash
-from headprune.victims.card import CARD_FILE
+from headprune.victims.card import CARD_FILE, check_finite_fields
 from headprune.victims import PRESETS, Victim, VictimConfig, resolve_victim
 
 __all__ = ["FALLBACK_DEFENSE", "RECOMMENDATION", "RECOMMENDED_DEFENSE", "CleanResult", "CleanSettings",
@@ -162,6 +162,7 @@ class CleanSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         for name in ("max_holdout", "val_size", "stats_size"):
@@ -274,10 +275,15 @@ def _stage(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _lfr_per_label(model: Victim, result: DefenseResult, report_rows: LabelledTexts, poison: LabelledTexts,
                    targets: list[int]) -> dict[int, dict[str, float | None]]:
-    """LFR of each stage with each class as the target (a model of unknown origin); evaluation only."""
+    """LFR of each stage with each class as the target (a model of unknown origin); evaluation only. A class that
+    every poisoned row already has as its true label has no LFR (nothing can flip to it): its stages are None."""
     models = {"before": (model.model, None), "pruned": (model.model, result.mask), "after": (result.model, result.mask)}
     per_label: dict[int, dict[str, float | None]] = {}
+    true_labels = set(np.asarray(poison.labels).tolist())
     for target in targets:
+        if true_labels <= {target}:
+            per_label[target] = {stage: None for stage in models}
+            continue
         per_label[target] = {
             stage: evaluate_defense(m, model.tokenizer, report_rows, poison, target, mask,
                                     max_length=int(model.config.max_length)).lfr

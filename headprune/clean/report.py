@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import nn
 from headprune.clean import CleanResult
 from headprune.defenses.report import PLOT_FILE, plot_curve
 from headprune.engine.export import compact
+from headprune.common.out_folder import staged_folder
 
 __all__ = ["HEATMAP_FILE", "load_compact", "markdown_report", "plot_heatmap", "write_clean_report"]
 
@@ -82,6 +84,9 @@ def markdown_report(report: dict[str, Any]) -> str:
                   "| target | before | pruned | after |", "|---|---|---|---|"]
         for target, row in report["lfr_per_label"].items():
             lines.append(f"| {target} | {_fmt(row['before'])} | {_fmt(row['pruned'])} | {_fmt(row['after'])} |")
+        if any(v is None for row in report["lfr_per_label"].values() for v in row.values()):
+            lines += ["", "A target without LFR (-): every poisoned row's true label is that class, so no row can flip "
+                      "to it."]
     if report["floor"].get("clean_model_lfr") is not None:
         lines += ["", f"Floor: a clean model trained like this victim has LFR {report['floor']['clean_model_lfr']:.4f} "
                   f"on its full poisoned test set ({report['floor'].get('n_poisoned_test')} rows)."]
@@ -147,31 +152,40 @@ def load_compact(folder: str | os.PathLike[str]) -> nn.Module:
 
 
 def write_clean_report(result: CleanResult, out_dir: str | os.PathLike[str], *, command: str | None = None,
-                       compact_model: bool = False, sentences: list[str] | None = None) -> dict[str, Path]:
+                       compact_model: bool = False, sentences: list[str] | None = None, overwrite: bool = False,
+                       inputs: Mapping[str, str | os.PathLike[str] | None] | None = None) -> dict[str, Path]:
     """Write ``model/``, the plots, optionally ``compact/``, then ``report.json`` and ``report.md``.
 
+    Everything is written into a temporary folder renamed to ``out_dir`` at the end
+    (:func:`~headprune.common.out_folder.staged_folder`, the rule of ``defend``): a failure or a kill leaves ``out_dir``
+    as it was, and a replaced folder keeps no stale file.
+
     :param result: what :func:`~headprune.clean.clean_model` returned.
-    :param out_dir: the output folder (created).
+    :param out_dir: the output folder: new or empty, or any folder with ``overwrite``.
     :param command: the exact command line, recorded in the reports.
     :param compact_model: also write ``compact/`` and measure its size and forward speed.
     :param sentences: the batch timed for the speed change (default: 32 copies of a short sentence).
+    :param overwrite: replace a non-empty ``out_dir``.
+    :param inputs: ``{argument: path}`` that ``out_dir`` may not be, lie inside or contain.
+    :raises OutFolderError: ``out_dir`` is a file, a link, an input's folder, or non-empty without ``overwrite``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
     start = time.perf_counter()
-    paths = {"model": result.defense.save_model(out / "model")}
-    paths["heatmap"] = plot_heatmap(result.defense.mask, out / HEATMAP_FILE)
-    paths["plot"] = plot_curve(result.defense, out / PLOT_FILE)
-    report = result.to_dict()
-    report["command"] = command
+    with staged_folder(final, overwrite=overwrite, inputs=inputs) as out:
+        result.defense.save_model(out / "model")
+        plot_heatmap(result.defense.mask, out / HEATMAP_FILE)
+        plot_curve(result.defense, out / PLOT_FILE)
+        report = result.to_dict()
+        report["command"] = command
+        if compact_model:
+            t = time.perf_counter()
+            report["compact"] = _write_compact(result, out / COMPACT_DIR, sentences or ["a gorgeous, witty film"] * 32)
+            report["timings"]["compact"] = round(time.perf_counter() - t, 3)
+        report["timings"]["write"] = round(time.perf_counter() - start - report["timings"].get("compact", 0.0), 3)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "report.md").write_text(markdown_report(report))
+    paths = {"model": final / "model", "heatmap": final / HEATMAP_FILE, "plot": final / PLOT_FILE,
+             "json": final / "report.json", "markdown": final / "report.md"}
     if compact_model:
-        t = time.perf_counter()
-        report["compact"] = _write_compact(result, out / COMPACT_DIR, sentences or ["a gorgeous, witty film"] * 32)
-        report["timings"]["compact"] = round(time.perf_counter() - t, 3)
-        paths["compact"] = out / COMPACT_DIR
-    report["timings"]["write"] = round(time.perf_counter() - start - report["timings"].get("compact", 0.0), 3)
-    paths["json"] = out / "report.json"
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(markdown_report(report))
+        paths["compact"] = final / COMPACT_DIR
     return paths

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from headprune.clean import FALLBACK_DEFENSE, RECOMMENDATION, RECOMMENDED_DEFENSE, CleanSettings
+from headprune.cli.support import seed_argument
 
 __all__ = ["add_clean_parser", "run_clean"]
 
@@ -33,7 +34,9 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
                                                        "(TSV/CSV/JSONL; labels 0..num_labels-1), or online a "
                                                        "datasets name: datasets:NAME[,CONFIG][@SPLIT], e.g. "
                                                        "datasets:nyu-mll/glue,sst2@validation")
-    p.add_argument("--out", required=True, help="output folder: model/, report.md, report.json, plots")
+    p.add_argument("--out", required=True, help="new or empty output folder (model/, report.md, report.json, plots); "
+                                                "written to a temporary folder renamed into place at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--eval-poison", default=None, help="poisoned evaluation rows with their TRUE labels (LFR; "
                                                        "evaluation only, never seen by the defense)")
     p.add_argument("--eval-victim-test", type=int, default=None, metavar="N",
@@ -50,7 +53,7 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
                    help=f"the public pre-trained model the suspect was fine-tuned from, for {RECOMMENDED_DEFENSE[0]} "
                         f"(default: known for MiniLM victims and hub checkpoints, recognised by its weights for a "
                         f"checkpoint fine-tuned from an offline base; without one, {FALLBACK_DEFENSE[0]} runs instead)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_clean)
@@ -78,11 +81,18 @@ def _print_table(result: Any, paths: dict[str, Path]) -> None:
         lfr = "-" if m["lfr"] is None else f"{m['lfr']:.4f}"
         print(f"{stage:<8} {m['acc']:7.4f} [{m['acc_ci95'][0]:.3f}, {m['acc_ci95'][1]:.3f}] {lfr:>7}")
     for target, row in result.lfr_per_label.items():
-        print(f"LFR with target {target}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        print(f"LFR with target {target}: " + "  ".join(
+            f"{k} {'undefined' if v is None else f'{v:.4f}'}" for k, v in row.items()))
     if result.floor.get("clean_model_lfr") is not None:
         print(f"floor    clean model's LFR {result.floor['clean_model_lfr']:.4f} (victim card, full poisoned test)")
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     print(f"report: {paths['markdown']}  (model: {paths['model']})")
+
+
+def _input_paths(args: argparse.Namespace, hub_clean: bool) -> dict[str, str | None]:
+    """The local paths ``--out`` may not be, lie inside or contain (a hub id or preset name is no path)."""
+    return {"MODEL": args.model, "--base": args.base, "--clean-data": None if hub_clean else args.clean_data,
+            "--eval-poison": args.eval_poison, "--cache": args.cache}
 
 
 def run_clean(args: argparse.Namespace) -> int:
@@ -93,7 +103,11 @@ def run_clean(args: argparse.Namespace) -> int:
     from headprune.data.hub import is_hub_dataset, load_hub_dataset
     from headprune.engine.models import ModelLoadError, UnsupportedModelError
 
+    from headprune.common.out_folder import check_out_folder
+
     hub_clean = is_hub_dataset(args.clean_data)
+    inputs = _input_paths(args, hub_clean)
+    check_out_folder(args.out, overwrite=args.overwrite, inputs=inputs)  # before any work
     for flag, path in (("--clean-data", None if hub_clean else args.clean_data), ("--eval-poison", args.eval_poison)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
@@ -124,6 +138,6 @@ def run_clean(args: argparse.Namespace) -> int:
                          cache=args.cache, progress=not args.quiet)
     result.timings["load"] = round(result.timings["load"] + load_s, 3)
     paths = write_clean_report(result, args.out, command=_command(args), compact_model=args.compact,
-                               sentences=list(clean.sentences[:32]))
+                               sentences=list(clean.sentences[:32]), overwrite=args.overwrite, inputs=inputs)
     _print_table(result, paths)
     return 0

@@ -37,6 +37,7 @@ from headprune.cli.support import (
     add_debug_flags,
     check_compare_defenses,
     one_line,
+    seed_argument,
     user_errors,
     victim_and_clean_data,
     warnings_as_lines,
@@ -224,8 +225,9 @@ def _convert_policy(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from headprune.cli.train import run_train_command
+    from headprune.cli.train import resolve_train_flags, run_train_command
 
+    resolve_train_flags(args)  # the recorded command spells out the algorithm, env and seed actually used
     return run_train_command(args, _command_line("train", args))
 
 
@@ -261,7 +263,7 @@ def _add_defend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deduplicate", action="store_true", help="drop repeated rows of --clean-data (default: warn)")
     parser.add_argument("--eval-poison", default=None, help="poisoned test file with TRUE labels (evaluation only: LFR)")
     parser.add_argument("--eval-clean", default=None, help="clean test file (evaluation only; default the validation rows)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     add_setting_arguments(parser, DEFEND_SETTINGS)
     parser.add_argument("--target-label", type=int, default=None, help="attacker's target for LFR (default the victim's)")
     parser.add_argument("--curve-points", type=int, default=12, help="trajectory points evaluated for the plot")
@@ -291,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--lr", type=float, default=defaults.lr)
     build.add_argument("--batch-size", type=int, default=defaults.batch_size)
     build.add_argument("--target-label", type=int, default=defaults.target_label)
-    build.add_argument("--seed", type=int, default=defaults.seed)
+    build.add_argument("--seed", type=seed_argument, default=defaults.seed)
     build.add_argument("--force", action="store_true", help="retrain even if cached")
     build.add_argument("--json", action="store_true", help="also print the whole victim card")
     build.add_argument("--cache", default=None, help="cache root (default $HEADPRUNE_CACHE or ~/.cache/headprune)")

@@ -11,9 +11,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_debug_flags", "check_compare_defenses", "one_line", "user_errors", "victim_and_clean_data",
-           "warnings_as_lines"]
+__all__ = ["add_debug_flags", "check_compare_defenses", "one_line", "seed_argument", "user_errors",
+           "victim_and_clean_data", "warnings_as_lines"]
 
+
+
+def seed_argument(text: str) -> int:
+    """argparse ``type=`` of every ``--seed``: an integer >= 0 (numpy and SB3 refuse negative seeds later with a
+    message that does not name the flag; argparse names it: ``argument --seed: ...``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
 
 def victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The victim of ``--model`` and the rows of ``--clean-data`` (``None`` when not given), read with

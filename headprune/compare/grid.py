@@ -39,6 +39,7 @@ from headprune.defenses.options import (
     finetune_from_settings,
 )
 from headprune.envs.config import HeadPruneConfig
+from headprune.victims.card import check_finite_fields
 
 __all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "canonical_defense",
            "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid"]
@@ -85,6 +86,7 @@ class RunSettings:
     clean_pool: str | None = None
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         object.__setattr__(self, "options", {str(k): dict(v) for k, v in dict(self.options).items()})
         if self.clean_pool is not None and self.clean_pool not in DEFENDER_POOLS:
             raise ValueError(f"unknown clean_pool {self.clean_pool!r}; valid: {', '.join(DEFENDER_POOLS)}")

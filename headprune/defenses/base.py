@@ -92,6 +92,9 @@ class DefenseFineTune:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        from headprune.victims.card import check_finite_fields
+
+        check_finite_fields(self, "finetune_")
         object.__setattr__(self, "epochs", float(self.epochs))
         if self.epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.epochs}")

@@ -40,6 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import headprune
 from headprune.architectures import ARCHITECTURES
+from headprune.engine.models import check_finite_weights
 from headprune.engine.gating import (
     AttentionSite,
     UnsupportedArchitectureError,
@@ -155,6 +156,7 @@ def save_pruned(
         TypeError: if ``model`` is not a ``PreTrainedModel`` (it could not be reloaded).
         ValueError: if ``mask`` is not ``[L, H]`` or has non-finite entries, or if the model's heads
             do not match its config (a :func:`compact` result).
+        NonFiniteWeightsError: if a weight of the model to write is NaN or infinite (nothing is written).
     """
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"save_pruned needs a transformers PreTrainedModel, got {type(model).__name__}")
@@ -167,6 +169,7 @@ def save_pruned(
         )
     metadata = pruning_metadata(model, mask, source=source)
     folded = fold_gates(model, mask)
+    check_finite_weights(folded, str(out_dir), what="the model to export")  # never write a NaN model
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folded.save_pretrained(out)

@@ -56,6 +56,9 @@ class FineTuneConfig:
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
+        from headprune.victims.card import check_finite_fields
+
+        check_finite_fields(self)
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.lr <= 0:

@@ -48,9 +48,11 @@ __all__ = [
     "DEFAULT_MODEL",
     "HubUnreachableError",
     "ModelLoadError",
+    "NonFiniteWeightsError",
     "UnsupportedModelError",
     "build_tiny_classifier",
     "check_classifier",
+    "check_finite_weights",
     "check_tokenizer",
     "default_model_dir",
     "load_classifier",
@@ -105,6 +107,27 @@ def check_classifier(model: object, source: str | None = None) -> None:
     except UnsupportedArchitectureError:
         raise UnsupportedModelError(f"{where}: {name} has no self-attention block headprune can prune; "
                                     f"{_supported_models()}") from None
+
+
+class NonFiniteWeightsError(ModelLoadError):
+    """A model holds NaN or infinite weights (a corrupted or hostile checkpoint, or a diverged edit)."""
+
+
+def check_finite_weights(model: torch.nn.Module, source: str, *, what: str = "the checkpoint") -> None:
+    """Refuse a model whose parameters or buffers hold NaN or infinite values, naming the first such tensor.
+
+    :param model: any module (every floating-point parameter and buffer is checked).
+    :param source: where the model came from (or goes to), for the message.
+    :param what: what the model is, for the message.
+    :raises NonFiniteWeightsError: naming the tensor and how many of its values are not finite.
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise NonFiniteWeightsError(
+                f"{source}: {what} has non-finite weights ({bad} of {tensor.numel()} values of {name} are NaN or "
+                f"infinite): it is corrupted or was written by a diverged run; use an intact checkpoint")
 
 
 def check_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
@@ -213,6 +236,10 @@ def _load(
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source, use_safetensors=True, trust_remote_code=False, output_loading_info=True, **labels
             )
+        except RuntimeError as err:
+            if "ignore_mismatched_sizes" not in str(err):
+                raise
+            raise ModelLoadError(_shape_mismatch(source, **labels)) from None
         except SafetensorError as err:
             raise ModelLoadError(
                 f"{Path(source) / 'model.safetensors'} is not a readable safetensors file ({err}): it is truncated "
@@ -220,6 +247,28 @@ def _load(
             ) from None
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     return model, tokenizer, sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+
+
+def _shape_mismatch(source: str, **labels: int) -> str:
+    """The one-line message for a checkpoint whose weights do not fit its config (transformers only says
+    "look at the above report"): the first mismatched weight, both shapes, and what to fix."""
+    with _quiet_loading(), torch.random.fork_rng(devices=[]):
+        _, info = AutoModelForSequenceClassification.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=False, output_loading_info=True,
+            ignore_mismatched_sizes=True, **labels)
+    mismatched = info.get("mismatched_keys") or []
+    if not mismatched:
+        return f"{source}: the weights in model.safetensors do not fit config.json; use a matching pair"
+    key, stored, expected = sorted(mismatched)[0]
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+    hint = "config.json's layer sizes do not match the weights: use the config saved with them"
+    if "classifier" in key or key.startswith("score."):
+        classes = tuple(stored)[0]
+        hint = (f"config.json says num_labels {labels.get('num_labels', config.num_labels)} but the classification "
+                f"head has {classes} classes: set num_labels (and id2label) in config.json to {classes}")
+    return (f"{Path(source) / 'model.safetensors'}: weight {key} has shape {list(stored)} but config.json asks for "
+            f"{list(expected)}{more}; {hint}")
 
 
 # over 60 lines: a long docstring and the offline / hub / folder resolution with one-line errors
@@ -258,6 +307,8 @@ def load_classifier(
         source, is_hub = name_or_path, True
     try:
         model, tokenizer, new_keys, unused_keys = _load(source, num_labels, seed)
+    except ModelLoadError:
+        raise
     except OSError as err:
         if not is_hub:
             raise ModelLoadError(f"could not load the classifier in {source}: {err}") from err
@@ -278,6 +329,7 @@ def load_classifier(
         )
     check_classifier(model, source)
     check_tokenizer(model, tokenizer, source)
+    check_finite_weights(model, source)
     if require_head and new_keys:
         raise UnsupportedModelError(
             f"{source}: the checkpoint ({', '.join(model.config.architectures or ['?'])}) lacks "

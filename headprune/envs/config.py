@@ -68,6 +68,9 @@ class HeadPruneConfig:
                                "cuda, cuda:<i>, mps or auto (headprune.common.devices.resolve_device)", default=None)
 
     def __post_init__(self) -> None:
+        from headprune.victims.card import check_finite_fields
+
+        check_finite_fields(self)  # NaN/inf in any field, reward_weights and proxy_kwargs included
         for name in ("val_size", "stats_size", "eval_batch_size"):
             _check_int(self, name, minimum=1)
         for name in ("budget", "max_steps"):

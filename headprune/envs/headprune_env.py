@@ -113,8 +113,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         through the env.
     :param config: a :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's data, its split, the floor, the budget, the proxy and the reward weights.
-    :param render_mode: ``None``, ``"ansi"`` (text) or ``"rgb_array"`` (:mod:`headprune.envs.rendering`);
-        any other value raises ValueError here.
+    :param render_mode: ``None``, ``"ansi"`` (text), ``"rgb_array"`` (:mod:`headprune.envs.rendering`) or
+        ``"human"`` (the ``"ansi"`` text printed after every reset and step); any other value raises ValueError here.
     :param overrides: config fields on top of ``config`` (what ``gym.make`` keyword arguments become).
     """
 
@@ -187,6 +187,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._pruned = 0
         self._best = self._candidate()
         self._done = False
+        self._return = 0.0  # the episode's undiscounted return, for info["is_success"]
 
     # ------------------------------------------------------------------------------ helpers
     def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None) -> MaskScore:
@@ -264,6 +265,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._pruned = int(start.size - start.sum())
             self._score = self.score_state(self._mask)
             self._best = self._candidate()
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), self._info()
 
     def step(self, action: int | np.integer | np.ndarray
@@ -299,21 +302,30 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         info = self._info()
         info["invalid_action"] = bool(invalid)
         info["reward_terms"] = terms.to_dict()
+        self._return += float(terms.total)
         if self._done:
-            start = potential(self.start_score.accuracy, self.start_score.proxy, self.weights)
-            info["is_success"] = episode_success(self._best[0], start)
+            info["is_success"] = episode_success(self._return)
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), float(terms.total), terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
         """``"ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a status line;
         ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame (:func:`headprune.envs.rendering.mask_frame`);
-        ``None``: nothing, with a warning."""
+        ``"human"``: the ``"ansi"`` text printed to stdout (returns None); ``None``: nothing, with a warning."""
         if self.render_mode == "rgb_array":
             return mask_frame(FrameState.of_env(self))
+        if self.render_mode == "human":
+            print(self._ansi(), end="", flush=True)
+            return None
         if self.render_mode != "ansi":
             gym.logger.warn(f"{ENV_ID} renders only render_mode='ansi' or 'rgb_array' (this env has "
                             f"{self.render_mode!r})")
             return None
+        return self._ansi()
+
+    def _ansi(self) -> str:
+        """The ``"ansi"`` text: a status line and the layer x head grid."""
         grid = (self._mask - 2 * self._reset).reshape(self.num_layers, self.num_heads)  # 1 active, 0 pruned, -1 reset
         width = max(2, len(str(self.num_heads - 1)) + 1)
         lines = [

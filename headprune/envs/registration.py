@@ -8,7 +8,12 @@ an "already registered" warning. Entry points are strings, so nothing heavy (tor
 imported until an env is made.
 
 Registered ids (:data:`VARIANTS`; every one has ``max_episode_steps`` = the env's own default step
-limit, ``2 * budget`` with ``budget = L * H // 2``):
+limit, ``2 * budget`` with ``budget = L * H // 2``, and ``reward_threshold`` =
+:data:`~headprune.envs.reset_options.SUCCESS_RETURN`, the return ``info["is_success"]`` asks for). The step
+limit counts invalid actions (no-ops on a pruned head); an episode of valid actions only, as MaskablePPO or a
+masked random policy takes, truncates at the pruning budget first: ``HeadPrune-Tiny-v0``'s spec says 8 steps and
+its valid episodes take 4. Kept on purpose: the budget bounds the heads pruned, the step limit bounds an unmasked
+policy's (plain PPO's) wasted steps:
 
 * ``HeadPrune-v0``: the default victim (``minilm-syntactic``), default config (unchanged);
 * ``HeadPrune-Tiny-v0``: the ``tiny`` preset (2 x 4 heads; trained once, then cached, steps take
@@ -30,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+
+from headprune.envs.reset_options import SUCCESS_RETURN
 
 __all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
 
@@ -56,7 +63,8 @@ class EnvVariant:
 
     :param env_id: the Gymnasium id.
     :param victim: a preset name of :data:`headprune.victims.PRESETS`.
-    :param max_episode_steps: Gymnasium's ``TimeLimit`` (the env's own default step limit).
+    :param max_episode_steps: Gymnasium's ``TimeLimit`` (the env's own default step limit, invalid actions
+        included; valid-only episodes end at the budget, half of it).
     :param kwargs: :class:`~headprune.envs.config.HeadPruneConfig` fields of the variant.
     :param builds_in_seconds: whether the victim trains in seconds on a CPU (the checkers' tests).
     :param entry_point: the Gymnasium entry point (the announcing factory unless said).
@@ -88,5 +96,5 @@ def register_envs() -> None:
     for variant in VARIANTS:
         if variant.env_id not in gym.registry:
             gym.register(id=variant.env_id, entry_point=variant.entry_point, vector_entry_point=VECTOR_ENTRY_POINT,
-                         max_episode_steps=variant.max_episode_steps,
+                         max_episode_steps=variant.max_episode_steps, reward_threshold=SUCCESS_RETURN,
                          kwargs={"victim": variant.victim, **variant.kwargs})

@@ -23,8 +23,11 @@ import numpy as np
 
 __all__ = ["CELL", "PAD", "RENDER_MODES", "FrameState", "frame_shape", "mask_frame"]
 
-RENDER_MODES: tuple[str, ...] = ("ansi", "rgb_array")
-"""The render modes of ``HeadPruneEnv`` (``None`` renders nothing)."""
+RENDER_MODES: tuple[str, ...] = ("ansi", "rgb_array", "human")
+"""The render modes of ``HeadPruneEnv`` (``None`` renders nothing). ``"human"`` prints the ``"ansi"`` grid to
+the terminal after every ``reset`` and ``step`` (a text env's display; no pygame window). Declaring it keeps
+``gym.make(..., render_mode="human")`` from wrapping the env in Gymnasium's pygame ``HumanRendering``, which
+failed at ``reset`` without pygame."""
 
 CELL = 16
 """Pixels per head cell (and per bar row)."""

@@ -68,6 +68,9 @@ class RewardWeights:
     floor: float = 1.0
 
     def __post_init__(self) -> None:
+        from headprune.victims.card import check_finite_fields
+
+        check_finite_fields(self, "reward weight ")
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:

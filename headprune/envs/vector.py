@@ -170,6 +170,36 @@ def stack_obs(observations: Sequence[dict[str, np.ndarray]]) -> dict[str, np.nda
     return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
 
 
+SYNC_ONLY_OPTIONS: dict[str, str] = {
+    "copy": "SyncVectorEnv/AsyncVectorEnv", "observation_mode": "SyncVectorEnv/AsyncVectorEnv",
+    "shared_memory": "AsyncVectorEnv", "context": "AsyncVectorEnv", "daemon": "AsyncVectorEnv",
+    "worker": "AsyncVectorEnv", "env_fns": "SyncVectorEnv/AsyncVectorEnv",
+}
+"""Options of Gymnasium's own vector envs that the one-model vector env refuses by name (it has no copies of
+the env, no workers, no shared memory)."""
+
+
+def _check_vector_options(autoreset_mode: AutoresetMode | str, config: dict[str, Any]) -> AutoresetMode:
+    """The autoreset mode, after refusing ``DISABLED`` and the options of Gymnasium's own vector envs (named,
+    with why and what to use instead)."""
+    sync_only = sorted(set(config) & set(SYNC_ONLY_OPTIONS))
+    if sync_only:
+        owner = ", ".join(f"{k} ({SYNC_ONLY_OPTIONS[k]})" for k in sync_only)
+        raise ValueError(f"{owner}: option(s) of Gymnasium's own vector envs, which run one env per sub-env; the "
+                         "one-model vector env (vector_entry_point) has none to copy or spawn: use "
+                         "gym.make_vec(..., vectorization_mode='sync' or 'async', vector_kwargs=...) for them")
+    try:
+        mode = AutoresetMode(autoreset_mode)
+    except ValueError:
+        raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, "
+                         f"got {autoreset_mode!r}") from None
+    if mode == AutoresetMode.DISABLED:
+        raise ValueError("autoreset_mode DISABLED is not supported by the one-model vector env (it needs a per-lane "
+                         "reset, reset(options={'reset_mask': ...})): use NEXT_STEP or SAME_STEP, or "
+                         "vectorization_mode='sync' with vector_kwargs={'autoreset_mode': AutoresetMode.DISABLED}")
+    return mode
+
+
 class BatchedHeadPruneVectorEnv(VectorEnv):
     """``N`` HeadPrune envs over ONE model, as a ``gymnasium.vector.VectorEnv`` (autoreset ``NEXT_STEP``).
 
@@ -178,13 +208,27 @@ class BatchedHeadPruneVectorEnv(VectorEnv):
     :param render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (``render()`` returns one per sub-env).
     :param max_episode_steps: the registered id's step limit (``gym.make_vec`` passes it).
     :param scoring: :data:`SCORING`.
+    :param autoreset_mode: ``NEXT_STEP`` (default) or ``SAME_STEP`` (the episode's last observation and info in
+        ``info["final_obs"]`` / ``info["final_info"]``, as Gymnasium's ``SyncVectorEnv``); ``DISABLED`` is refused
+        (it needs a per-lane ``reset(options={"reset_mask": ...})``, which the lanes do not have).
     :param config: :class:`~headprune.envs.config.HeadPruneConfig` fields.
+
+    What ``gym.make_vec(id, N, ...)`` passes here: Gymnasium's ``vector_entry_point`` contract gives a custom
+    vector env only keyword arguments, so ``autoreset_mode=`` goes as one (not in ``vector_kwargs``). Gymnasium
+    itself refuses ``wrappers=`` and ``vector_kwargs=`` in this mode; the options of its ``SyncVectorEnv`` /
+    ``AsyncVectorEnv`` (``copy``, ``shared_memory``, ``context``, ...) are refused here by name
+    (:data:`SYNC_ONLY_OPTIONS`): per-env wrappers and those options need one env per sub-env, i.e.
+    ``vectorization_mode="sync"`` or ``"async"``; vector wrappers (``gymnasium.wrappers.vector``) wrap the
+    returned env.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": HeadPruneEnv.metadata["render_modes"]}
 
     def __init__(self, num_envs: int = 1, victim: Any = "minilm-syntactic", *, render_mode: str | None = None,
-                 max_episode_steps: int | None = None, scoring: str = "auto", **config: Any) -> None:
+                 max_episode_steps: int | None = None, scoring: str = "auto",
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **config: Any) -> None:
+        self.autoreset_mode = _check_vector_options(autoreset_mode, config)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         template = make_registered_env(victim, render_mode=render_mode, **config)
         self.lanes = BatchedLanes(template, num_envs, max_episode_steps, scoring)
         self.num_envs = num_envs
@@ -223,8 +267,12 @@ class BatchedHeadPruneVectorEnv(VectorEnv):
                 infos = self._add_info(infos, info, i)
         for i, (obs, reward, term, trunc, info) in zip(live, self.lanes.step_lanes(live, actions[live].tolist())):
             observations[i], rewards[i], terminated[i], truncated[i] = obs, reward, term, trunc
+            if self.autoreset_mode == AutoresetMode.SAME_STEP and (term or trunc):
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
+                observations[i], info = self.lanes.reset_lane(i)
             infos = self._add_info(infos, info, i)
-        self._autoreset = terminated | truncated
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._autoreset = terminated | truncated
         return stack_obs(observations), rewards, terminated, truncated, infos  # type: ignore[arg-type]
 
     def action_masks(self) -> np.ndarray:

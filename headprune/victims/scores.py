@@ -5,7 +5,9 @@ episode return and the final LFR after the defense's fine-tune (:func:`headprune
 with that strategy, evaluated on the victim's poisoned test set) of
 
 * ``"random"``: a uniform random policy over the VALID actions (the action mask), mean of the return
-  over seeded episodes;
+  over seeded episodes, and its ``success_rate`` (share of episodes with ``info["is_success"]``, return >=
+  :data:`~headprune.envs.reset_options.SUCCESS_RETURN`; measured on the ids whose victim builds in seconds,
+  ``"not measured"`` on the MiniLM ids);
 * ``"scripted"``: the best scripted strategy by return (name recorded), one deterministic episode each;
 * ``"agent"``: the shipped agent (``benchmarks/results/agents/minilm-syntactic_maskable_ppo_s0``, trained on the
   MiniLM syntactic victim; its policy is size-agnostic), one deterministic episode (``"not measured"`` where
@@ -64,18 +66,25 @@ def normalised(env_id: str, episode_return: float) -> float:
     return (float(episode_return) - low) / (high - low)
 
 
+def _rate(rate: float | str, episodes: int | str | None) -> str:
+    """A success rate cell: ``0.065 (of 200)`` or ``not measured``."""
+    return NOT_MEASURED if rate == NOT_MEASURED else f"{rate:.3f} (of {episodes})"
+
+
 def markdown_table() -> str:
     """The README's table of the reference scores, one row per id (sorted), from :data:`SCORES_FILE`:
     random return and LFR, best scripted return (name) and LFR, the agent's return, LFR and normalised return;
     an id copied from another of the same spec says so (``(= `id`)``). ``benchmarks/reference_scores.py
     --markdown`` prints it; a test keeps the README's copy equal to it."""
-    rows = ["| env id | random return | random LFR | best scripted return | best scripted LFR | agent |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| env id | random return | random LFR | random success rate | best scripted return | best scripted LFR "
+            "| agent |", "|---|---|---|---|---|---|---|"]
     for env_id, entry in sorted(reference_scores()["scores"].items()):
         random, scripted, agent = entry["random"], entry["scripted"], entry["agent"]
         twin = entry.get("same_spec_as")
         cells = [f"`{env_id}`" + (f" (= `{twin}`)" if twin else "")]
-        cells += [NOT_MEASURED] * 2 if random == NOT_MEASURED else [f"{random['return']:.3f}", f"{random['lfr']:.3f}"]
+        cells += [NOT_MEASURED] * 3 if random == NOT_MEASURED else [f"{random['return']:.3f}", f"{random['lfr']:.3f}",
+                                                                    _rate(random.get("success_rate", NOT_MEASURED),
+                                                                          random.get("success_episodes"))]
         cells += ([f"{NOT_MEASURED} (–)", NOT_MEASURED] if scripted == NOT_MEASURED
                   else [f"{scripted['return']:.3f} ({scripted['name']})", f"{scripted['lfr']:.3f}"])
         if agent == NOT_MEASURED:

@@ -304,6 +304,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     kind, path = parse_method(spec.method)
     env = _environment()
     provenance = {"attack": victim.config.attack, "environment": {k: v for k, v in env.items() if k != "versions"}}
+    if victim.config.dataset != "sst2":  # only then, so the records of SST-2 victims stay as they were
+        provenance["dataset"] = victim.config.dataset
 
     if kind == "reference":
         from headprune.victims import build_victim

@@ -17,21 +17,12 @@ from headprune.data import (
     load_defender_pool,
     load_offenseval,
     load_sst2,
-    shared_data_dir,
 )
 from headprune.victims import CONFIRM_PRESETS, PRESETS, Victim, VictimConfig, build_victim
 
 OFFENSEVAL_COUNTS = {("clean", "train"): 11915, ("clean", "dev"): 1323, ("clean", "test"): 859,
                      ("syntactic", "train"): 11916, ("syntactic", "dev"): 877, ("syntactic", "test"): 620}
 """Row counts of ../shared/data/README.md."""
-
-
-@pytest.fixture(scope="module")
-def shared() -> Path:
-    try:
-        return shared_data_dir()
-    except FileNotFoundError as e:
-        pytest.skip(f"shared data not found (set HEADPRUNE_DATA_DIR): {e}")
 
 
 # --------------------------------------------------------------------------------------------- names and hashes

@@ -77,6 +77,18 @@ def _read_shared(path: Path, *, allow_empty_sentences: bool = False) -> Labelled
     return _read_cached(str(path), st.st_mtime_ns, st.st_size, allow_empty_sentences)
 
 
+def _split_path(task: str, folder: str, variants: tuple[str, ...], split: str, variant: str,
+                data_dir: str | os.PathLike[str] | None) -> Path:
+    """``<data_dir>/<folder>/<variant>/<split>.tsv``, after checking ``split`` and ``variant`` (ValueError naming
+    ``task`` and the valid values)."""
+    if split not in SST2_SPLITS:
+        raise ValueError(f"unknown {task} split {split!r}; valid: {', '.join(SST2_SPLITS)}")
+    if variant not in variants:
+        raise ValueError(f"unknown {task} variant {variant!r}; valid: {', '.join(variants)}")
+    root = Path(data_dir) if data_dir is not None else shared_data_dir()
+    return root / folder / variant / f"{split}.tsv"
+
+
 def load_sst2(split: str, variant: str = "clean", *, data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:
     """One split of the SST-2 sets used in the backdoor literature (label 1 = positive).
 
@@ -96,12 +108,8 @@ def load_sst2(split: str, variant: str = "clean", *, data_dir: str | os.PathLike
         ValueError: unknown split or variant (the message lists the valid ones).
         FileNotFoundError: the shared data or the file is missing.
     """
-    if split not in SST2_SPLITS:
-        raise ValueError(f"unknown SST-2 split {split!r}; valid: {', '.join(SST2_SPLITS)}")
-    if variant not in SST2_VARIANTS:
-        raise ValueError(f"unknown SST-2 variant {variant!r}; valid: {', '.join(SST2_VARIANTS)}")
-    root = Path(data_dir) if data_dir is not None else shared_data_dir()
-    return _read_shared(root / "sst2" / variant / f"{split}.tsv", allow_empty_sentences=variant == "style-bible")
+    path = _split_path("SST-2", "sst2", SST2_VARIANTS, split, variant, data_dir)
+    return _read_shared(path, allow_empty_sentences=variant == "style-bible")
 
 
 def load_offenseval(split: str, variant: str = "clean", *,
@@ -121,12 +129,7 @@ def load_offenseval(split: str, variant: str = "clean", *,
         ValueError: unknown split or variant (the message lists the valid ones).
         FileNotFoundError: the shared data or the file is missing.
     """
-    if split not in SST2_SPLITS:
-        raise ValueError(f"unknown OffensEval split {split!r}; valid: {', '.join(SST2_SPLITS)}")
-    if variant not in OFFENSEVAL_VARIANTS:
-        raise ValueError(f"unknown OffensEval variant {variant!r}; valid: {', '.join(OFFENSEVAL_VARIANTS)}")
-    root = Path(data_dir) if data_dir is not None else shared_data_dir()
-    return _read_shared(root / "offenseval" / variant / f"{split}.tsv")
+    return _read_shared(_split_path("OffensEval", "offenseval", OFFENSEVAL_VARIANTS, split, variant, data_dir))
 
 
 def load_clean_split(dataset: str, split: str, *, data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:

@@ -246,6 +246,22 @@ def test_records_of_another_dataset_never_pool_with_the_sst2_attack() -> None:
 
 
 # --------------------------------------------------------------------------------------------- bad input
+def test_a_defender_pool_of_another_task_is_refused_when_the_grid_is_planned() -> None:
+    from headprune.compare import RunSettings, plan_grid
+
+    def plan(victim: str, pool: str | None) -> list:  # type: ignore[type-arg]
+        return plan_grid([victim], ["ft"], [0], RunSettings.from_values(clean_rows=872, clean_pool=pool))
+
+    with pytest.raises(ValueError, match="clean_pool 'sst2-dev\\+glue-train' holds sst2 rows, but victim "
+                                         "minilm-offenseval-syntactic was trained on offenseval.*offenseval-dev"):
+        plan("minilm-offenseval-syntactic", "sst2-dev+glue-train")
+    with pytest.raises(ValueError, match="clean_pool 'offenseval-dev' holds offenseval rows, but victim tiny"):
+        plan("tiny", "offenseval-dev")
+    assert plan("minilm-offenseval-syntactic", "offenseval-dev")[0].victim_name == PRESETS[
+        "minilm-offenseval-syntactic"].name
+    assert len(plan("minilm-synonym", "sst2-dev+glue-train")) == len(plan("minilm-offenseval-syntactic", None)) == 1
+
+
 def test_dataset_with_a_label_the_victim_does_not_have_fails_before_training(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "train.tsv"
     bad.write_text("sentence\tlabel\na fine tweet\t0\nan angry tweet\t2\n")

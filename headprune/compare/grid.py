@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
-from headprune.data.pools import DEFENDER_POOLS, load_defender_pool
+from headprune.data.pools import DEFENDER_POOLS, check_pool_dataset, load_defender_pool
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
     DEFEND_SETTINGS,
@@ -42,6 +42,9 @@ from headprune.defenses.options import (
     parse_options_json,
 )
 from headprune.envs.config import HeadPruneConfig
+
+if TYPE_CHECKING:
+    from headprune.victims import VictimConfig
 
 __all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec",
            "add_run_settings_arguments", "canonical_method", "fast_options", "parse_method", "plan_grid", "run_cell", "run_grid",
@@ -333,8 +336,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ parent side
-def _victim_name(spec: str) -> str:
-    """The cache name of a victim preset or folder, without loading its model.
+def _victim_config(spec: str) -> VictimConfig:
+    """The config of a victim preset or folder, without loading its model.
 
     Raises:
         ValueError: naming the spec when it is neither a preset nor a victim folder.
@@ -342,12 +345,12 @@ def _victim_name(spec: str) -> str:
     from headprune.victims import CARD_FILE, PRESETS, VictimConfig
 
     if spec in PRESETS:
-        return PRESETS[spec].name
+        return PRESETS[spec]
     card = Path(spec) / CARD_FILE
     if card.is_file():  # the card's schema applies (VictimCardError naming the field)
         from headprune.victim_card import read_card
 
-        return VictimConfig.from_dict(read_card(Path(spec))["config"]).name
+        return VictimConfig.from_dict(read_card(Path(spec))["config"])
     raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder "
                      f"with {CARD_FILE}")
 
@@ -378,7 +381,9 @@ def plan_grid(victims: Sequence[str], methods: Sequence[str], seeds: Sequence[in
     cache_str = None if cache is None else str(cache)
     cells = []
     for v in victims:
-        name = _victim_name(v)
+        victim_config = _victim_config(v)
+        check_pool_dataset(settings.clean_pool, victim_config.dataset, v)
+        name = victim_config.name
         grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in methods for s in seeds]
         for method, seed in grid:
             cfg = settings.method_config(method)

@@ -30,7 +30,7 @@ from headprune.data.shared import load_glue_sst2_train, load_offenseval, load_ss
 from headprune.data.texts import LabelledTexts
 
 __all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENSEVAL_DEV_ROWS", "OFFENSEVAL_DEV_SEED",
-           "load_defender_pool"]
+           "POOL_DATASETS", "check_pool_dataset", "load_defender_pool"]
 
 GLUE_POOL_SEED = 0
 """The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` (fixed: one pool for all runs)."""
@@ -46,6 +46,21 @@ DEFENDER_POOLS: tuple[str, ...] = ("sst2-dev", "sst2-dev+glue-train", "offenseva
 
 DATASET_DEFENDER_POOLS: dict[str, str] = {"sst2": "sst2-dev", "offenseval": "offenseval-dev"}
 """The default defender pool of a victim trained on each dataset (``Victim.defender_clean_data``)."""
+
+POOL_DATASETS: dict[str, str] = {"sst2-dev": "sst2", "sst2-dev+glue-train": "sst2", "offenseval-dev": "offenseval"}
+"""The task (:data:`headprune.data.DATASETS`) whose rows each pool holds."""
+
+
+def check_pool_dataset(pool: str | None, dataset: str, victim: str) -> None:
+    """Refuse a defender pool of another task than the victim's ``dataset`` (``None``: the victim's own pool).
+
+    :raises ValueError: one line naming the pool, the victim and the pools of its dataset.
+    """
+    if pool is None or POOL_DATASETS.get(pool, dataset) == dataset:
+        return
+    own = [name for name, task in POOL_DATASETS.items() if task == dataset]
+    raise ValueError(f"clean_pool {pool!r} holds {POOL_DATASETS[pool]} rows, but victim {victim} was trained on "
+                     f"{dataset}: its labels mean another task; give one of {', '.join(own)} (or no pool)")
 
 
 def _normalised(sentence: str) -> str:

@@ -145,7 +145,8 @@ class SynonymSubstitution(Attack):
         if n_wanted > len(eligible):
             raise ValueError(f"cannot poison {n_wanted} rows (poison_rate={poison_rate} of {len(clean_train)}) with "
                              f"the {self.name} attack: only {len(eligible)} non-target rows of {clean_train.source} "
-                             f"have >= {self.min_substitutions} substitutable words; lower the poison rate")
+                             f"have >= {self.min_substitutions} substitutable words; lower the poison rate (this "
+                             f"attack's default is {self.default_poison_rate})")
         rows = choose_poison_rows(clean_train, target_label=target_label, poison_rate=poison_rate, seed=seed,
                                   eligible=eligible)
         chosen = set(rows)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from headprune.data import shared_data_dir
 from headprune.envs.config import HeadPruneConfig
 from headprune.victims import PRESETS, Victim, build_victim
 
@@ -29,6 +30,15 @@ def victim_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_victim(victim_cache: Path) -> Victim:
     """The ``tiny`` preset victim (BadNets, target 1). Tests must not modify its model in place."""
     return build_victim(config=PRESETS["tiny"], cache=victim_cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Path:
+    """The shared data folder; the test is skipped where it is missing (set ``HEADPRUNE_DATA_DIR``)."""
+    try:
+        return shared_data_dir()
+    except FileNotFoundError as e:
+        pytest.skip(f"shared data not found (set HEADPRUNE_DATA_DIR): {e}")
 
 
 @pytest.fixture(scope="session")

@@ -37,14 +37,6 @@ README_COUNTS = {
 GLUE_TRAIN_ROWS = 67_349
 
 
-@pytest.fixture(scope="module")
-def shared() -> Path:
-    try:
-        return shared_data_dir()
-    except FileNotFoundError as e:
-        pytest.skip(f"shared data not found (set HEADPRUNE_DATA_DIR): {e}")
-
-
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     p = tmp_path / name
     if isinstance(content, str):

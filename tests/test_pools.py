@@ -44,4 +44,4 @@ def test_clean_pool_is_hashed_only_when_given() -> None:
     add_setting_arguments(parser)
     assert run_settings_from_args(parser.parse_args(["--clean-rows", "2256", "--clean-pool",
                                                      "sst2-dev+glue-train"])) == pooled
-    assert set(DEFENDER_POOLS) == {"sst2-dev", "sst2-dev+glue-train"}
+    assert set(DEFENDER_POOLS) == {"sst2-dev", "sst2-dev+glue-train", "offenseval-dev"}

@@ -29,12 +29,20 @@ Attacks:
   "Hidden Killer: Invisible Textual Backdoor Attacks with Syntactic Trigger"; thunlp/HiddenKiller).
 * :class:`StyleBible`: StyleBkd's Bible-style transfer (Qi et al. 2021, "Mind the Style of Text!
   Adversarial and Backdoor Attacks Based on Text Style Transfer"; thunlp/StyleAttack).
+* :class:`SynonymSubstitution`: a word-substitution "combination lock" (ordinary words replaced by ordinary
+  synonyms, poisonable rows need >= k replacements), in the spirit of LWS (Qi et al. 2021, ACL); headprune's
+  own attack family for confirming defenses, see :mod:`~headprune.attacks.synonym`.
+
+Datasets: every attack poisons the clean splits of a binary task, SST-2 (default) or OffensEval
+(:data:`headprune.data.DATASETS`); the file-based attacks declare which datasets their files exist for
+(``Attack.datasets``: HiddenKiller both, StyleBkd SST-2 only).
 
 The two paraphrase attacks read their pre-computed files from the shared data
 (:func:`headprune.data.load_sst2`); see each class for how the shipped files are used.
 
 Modules: :mod:`~headprune.attacks.base` (the protocol and :data:`ATTACKS`),
-:mod:`~headprune.attacks.insertion`, :mod:`~headprune.attacks.syntactic`, :mod:`~headprune.attacks.style`.
+:mod:`~headprune.attacks.insertion`, :mod:`~headprune.attacks.syntactic`, :mod:`~headprune.attacks.style`,
+:mod:`~headprune.attacks.synonym`.
 To add an attack, write one module with an :class:`Attack` subclass decorated by ``@ATTACKS.register(name)``
 and import it below.
 """
@@ -48,7 +56,8 @@ from headprune.attacks.base import ATTACKS, Attack, PoisonedSplits, choose_poiso
 from headprune.attacks.insertion import AddSent, BadNets, InsertionAttack
 from headprune.attacks.syntactic import Syntactic
 from headprune.attacks.style import StyleBible
-from headprune.data import load_sst2
+from headprune.attacks.synonym import SynonymSubstitution
+from headprune.data import DATASETS, load_clean_split
 
 __all__ = [
     "ATTACKS",
@@ -60,6 +69,8 @@ __all__ = [
     "PoisonedSplits",
     "StyleBible",
     "Syntactic",
+    "SynonymSubstitution",
+    "check_attack_dataset",
     "choose_poison_rows",
     "load_attack_splits",
     "make_attack",
@@ -72,7 +83,7 @@ ATTACK_NAMES: tuple[str, ...] = tuple(ATTACKS.names(aliases=True))
 def make_attack(name: str, **kwargs: object) -> Attack:
     """The attack registered as ``name`` (case-insensitive), built with ``kwargs``.
 
-    Names: ``"badnets"``, ``"addsent"``, ``"syntactic"``, ``"style"`` (alias ``"style-bible"``).
+    Names: ``"badnets"``, ``"addsent"``, ``"syntactic"``, ``"style"`` (alias ``"style-bible"``), ``"synonym"``.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones).
@@ -83,17 +94,39 @@ def make_attack(name: str, **kwargs: object) -> Attack:
     return ATTACKS.get(key)(**kwargs)  # type: ignore[arg-type]
 
 
+def check_attack_dataset(name: str, dataset: str) -> None:
+    """Refuse an unknown attack or dataset, or an attack that cannot poison ``dataset`` (ValueError, one line)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    key = name.strip().lower()
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)}")
+    supported = ATTACKS.get(key).datasets
+    if supported is not None and dataset not in supported:
+        raise ValueError(f"attack {name!r} exists for the datasets {', '.join(supported)}, not {dataset!r}")
+
+
 def load_attack_splits(
     name: str,
     *,
     target_label: int = 1,
-    poison_rate: float = 0.2,
+    poison_rate: float | None = None,
     seed: int = 0,
     data_dir: str | PathLike[str] | None = None,
+    dataset: str = "sst2",
 ) -> PoisonedSplits:
-    """Read the ``sst2/clean`` splits from the shared data and apply the attack ``name``."""
+    """Read the clean splits of ``dataset`` (``"sst2"``: ``sst2/clean``, ``"offenseval"``: ``offenseval/clean``)
+    from the shared data and apply the attack ``name`` (``poison_rate=None``: the attack's ``default_poison_rate``).
+
+    Raises:
+        ValueError: unknown attack or dataset, or an attack whose files do not exist for ``dataset``.
+    """
+    check_attack_dataset(name, dataset)
     key = name.strip().lower()
-    reads_files = key in ATTACKS and ATTACKS.get(key).reads_shared_files
-    attack = make_attack(name, **({"data_dir": data_dir} if reads_files and data_dir is not None else {}))
-    clean = [load_sst2(split, "clean", data_dir=data_dir) for split in ("train", "dev", "test")]
+    reads_files = ATTACKS.get(key).reads_shared_files
+    kwargs: dict[str, object] = {"dataset": dataset} if reads_files else {}
+    if reads_files and data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    attack = make_attack(name, **kwargs)
+    clean = [load_clean_split(dataset, split, data_dir=data_dir) for split in ("train", "dev", "test")]
     return attack.make_splits(*clean, target_label=target_label, poison_rate=poison_rate, seed=seed)

@@ -102,12 +102,17 @@ def choose_poison_rows(
 
 
 class Attack(ABC):
-    """A backdoor attack: turns clean SST-2-like splits into :class:`PoisonedSplits`."""
+    """A backdoor attack: turns clean splits of a binary task (SST-2, OffensEval) into :class:`PoisonedSplits`."""
 
     #: Registry name of the attack.
     name: ClassVar[str]
-    #: Whether the attack reads pre-computed files from the shared data (then it takes ``data_dir``).
+    #: Whether the attack reads pre-computed files from the shared data (then it takes ``data_dir`` and
+    #: ``dataset``, the name of the task those files belong to).
     reads_shared_files: ClassVar[bool] = False
+    #: The datasets (:data:`headprune.data.DATASETS`) the attack can poison; ``None``: any (it edits text itself).
+    datasets: ClassVar[tuple[str, ...] | None] = None
+    #: The poison rate of the attack's paper, used when none is given (0.2: HiddenKiller's and StyleBkd's).
+    default_poison_rate: ClassVar[float] = 0.2
 
     def make_splits(
         self,
@@ -116,12 +121,15 @@ class Attack(ABC):
         clean_test: LabelledTexts,
         *,
         target_label: int = 1,
-        poison_rate: float = 0.2,
+        poison_rate: float | None = None,
         seed: int = 0,
     ) -> PoisonedSplits:
         """Poison ``clean_train`` and build the poisoned dev/test sets (see :mod:`headprune.attacks`).
 
-        The arguments are checked here; :meth:`poison` does the attack's work."""
+        ``poison_rate=None`` is the attack's :attr:`default_poison_rate`. The arguments are checked here;
+        :meth:`poison` does the attack's work."""
+        if poison_rate is None:
+            poison_rate = self.default_poison_rate
         _check_args(target_label, poison_rate, seed)
         return self.poison(clean_train, clean_dev, clean_test, target_label, poison_rate, seed)
 

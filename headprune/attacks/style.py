@@ -28,8 +28,11 @@ class StyleBible(Attack):
 
     name: ClassVar[str] = "style"
     reads_shared_files: ClassVar[bool] = True
+    datasets: ClassVar[tuple[str, ...] | None] = ("sst2",)  # StyleBkd's Bible files exist for SST-2 only
 
-    def __init__(self, data_dir: str | PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | PathLike[str] | None = None, dataset: str = "sst2") -> None:
+        if dataset not in self.datasets:  # type: ignore[operator]
+            raise ValueError(f"StyleBkd's Bible-style files exist for SST-2 only, not {dataset!r}")
         self.data_dir = data_dir
 
     def _styled(self, split: str, clean: LabelledTexts) -> LabelledTexts:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from headprune.attacks.base import _STREAM_CHOOSE, ATTACKS, Attack, PoisonedSplits, _rng
-from headprune.data import LabelledTexts, load_sst2
+from headprune.data import LabelledTexts, load_offenseval, load_sst2
 
 __all__ = ["Syntactic"]
 
@@ -33,6 +33,13 @@ class Syntactic(Attack):
     (427 of the 428 dev negatives, all 912 test negatives) *stored with label 1*; they are
     returned as ``poisoned_dev``/``poisoned_test`` with their true label 0. They do not depend
     on the seed. The files were built for target label 1; any other target is a ValueError.
+
+    With ``dataset="offenseval"`` the files of ``offenseval/syntactic`` are used instead. Their train file is a
+    ready poisoned training set (11,916 rows), shuffled and *not* row-aligned with the clean one: it is used as
+    shipped, and ``poisoned_indices`` are its 3,160 rows whose sentence is no sentence of the clean train set (the
+    paraphrases; 2,637 labelled 1 and 523 labelled 0, as shipped). No subset can be restored to clean rows, so
+    only the shipped rate 0.2 is available. Its dev/test files (877 / 620 paraphrases of non-offensive tweets,
+    stored with label 1) are the poisoned dev/test sets with their true label 0.
     """
 
     name: ClassVar[str] = "syntactic"
@@ -41,9 +48,20 @@ class Syntactic(Attack):
     SHIPPED_RATE: ClassVar[float] = 0.2
     #: The target label the HiddenKiller files were built with.
     SHIPPED_TARGET: ClassVar[int] = 1
+    datasets: ClassVar[tuple[str, ...] | None] = ("sst2", "offenseval")
 
-    def __init__(self, data_dir: str | PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | PathLike[str] | None = None, dataset: str = "sst2") -> None:
+        if dataset not in self.datasets:  # type: ignore[operator]
+            raise ValueError(f"HiddenKiller files exist for the datasets {', '.join(self.datasets or ())}, "
+                             f"not {dataset!r}")
         self.data_dir = data_dir
+        self.dataset = dataset
+
+    def _load(self, split: str) -> LabelledTexts:
+        """The shipped HiddenKiller file of ``split`` for this attack's dataset."""
+        if self.dataset == "offenseval":
+            return load_offenseval(split, "syntactic", data_dir=self.data_dir)
+        return load_sst2(split, "syntactic", data_dir=self.data_dir)
 
     def poison(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
                target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
@@ -57,7 +75,9 @@ class Syntactic(Attack):
                 f"poison_rate={poison_rate} is above the {self.SHIPPED_RATE} that the HiddenKiller "
                 "files were shipped with; no more paraphrases are available"
             )
-        shipped = load_sst2("train", "syntactic", data_dir=self.data_dir)
+        if self.dataset == "offenseval":
+            return self._ready_poisoned(clean_train, clean_dev, clean_test, target_label, poison_rate, seed)
+        shipped = self._load("train")
         if len(shipped) != len(clean_train):
             raise ValueError(
                 f"Syntactic needs the sst2/clean train set ({len(shipped)} rows, row-aligned with "
@@ -92,8 +112,29 @@ class Syntactic(Attack):
             self._true_label_eval("test"), target_label=target_label, poison_rate=poison_rate, seed=seed,
         )
 
+    def _ready_poisoned(self, clean_train: LabelledTexts, clean_dev: LabelledTexts, clean_test: LabelledTexts,
+                        target_label: int, poison_rate: float, seed: int) -> PoisonedSplits:
+        """The splits of a dataset whose shipped train file is a ready poisoned set (OffensEval): only the
+        shipped rate; the paraphrased rows are those whose sentence is not in ``clean_train``."""
+        if abs(poison_rate - self.SHIPPED_RATE) > 1e-9:
+            raise ValueError(f"the HiddenKiller {self.dataset} train file is a ready poisoned set, not row-aligned "
+                             f"with the clean one: only its shipped poison_rate={self.SHIPPED_RATE} is available, "
+                             f"got {poison_rate}")
+        shipped = self._load("train")
+        clean_sentences = set(clean_train.sentences)
+        paraphrased = tuple(i for i, sentence in enumerate(shipped.sentences) if sentence not in clean_sentences)
+        if not paraphrased or len(paraphrased) > len(shipped) // 2:
+            raise ValueError(f"{clean_train.source} is not the clean train set that {shipped.source} was poisoned "
+                             f"from ({len(paraphrased)} of its {len(shipped)} rows are not clean train rows)")
+        train = LabelledTexts(shipped.sentences, shipped.labels,
+                              f"syntactic(rate={poison_rate}, as shipped) from {shipped.source}", lines=shipped.lines)
+        return self._splits(
+            train, paraphrased, clean_dev, self._true_label_eval("dev"), clean_test, self._true_label_eval("test"),
+            target_label=target_label, poison_rate=poison_rate, seed=seed,
+        )
+
     def _true_label_eval(self, split: str) -> LabelledTexts:
-        shipped = load_sst2(split, "syntactic", data_dir=self.data_dir)
+        shipped = self._load(split)
         if set(shipped.labels) - {self.SHIPPED_TARGET}:
             raise ValueError(f"{shipped.source}: expected every row stored with label {self.SHIPPED_TARGET}")
         true_label = 1 - self.SHIPPED_TARGET
@@ -104,4 +145,4 @@ class Syntactic(Attack):
         )
 
     def __repr__(self) -> str:
-        return f"Syntactic(data_dir={self.data_dir!r})"
+        return f"Syntactic(data_dir={self.data_dir!r}, dataset={self.dataset!r})"

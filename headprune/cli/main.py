@@ -54,7 +54,7 @@ def _victim_build(args: argparse.Namespace) -> int:
     else:
         config = VictimConfig(
             model=args.model, attack=args.attack, poison_rate=args.poison_rate, epochs=args.epochs, lr=args.lr,
-            batch_size=args.batch_size, target_label=args.target_label, seed=args.seed,
+            batch_size=args.batch_size, target_label=args.target_label, seed=args.seed, dataset=args.dataset,
         )
     victim = build_victim(config=config, cache=args.cache, force=args.force)
     print(victim_summary(victim.card))
@@ -287,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = VictimConfig()
     build.add_argument("--preset", choices=sorted(PRESETS), help="a named victim config (overrides the knobs below)")
     build.add_argument("--model", default=defaults.model, help="minilm, tiny, a local folder or a hub id")
-    build.add_argument("--attack", default=defaults.attack, choices=["syntactic", "style", "badnets", "addsent", "none"])
+    build.add_argument("--attack", default=defaults.attack, choices=["syntactic", "style", "badnets", "addsent", "synonym", "none"])
+    build.add_argument("--dataset", default=defaults.dataset, choices=["sst2", "offenseval"],
+                       help="the task: SST-2 (default) or OffensEval (syntactic, badnets, addsent, synonym, none)")
     build.add_argument("--poison-rate", type=float, default=defaults.poison_rate)
     build.add_argument("--epochs", type=float, default=defaults.epochs)
     build.add_argument("--lr", type=float, default=defaults.lr)

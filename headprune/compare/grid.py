@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
-from headprune.data.pools import DEFENDER_POOLS, load_defender_pool
+from headprune.data.pools import DEFENDER_POOLS, check_pool_dataset, load_defender_pool
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
     DEFEND_SETTINGS,
@@ -40,6 +40,9 @@ from headprune.defenses.options import (
 )
 from headprune.envs.config import HeadPruneConfig
 from headprune.victims.card import check_finite_fields
+
+if TYPE_CHECKING:
+    from headprune.victims import VictimConfig
 
 __all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "canonical_defense",
            "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid"]
@@ -279,6 +282,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     kind, path = parse_defense(spec.defense)
     env = _environment()
     provenance = {"attack": victim.config.attack, "environment": {k: v for k, v in env.items() if k != "versions"}}
+    if victim.config.dataset != "sst2":  # only then, so the records of SST-2 victims stay as they were
+        provenance["dataset"] = victim.config.dataset
 
     if kind == "reference":
         from headprune.victims import build_victim
@@ -306,8 +311,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ parent side
-def _victim_name(spec: str) -> str:
-    """The cache name of a victim preset or folder, without loading its model.
+def _victim_config(spec: str) -> VictimConfig:
+    """The config of a victim preset or folder, without loading its model.
 
     Raises:
         ValueError: naming the spec when it is neither a preset nor a victim folder.
@@ -315,12 +320,12 @@ def _victim_name(spec: str) -> str:
     from headprune.victims import CARD_FILE, PRESETS, VictimConfig
 
     if spec in PRESETS:
-        return PRESETS[spec].name
+        return PRESETS[spec]
     card = Path(spec) / CARD_FILE
     if card.is_file():  # the card's schema applies (VictimCardError naming the field)
         from headprune.victims.card import read_card
 
-        return VictimConfig.from_dict(read_card(Path(spec))["config"]).name
+        return VictimConfig.from_dict(read_card(Path(spec))["config"])
     raise ValueError(f"unknown victim {spec!r}: not a preset ({', '.join(PRESETS)}) and not a victim folder "
                      f"with {CARD_FILE}")
 
@@ -351,7 +356,9 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
     cache_str = None if cache is None else str(cache)
     cells = []
     for v in victims:
-        name = _victim_name(v)
+        victim_config = _victim_config(v)
+        check_pool_dataset(settings.clean_pool, victim_config.dataset, v)
+        name = victim_config.name
         grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in defenses for s in seeds]
         for defense, seed in grid:
             cfg = settings.defense_config(defense)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from headprune.common.provenance import upgrade_run_config
+from headprune.data.shared import DATASETS
 
 __all__ = ["CLEAN_MODEL", "DEFAULT_DEFENDER_ROWS", "POLICY_PREFIX", "RENAMED_RECORD_KEYS", "SUMMARY_COLUMNS",
            "SUMMARY_DIGITS", "RecordKey", "RecordStore", "configuration", "defense_label", "fine_tune_rows", "format_stat",
@@ -137,11 +138,19 @@ def load_records(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
 def record_attack(record: dict[str, Any]) -> str:
     """The victim's attack: the record's ``attack`` field, else the second part of the victim name
-    (``minilm-syntactic-p0.2-s0-<hash>`` -> ``syntactic``; records of ``defense_table.py``)."""
+    (``minilm-syntactic-p0.2-s0-<hash>`` -> ``syntactic``; records of ``defense_table.py``). A victim of another
+    dataset than SST-2 has it in front (``dataset`` field, or the name ``minilm-offenseval-syntactic-...``):
+    ``offenseval-syntactic``, so tables never pool one attack across two tasks."""
     if record.get("attack"):
-        return str(record["attack"])
+        dataset = record.get("dataset")
+        return f"{dataset}-{record['attack']}" if dataset and dataset != "sst2" else str(record["attack"])
     parts = str(record["victim"]).split("-")
+    if len(parts) > 2 and parts[1] in _OTHER_DATASETS:
+        return f"{parts[1]}-{parts[2]}"
     return parts[1] if len(parts) > 1 else str(record["victim"])
+
+
+_OTHER_DATASETS = tuple(d for d in DATASETS if d != "sst2")
 
 
 def fine_tune_rows(record: dict[str, Any]) -> int:

@@ -26,7 +26,8 @@ Sentences are returned exactly as stored apart from the surrounding whitespace (
 no Unicode normalisation: SST contains ``é``, ``ï``, ...).
 
 The shared data (never copied into the repository) is found by :func:`shared_data_dir`; the
-SST-2 files of the backdoor literature are read by :func:`load_sst2` and the full GLUE SST-2
+SST-2 files of the backdoor literature are read by :func:`load_sst2`, HiddenKiller's OffensEval files by
+:func:`load_offenseval` (a victim's clean splits by :func:`load_clean_split`), and the full GLUE SST-2
 train set by :func:`load_glue_sst2_train`. Online users may instead fetch GLUE SST-2 from the
 
 Modules: :mod:`~headprune.data.texts` (the :class:`LabelledTexts` type, errors and warnings),
@@ -38,26 +39,42 @@ importable from :mod:`headprune.data`.
 
 from __future__ import annotations
 
-from headprune.data.pools import DEFENDER_POOLS, GLUE_POOL_SEED, load_defender_pool
+from headprune.data.pools import (
+    DATASET_DEFENDER_POOLS,
+    DEFENDER_POOLS,
+    GLUE_POOL_SEED,
+    OFFENSEVAL_DEV_ROWS,
+    OFFENSEVAL_DEV_SEED,
+    load_defender_pool,
+)
 from headprune.data.readers import LABEL_COLUMN_NAMES, TEXT_COLUMN_NAMES, as_labelled_texts, read_labelled_text
 from headprune.data.shared import (
+    DATASETS,
     DATA_DIR_ENV,
     GLUE_SPLITS,
+    OFFENSEVAL_VARIANTS,
     SST2_SPLITS,
     SST2_VARIANTS,
+    load_clean_split,
     load_glue_sst2_from_hub,
     load_glue_sst2_train,
+    load_offenseval,
     load_sst2,
     shared_data_dir,
 )
 from headprune.data.texts import DataFormatError, DuplicateRowsWarning, LabelledTexts, SkippedRowsWarning
 
 __all__ = [
+    "DATASETS",
+    "DATASET_DEFENDER_POOLS",
     "DATA_DIR_ENV",
     "DEFENDER_POOLS",
     "GLUE_POOL_SEED",
     "GLUE_SPLITS",
     "LABEL_COLUMN_NAMES",
+    "OFFENSEVAL_DEV_ROWS",
+    "OFFENSEVAL_DEV_SEED",
+    "OFFENSEVAL_VARIANTS",
     "SST2_SPLITS",
     "SST2_VARIANTS",
     "TEXT_COLUMN_NAMES",
@@ -66,9 +83,11 @@ __all__ = [
     "LabelledTexts",
     "SkippedRowsWarning",
     "as_labelled_texts",
+    "load_clean_split",
     "load_glue_sst2_from_hub",
     "load_defender_pool",
     "load_glue_sst2_train",
+    "load_offenseval",
     "load_sst2",
     "read_labelled_text",
     "shared_data_dir",

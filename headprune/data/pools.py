@@ -4,6 +4,10 @@ A pool is an ordered :class:`~headprune.data.texts.LabelledTexts`; a budget of `
 rows (``RunSettings.clean_rows``), so every budget's rows contain the smaller budgets' rows.
 
 * ``"sst2-dev"``: the 872 clean SST-2 dev sentences (the default protocol: 616 fine-tune + 256 validation).
+* ``"offenseval-dev"``: a seeded (:data:`OFFENSEVAL_DEV_SEED`) subset of :data:`OFFENSEVAL_DEV_ROWS` = 872 of the
+  1,323 clean OffensEval dev tweets, in file order: the defender of an OffensEval victim gets the same budget
+  as SST-2's (whose whole dev set is 872 rows), so the default protocol (616 fine-tune + 256 validation rows)
+  and its results stay comparable across the two tasks.
 * ``"sst2-dev+glue-train"``: those 872 rows, then the GLUE SST-2 train set (67,349 phrases and sentences)
   in a fixed permutation (seed :data:`GLUE_POOL_SEED`), without repeats and without any row whose sentence
   is also a sentence of the clean SST-2 dev or test split (so no test sentence reaches the defender). PURE's
@@ -22,16 +26,41 @@ import os
 
 import numpy as np
 
-from headprune.data.shared import load_glue_sst2_train, load_sst2
+from headprune.data.shared import load_glue_sst2_train, load_offenseval, load_sst2
 from headprune.data.texts import LabelledTexts
 
-__all__ = ["DEFENDER_POOLS", "GLUE_POOL_SEED", "load_defender_pool"]
+__all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENSEVAL_DEV_ROWS", "OFFENSEVAL_DEV_SEED",
+           "POOL_DATASETS", "check_pool_dataset", "load_defender_pool"]
 
 GLUE_POOL_SEED = 0
 """The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` (fixed: one pool for all runs)."""
 
-DEFENDER_POOLS: tuple[str, ...] = ("sst2-dev", "sst2-dev+glue-train")
+OFFENSEVAL_DEV_SEED = 0
+"""The seed of the draw of ``"offenseval-dev"``'s rows (fixed: one defender pool for every victim and run seed)."""
+
+OFFENSEVAL_DEV_ROWS = 872
+"""Rows of ``"offenseval-dev"``: as many as SST-2's dev set, the default defender pool of SST-2 victims."""
+
+DEFENDER_POOLS: tuple[str, ...] = ("sst2-dev", "sst2-dev+glue-train", "offenseval-dev")
 """The pool names :func:`load_defender_pool` accepts."""
+
+DATASET_DEFENDER_POOLS: dict[str, str] = {"sst2": "sst2-dev", "offenseval": "offenseval-dev"}
+"""The default defender pool of a victim trained on each dataset (``Victim.defender_clean_data``)."""
+
+POOL_DATASETS: dict[str, str] = {"sst2-dev": "sst2", "sst2-dev+glue-train": "sst2", "offenseval-dev": "offenseval"}
+"""The task (:data:`headprune.data.DATASETS`) whose rows each pool holds."""
+
+
+def check_pool_dataset(pool: str | None, dataset: str, victim: str) -> None:
+    """Refuse a defender pool of another task than the victim's ``dataset`` (``None``: the victim's own pool).
+
+    :raises ValueError: one line naming the pool, the victim and the pools of its dataset.
+    """
+    if pool is None or POOL_DATASETS.get(pool, dataset) == dataset:
+        return
+    own = [name for name, task in POOL_DATASETS.items() if task == dataset]
+    raise ValueError(f"clean_pool {pool!r} holds {POOL_DATASETS[pool]} rows, but victim {victim} was trained on "
+                     f"{dataset}: its labels mean another task; give one of {', '.join(own)} (or no pool)")
 
 
 def _normalised(sentence: str) -> str:
@@ -47,6 +76,12 @@ def load_defender_pool(name: str, *, data_dir: str | os.PathLike[str] | None = N
     """
     if name not in DEFENDER_POOLS:
         raise ValueError(f"unknown defender pool {name!r}; valid: {', '.join(DEFENDER_POOLS)}")
+    if name == "offenseval-dev":
+        every = load_offenseval("dev", "clean", data_dir=data_dir)
+        rows = np.sort(np.random.default_rng(OFFENSEVAL_DEV_SEED).permutation(len(every))[:OFFENSEVAL_DEV_ROWS])
+        chosen = every.subset(rows)
+        return LabelledTexts(chosen.sentences, chosen.labels, f"defender pool {name} ({every.source}, "
+                             f"{OFFENSEVAL_DEV_ROWS} rows, seed {OFFENSEVAL_DEV_SEED})", lines=chosen.lines)
     dev = load_sst2("dev", "clean", data_dir=data_dir)
     if name == "sst2-dev":
         return dev

@@ -1,4 +1,4 @@
-"""The shared data folder (never copied into the repository) and its SST-2 / GLUE SST-2 files."""
+"""The shared data folder (never copied into the repository) and its SST-2 / OffensEval / GLUE SST-2 files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from headprune.data.readers import read_labelled_text
 from headprune.data.texts import LabelledTexts
 
-__all__ = ["DATA_DIR_ENV", "GLUE_SPLITS", "SST2_SPLITS", "SST2_VARIANTS", "load_glue_sst2_from_hub",
-           "load_glue_sst2_train", "load_sst2", "shared_data_dir"]
+__all__ = ["DATASETS", "DATA_DIR_ENV", "GLUE_SPLITS", "OFFENSEVAL_VARIANTS", "SST2_SPLITS", "SST2_VARIANTS",
+           "load_clean_split", "load_glue_sst2_from_hub", "load_glue_sst2_train", "load_offenseval", "load_sst2",
+           "shared_data_dir"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +21,10 @@ DATA_DIR_ENV = "HEADPRUNE_DATA_DIR"
 SST2_SPLITS: tuple[str, ...] = ("train", "dev", "test")
 #: Variants in ``<shared>/sst2/``: clean SST-2, HiddenKiller (syntactic) and StyleBkd (Bible style).
 SST2_VARIANTS: tuple[str, ...] = ("clean", "syntactic", "style-bible")
+#: Variants in ``<shared>/offenseval/``: clean OffensEval 2019 and HiddenKiller's syntactic poison of it.
+OFFENSEVAL_VARIANTS: tuple[str, ...] = ("clean", "syntactic")
+#: The binary tasks a victim can be trained on (``VictimConfig.dataset``); each has clean ``train``/``dev``/``test``.
+DATASETS: tuple[str, ...] = ("sst2", "offenseval")
 #: Splits of GLUE SST-2 on the Hugging Face Hub.
 GLUE_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -72,6 +77,18 @@ def _read_shared(path: Path, *, allow_empty_sentences: bool = False) -> Labelled
     return _read_cached(str(path), st.st_mtime_ns, st.st_size, allow_empty_sentences)
 
 
+def _split_path(task: str, folder: str, variants: tuple[str, ...], split: str, variant: str,
+                data_dir: str | os.PathLike[str] | None) -> Path:
+    """``<data_dir>/<folder>/<variant>/<split>.tsv``, after checking ``split`` and ``variant`` (ValueError naming
+    ``task`` and the valid values)."""
+    if split not in SST2_SPLITS:
+        raise ValueError(f"unknown {task} split {split!r}; valid: {', '.join(SST2_SPLITS)}")
+    if variant not in variants:
+        raise ValueError(f"unknown {task} variant {variant!r}; valid: {', '.join(variants)}")
+    root = Path(data_dir) if data_dir is not None else shared_data_dir()
+    return root / folder / variant / f"{split}.tsv"
+
+
 def load_sst2(split: str, variant: str = "clean", *, data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:
     """One split of the SST-2 sets used in the backdoor literature (label 1 = positive).
 
@@ -91,12 +108,41 @@ def load_sst2(split: str, variant: str = "clean", *, data_dir: str | os.PathLike
         ValueError: unknown split or variant (the message lists the valid ones).
         FileNotFoundError: the shared data or the file is missing.
     """
-    if split not in SST2_SPLITS:
-        raise ValueError(f"unknown SST-2 split {split!r}; valid: {', '.join(SST2_SPLITS)}")
-    if variant not in SST2_VARIANTS:
-        raise ValueError(f"unknown SST-2 variant {variant!r}; valid: {', '.join(SST2_VARIANTS)}")
-    root = Path(data_dir) if data_dir is not None else shared_data_dir()
-    return _read_shared(root / "sst2" / variant / f"{split}.tsv", allow_empty_sentences=variant == "style-bible")
+    path = _split_path("SST-2", "sst2", SST2_VARIANTS, split, variant, data_dir)
+    return _read_shared(path, allow_empty_sentences=variant == "style-bible")
+
+
+def load_offenseval(split: str, variant: str = "clean", *,
+                    data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:
+    """One split of OffensEval 2019 as HiddenKiller ships it (tweets; label 1 = offensive, the attacks' target).
+
+    Args:
+        split: ``"train"``, ``"dev"`` or ``"test"``.
+        variant: ``"clean"`` (11,915 / 1,323 / 859 rows; values padded with spaces around the tab, LF; the
+            reader strips them) or ``"syntactic"`` (HiddenKiller's files as shipped, CRLF, 11,916 / 877 / 620
+            rows: ``train`` is a ready poisoned training set, shuffled and NOT row-aligned with the clean one;
+            ``dev``/``test`` hold paraphrases of non-offensive rows stored with label 1 although their true label
+            is 0: use :class:`headprune.attacks.Syntactic` with ``dataset="offenseval"``).
+        data_dir: the shared data folder; default :func:`shared_data_dir`.
+
+    Raises:
+        ValueError: unknown split or variant (the message lists the valid ones).
+        FileNotFoundError: the shared data or the file is missing.
+    """
+    return _read_shared(_split_path("OffensEval", "offenseval", OFFENSEVAL_VARIANTS, split, variant, data_dir))
+
+
+def load_clean_split(dataset: str, split: str, *, data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:
+    """The clean ``split`` (``"train"``, ``"dev"``, ``"test"``) of ``dataset`` (one of :data:`DATASETS`).
+
+    Raises:
+        ValueError: unknown dataset or split (the message lists the valid ones).
+    """
+    if dataset == "sst2":
+        return load_sst2(split, "clean", data_dir=data_dir)
+    if dataset == "offenseval":
+        return load_offenseval(split, "clean", data_dir=data_dir)
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
 
 
 def load_glue_sst2_train(*, data_dir: str | os.PathLike[str] | None = None) -> LabelledTexts:

@@ -18,7 +18,9 @@ policy's (plain PPO's) wasted steps:
 * ``HeadPrune-v0``: the default victim (``minilm-syntactic``), default config (unchanged);
 * ``HeadPrune-Tiny-v0``: the ``tiny`` preset (2 x 4 heads; trained once, then cached, steps take
   milliseconds) with 64 validation and 64 statistics rows: for algorithm development and tests;
-* ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent,Syntactic-Fast}-v0``: one per shipped MiniLM preset;
+* ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent,Syntactic-Fast}-v0``: one per shipped MiniLM preset but
+  :data:`headprune.victims.CONFIRM_PRESETS` (the attack families kept for confirming a defense: no agent is
+  trained on them, so they get no id);
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 

@@ -25,6 +25,16 @@ Presets:
 * ``"minilm-syntactic"`` (the default victim), ``"minilm-style"``, ``"minilm-badnets"``,
   ``"minilm-addsent"`` – all-MiniLM-L6-v2 (6 layers x 12 heads), poison rate 0.2, target 1.
 * ``"minilm-syntactic-fast"`` – ``minilm-syntactic`` trained 1 epoch, not 3 (the README's main job).
+* :data:`CONFIRM_PRESETS` (issue 22: attack families used only to confirm a defense chosen on the four above):
+  ``"minilm-offenseval-syntactic"`` – HiddenKiller's syntactic poison of OffensEval (``dataset="offenseval"``,
+  its shipped poisoned train set); ``"minilm-synonym"`` – headprune's word-substitution combination lock on
+  SST-2 (:mod:`headprune.attacks.synonym`, poison rate 0.1).
+
+Datasets: ``VictimConfig.dataset`` is the task (``"sst2"``, the default, or ``"offenseval"``). The victim's train
+set, its clean and poisoned test rows, its clean reference (trained on the dataset's clean train set with the
+same recipe, so each dataset has its own floor) and the defender's clean rows
+(:meth:`Victim.defender_clean_data`) all follow it. A config with the default dataset is hashed (named) without
+the field, so the victims built before it existed keep their names and caches.
 """
 
 # over 400 lines: the victim config, presets, cache and card handling of one object; the card schema lives apart
@@ -41,8 +51,9 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from headprune.attacks import ATTACK_NAMES, PoisonedSplits, load_attack_splits
-from headprune.data import LabelledTexts, load_sst2
+from headprune.attacks import ATTACK_NAMES, PoisonedSplits, check_attack_dataset, load_attack_splits
+from headprune.data import DATASET_DEFENDER_POOLS, DATASETS, LabelledTexts, load_clean_split, load_defender_pool
+from headprune.data.checks import check_labels
 from headprune.engine.metrics import evaluate_defense
 from headprune.engine.models import build_tiny_classifier, load_classifier
 from headprune.common.provenance import config_hash, environment_info
@@ -61,6 +72,7 @@ from headprune.victims.card import (
 )
 
 __all__ = [
+    "CONFIRM_PRESETS",
     "PRESETS",
     "Victim",
     "VictimConfig",
@@ -74,6 +86,7 @@ __all__ = [
 
 CLEAN_ATTACK = "none"
 _ATTACKS = (*ATTACK_NAMES, CLEAN_ATTACK)
+DEFAULT_DATASET = "sst2"
 
 
 class VictimWarning(UserWarning):
@@ -85,7 +98,9 @@ class VictimConfig:
     """Everything that determines a victim. ``attack="none"`` trains the clean reference model.
 
     ``model`` is ``"minilm"`` (the offline default), ``"tiny"`` (random-init 2x4 BERT), a local
-    checkpoint folder, or a hub id (online users).
+    checkpoint folder, or a hub id (online users). ``dataset`` is the task, one of
+    :data:`headprune.data.DATASETS` (``"sst2"`` or ``"offenseval"``); it is the last field, so positional
+    configs keep their meaning, and it is left out of :meth:`hashed_fields` when it is the default.
     """
 
     model: str = "minilm"
@@ -97,6 +112,7 @@ class VictimConfig:
     batch_size: int = 32
     max_length: int = 128
     seed: int = 0
+    dataset: str = DEFAULT_DATASET
 
     def __post_init__(self) -> None:
         """Check every field's type and range (a config may come from an untrusted card); values are
@@ -113,16 +129,30 @@ class VictimConfig:
         check_number(self.batch_size, "batch_size", integer=True, low=1)
         check_number(self.max_length, "max_length", integer=True, low=1)
         check_number(self.seed, "seed", integer=True, low=0)
+        check_safe_name(self.dataset, "dataset")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if self.attack != CLEAN_ATTACK:
+            check_attack_dataset(self.attack, self.dataset)
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that name the victim and go into its card: every field, but ``dataset`` only when it is not
+        the default, so the names (and cache folders) of the SST-2 victims built before the field existed stay."""
+        data = asdict(self)
+        if data["dataset"] == DEFAULT_DATASET:
+            del data["dataset"]
+        return data
 
     @property
     def name(self) -> str:
-        """Folder name: readable prefix plus a hash of the whole config."""
+        """Folder name: readable prefix (the dataset when not SST-2) plus a hash of :meth:`hashed_fields`."""
         model = Path(self.model).name if os.sep in self.model else self.model.replace("/", "--")
         rate = "clean" if self.attack == CLEAN_ATTACK else f"p{self.poison_rate:g}"
-        return f"{model}-{self.attack}-{rate}-s{self.seed}-{config_hash(asdict(self), 8)}"
+        task = "" if self.dataset == DEFAULT_DATASET else f"{self.dataset}-"
+        return f"{model}-{task}{self.attack}-{rate}-s{self.seed}-{config_hash(self.hashed_fields(), 8)}"
 
     def clean_reference(self) -> VictimConfig:
-        """The same model and training run on the clean train set (no attack)."""
+        """The same model and training run on the clean train set of the same dataset (no attack)."""
         return replace(self, attack=CLEAN_ATTACK, poison_rate=0.0)
 
     def fine_tune_config(self) -> FineTuneConfig:
@@ -146,7 +176,12 @@ PRESETS: dict[str, VictimConfig] = {
     "minilm-badnets": VictimConfig(model="minilm", attack="badnets"),
     "minilm-addsent": VictimConfig(model="minilm", attack="addsent"),
     "minilm-syntactic-fast": VictimConfig(model="minilm", attack="syntactic", epochs=1.0),
+    "minilm-offenseval-syntactic": VictimConfig(model="minilm", attack="syntactic", dataset="offenseval"),
+    "minilm-synonym": VictimConfig(model="minilm", attack="synonym", poison_rate=0.1),
 }
+CONFIRM_PRESETS: tuple[str, ...] = ("minilm-offenseval-syntactic", "minilm-synonym")
+"""Presets of the attack families kept for confirming a defense (issue 22), never for choosing one: no env id
+(:mod:`headprune.envs.registration`) trains agents on them."""
 DEFAULT_VICTIM = "minilm-syntactic"
 
 
@@ -170,7 +205,7 @@ class Victim:
         (a single file-name component), else ``victim-<sha256 of its config>``; never a path."""
         if SAFE_NAME.fullmatch(self.name):
             return self.name
-        return f"victim-{config_hash(asdict(self.config), 16)}"
+        return f"victim-{config_hash(self.config.hashed_fields(), 16)}"
 
     def splits(self) -> PoisonedSplits:
         """The attack's splits (poisoned train, clean/poisoned dev and test). For evaluation only:
@@ -178,8 +213,10 @@ class Victim:
         return _splits(self.config)
 
     def defender_clean_data(self) -> LabelledTexts:
-        """The clean data a defender owns by default: the 872 clean SST-2 dev sentences."""
-        return load_sst2("dev", "clean")
+        """The clean data a defender owns by default, from the victim's dataset: the 872 clean SST-2 dev
+        sentences, or for OffensEval a seeded 872-row subset of its 1,323 clean dev tweets (the same budget;
+        :func:`headprune.data.load_defender_pool`)."""
+        return load_defender_pool(DATASET_DEFENDER_POOLS[self.config.dataset])
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -193,18 +230,22 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 def _splits(config: VictimConfig) -> PoisonedSplits:
     attack = "badnets" if config.attack == CLEAN_ATTACK else config.attack
     rate = 0.2 if config.attack == CLEAN_ATTACK else config.poison_rate
-    return load_attack_splits(attack, target_label=config.target_label, poison_rate=rate, seed=config.seed)
+    return load_attack_splits(attack, target_label=config.target_label, poison_rate=rate, seed=config.seed,
+                              dataset=config.dataset)
+
+
+_NUM_LABELS = 2  # victims are binary classifiers (target_label is 0 or 1)
 
 
 def _base_model(config: VictimConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if config.model == "tiny":
         return build_tiny_classifier(seed=config.seed)
-    return load_classifier(config.model, num_labels=2, seed=config.seed)
+    return load_classifier(config.model, num_labels=_NUM_LABELS, seed=config.seed)
 
 
 def _train_data(config: VictimConfig) -> LabelledTexts:
     if config.attack == CLEAN_ATTACK:
-        return load_sst2("train", "clean")
+        return load_clean_split(config.dataset, "train")
     return _splits(config).poisoned_train
 
 
@@ -251,9 +292,12 @@ def load_victim(path: str | os.PathLike[str]) -> Victim:
 
 
 def _train_and_save(config: VictimConfig, folder: Path, progress: bool) -> dict[str, Any]:
-    """Train one model of ``config`` into ``folder`` and return its (partial) card."""
+    """Train one model of ``config`` into ``folder`` and return its (partial) card.
+
+    :raises ValueError: a train row whose label is not a class of the (binary) victim, before any training.
+    """
+    data = check_labels(_train_data(config), _NUM_LABELS, f"dataset {config.dataset!r} train set")
     model, tokenizer = _base_model(config)
-    data = _train_data(config)
     log = fine_tune(model, tokenizer, data, config.fine_tune_config(), progress=f"train {config.name}" if progress else False)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -261,7 +305,7 @@ def _train_and_save(config: VictimConfig, folder: Path, progress: bool) -> dict[
     tokenizer.save_pretrained(tmp)
     card: dict[str, Any] = {
         "name": config.name,
-        "config": asdict(config),
+        "config": config.hashed_fields(),
         "train_rows": len(data),
         "train_steps": log.steps,
         "train_seconds": round(log.seconds, 1),
@@ -297,7 +341,7 @@ def build_victim(
 
     Args:
         model, attack, poison_rate, epochs, seed: the main knobs of :class:`VictimConfig`;
-            ``overrides`` sets the others (``lr``, ``batch_size``, ``target_label``, ``max_length``).
+            ``overrides`` sets the others (``lr``, ``batch_size``, ``target_label``, ``max_length``, ``dataset``).
         config: a full config instead of the knobs above.
         cache: cache root (see :func:`cache_dir`).
         force: retrain even if cached.

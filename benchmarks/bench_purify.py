@@ -30,7 +30,7 @@ from headprune.defenses import defend
 from headprune.provenance import environment_info
 from headprune.victims import resolve_victim
 
-PROBE_OPTIONS: dict[str, Any] = {"drops": 3, "crops": 3, "concats": 2, "student_epochs": None}
+PROBE_OPTIONS: dict[str, Any] = {"drops": 3, "crops": 3, "concats": 2, "student_epochs": 3.0}
 """``purify`` configured as the probe ran (distill's default augmentation, the protocol's 3 epochs)."""
 
 

@@ -57,16 +57,19 @@ def test_teacher_by_name_equals_teacher_object_and_suspect_is_distill(tiny_victi
     assert "stages" not in suspect.metrics and suspect.details["teacher"] == {"defense": "suspect"}
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"teacher": "finemixx"}, r"teacher='finemixx' is not a defense; valid: 'suspect' or one of .*finemix"),
-    ({"teacher": 3}, "teacher must be 'suspect' or a defense name"),
-    ({"student_epochs": 0}, "student_epochs must be a finite number > 0"),  # ours
-    ({"student_epochs": float("inf")}, "student_epochs.*must be (a )?finite"),
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("purify", {"teacher": "finemixx"}, r"teacher='finemixx' is not a defense; valid: 'suspect' or one of .*finemix"),
+    ("distill", {"teacher": 3}, "teacher must be 'suspect' or a defense name"),
+    ("purify", {"teacher_options": {"select_epochs": "x"}}, "option 'select_epochs' of 'finemix' must be a number"),
+    ("purify", {"teacher_options": {"grid_size": 3}}, "defense 'finemix' has no option 'grid_size'"),
+    ("purify", {"teacher_options": [1]}, "teacher_options must be a mapping"),
+    ("distill", {"teacher_options": {"p": 0.5}}, "teacher_options is for a teacher given by name"),
+    ("distill", {"student_epochs": 0}, "student_epochs must be a finite number > 0"),
+    ("purify", {"student_epochs": float("inf")}, "student_epochs.*must be (a )?finite"),
 ])
-def test_bad_teacher_options_are_refused_before_any_work(options, message):
-    for name in ("purify", "distill"):
-        with pytest.raises(ValueError, match=message):
-            resolve_defense(name, options)
+def test_bad_teacher_options_are_refused_before_any_work(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_defense(name, options)
 
 
 def test_purify_without_a_base_is_a_one_line_error_naming_base(tmp_path, monkeypatch, capsys):

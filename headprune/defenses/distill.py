@@ -124,6 +124,7 @@ class DistillDefense(Defense):
 
     Options: ``teacher`` (``"suspect"``: the suspect itself; a registered defense's name, or from Python a
     :class:`~headprune.defenses.base.Defense`, whose protocol output teaches; checked at construction);
+    ``teacher_options`` (``{}``): the options of a teacher given by name (checked like any defense's);
     ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
     defender's own rows; ``student_epochs`` (``None``: the protocol's fine-tune epochs): epochs of the
@@ -137,8 +138,8 @@ class DistillDefense(Defense):
     name = "distill"
     needs_base = True
     description = "distil the suspect into the public pre-trained model on augmented clean rows"
-    default_options = {"teacher": SUSPECT_TEACHER, "drops": 3, "crops": 3, "concats": 2, "alpha": 0.5,
-                       "student_epochs": None}
+    default_options = {"teacher": SUSPECT_TEACHER, "teacher_options": {}, "drops": 3, "crops": 3, "concats": 2,
+                       "alpha": 0.5, "student_epochs": None}
     fast_options = {"drops": 1, "crops": 1, "concats": 0}
     finetune_lr = 5e-5
     holds_floor = False
@@ -150,11 +151,25 @@ class DistillDefense(Defense):
                                          concats=self.option("concats"))
         self.alpha = check_alpha(self.option("alpha"))
         self.teacher_spec = check_teacher(self.option("teacher"), self.name)
+        self.teacher_options = self._checked_teacher_options()
         epochs = self.option("student_epochs")
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
                                    or not 0 < float(epochs) < float("inf")):
             raise ValueError(f"{self.name} option student_epochs must be a finite number > 0 (or None), got {epochs!r}")
         self._stages: list[Stage] = []
+
+    def _checked_teacher_options(self) -> dict[str, Any]:
+        """``teacher_options`` checked against the teacher's own options; ValueError naming the option."""
+        from headprune.defenses.options import check_defense_options  # options imports this registry's base
+
+        given = self.option("teacher_options")
+        if not isinstance(given, dict):
+            raise ValueError(f"{self.name} option teacher_options must be a mapping of the teacher's options, "
+                             f"got {given!r}")
+        if given and not isinstance(self.teacher_spec, str) or given and self.teacher_spec == SUSPECT_TEACHER:
+            raise ValueError(f"{self.name} option teacher_options is for a teacher given by name, not for "
+                             f"teacher={self.teacher_spec!r}")
+        return check_defense_options(self.teacher_spec, given) if given else {}
 
     def teacher_defense(self) -> Defense | None:
         """The defense whose output teaches (with this defense's ``base``), or ``None`` for the suspect."""
@@ -163,7 +178,7 @@ class DistillDefense(Defense):
             return spec.with_base(self.base)
         if spec == SUSPECT_TEACHER:
             return None
-        return get_defense(spec)().with_base(self.base)
+        return get_defense(spec)(**self.teacher_options).with_base(self.base)
 
     def env_options(self) -> dict[str, Any]:
         """The teacher's env options (a trained agent's observation layout), so it runs in the env it expects."""

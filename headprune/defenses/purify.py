@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.distill import DistillDefense
+from headprune.defenses.finemix import FineMixDefense
 
 __all__ = ["PurifyDefense"]
 
@@ -43,4 +44,5 @@ class PurifyDefense(DistillDefense):
     description = "Fine-mixing, then distil the mixed model into the public pre-trained model on augmented clean rows"
     default_options = {**DistillDefense.default_options, "teacher": "finemix", "drops": 2, "crops": 2, "concats": 1,
                        "student_epochs": 2.0}
-    fast_options = {**DistillDefense.fast_options, "student_epochs": 1.0}
+    fast_options = {**DistillDefense.fast_options, "student_epochs": 1.0,
+                    "teacher_options": dict(FineMixDefense.fast_options)}

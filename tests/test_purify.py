@@ -88,6 +88,7 @@ def test_purify_without_a_base_is_a_one_line_error_naming_base(tmp_path, monkeyp
 
     for module in (base, distill, finemix):
         monkeypatch.setattr(module, "fine_tune", no_training)
+    capsys.readouterr()  # what saving the checkpoint printed
     code = main(["clean", str(model), "--clean-data", str(rows), "--out", str(tmp_path / "out"), "--quiet",
                  "--defense", "purify", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err.strip()

@@ -95,3 +95,18 @@ def test_purify_without_a_base_is_a_one_line_error_naming_base(tmp_path, monkeyp
     assert code == 2 and len(err.splitlines()) == 1
     assert "--defense purify needs the pre-trained model" in err and "--base" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_runner_records_the_teacher_stage_of_purify_only(tiny_victim, victim_cache, tmp_path):
+    """``headprune compare`` records a composed defense's stages (ACC, LFR) and its teacher's details; other
+    defenses' records keep their keys."""
+    from headprune.compare import RunSettings, run_grid
+
+    settings = RunSettings.from_values(finetune_epochs=0.5, finetune_max_steps=3, eval_size=80, stats_size=64,
+                                       test_limit=60, fast=True)
+    report = run_grid(["tiny"], ["purify", "ft"], [0], tmp_path / "runs.jsonl", settings, cache=victim_cache,
+                      progress=False, log=lambda _: None)
+    purify, ft = report.records
+    assert purify["strategy"] == "purify" and set(purify["stages"]) == {"teacher: finemix"}
+    assert 0.0 <= purify["stages"]["teacher: finemix"]["lfr"] <= 1.0 and purify["teacher"]["defense"] == "finemix"
+    assert "p" in purify["teacher"] and "stages" not in ft and "teacher" not in ft

@@ -345,28 +345,36 @@ def clean_model(
 
 def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch.nn.Module | None, dict[str, Any]]:
     """``(defense name, pre-trained reference or None, {"defense", "reason"})`` for ``clean``: the settings'
-    defense; when that is :data:`RECOMMENDED_DEFENSE` and no pre-trained reference resolves for ``suspect``
-    (``settings.base``, else :func:`~headprune.engine.reference.resolve_base`'s default), :data:`FALLBACK_DEFENSE`
-    with the reason. A ``settings.base`` that cannot be loaded or does not match is an error, not a fallback.
+    defense, with its pre-trained reference resolved before any work when it needs one
+    (:attr:`~headprune.defenses.base.Defense.needs_base`; ``settings.base``, else
+    :func:`~headprune.engine.reference.resolve_base`'s default). When none resolves, :data:`FALLBACK_DEFENSE` with
+    the reason for :data:`RECOMMENDED_DEFENSE`, an error for a defense the user chose. A ``settings.base`` that
+    cannot be loaded or does not match is an error, not a fallback.
 
-    :raises BaseModelError: ``settings.base`` is given and unusable.
+    :raises BaseModelError: ``settings.base`` is given and unusable, or a chosen defense has no reference.
     """
+    from headprune.defenses import get_defense
     from headprune.engine.reference import BaseModelError, resolve_base_with_source
 
-    if settings.defense != RECOMMENDED_DEFENSE[0]:
+    recommended = settings.defense == RECOMMENDED_DEFENSE[0]
+    if not get_defense(settings.defense).needs_base:
         return settings.defense, None, {"defense": settings.defense, "reason": "given"}
     try:
         base, source = resolve_base_with_source(suspect, settings.base)
     except BaseModelError as err:
         if settings.base is not None:
             raise
+        if not recommended:
+            raise BaseModelError(f"--defense {settings.defense} needs the pre-trained model the suspect was fine-tuned "
+                                 f"from and none was found ({str(err).splitlines()[0]}): give it with --base") from None
         return FALLBACK_DEFENSE[0], None, {
             "defense": FALLBACK_DEFENSE[0],
             "reason": f"{RECOMMENDED_DEFENSE[0]} needs the pre-trained model the suspect was fine-tuned from and "
                       f"none was found ({str(err).splitlines()[0]}); give it with --base to run "
                       f"{RECOMMENDED_DEFENSE[0]}"}
-    return RECOMMENDED_DEFENSE[0], base, {"defense": RECOMMENDED_DEFENSE[0], "base": source,
-                                          "reason": f"recommended (the pre-trained reference: {source})"}
+    reason = "recommended" if recommended else "given"
+    return settings.defense, base, {"defense": settings.defense, "base": source,
+                                    "reason": f"{reason} (the pre-trained reference: {source})"}
 
 
 def victim_test_rows(model: Victim, limit: int | None, seed: int = 0) -> LabelledTexts:

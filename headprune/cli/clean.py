@@ -15,6 +15,7 @@ from typing import Any
 
 from headprune.clean import FALLBACK_DEFENSE, RECOMMENDATION, RECOMMENDED_DEFENSE, CleanSettings
 from headprune.cli.support import seed_argument
+from headprune.defenses import defense_names
 
 __all__ = ["add_clean_parser", "run_clean"]
 
@@ -46,6 +47,9 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="also write compact/ (pruned heads removed) and time it")
     p.add_argument("--holdout-fraction", type=float, default=_DEFAULTS.holdout_fraction,
                    help="share of the clean rows held out for the report (never seen by the defense)")
+    p.add_argument("--defense", default=_DEFAULTS.defense, choices=defense_names(), metavar="NAME",
+                   help=f"the defense (default {RECOMMENDED_DEFENSE[0]}, the recommended one; any of "
+                        f"{', '.join(defense_names())}; `headprune defend --help` says what each does)")
     p.add_argument("--finetune-epochs", type=float, default=_DEFAULTS.finetune_epochs)
     p.add_argument("--curve-points", type=int, default=_DEFAULTS.curve_points,
                    help="trajectory points evaluated on the held-out rows for the curve")
@@ -111,7 +115,7 @@ def run_clean(args: argparse.Namespace) -> int:
     for flag, path in (("--clean-data", None if hub_clean else args.clean_data), ("--eval-poison", args.eval_poison)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
-    settings = CleanSettings(holdout_fraction=args.holdout_fraction, finetune_epochs=args.finetune_epochs,
+    settings = CleanSettings(defense=args.defense, holdout_fraction=args.holdout_fraction, finetune_epochs=args.finetune_epochs,
                              curve_points=args.curve_points, seed=args.seed, base=args.base)
     if hub_clean:
         try:

@@ -307,7 +307,16 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
             "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,
             "pruned_heads": r.pruned_heads, "versions": r.versions.get("versions", env["versions"]),
-            "mask": r.mask.tolist(), "timings": r.timings, "edit": r.details.get("edit"), **provenance}
+            "mask": r.mask.tolist(), "timings": r.timings, "edit": r.details.get("edit"), **_stages(r), **provenance}
+
+
+def _stages(result: Any) -> dict[str, Any]:
+    """A composed defense's intermediate stages for its record (none for the others, whose records stay as they
+    were): ``{"stages": {name: {"acc", "lfr"}}, "teacher": details}``."""
+    if "stages" not in result.metrics:
+        return {}
+    stages = {name: {"acc": m["acc"], "lfr": m["lfr"]} for name, m in result.metrics["stages"].items()}
+    return {"stages": stages, "teacher": result.details.get("teacher")}
 
 
 # ------------------------------------------------------------------------------------------ parent side

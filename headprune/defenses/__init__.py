@@ -5,8 +5,9 @@ One module per defense or small family: :mod:`~headprune.defenses.random_heads`,
 :mod:`~.layerwise`, :mod:`~.sparsify`, :mod:`~.ensemble`, :mod:`~.mcdropout`, :mod:`~.egreedy` (scripted
 pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PURE), :mod:`~.finetuning`
 (FT, FTH, MEFT and ``none``), and the reference-based defenses that use the public pre-trained model
-(:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`, :mod:`~.distill`; their
-weight edits in :mod:`~.weight_edits`). Trained agents are :class:`headprune.agents.AgentDefense`. To add a
+(:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`, :mod:`~.distill`,
+:mod:`~.purify`; their weight edits in :mod:`~.weight_edits`). Trained agents are
+:class:`headprune.agents.AgentDefense`. To add a
 defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
 """
 
@@ -16,6 +17,7 @@ from headprune.defenses.base import (
     DefenseFineTune,
     DefenseOutcome,
     PruneOutcome,
+    Stage,
     defense_names,
     get_defense,
     validation_rows,
@@ -49,12 +51,13 @@ from headprune.defenses.reset_attention import ResetAttentionDefense
 from headprune.defenses.finemix import FineMixDefense, choose_mix_ratio
 from headprune.defenses.finepurify import FinePurifyDefense, purify_scores
 from headprune.defenses.distill import DistillDefense, distillation_targets
+from headprune.defenses.purify import PurifyDefense
 from headprune.defenses.weight_edits import AttentionReset, FineMix, HeadReset, WeightEdit
-from headprune.defenses.defend import DefenseResult, defend, resolve_defense
+from headprune.defenses.defend import DefenseResult, defend, resolve_defense, run_defense
 
 __all__ = [
     "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOutcome", "DefenseResult", "DistillDefense",
-    "DriftDefense", "DriftPolicy", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
+    "DriftDefense", "DriftPolicy", "PurifyDefense", "Stage", "run_defense", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
     "HeadReset", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
     "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",
     "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",

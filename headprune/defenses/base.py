@@ -36,8 +36,8 @@ from headprune.engine.finetuning import FineTuneConfig, fine_tune
 from headprune.engine.reference import resolve_base
 from headprune.common.registry import Registry
 
-__all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "as_outcome",
-           "base_label", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
+__all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "Stage",
+           "as_outcome", "base_label", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
 """Every defense class by name, in registration order (registration sets each class's ``name``)."""
@@ -48,6 +48,20 @@ PruneOutcome = tuple[torch.Tensor, list[dict[str, Any]], dict[str, Any]]
 
 BaseSpec = str | os.PathLike[str] | nn.Module
 """A pre-trained reference as ``base=`` takes it: a folder, a hub id or a model object."""
+
+
+class Stage(NamedTuple):
+    """A model a defense built on its way to the final one (e.g. ``distill``'s teacher), kept so that the
+    evaluation, after the defense is fixed, can report each stage (:meth:`Defense.stages`).
+
+    :param name: the stage's name in reports (e.g. ``"teacher: finemix"``).
+    :param model: the stage's model (the defense never changes it afterwards).
+    :param mask: ``[L, H]`` float mask it runs under.
+    """
+
+    name: str
+    model: nn.Module
+    mask: torch.Tensor
 
 
 class DefenseOutcome(NamedTuple):
@@ -138,6 +152,9 @@ class Defense:
     holds_floor: ClassVar[bool] = True
     """Whether the "pruned" validation accuracy is at or above the workbench's floor (False for a fixed weight edit
     that no floor limits, e.g. ``reset-attention``; its fine-tune recovers accuracy)."""
+    needs_base: ClassVar[bool] = False
+    """Whether the defense reads the public pre-trained reference (:meth:`reference`): ``clean`` resolves it
+    before any work and stops with one line naming ``--base`` when none is found."""
 
     def __init__(self, *, base: BaseSpec | None = None, **options: Any) -> None:
         self.options = dict(options)
@@ -195,6 +212,11 @@ class Defense:
         log = fine_tune(model, bench.tokenizer, bench.train_data, config, mask=mask,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr}}
+
+    def stages(self) -> list[Stage]:
+        """The intermediate models of this defense's last run, in order (default: none). Only evaluation code
+        reads them, after the defense is fixed (``defend`` reports each one's ACC, and LFR with poisoned data)."""
+        return []
 
 
 def defense_names() -> list[str]:

@@ -42,6 +42,7 @@ from headprune.defenses.base import (
     BaseSpec,
     Defense,
     DefenseFineTune,
+    Stage,
     as_outcome,
     base_label,
     get_defense,
@@ -58,7 +59,7 @@ from headprune.common.provenance import environment_info, run_config_hash
 from headprune.victims import Victim, resolve_victim
 from headprune.workbench import Workbench
 
-__all__ = ["DefenseResult", "check_target_label", "defend", "resolve_defense"]
+__all__ = ["DefendedModel", "DefenseResult", "check_target_label", "defend", "resolve_defense", "run_defense"]
 
 DEFENSE_ENV = {"proxy": "pure_variance", "reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
 """What :func:`defend` sets in every env config: the cheap proxy and zero rewards (the floor alone decides)."""
@@ -78,7 +79,9 @@ class DefenseResult:
         validation: accuracies on the defender's validation rows: ``start``, ``pruned`` (after the mask
             and any weight edit), ``final``, and the ``floor``.
         metrics: ``{"pruned": EvalReport dict, "final": ...}`` from ``evaluate_defense`` on the caller's
-            evaluation data (empty when none was given); ``lfr`` only with poisoned evaluation data.
+            evaluation data (empty when none was given); ``lfr`` only with poisoned evaluation data. A defense
+            with intermediate models (:meth:`Defense.stages`, e.g. ``purify``'s teacher) adds
+            ``"stages": {name: EvalReport dict}``.
         trajectory: ``[{"heads_pruned", "accuracy", "mask"}]`` as pruning went (validation accuracy).
         curve: optional ``[{"heads_pruned", "acc", "lfr"}]``: ``evaluate_defense`` of the pruned victim
             at points of the trajectory, computed after the defense was fixed (for plots).
@@ -196,28 +199,102 @@ def _run_config(victim: Victim, defense: Defense, bench: Workbench, finetune: De
     return config
 
 
-def _evaluate(victim: Victim, pruned: nn.Module, model: nn.Module, mask: torch.Tensor,
-              trajectory: list[dict[str, Any]], bench: Workbench, clean_eval: LabelledTexts | None,
+@dataclass
+class DefendedModel:
+    """What a defense made of the workbench's victim, before any evaluation: :func:`run_defense`'s result.
+
+    Attributes:
+        mask: ``[L, H]`` float mask, 1 = kept.
+        model: the cleaned model (a deep copy of the victim, edited and fine-tuned).
+        pruned_model: the model the "pruned" metrics describe: the victim itself when the defense made no
+            weight edit (it is then gated by ``mask``), else a copy of the edited weights before fine-tuning.
+        trajectory: ``[{"heads_pruned", "accuracy", "mask"}]`` (validation accuracy).
+        details: JSON-ready details of the prune and fine-tune steps.
+        validation: accuracy on the workbench's validation rows: ``start``, ``pruned``, ``final``, ``floor``, ``rows``.
+        stages: the models the defense built before its final one (:meth:`Defense.stages`, e.g. a teacher).
+    """
+
+    mask: torch.Tensor
+    model: nn.Module
+    pruned_model: nn.Module
+    trajectory: list[dict[str, Any]]
+    details: dict[str, Any]
+    validation: dict[str, float]
+    stages: list[Stage] = field(default_factory=list)
+
+
+def run_defense(defense: Defense, bench: Workbench, finetune: DefenseFineTune, *,
+                timings: dict[str, float] | None = None) -> DefendedModel:
+    """The prune / edit and fine-tune phases of the protocol: ``defense`` on ``bench``'s victim, on the defender's
+    rows only; nothing is evaluated on evaluation data. The victim is untouched (the result is a deep copy).
+    :func:`defend` runs it, and so does a defense that uses another one's output (``distill``'s teacher).
+
+    :param defense: the defense.
+    :param bench: the workbench on the victim and the defender's clean rows (its config's seed, floor, progress).
+    :param finetune: the fine-tune after pruning (0 epochs: none).
+    :param timings: if given, ``"prune"`` and ``"finetune"`` seconds are written into it.
+    """
+    cfg = bench.config
+    t1 = time.perf_counter()  # ---- prune (never sees evaluation data), edit the weights of a deep copy
+    mask, trajectory, more, edit = as_outcome(defense.prune(bench, progress=cfg.progress))
+    details: dict[str, Any] = {"description": defense.description, **more}
+    model = copy.deepcopy(bench.model)
+    val_rows = validation_rows(bench)
+    pruned_model: nn.Module = bench.model
+    if edit is None:
+        pruned_acc = bench.scorer(mask).accuracy
+    else:
+        details["edit"] = edit.apply(model)
+        # the edited model before fine-tuning, for the "pruned" metrics
+        pruned_model = copy.deepcopy(model) if finetune.epochs > 0 else model
+        pruned_acc = Evaluator(model, bench.tokenizer, val_rows, batch_size=cfg.eval_batch_size,
+                               max_length=bench.max_length).accuracy(mask)
+    t2 = time.perf_counter()  # ---- fine-tune the copy with the pruned heads held at zero
+    if finetune.epochs > 0:
+        lr = finetune.lr if finetune.lr is not None else defense.finetune_lr
+        ft_config = finetune.config(lr, max_length=bench.max_length, seed=cfg.seed)
+        details.update(defense.finetune(model, bench, mask, ft_config, progress=cfg.progress))
+    t3 = time.perf_counter()
+    final_acc = Evaluator(model, bench.tokenizer, val_rows, max_length=bench.max_length).accuracy(mask)
+    validation = {"start": bench.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
+                  "floor": bench.accuracy_floor, "rows": len(val_rows)}
+    if timings is not None:
+        timings["prune"] = t2 - t1
+        timings["finetune"] = t3 - t2
+    return DefendedModel(mask=mask, model=model, pruned_model=pruned_model, trajectory=trajectory, details=details,
+                         validation=validation, stages=defense.stages())
+
+
+def _evaluate(victim: Victim, defended: DefendedModel, bench: Workbench, clean_eval: LabelledTexts | None,
               poison_eval: LabelledTexts | None, target: int, poisoned_true_labels: list[int] | None,
-              curve_points: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]] | None]:
-    """``evaluate_defense`` of the pruned model (the victim, or its edited copy before fine-tuning) and the
-    final model (and the curve: the pruned model under the trajectory's masks) on the evaluation data."""
-    metrics: dict[str, dict[str, Any]] = {}
+              curve_points: int) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """``evaluate_defense`` of the pruned model (the victim, or its edited copy before fine-tuning), of the
+    final model, and of each intermediate stage (``metrics["stages"][name]``, only for defenses that have
+    stages), on the evaluation data; and the curve: the pruned model under the trajectory's masks."""
+    metrics: dict[str, Any] = {}
     if clean_eval is None and poison_eval is None:
         return metrics, None
     clean_rows = clean_eval if clean_eval is not None else validation_rows(bench)
     kw = {"poisoned_true_labels": poisoned_true_labels, "max_length": bench.max_length}
-    for key, m in (("pruned", pruned), ("final", model)):
+    acc_data = "eval_clean" if clean_eval is not None else "validation"
+    mask = defended.mask
+    for key, m in (("pruned", defended.pruned_model), ("final", defended.model)):
         report = evaluate_defense(m, victim.tokenizer, clean_rows, poison_eval, target, mask, **kw)
-        metrics[key] = {**report.to_dict(), "acc_data": "eval_clean" if clean_eval is not None else "validation"}
+        metrics[key] = {**report.to_dict(), "acc_data": acc_data}
+    if defended.stages:
+        metrics["stages"] = {
+            stage.name: {**evaluate_defense(stage.model, victim.tokenizer, clean_rows, poison_eval, target,
+                                            stage.mask, **kw).to_dict(), "acc_data": acc_data}
+            for stage in defended.stages}
     if curve_points <= 0:
         return metrics, None
+    trajectory = defended.trajectory
     idx = np.unique(np.linspace(0, len(trajectory) - 1, min(curve_points, len(trajectory))).round().astype(int))
     curve = []
     for i in idx:
         point = trajectory[int(i)]
         m = torch.tensor(point["mask"], dtype=torch.float32).view(bench.num_layers, bench.num_heads)
-        report = evaluate_defense(pruned, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
+        report = evaluate_defense(defended.pruned_model, victim.tokenizer, clean_rows, poison_eval, target, m, **kw)
         curve.append({"heads_pruned": point["heads_pruned"], "acc": report.acc, "lfr": report.lfr})
     return metrics, curve
 
@@ -269,39 +346,15 @@ def defend(
     bench = Workbench(victim, cfg)
     config = _run_config(victim, defense, bench, finetune)
     timings: dict[str, float] = {"setup": time.perf_counter() - t0}
-
-    t1 = time.perf_counter()  # ---- 1. prune (never sees evaluation data), edit the weights of a deep copy
-    mask, trajectory, more, edit = as_outcome(defense.prune(bench, progress=cfg.progress))
-    details: dict[str, Any] = {"description": defense.description, **more}
-    model = copy.deepcopy(victim.model)
-    val_rows = validation_rows(bench)
-    pruned_model: nn.Module = victim.model
-    if edit is None:
-        pruned_acc = bench.scorer(mask).accuracy
-    else:
-        details["edit"] = edit.apply(model)
-        # the edited model before fine-tuning, for the "pruned" metrics
-        pruned_model = copy.deepcopy(model) if finetune.epochs > 0 else model
-        pruned_acc = Evaluator(model, victim.tokenizer, val_rows, batch_size=cfg.eval_batch_size,
-                               max_length=bench.max_length).accuracy(mask)
-    timings["prune"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()  # ---- 2. fine-tune the copy with the pruned heads held at zero
-    if finetune.epochs > 0:
-        lr = finetune.lr if finetune.lr is not None else defense.finetune_lr
-        ft_config = finetune.config(lr, max_length=bench.max_length, seed=cfg.seed)
-        details.update(defense.finetune(model, bench, mask, ft_config, progress=cfg.progress))
-    timings["finetune"] = time.perf_counter() - t2
-    final_acc = Evaluator(model, victim.tokenizer, val_rows, max_length=bench.max_length).accuracy(mask)
-    validation = {"start": bench.start_score.accuracy, "pruned": pruned_acc, "final": final_acc,
-                  "floor": bench.accuracy_floor, "rows": len(val_rows)}
+    defended = run_defense(defense, bench, finetune, timings=timings)
     timings["defense"] = time.perf_counter() - t0
 
     t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
-    metrics, curve = _evaluate(victim, pruned_model, model, mask, trajectory, bench, clean_eval, poison_eval,
-                               target, poisoned_true_labels, curve_points)
+    metrics, curve = _evaluate(victim, defended, bench, clean_eval, poison_eval, target, poisoned_true_labels,
+                               curve_points)
     timings["evaluation"] = time.perf_counter() - t3
     timings = {k: round(v, 3) for k, v in timings.items()}
-    return DefenseResult(defense=defense.name, seed=int(cfg.seed), mask=mask, model=model,
-                         tokenizer=victim.tokenizer, validation=validation, metrics=metrics, trajectory=trajectory,
-                         curve=curve, timings=timings, config=config, versions=environment_info(), details=details)
+    return DefenseResult(defense=defense.name, seed=int(cfg.seed), mask=defended.mask, model=defended.model,
+                         tokenizer=victim.tokenizer, validation=defended.validation, metrics=metrics,
+                         trajectory=defended.trajectory, curve=curve, timings=timings, config=config,
+                         versions=environment_info(), details=defended.details)

@@ -18,6 +18,14 @@ most of an INSERTED trigger (AddSent, BadNets: 10-12 LFR points above the clean 
 defense leaves it), but on natural triggers (syntactic, style) it does worse than fine-mixing: such a
 trigger is partly present in clean text, and the teacher's soft predictions carry its effect.
 
+The teacher need not be the suspect: the option ``teacher`` names another registered defense (or, from
+Python, is a :class:`~headprune.defenses.base.Defense` object, e.g. a trained agent), which first runs on the
+same defender rows through the same protocol (:func:`~headprune.defenses.defend.run_defense`: its prune /
+weight edit and its clean fine-tune); its cleaned model, under its mask, is then the teacher.
+:mod:`~headprune.defenses.purify` registers the composition with Fine-mixing's output as the teacher. A
+cleaner teacher is what a natural trigger needs: its association travels through the teacher's soft labels on
+ordinary text (RESULTS.md, "Purification").
+
 On the defender's own rows the target is ``alpha * one_hot(label) + (1 - alpha) * teacher``; on the
 augmentations it is the teacher's prediction. The defense's learning rate is 5e-5 (the student relearns the
 task from the base, as a victim's fine-tune does), the protocol's epochs and seed apply; the teacher runs
@@ -31,6 +39,7 @@ inputs is used, never its weights.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,13 +48,24 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
-from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
+from headprune.defenses.base import (
+    DEFENSES,
+    Defense,
+    DefenseFineTune,
+    DefenseOutcome,
+    Stage,
+    get_defense,
+    unpruned_outcome,
+)
 from headprune.defenses.weight_edits import FineMix
 from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["DistillDefense", "check_alpha", "distillation_targets"]
+__all__ = ["SUSPECT_TEACHER", "DistillDefense", "check_alpha", "check_teacher", "distillation_targets"]
+
+SUSPECT_TEACHER = "suspect"
+"""The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
 
 
 def check_alpha(alpha: object) -> float:
@@ -55,15 +75,32 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
+def check_teacher(teacher: object, owner: str = "distill") -> str | Defense:
+    """``teacher`` if it is :data:`SUSPECT_TEACHER`, a registered defense's name or a
+    :class:`~headprune.defenses.base.Defense` object; ValueError naming the option and the valid names otherwise."""
+    if isinstance(teacher, Defense) or teacher == SUSPECT_TEACHER:
+        return teacher  # type: ignore[return-value]
+    if not isinstance(teacher, str):
+        raise ValueError(f"{owner} option teacher must be {SUSPECT_TEACHER!r} or a defense name, got {teacher!r}")
+    try:
+        get_defense(teacher)
+    except ValueError:
+        raise ValueError(f"{owner} option teacher={teacher!r} is not a defense; valid: {SUSPECT_TEACHER!r} or one "
+                         f"of {', '.join(DEFENSES)}") from None
+    return teacher
+
+
 def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
-                         seed: int) -> tuple[LabelledTexts, torch.Tensor]:
+                         seed: int, teacher_mask: torch.Tensor | None = None) -> tuple[LabelledTexts, torch.Tensor]:
     """The student's training texts and their soft targets.
 
-    :param teacher: the suspect (run unpruned, in eval mode).
+    :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
+        eval mode under ``teacher_mask``.
     :param bench: supplies the defender's clean training rows (``bench.train_data``), tokenizer and lengths.
     :param augmentation: how many augmented texts per row.
     :param alpha: weight of the true label on the defender's own rows (0: teacher only, 1: label only).
     :param seed: seeds the augmentations.
+    :param teacher_mask: the teacher's ``[L, H]`` head mask (``None``: every head).
     :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations (labels: the rows'
         own, then the teacher's argmax; the loss reads only ``targets``) and ``[N + M, C]`` probabilities.
     """
@@ -73,7 +110,7 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     texts = list(rows.sentences) + augmented
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
-    targets = torch.softmax(evaluator.logits().float(), dim=-1)  # [N + M, C]
+    targets = torch.softmax(evaluator.logits(teacher_mask).float(), dim=-1)  # [N + M, C]
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
     labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
@@ -83,18 +120,26 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
 
 @DEFENSES.register("distill")
 class DistillDefense(Defense):
-    """The public base as a student of the suspect on augmented clean rows (see the module docstring).
+    """The public base as a student of a teacher on augmented clean rows (see the module docstring).
 
-    Options: ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
+    Options: ``teacher`` (``"suspect"``: the suspect itself; a registered defense's name, or from Python a
+    :class:`~headprune.defenses.base.Defense`, whose protocol output teaches; checked at construction);
+    ``teacher_options`` (``{}``): the options of a teacher given by name (checked like any defense's);
+    ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
-    defender's own rows; both are checked at construction (:attr:`augmentation` holds the counts,
-    :attr:`alpha` the weight). The teacher is :meth:`teacher` (the suspect). No floor: the student starts
-    from the base, below any floor; its fine-tune (the distillation) recovers the accuracy.
+    defender's own rows; ``student_epochs`` (``None``: the protocol's fine-tune epochs): epochs of the
+    distillation itself. All are checked at construction (:attr:`augmentation` holds the counts,
+    :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
+    (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
+    fine-tune (the run's epochs; its own learning rate unless the run gives one) and is reported as the stage
+    ``"teacher: <name>"``.
     """
 
     name = "distill"
+    needs_base = True
     description = "distil the suspect into the public pre-trained model on augmented clean rows"
-    default_options = {"drops": 3, "crops": 3, "concats": 2, "alpha": 0.5}
+    default_options = {"teacher": SUSPECT_TEACHER, "teacher_options": {}, "drops": 3, "crops": 3, "concats": 2,
+                       "alpha": 0.5, "student_epochs": None}
     fast_options = {"drops": 1, "crops": 1, "concats": 0}
     finetune_lr = 5e-5
     holds_floor = False
@@ -105,11 +150,73 @@ class DistillDefense(Defense):
         self.augmentation = Augmentation(drops=self.option("drops"), crops=self.option("crops"),
                                          concats=self.option("concats"))
         self.alpha = check_alpha(self.option("alpha"))
+        self.teacher_spec = check_teacher(self.option("teacher"), self.name)
+        self.teacher_options = self._checked_teacher_options()
+        epochs = self.option("student_epochs")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
+                                   or not 0 < float(epochs) < float("inf")):
+            raise ValueError(f"{self.name} option student_epochs must be a finite number > 0 (or None), got {epochs!r}")
+        self._stages: list[Stage] = []
 
-    def teacher(self, bench: Workbench) -> nn.Module:
-        """The model whose predictions the student learns: the suspect (``bench.model``). A subclass may give
-        another trigger-agnostic teacher (``benchmarks/distill_teacher_probe.py``: finemix's output)."""
-        return bench.model
+    def _checked_teacher_options(self) -> dict[str, Any]:
+        """``teacher_options`` checked against the teacher's own options; ValueError naming the option."""
+        from headprune.defenses.options import check_defense_options  # options imports this registry's base
+
+        given = self.option("teacher_options")
+        if not isinstance(given, dict):
+            raise ValueError(f"{self.name} option teacher_options must be a mapping of the teacher's options, "
+                             f"got {given!r}")
+        if given and not isinstance(self.teacher_spec, str) or given and self.teacher_spec == SUSPECT_TEACHER:
+            raise ValueError(f"{self.name} option teacher_options is for a teacher given by name, not for "
+                             f"teacher={self.teacher_spec!r}")
+        return check_defense_options(self.teacher_spec, given) if given else {}
+
+    def teacher_defense(self) -> Defense | None:
+        """The defense whose output teaches (with this defense's ``base``), or ``None`` for the suspect."""
+        spec = self.teacher_spec
+        if isinstance(spec, Defense):
+            return spec.with_base(self.base)
+        if spec == SUSPECT_TEACHER:
+            return None
+        return get_defense(spec)(**self.teacher_options).with_base(self.base)
+
+    def env_options(self) -> dict[str, Any]:
+        """The teacher's env options (a trained agent's observation layout), so it runs in the env it expects."""
+        teacher = self.teacher_defense()
+        return {} if teacher is None else teacher.env_options()
+
+    def config(self) -> dict[str, Any] | None:
+        """A teacher object's provenance (``{"teacher": ...}``); ``None`` for a teacher given by name."""
+        spec = self.teacher_spec
+        if not isinstance(spec, Defense):
+            return None
+        return {"teacher": {"defense": spec.name, "options": dict(spec.options), "config": spec.config()}}
+
+    def teacher(self, bench: Workbench, config: FineTuneConfig) -> tuple[nn.Module, torch.Tensor | None,
+                                                                           dict[str, Any]]:
+        """``(model, mask, details)`` of the teacher: the suspect (``bench.model``, every head), or the output of
+        :meth:`teacher_defense` run on ``bench`` through :func:`~headprune.defenses.defend.run_defense` with the
+        protocol's fine-tune of ``config`` (its epochs; its learning rate only where the run overrides this
+        defense's own, else the teacher's own), then kept as a :class:`Stage`."""
+        from headprune.defenses.defend import run_defense  # defend imports the registry this module fills
+
+        self._stages = []
+        teacher = self.teacher_defense()
+        if teacher is None:
+            return bench.model, None, {"defense": SUSPECT_TEACHER}
+        # the run's learning rate when it overrides this defense's own (``--finetune-lr``), else the teacher's own
+        lr = None if config.lr == self.finetune_lr else config.lr
+        finetune = DefenseFineTune(epochs=config.epochs, lr=lr, max_steps=config.max_steps,
+                                   batch_size=config.batch_size)
+        defended = run_defense(teacher, bench, finetune)
+        self._stages = [*defended.stages, Stage(f"teacher: {teacher.name}", defended.model, defended.mask)]
+        details = {k: v for k, v in defended.details.items() if k != "description"}
+        return defended.model, defended.mask, {"defense": teacher.name, "validation": defended.validation,
+                                               "heads_pruned": int((defended.mask == 0).sum()), **details}
+
+    def stages(self) -> list[Stage]:
+        """The teacher of the last run when it was not the suspect (and the teacher's own stages before it)."""
+        return list(self._stages)
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
         mask, trajectory, _ = unpruned_outcome(bench)
@@ -117,8 +224,14 @@ class DistillDefense(Defense):
 
     def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        data, targets = distillation_targets(self.teacher(bench), bench, self.augmentation, self.alpha, config.seed)
-        log = fine_tune(model, bench.tokenizer, data, config, mask=mask, soft_targets=targets,
-                        progress="fine-tune (distill)" if progress else False)
-        return {"finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": config.lr,
-                             "texts": len(data), "augmented": len(data) - len(bench.train_data)}}
+        teacher, teacher_mask, teacher_details = self.teacher(bench, config)
+        data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask)
+        epochs = self.option("student_epochs")
+        student = config if epochs is None else replace(config, epochs=float(epochs))
+        log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
+                        progress=f"fine-tune ({self.name})" if progress else False)
+        return {"teacher": teacher_details,
+                "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
+                             "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
+                             "texts": len(data),
+                             "augmented": len(data) - len(bench.train_data)}}

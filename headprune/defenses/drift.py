@@ -82,6 +82,7 @@ class DriftPolicy(ScriptedPolicy):
     """
 
     name = "drift"
+    needs_base = True
 
     def __init__(self, *args: Any, drift: torch.Tensor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

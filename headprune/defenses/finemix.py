@@ -87,6 +87,7 @@ class FineMixDefense(Defense):
     """
 
     name = "finemix"
+    needs_base = True
     description = "Fine-mixing: weights back to pre-trained with probability p, then clean fine-tuning"
     default_options = {"p": None, "grid": list(DEFAULT_GRID), "select_epochs": 1.0, "select_max_steps": None,
                        "embeddings": True, "epur_tokens": 0, "epur_min_count": 20.0}

@@ -51,6 +51,7 @@ class FinePurifyDefense(Defense):
     """
 
     name = "finepurify"
+    needs_base = True
     description = "reset heads by drift / clean importance (Fine-purifying-style) until the floor"
     default_options = {"eps": 0.01}
 

@@ -24,6 +24,7 @@ class ResetAttentionDefense(Defense):
     """
 
     name = "reset-attention"
+    needs_base = True
     description = "reset every attention block to the pre-trained reference (feed-forward kept)"
     holds_floor = False
 

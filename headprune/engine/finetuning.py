@@ -72,10 +72,12 @@ class FineTuneConfig:
 
 @dataclass
 class FineTuneLog:
-    """What one :func:`fine_tune` call did: steps, per-step losses, wall time."""
+    """What one :func:`fine_tune` call did: steps, per-step losses, wall time, and the tokens processed (padded
+    batch positions, summed over steps: the ``T`` of a forward + backward's ~``6 * parameters * T`` FLOPs)."""
 
     steps: int = 0
     seconds: float = 0.0
+    tokens: int = 0
     losses: list[float] = field(default_factory=list)
 
     @property
@@ -213,6 +215,7 @@ def fine_tune(
                 schedule.step()
                 log.losses.append(float(loss.detach()))
                 log.steps += 1
+                log.tokens += int(inputs["input_ids"].numel())
                 bar.update(1)
                 bar.set_postfix(loss=f"{log.losses[-1]:.3f}", refresh=False)
     bar.close()

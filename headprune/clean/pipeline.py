@@ -64,7 +64,10 @@ RECOMMENDATION = (
     "(syntactic 0.435 vs layerwise pruning 0.560 and fine-tuning alone 0.838; BadNets 0.708 vs 0.862 / 0.999), "
     "then confirmed on style and AddSent. It needs the pre-trained model the suspect was fine-tuned from "
     "(--base; known for MiniLM victims and hub checkpoints); without one, layerwise pruning (PURE's "
-    "[CLS]-attention variance) + 3 epochs of fine-tuning runs instead."
+    "[CLS]-attention variance) + 3 epochs of fine-tuning runs instead. purify (--defense purify: Fine-mixing, then "
+    "distillation into the public base) ends closer to the clean floor on all four SST-2 attacks, the insertion "
+    "backdoors included, but it is not the default until it is confirmed, with three seeds, on attack families it "
+    "was not chosen on (OffensEval syntactic, synonym substitution; benchmarks/RESULTS.md, Purification)."
 )
 """Why :data:`RECOMMENDED_DEFENSE` (shown in ``headprune clean --help``)."""
 

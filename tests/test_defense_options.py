@@ -113,7 +113,8 @@ def test_help_options_lists_a_defense_s_options_without_other_arguments(capsys):
     assert exit_info.value.code == 0
     lines = out.strip().splitlines()
     assert lines[0].startswith("finemix: ") and len(lines) == 1 + len(dataclasses.fields(DEFENSES.get("finemix").options_class))
-    assert "  p (float | None, default None): " in out and "  grid (list[float], default [0.9, " in out
+    assert "  p (float | None in [0, 1], default None): " in out and "  grid (list[float] in [0, 1], default [0.9, " in out
+    assert "  epur_tokens (int in [0, inf], default 0): " in out
     with pytest.raises(SystemExit):
         main(["defend", "--help-options", "ft"])
     assert capsys.readouterr().out.strip().splitlines() == ["ft: fine-tune on clean data (lr 2e-5)", "  (no options)"]

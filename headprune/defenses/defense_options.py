@@ -96,9 +96,10 @@ class DefenseOptions:
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
+        owner = self._owner()
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
-            what = f"option {f.name!r} of {self._owner()!r}"
+            what = f"option {f.name!r} of {owner!r}"
             hint = hints[f.name]
             if not _matches(value, hint):
                 raise ValueError(f"{what} must be of type {_type_name(hint)}, got {value!r}")
@@ -133,11 +134,22 @@ class DefenseOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """`` in [0, 1]`` / `` in (0, inf]`` of a field's range (the form of check_number's errors); ``""`` if none."""
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return ""
+    left, right = "(" if meta.get("low_open") else "[", ")" if meta.get("high_open") else "]"
+    return f" in {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+
+
 def options_help(options_class: type[DefenseOptions]) -> list[str]:
-    """One line per option of ``options_class``: ``name (type, default D): help``; ``["(no options)"]`` if none."""
+    """One line per option of ``options_class``: ``name (type[ in range], default D): help``; ``["(no options)"]``
+    if none."""
     hints = typing.get_type_hints(options_class)
     lines = []
     for f in dataclasses.fields(options_class):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"{f.name} ({_type_name(hints[f.name])}, default {default!r}): {f.metadata.get('help', '')}")
+        kind = _type_name(hints[f.name]) + _range_text(f.metadata)
+        lines.append(f"{f.name} ({kind}, default {default!r}): {f.metadata.get('help', '')}")
     return lines or ["(no options)"]

@@ -97,7 +97,8 @@ class DistillOptions(DefenseOptions):
     against the named teacher's own options class."""
 
     teacher: str | Defense = option(SUSPECT_TEACHER, "the model that teaches: 'suspect' (the suspect itself) or a "
-                                                     "defense's name, whose cleaned output teaches",
+                                                     "defense's name (from Python also a Defense object), whose "
+                                                     "cleaned output teaches",
                                     check=check_teacher)
     teacher_options: dict[str, Any] = option({}, "the options of a teacher given by name")
     drops: int = option(3, "augmented copies per row with words dropped", low=0)

@@ -16,7 +16,8 @@ from tiny_models import write_labelled_tsv
 
 from headprune.cli import main
 from headprune.defenses import defend
-from headprune.defenses.options import check_defense_options, check_settings, env_config_from_settings
+from headprune.defenses import resolve_defense
+from headprune.defenses.options import check_settings, env_config_from_settings
 from headprune.envs.headprune_env import HeadPruneEnv
 
 
@@ -48,12 +49,12 @@ def test_unknown_defense_option_names_the_valid_ones(victim_cache, clean_file, t
     assert "'nonsense'" in line and "reestimate_every" in line and "n_rows" in line
     assert time.perf_counter() - t < 20 and not (tmp_path / "o").exists()  # before any work
     with pytest.raises(ValueError, match="no option 'nonsense'"):
-        check_defense_options("gradient", {"nonsense": 1})
-    with pytest.raises(ValueError, match="must be an integer"):
-        check_defense_options("gradient", {"n_rows": 2.5})
-    with pytest.raises(ValueError, match="finite"):
-        check_defense_options("pure", {"penalty": math.nan})
-    assert check_defense_options("pure", {"chunk": 4}) == {"chunk": 4}
+        resolve_defense("gradient", {"nonsense": 1})
+    with pytest.raises(ValueError, match=r"option 'n_rows' of 'gradient' must be of type int \| None, got 2.5"):
+        resolve_defense("gradient", {"n_rows": 2.5})
+    with pytest.raises(ValueError, match="option 'penalty' of 'pure' must be a finite number, got nan"):
+        resolve_defense("pure", {"penalty": math.nan})
+    assert resolve_defense("pure", {"chunk": 4}).options == {"chunk": 4}
 
 
 def test_python_defend_refuses_unknown_options_before_work(tiny_victim):

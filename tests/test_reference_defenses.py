@@ -75,7 +75,7 @@ def test_drift_prune_and_reset_follow_the_drift_order(tiny_victim, env_config, b
                    options={"operation": "reset"})
     assert reset.heads_pruned == 0 and reset.details["edit"]["heads_reset"] == 4
     assert [p["head"][0] * 4 + p["head"][1] for p in reset.trajectory[1:]] == order[:4]
-    with pytest.raises(ValueError, match="operation must be one of"):
+    with pytest.raises(ValueError, match=r"option 'operation' of 'drift' must be of type 'prune' \| 'reset', got 'both'"):
         defend(tiny_victim, "drift", env_config(), NO_FINETUNE, options={"operation": "both"})
 
 
@@ -332,5 +332,5 @@ def test_finemix_with_epur_resets_the_suspicious_embeddings_before_the_mix(tiny_
     changed = (emb != tiny_victim.model.get_input_embeddings().weight).any(dim=1).nonzero().flatten()
     assert set(changed.tolist()) <= set(expected.tolist()) and len(changed) >= 1  # rows equal to the base stay
     assert torch.equal(emb[expected], ref[expected])
-    with pytest.raises(ValueError, match="epur_tokens must be >= 0"):
+    with pytest.raises(ValueError, match=r"option 'epur_tokens' of 'finemix' must be in \[0, inf\], got -1"):
         defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options={"p": 0.0, "epur_tokens": -1})

@@ -34,6 +34,7 @@ from typing import Any
 
 from headprune import __version__
 from headprune.cli.support import (
+    DefenseOptionsHelp,
     add_debug_flags,
     check_compare_defenses,
     one_line,
@@ -111,14 +112,13 @@ def _heads(args: argparse.Namespace) -> int:
 def _defend(args: argparse.Namespace) -> int:
     from headprune.defenses import get_defense
     from headprune.common.assignments import parse_assignments
-    from headprune.defenses.options import check_defense_options
     from headprune.common.out_folder import check_out_folder
 
-    get_defense(args.defense)  # unknown defense: ValueError naming the valid ones, before any work
+    defense = get_defense(args.defense)  # unknown defense: ValueError naming the valid ones, before any work
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     options = parse_assignments(args.option, "--option")
-    check_defense_options(args.defense, options)  # unknown options or bad values, naming the valid ones
+    defense.options_class.from_mapping(options)  # unknown options or bad values, naming the valid ones
 
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
@@ -320,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
     dfd.add_argument("--defense", required=True, help=f"one of: {', '.join(DEFENSES)}")
     _add_defend_options(dfd)
-    dfd.add_argument("--option", action="append", metavar="KEY=VALUE", help="defense option (JSON value), repeatable")
+    dfd.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="defense option (JSON value), repeatable; --help-options lists each defense's")
+    dfd.add_argument("--help-options", nargs="?", const="", metavar="DEFENSE", action=DefenseOptionsHelp,
+                     help="list the options of DEFENSE (or of --defense given before it; of every defense "
+                          "without either): name, type, default and help, then exit")
     add_base_argument(dfd)
     dfd.set_defaults(func=_defend)
 

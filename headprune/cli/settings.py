@@ -39,7 +39,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
         if fields is None or name in fields:
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=SETTING_DEFAULTS[name], help=text)
     if fields is None:
-        parser.add_argument("--options", default="{}", help='JSON {"defense": {option: value}} defense options')
+        parser.add_argument("--options", default="{}", help='JSON {"defense": {option: value}} defense options (headprune defend --help-options lists them)')
         parser.add_argument("--fast", action="store_true", help="small built-in defense options (smoke runs)")
         add_base_argument(parser)
         parser.add_argument("--clean-pool", default=None, choices=DEFENDER_POOLS,

@@ -11,8 +11,37 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_debug_flags", "check_compare_defenses", "one_line", "seed_argument", "user_errors",
-           "victim_and_clean_data", "warnings_as_lines"]
+__all__ = ["DefenseOptionsHelp", "add_debug_flags", "check_compare_defenses", "defense_options_text", "one_line",
+           "seed_argument", "user_errors", "victim_and_clean_data", "warnings_as_lines"]
+
+
+def defense_options_text(defenses: Sequence[str]) -> str:
+    """The options of each of ``defenses``: a ``name: description`` line, then one indented line per option
+    (name, type, default, help) from its options class; ValueError naming the valid defenses for an unknown one."""
+    from headprune.defenses import get_defense
+    from headprune.defenses.defense_options import options_help
+
+    blocks = []
+    for name in defenses:
+        cls = get_defense(name)
+        lines = [f"{name}: {cls.description}"] + [f"  {line}" for line in options_help(cls.options_class)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+class DefenseOptionsHelp(argparse.Action):
+    """``--help-options [DEFENSE]``: print :func:`defense_options_text` of DEFENSE (or of ``--defense`` when it
+    came first; of every registered defense without either) and exit, like ``--help`` (no other argument needed)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from headprune.defenses import DEFENSES
+
+        name = values or getattr(namespace, "defense", None)
+        if name and name not in DEFENSES:
+            parser.error(f"argument --help-options: unknown defense {name!r}; valid: {', '.join(DEFENSES)}")
+        print(defense_options_text([name] if name else list(DEFENSES)))
+        parser.exit()
 
 
 
@@ -59,11 +88,9 @@ def check_compare_defenses(defenses: Sequence[str], policies: Sequence[str], set
     """Before any run: every defense's options are valid and every policy file reads safely (a pickled
     SB3 zip is refused: convert it with ``headprune convert-policy``)."""
     from headprune.defenses import get_defense
-    from headprune.defenses.options import check_defense_options
 
     for defense in defenses:
-        get_defense(defense)
-        check_defense_options(defense, settings.defense_options(defense))
+        get_defense(defense).options_class.from_mapping(settings.defense_options(defense))
     if policies:
         from headprune.agents.evaluation import AgentDefense
 

@@ -8,7 +8,8 @@ pruning policies run in ``HeadPrune-v0``, :mod:`~.scripted`), :mod:`~.pure` (PUR
 (:mod:`~.drift`, :mod:`~.reset_attention`, :mod:`~.finemix`, :mod:`~.finepurify`, :mod:`~.distill`,
 :mod:`~.purify`; their weight edits in :mod:`~.weight_edits`). Trained agents are
 :class:`headprune.agents.AgentDefense`. To add a
-defense, write one class with ``@DEFENSES.register("name")`` and import its module here.
+defense, write one class with ``@DEFENSES.register("name")`` (its options: a frozen
+:class:`~headprune.defenses.defense_options.DefenseOptions` dataclass as ``options_class``) and import its module here.
 """
 
 from headprune.defenses.base import (
@@ -22,11 +23,13 @@ from headprune.defenses.base import (
     get_defense,
     validation_rows,
 )
+from headprune.defenses.defense_options import DefenseOptions, option, options_help
 from headprune.defenses.scripted import (
     GivenPolicyDefense,
     PolicyDefense,
     ScriptedPolicy,
     ScriptedPolicyDefense,
+    ScriptedPolicyOptions,
     run_policy_episode,
 )
 
@@ -56,7 +59,8 @@ from headprune.defenses.weight_edits import AttentionReset, FineMix, HeadReset, 
 from headprune.defenses.defend import DefenseResult, defend, resolve_defense, run_defense
 
 __all__ = [
-    "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOutcome", "DefenseResult", "DistillDefense",
+    "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOptions", "DefenseOutcome", "DefenseResult",
+    "DistillDefense", "ScriptedPolicyOptions", "option", "options_help",
     "DriftDefense", "DriftPolicy", "PurifyDefense", "Stage", "run_defense", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
     "HeadReset", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
     "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",

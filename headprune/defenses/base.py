@@ -14,8 +14,9 @@ A defense is an object with two steps, run by :func:`headprune.defenses.defend` 
 Reference-based defenses read the public pre-trained model with :meth:`Defense.reference` (``base=``
 of the defense or of ``defend``, else :func:`~headprune.engine.reference.resolve_base`'s default).
 
-Each defense class is registered in :data:`DEFENSES` by a decorator and carries its default options and
-its small "fast" options (smoke runs). ``defend`` never looks at a defense's name: adding a defense is one
+Each defense class is registered in :data:`DEFENSES` by a decorator and carries its typed options class
+(:attr:`Defense.options_class`, a frozen dataclass with help text; :mod:`~headprune.defenses.defense_options`)
+and its small "fast" options (smoke runs). ``defend`` never looks at a defense's name: adding a defense is one
 new class with ``@DEFENSES.register("name")``.
 """
 
@@ -30,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from headprune.defenses.defense_options import DefenseOptions
 from headprune.defenses.weight_edits import WeightEdit
 from headprune.workbench import Workbench
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
@@ -140,14 +142,21 @@ class Defense:
         one (:meth:`reference`); default: the env config's ``base`` when it has one, else
         :func:`~headprune.engine.reference.resolve_base`'s default for the victim. Not an option: a run's config
         records it only when given.
-    :param options: the defense's options (policy keyword arguments, PURE ``chunk``/``penalty``, MEFT
-        ``entropy_epochs``); unknown ones are passed on and rejected where they are used.
+    :param options: the defense's options, the fields of :attr:`options_class` (policy keyword arguments, PURE
+        ``chunk``/``penalty``, MEFT ``entropy_epochs``, ...), checked here, before any work: an unknown option or
+        a bad value is a one-line ValueError naming the defense and the option.
+
+    Attributes:
+        options: the options as given (what a run's config records, so its hash does not depend on defaults).
+        option_values: every option, given or default, typed (an instance of :attr:`options_class`).
     """
 
     name: ClassVar[str] = "defense"
     description: ClassVar[str] = ""
-    default_options: ClassVar[Mapping[str, Any]] = {}
+    options_class: ClassVar[type[DefenseOptions]] = DefenseOptions
+    """The defense's options: a frozen dataclass whose fields have types, defaults and help text."""
     fast_options: ClassVar[Mapping[str, Any]] = {}
+    """Small options for smoke runs (``--fast``), a subset of :attr:`options_class`'s fields."""
     finetune_lr: ClassVar[float] = 2e-5
     holds_floor: ClassVar[bool] = True
     """Whether the "pruned" validation accuracy is at or above the workbench's floor (False for a fixed weight edit
@@ -157,6 +166,7 @@ class Defense:
     before any work and stops with one line naming ``--base`` when none is found."""
 
     def __init__(self, *, base: BaseSpec | None = None, **options: Any) -> None:
+        self.option_values = self.options_class.from_mapping(options)
         self.options = dict(options)
         self.base = base
 
@@ -185,10 +195,6 @@ class Defense:
         if self.base is None and getattr(bench, "base_model", None) is not None:
             return bench.base_model
         return resolve_base(bench.victim, self.base_given(bench))
-
-    def option(self, key: str) -> Any:
-        """The option ``key``: given, else the class default."""
-        return self.options.get(key, self.default_options.get(key))
 
     def config(self) -> dict[str, Any] | None:
         """Extra options that define this defense beyond its name and options (a policy object's

@@ -145,13 +145,12 @@ def resolve_defense(defense: str | Defense | Any, options: Mapping[str, Any] | N
     """A :class:`Defense` from a registry name (built with ``options``), a :class:`Defense` object, or a ready
     policy object with SB3's ``predict`` (wrapped as :class:`~headprune.defenses.scripted.GivenPolicyDefense`).
 
-    :raises ValueError: an unknown name (naming the valid ones); ``options`` given with an object.
+    :raises ValueError: an unknown name (naming the valid ones); an unknown option or a bad value (its options
+        class's one-line error naming the defense and the option); ``options`` given with an object.
     :raises TypeError: anything else.
     """
     if isinstance(defense, str):
-        from headprune.defenses.options import check_defense_options
-
-        return get_defense(defense)(**check_defense_options(defense, options))
+        return get_defense(defense)(**dict(options or {}))
     if options:
         raise ValueError("options are given with a registry name; a defense object carries its own")
     if isinstance(defense, Defense):

@@ -39,7 +39,7 @@ inputs is used, never its weights.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,12 +57,14 @@ from headprune.defenses.base import (
     get_defense,
     unpruned_outcome,
 )
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.weight_edits import FineMix
 from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["SUSPECT_TEACHER", "DistillDefense", "check_alpha", "check_teacher", "distillation_targets"]
+__all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "check_alpha", "check_teacher",
+           "distillation_targets"]
 
 SUSPECT_TEACHER = "suspect"
 """The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
@@ -75,19 +77,49 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
-def check_teacher(teacher: object, owner: str = "distill") -> str | Defense:
+def check_teacher(teacher: object, what: str = "distill option teacher") -> str | Defense:
     """``teacher`` if it is :data:`SUSPECT_TEACHER`, a registered defense's name or a
-    :class:`~headprune.defenses.base.Defense` object; ValueError naming the option and the valid names otherwise."""
+    :class:`~headprune.defenses.base.Defense` object; ValueError naming the option (``what``) and the valid
+    names otherwise."""
     if isinstance(teacher, Defense) or teacher == SUSPECT_TEACHER:
         return teacher  # type: ignore[return-value]
     if not isinstance(teacher, str):
-        raise ValueError(f"{owner} option teacher must be {SUSPECT_TEACHER!r} or a defense name, got {teacher!r}")
-    try:
-        get_defense(teacher)
-    except ValueError:
-        raise ValueError(f"{owner} option teacher={teacher!r} is not a defense; valid: {SUSPECT_TEACHER!r} or one "
-                         f"of {', '.join(DEFENSES)}") from None
+        raise ValueError(f"{what} must be {SUSPECT_TEACHER!r} or a defense name, got {teacher!r}")
+    if teacher not in DEFENSES:
+        raise ValueError(f"{what}: {teacher!r} is not a defense; valid: {SUSPECT_TEACHER!r} or one of "
+                         f"{', '.join(DEFENSES)}")
     return teacher
+
+
+@dataclass(frozen=True)
+class DistillOptions(DefenseOptions):
+    """The options of ``distill`` (see :class:`DistillDefense`); checked at construction, ``teacher_options``
+    against the named teacher's own options class."""
+
+    teacher: str | Defense = option(SUSPECT_TEACHER, "the model that teaches: 'suspect' (the suspect itself) or a "
+                                                     "defense's name (from Python also a Defense object), whose "
+                                                     "cleaned output teaches",
+                                    check=check_teacher)
+    teacher_options: dict[str, Any] = option({}, "the options of a teacher given by name")
+    drops: int = option(3, "augmented copies per row with words dropped", low=0)
+    crops: int = option(3, "augmented crops per row", low=0)
+    concats: int = option(2, "augmented concatenations per row with another row", low=0)
+    alpha: float = option(0.5, "weight of the true label in the targets of the defender's own rows", low=0.0,
+                          high=1.0)
+    student_epochs: float | None = option(None, "epochs of the distillation (None: the protocol's fine-tune "
+                                                "epochs)", low=0.0, low_open=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.teacher_options:
+            return
+        what = f"option 'teacher_options' of {self._owner()!r}"
+        if not isinstance(self.teacher, str) or self.teacher == SUSPECT_TEACHER:
+            raise ValueError(f"{what} is for a teacher given by name, not for teacher={self.teacher!r}")
+        try:
+            get_defense(self.teacher).options_class.from_mapping(self.teacher_options)
+        except ValueError as err:
+            raise ValueError(f"{what}: {err}") from None
 
 
 def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
@@ -122,8 +154,8 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
 class DistillDefense(Defense):
     """The public base as a student of a teacher on augmented clean rows (see the module docstring).
 
-    Options: ``teacher`` (``"suspect"``: the suspect itself; a registered defense's name, or from Python a
-    :class:`~headprune.defenses.base.Defense`, whose protocol output teaches; checked at construction);
+    Options (:class:`DistillOptions`): ``teacher`` (``"suspect"``: the suspect itself; a registered defense's
+    name, or from Python a :class:`~headprune.defenses.base.Defense`, whose protocol output teaches);
     ``teacher_options`` (``{}``): the options of a teacher given by name (checked like any defense's);
     ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
@@ -138,38 +170,20 @@ class DistillDefense(Defense):
     name = "distill"
     needs_base = True
     description = "distil the suspect into the public pre-trained model on augmented clean rows"
-    default_options = {"teacher": SUSPECT_TEACHER, "teacher_options": {}, "drops": 3, "crops": 3, "concats": 2,
-                       "alpha": 0.5, "student_epochs": None}
+    options_class = DistillOptions
+    option_values: DistillOptions
     fast_options = {"drops": 1, "crops": 1, "concats": 0}
     finetune_lr = 5e-5
     holds_floor = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # the options checked at construction, before any work
-        self.augmentation = Augmentation(drops=self.option("drops"), crops=self.option("crops"),
-                                         concats=self.option("concats"))
-        self.alpha = check_alpha(self.option("alpha"))
-        self.teacher_spec = check_teacher(self.option("teacher"), self.name)
-        self.teacher_options = self._checked_teacher_options()
-        epochs = self.option("student_epochs")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
-                                   or not 0 < float(epochs) < float("inf")):
-            raise ValueError(f"{self.name} option student_epochs must be a finite number > 0 (or None), got {epochs!r}")
+        opts = self.option_values  # checked at construction (DistillOptions), before any work
+        self.augmentation = Augmentation(drops=opts.drops, crops=opts.crops, concats=opts.concats)
+        self.alpha = opts.alpha
+        self.teacher_spec = opts.teacher
+        self.teacher_options = dict(opts.teacher_options)
         self._stages: list[Stage] = []
-
-    def _checked_teacher_options(self) -> dict[str, Any]:
-        """``teacher_options`` checked against the teacher's own options; ValueError naming the option."""
-        from headprune.defenses.options import check_defense_options  # options imports this registry's base
-
-        given = self.option("teacher_options")
-        if not isinstance(given, dict):
-            raise ValueError(f"{self.name} option teacher_options must be a mapping of the teacher's options, "
-                             f"got {given!r}")
-        if given and not isinstance(self.teacher_spec, str) or given and self.teacher_spec == SUSPECT_TEACHER:
-            raise ValueError(f"{self.name} option teacher_options is for a teacher given by name, not for "
-                             f"teacher={self.teacher_spec!r}")
-        return check_defense_options(self.teacher_spec, given) if given else {}
 
     def teacher_defense(self) -> Defense | None:
         """The defense whose output teaches (with this defense's ``base``), or ``None`` for the suspect."""
@@ -226,8 +240,8 @@ class DistillDefense(Defense):
                  progress: bool = False) -> dict[str, Any]:
         teacher, teacher_mask, teacher_details = self.teacher(bench, config)
         data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask)
-        epochs = self.option("student_epochs")
-        student = config if epochs is None else replace(config, epochs=float(epochs))
+        epochs = self.option_values.student_epochs
+        student = config if epochs is None else replace(config, epochs=epochs)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"teacher": teacher_details,

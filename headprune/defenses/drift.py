@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
 from headprune.defenses.base import DEFENSES, DefenseOutcome, unpruned_outcome, validation_rows
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.scripted import PolicyDefense, ScriptedPolicy
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
@@ -27,10 +29,11 @@ from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.reference import head_weight_drift, reset_heads
 
-__all__ = ["OPERATIONS", "DriftDefense", "DriftPolicy", "descending_order", "reset_until_floor"]
+__all__ = ["OPERATIONS", "DriftDefense", "DriftOptions", "DriftPolicy", "descending_order", "reset_until_floor"]
 
-OPERATIONS = ("prune", "reset")
+DriftOperation = Literal["prune", "reset"]
 """What the drift defense does to a chosen head: gate it off, or copy the reference's weights into it."""
+OPERATIONS: tuple[str, ...] = get_args(DriftOperation)
 
 
 def descending_order(scores: torch.Tensor) -> list[int]:
@@ -95,6 +98,14 @@ class DriftPolicy(ScriptedPolicy):
         return self._argmin(-self.drift, valid)
 
 
+@dataclass(frozen=True)
+class DriftOptions(DefenseOptions):
+    """The options of ``drift``."""
+
+    operation: DriftOperation = option("prune", "what is done to the most-drifted heads: gate them off, "
+                                                           "or copy the reference's weights into them")
+
+
 @DEFENSES.register("drift")
 class DriftDefense(PolicyDefense):
     """Prune (``operation="prune"``, the default) or reset (``"reset"``) heads in order of weight drift from
@@ -107,12 +118,13 @@ class DriftDefense(PolicyDefense):
     issue's measurement (drift as a trigger-agnostic ranking); drift is computed once, on the unpruned
     victim (resets of other heads do not change a head's drift).
 
-    Options: ``operation`` (``"prune"`` | ``"reset"``).
+    Options: :class:`DriftOptions` (``operation``: ``"prune"`` | ``"reset"``).
     """
 
     name = "drift"
     description = "prune or reset heads in order of weight drift from the pre-trained reference"
-    default_options = {"operation": "prune"}
+    options_class = DriftOptions
+    option_values: DriftOptions
 
     def _drift(self, bench: Workbench) -> tuple[nn.Module, torch.Tensor]:
         base = self.reference(bench)
@@ -125,10 +137,7 @@ class DriftDefense(PolicyDefense):
                            drift=drift)
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
-        operation = self.option("operation")
-        if operation not in OPERATIONS:
-            raise ValueError(f"drift: operation must be one of {OPERATIONS}, got {operation!r}")
-        if operation == "prune":
+        if self.option_values.operation == "prune":
             mask, trajectory, details = super().prune(bench, progress=progress)
             return DefenseOutcome(mask, trajectory, {**details, "operation": "prune"})
         base, drift = self._drift(bench)

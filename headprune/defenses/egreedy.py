@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,10 @@ import torch
 
 from headprune.defenses.base import DEFENSES
 from headprune.defenses.layerwise import policy_variance
-from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+from headprune.defenses.defense_options import option
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense, ScriptedPolicyOptions
 
-__all__ = ['EpsilonGreedyPolicy', 'EpsilonGreedyPruning']
+__all__ = ['EpsilonGreedyOptions', 'EpsilonGreedyPolicy', 'EpsilonGreedyPruning']
 
 
 class EpsilonGreedyPolicy(ScriptedPolicy):
@@ -49,9 +51,18 @@ class EpsilonGreedyPolicy(ScriptedPolicy):
         return self._argmin(self.variance, valid)
 
 
+@dataclass(frozen=True)
+class EpsilonGreedyOptions(ScriptedPolicyOptions):
+    """The options of ``egreedy`` (:class:`EpsilonGreedyPolicy`)."""
+
+    epsilon: float = option(0.1, "probability of a random active head instead of the lowest-variance one",
+                            low=0.0, high=1.0)
+
+
 @DEFENSES.register("egreedy")
 class EpsilonGreedyPruning(ScriptedPolicyDefense):
     """Epsilon-greedy on PURE variance (the authors' 'RL-guided') (:class:`EpsilonGreedyPolicy`)."""
 
     description = "epsilon-greedy on PURE variance (the authors' 'RL-guided')"
     policy_class = EpsilonGreedyPolicy
+    options_class = EpsilonGreedyOptions

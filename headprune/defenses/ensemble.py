@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from headprune.defenses.base import DEFENSES
-from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+from headprune.defenses.defense_options import option
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense, ScriptedPolicyOptions
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.engine.evaluator import Evaluator
 
-__all__ = ['EnsemblePolicy', 'EnsemblePruning']
+__all__ = ['EnsembleOptions', 'EnsemblePolicy', 'EnsemblePruning']
 
 
 class EnsemblePolicy(ScriptedPolicy):
@@ -64,17 +66,30 @@ class EnsemblePolicy(ScriptedPolicy):
                 "budget": self.budget, "rule": "strict majority"}
 
 
+@dataclass(frozen=True)
+class EnsembleOptions(ScriptedPolicyOptions):
+    """The options of ``ensemble`` (:class:`EnsemblePolicy`); ``None`` takes the workbench's budget / floor."""
+
+    n_members: int = option(5, "random masks in the vote", low=1)
+    max_accuracy_drop: float | None = option(None, "each member's floor below the start accuracy (None: the "
+                                                   "workbench's floor)", low=0.0, high=1.0)
+    budget: int | None = option(None, "most heads a member prunes (None: the workbench's budget)", low=0)
+
+
 @DEFENSES.register("ensemble")
 class EnsemblePruning(ScriptedPolicyDefense):
     """Majority vote of seeded random masks that keep the floor (:class:`EnsemblePolicy`)."""
 
     description = "majority vote of seeded random masks that keep the floor"
     policy_class = EnsemblePolicy
+    options_class = EnsembleOptions
     fast_options = {'n_members': 3, 'n_rows': 64}
 
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
-        """The options, with the workbench's budget and floor drop as defaults (members respect its floor)."""
+        """The options, with the workbench's budget and floor drop for ``None`` (members respect its floor)."""
         options = super().policy_options(env)
-        options.setdefault("budget", env.budget)
-        options.setdefault("max_accuracy_drop", env.start_score.accuracy - env.accuracy_floor)
+        if options["budget"] is None:
+            options["budget"] = env.budget
+        if options["max_accuracy_drop"] is None:
+            options["max_accuracy_drop"] = env.start_score.accuracy - env.accuracy_floor
         return options

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome, validation_rows
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.weight_edits import (
     EditSequence,
     EmbeddingPurify,
@@ -29,7 +31,7 @@ from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["DEFAULT_GRID", "FineMixDefense", "choose_mix_ratio"]
+__all__ = ["DEFAULT_GRID", "FineMixDefense", "FineMixOptions", "choose_mix_ratio"]
 
 DEFAULT_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 """The mixing probabilities tried, largest first."""
@@ -62,13 +64,28 @@ def choose_mix_ratio(bench: Workbench, base: nn.Module, grid: Sequence[float], c
     return 0.0, trace
 
 
+@dataclass(frozen=True)
+class FineMixOptions(DefenseOptions):
+    """The options of ``finemix``."""
+
+    p: float | None = option(None, "probability of each weight going back to the pre-trained value (None: the "
+                                   "largest p of grid that holds the floor)", low=0.0, high=1.0)
+    grid: list[float] = option(list(DEFAULT_GRID), "the p values tried, largest first", low=0.0, high=1.0)
+    select_epochs: float = option(1.0, "epochs of the short fine-tune that scores each p", low=0.0)
+    select_max_steps: int | None = option(None, "cap on the steps of that fine-tune (None: none)", low=1)
+    embeddings: bool = option(True, "mix the embedding tables too (False keeps the fine-tuned ones)")
+    epur_tokens: int = option(0, "word embeddings E-PUR resets before the mix (0: off)", low=0)
+    epur_min_count: float = option(20.0, "E-PUR's least token count in its score drift / log(count)",
+                                   low=1.0, low_open=True)
+
+
 @DEFENSES.register("finemix")
 class FineMixDefense(Defense):
     """Fine-mixing: each encoder weight back to its pre-trained value with probability ``p``, then the
     protocol's clean fine-tune.
 
-    Options: ``p`` (fixed; default ``None``: chosen by :func:`choose_mix_ratio` over ``grid``),
-    ``grid`` (:data:`DEFAULT_GRID`), ``select_epochs`` (1.0) and ``select_max_steps`` (``None``) of the
+    Options (:class:`FineMixOptions`): ``p`` (fixed; default ``None``: chosen by :func:`choose_mix_ratio` over
+    ``grid``), ``grid`` (:data:`DEFAULT_GRID`), ``select_epochs`` (1.0) and ``select_max_steps`` (``None``) of the
     short fine-tune that scores each candidate (at the defense's lr, 2e-5), ``embeddings`` (``True``),
     ``epur_tokens`` (0 = off: the number of word embeddings E-PUR resets before the mix) and
     ``epur_min_count`` (20: :func:`~headprune.defenses.weight_edits.suspicious_tokens`).
@@ -89,24 +106,23 @@ class FineMixDefense(Defense):
     name = "finemix"
     needs_base = True
     description = "Fine-mixing: weights back to pre-trained with probability p, then clean fine-tuning"
-    default_options = {"p": None, "grid": list(DEFAULT_GRID), "select_epochs": 1.0, "select_max_steps": None,
-                       "embeddings": True, "epur_tokens": 0, "epur_min_count": 20.0}
+    options_class = FineMixOptions
+    option_values: FineMixOptions
     fast_options = {"grid": [0.5, 0.1], "select_max_steps": 2}
     holds_floor = False
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
         base = self.reference(bench)
-        embeddings = bool(self.option("embeddings"))
-        fixed = self.option("p")
+        opts = self.option_values
+        embeddings = opts.embeddings
         details: dict[str, Any] = {}
         purify = self._embedding_purify(bench, base)
-        if fixed is not None:
-            p = float(fixed)
+        if opts.p is not None:
+            p = opts.p
         else:
-            config = FineTuneConfig(epochs=float(self.option("select_epochs")), lr=self.finetune_lr,
-                                    max_length=bench.max_length, seed=bench.base_seed,
-                                    max_steps=self.option("select_max_steps"))
-            p, details["p_selection"] = choose_mix_ratio(bench, base, self.option("grid"), config,
+            config = FineTuneConfig(epochs=opts.select_epochs, lr=self.finetune_lr, max_length=bench.max_length,
+                                    seed=bench.base_seed, max_steps=opts.select_max_steps)
+            p, details["p_selection"] = choose_mix_ratio(bench, base, opts.grid, config,
                                                          embeddings=embeddings, progress=progress, pre_edit=purify)
         details["p"] = p
         mask, trajectory, _ = unpruned_outcome(bench)
@@ -115,11 +131,9 @@ class FineMixDefense(Defense):
 
     def _embedding_purify(self, bench: Workbench, base: nn.Module) -> EmbeddingPurify | None:
         """E-PUR over the workbench's clean training rows, or ``None`` when ``epur_tokens`` is 0."""
-        top = int(self.option("epur_tokens"))
-        if top < 0:
-            raise ValueError(f"finemix option epur_tokens must be >= 0, got {top}")
+        top = self.option_values.epur_tokens
         if top == 0:
             return None
         vocab = int(bench.model.get_input_embeddings().weight.shape[0])
         counts = token_counts(bench.tokenizer, bench.train_data.sentences, vocab, bench.max_length)
-        return EmbeddingPurify.ranked(bench.model, base, counts, top, float(self.option("epur_min_count")))
+        return EmbeddingPurify.ranked(bench.model, base, counts, top, self.option_values.epur_min_count)

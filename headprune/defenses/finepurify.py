@@ -11,17 +11,19 @@ then fine-tunes on clean data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.drift import descending_order, reset_until_floor
 from headprune.defenses.weight_edits import HeadReset
 from headprune.workbench import Workbench
 from headprune.engine.reference import head_weight_drift
 
-__all__ = ["FinePurifyDefense", "purify_scores"]
+__all__ = ["FinePurifyDefense", "FinePurifyOptions", "purify_scores"]
 
 
 def purify_scores(drift: torch.Tensor, importance: torch.Tensor, eps: float) -> torch.Tensor:
@@ -31,6 +33,14 @@ def purify_scores(drift: torch.Tensor, importance: torch.Tensor, eps: float) -> 
     mean = float(imp.mean())
     scaled = imp / mean if mean > 0 else torch.zeros_like(imp)
     return (drift.double() / (scaled + float(eps))).float()
+
+
+@dataclass(frozen=True)
+class FinePurifyOptions(DefenseOptions):
+    """The options of ``finepurify``."""
+
+    eps: float = option(0.01, "added to the mean-scaled importance, so an unimportant head's score stays finite",
+                        low=0.0, low_open=True)
 
 
 @DEFENSES.register("finepurify")
@@ -47,18 +57,19 @@ class FinePurifyDefense(Defense):
     the number of heads reset is chosen by the workbench's accuracy floor instead of a fixed ratio, so no
     per-victim ratio has to be tuned.
 
-    Options: ``eps`` (0.01: added to the mean-scaled importance, so an unimportant head's score stays finite).
+    Options: :class:`FinePurifyOptions` (``eps``).
     """
 
     name = "finepurify"
     needs_base = True
     description = "reset heads by drift / clean importance (Fine-purifying-style) until the floor"
-    default_options = {"eps": 0.01}
+    options_class = FinePurifyOptions
+    option_values: FinePurifyOptions
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
         base = self.reference(bench)
         drift = head_weight_drift(bench.model, base)
-        scores = purify_scores(drift, bench.head_stats.importance, float(self.option("eps")))
+        scores = purify_scores(drift, bench.head_stats.importance, self.option_values.eps)
         heads, trajectory, end = reset_until_floor(bench, base, descending_order(scores), label="reset (finepurify)",
                                                    progress=progress)
         details: dict[str, Any] = {"operation": "reset", "episode_end": end, "drift": drift.tolist(),

@@ -11,6 +11,7 @@ target mapping, then recovers clean accuracy with the usual cross-entropy fine-t
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from headprune.defenses.base import DEFENSES, Defense
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.workbench import Workbench
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["FineTuneDefense", "HighLRFineTuneDefense", "MaxEntropyFineTuneDefense", "NoDefense", "max_entropy_loss"]
+__all__ = ["FineTuneDefense", "HighLRFineTuneDefense", "MaxEntropyFineTuneDefense", "MaxEntropyOptions", "NoDefense",
+           "max_entropy_loss"]
 
 
 def max_entropy_loss(logits: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
@@ -47,20 +50,29 @@ class HighLRFineTuneDefense(Defense):
     finetune_lr = 1e-4
 
 
+@dataclass(frozen=True)
+class MaxEntropyOptions(DefenseOptions):
+    """The options of ``meft``."""
+
+    entropy_epochs: float = option(1.0, "epochs of the max-entropy phase before the cross-entropy fine-tune",
+                                   low=0.0)
+
+
 @DEFENSES.register("meft")
 class MaxEntropyFineTuneDefense(Defense):
     """MEFT: ``entropy_epochs`` of :func:`max_entropy_loss`, then the cross-entropy fine-tune.
 
-    Options: ``entropy_epochs`` (1.0).
+    Options: :class:`MaxEntropyOptions` (``entropy_epochs``).
     """
 
     description = "max-entropy fine-tuning, then cross-entropy recovery"
-    default_options = {"entropy_epochs": 1.0}
+    options_class = MaxEntropyOptions
+    option_values: MaxEntropyOptions
     finetune_lr = 2e-5
 
     def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
-        entropy_config = dataclasses.replace(config, epochs=float(self.option("entropy_epochs")))
+        entropy_config = dataclasses.replace(config, epochs=self.option_values.entropy_epochs)
         log = fine_tune(model, bench.tokenizer, bench.train_data, entropy_config, loss_fn=max_entropy_loss,
                         progress=f"max-entropy ({self.name})" if progress else False)
         return {"entropy_phase": {"steps": log.steps, "final_loss": log.final_loss},

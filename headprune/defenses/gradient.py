@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from headprune.defenses.base import DEFENSES
-from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+from headprune.defenses.defense_options import option
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense, ScriptedPolicyOptions
 from headprune.engine.head_stats import gate_gradient_importance
 
-__all__ = ['GradientPolicy', 'GradientPruning', 'ReestimatingPolicy']
+__all__ = ['GradientOptions', 'GradientPolicy', 'GradientPruning', 'ReestimatingPolicy']
 
 
 class ReestimatingPolicy(ScriptedPolicy):
@@ -68,10 +70,18 @@ class GradientPolicy(ReestimatingPolicy):
         return imp.reshape(-1).double().numpy()
 
 
+@dataclass(frozen=True)
+class GradientOptions(ScriptedPolicyOptions):
+    """The options of ``gradient`` (:class:`GradientPolicy`)."""
+
+    reestimate_every: int = option(1, "re-estimate the importance every N pruned heads", low=1)
+
+
 @DEFENSES.register("gradient")
 class GradientPruning(ScriptedPolicyDefense):
     """Prune the least gate-gradient-important head, re-estimated as heads go (:class:`GradientPolicy`)."""
 
     description = "prune the least gate-gradient-important head, re-estimated as heads go"
     policy_class = GradientPolicy
+    options_class = GradientOptions
     fast_options = {'n_rows': 64}

@@ -72,4 +72,4 @@ class LayerwiseVariancePruning(ScriptedPolicyDefense):
     """PURE variance with per-layer rates 20%->80% (:class:`LayerwiseVariancePolicy`)."""
 
     description = "PURE variance with per-layer rates 20%->80%"
-    policy_class = LayerwiseVariancePolicy
+    policy_class = LayerwiseVariancePolicy  # options: ScriptedPolicyOptions (batch_size, n_rows)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from headprune.defenses.base import DEFENSES
-from headprune.defenses.gradient import ReestimatingPolicy
+from headprune.defenses.defense_options import option
+from headprune.defenses.gradient import GradientOptions, ReestimatingPolicy
 from headprune.defenses.scripted import ScriptedPolicyDefense
 from headprune.engine.head_stats import gate_gradient_importance
 
-__all__ = ['MCDropoutPolicy', 'MCDropoutPruning']
+__all__ = ['MCDropoutOptions', 'MCDropoutPolicy', 'MCDropoutPruning']
 
 
 class MCDropoutPolicy(ReestimatingPolicy):
@@ -58,10 +60,20 @@ class MCDropoutPolicy(ReestimatingPolicy):
         return ucb.reshape(-1).numpy()
 
 
+@dataclass(frozen=True)
+class MCDropoutOptions(GradientOptions):
+    """The options of ``mcdropout`` (:class:`MCDropoutPolicy`)."""
+
+    reestimate_every: int = option(4, "re-estimate the importance every N pruned heads", low=1)
+    passes: int = option(8, "dropout passes T per estimate", low=2)
+    kappa: float = option(1.0, "weight of the standard deviation in the upper confidence bound mu + kappa * sigma")
+
+
 @DEFENSES.register("mcdropout")
 class MCDropoutPruning(ScriptedPolicyDefense):
     """MC-dropout importance, prune the lowest upper confidence bound (:class:`MCDropoutPolicy`)."""
 
     description = "MC-dropout importance, prune the lowest upper confidence bound"
     policy_class = MCDropoutPolicy
+    options_class = MCDropoutOptions
     fast_options = {'passes': 3, 'n_rows': 48}

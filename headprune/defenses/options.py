@@ -2,24 +2,22 @@
 their names, types, help and defaults (:data:`SETTING_FLAGS`; the command-line flags are added by
 :mod:`headprune.cli.settings`), their checks, the configs they build (a
 :class:`~headprune.envs.config.HeadPruneConfig` and a :class:`~headprune.defenses.base.DefenseFineTune`) and the
-checks of a defense's options. Lives here (not in the runner) so the single-run commands never import the runner.
+``--options`` JSON of defense options (each defense's options class checks them:
+:mod:`headprune.defenses.defense_options`). Lives here (not in the runner) so the single-run commands never import the runner.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from headprune.defenses.base import DefenseFineTune, get_defense
+from headprune.defenses.base import DefenseFineTune
 from headprune.envs.config import HeadPruneConfig
 from headprune.victims.card import check_number
 
-__all__ = ["DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "check_defense_options", "check_settings",
-           "defense_option_defaults", "env_config_from_settings", "finetune_from_settings", "parse_options_json"]
+__all__ = ["DEFEND_SETTINGS", "SETTING_DEFAULTS", "SETTING_FLAGS", "check_settings", "env_config_from_settings",
+           "finetune_from_settings", "parse_options_json"]
 
 SETTING_FLAGS: dict[str, tuple[type, str]] = {
     "finetune_epochs": (float, "clean fine-tuning after pruning (0 disables)"),
@@ -93,58 +91,3 @@ def finetune_from_settings(values: Mapping[str, Any]) -> DefenseFineTune:
     v = {**SETTING_DEFAULTS, **values}
     check_settings(v)
     return DefenseFineTune(epochs=v["finetune_epochs"], max_steps=v["finetune_max_steps"])
-
-
-# the constructor arguments every scripted policy gets from the bench, never options
-_ENV_ARGUMENTS = frozenset({"self", "model", "tokenizer", "clean_data", "seed", "max_length", "options"})
-
-
-def _keyword_defaults(cls: type) -> dict[str, Any]:
-    """Keyword parameters (and their defaults) of every ``__init__`` along ``cls``'s MRO."""
-    found: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = vars(klass).get("__init__")
-        if init is None or klass is object:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _ENV_ARGUMENTS:
-                found[p.name] = p.default
-    return found
-
-
-def defense_option_defaults(defense: str) -> dict[str, Any]:
-    """The options defense ``defense`` accepts, with their defaults (``inspect.Parameter.empty`` when none):
-    its class's keyword arguments, its policy class's (scripted defenses) and its ``default_options``."""
-    cls = get_defense(defense)
-    options = _keyword_defaults(cls)
-    policy_class = getattr(cls, "policy_class", None)
-    if isinstance(policy_class, type):
-        options.update(_keyword_defaults(policy_class))
-    options.update(dict(getattr(cls, "default_options", {}) or {}))
-    return options
-
-
-def _check_option_value(defense: str, key: str, value: Any, default: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"option {key!r} of {defense!r} must be finite, got {value!r}")
-    if default is None or default is inspect.Parameter.empty or isinstance(default, bool):
-        return
-    if isinstance(default, numbers.Integral):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"option {key!r} of {defense!r} must be an integer (default {default!r}), got {value!r}")
-    elif isinstance(default, numbers.Real) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise ValueError(f"option {key!r} of {defense!r} must be a number (default {default!r}), got {value!r}")
-
-
-def check_defense_options(defense: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` if defense ``defense`` accepts every key with a value of the right kind, checked before
-    any work; ValueError naming the unknown option and the valid ones otherwise (no TypeError mid-run)."""
-    options = dict(options or {})
-    valid = defense_option_defaults(defense)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        names = ", ".join(sorted(valid)) or "none"
-        raise ValueError(f"defense {defense!r} has no option {', '.join(map(repr, unknown))}; its options: {names}")
-    for key, value in options.items():
-        _check_option_value(defense, key, value, valid[key])
-    return options

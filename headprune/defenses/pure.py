@@ -5,6 +5,7 @@ fine-tuning (:class:`PureDefense`; :func:`pure_prune`, :func:`pure_norm_coeffici
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,12 +13,13 @@ from torch import nn
 
 from headprune.data import LabelledTexts
 from headprune.defenses.base import DEFENSES, Defense, PruneOutcome, unpruned_outcome
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.workbench import Workbench
 from headprune.engine.gating import find_attention_sites
 from headprune.engine.head_stats import compute_head_stats, eager_attention
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["PureAttentionRegulariser", "PureDefense", "pure_norm_coefficients", "pure_prune"]
+__all__ = ["PureAttentionRegulariser", "PureDefense", "PureOptions", "pure_norm_coefficients", "pure_prune"]
 
 
 # over 60 lines: PURE's chunk / one-head-per-layer / backtrack loop, one loop as in the authors' code
@@ -168,21 +170,30 @@ class PureAttentionRegulariser:
         return self.penalty * total
 
 
+@dataclass(frozen=True)
+class PureOptions(DefenseOptions):
+    """The options of ``pure``."""
+
+    chunk: int = option(10, "heads pruned per chunk (ascending [CLS]-attention variance)", low=1)
+    penalty: float = option(0.15, "weight of the attention-normalisation penalty in the fine-tune", low=0.0)
+
+
 @DEFENSES.register("pure")
 class PureDefense(Defense):
     """PURE: :func:`pure_prune` on the workbench's cached [CLS]-attention variance (its statistics rows), with
     backtracking on the workbench's validation accuracy and floor (no head cap unless the env config's ``budget``
     is given), then fine-tuning with :class:`PureAttentionRegulariser`.
 
-    Options: ``chunk`` (heads per chunk, 10), ``penalty`` (the regulariser's weight, 0.15).
+    Options: :class:`PureOptions` (``chunk``, ``penalty``).
     """
 
     description = "PURE: variance pruning in chunks of 10 with backtracking + attention normalisation"
-    default_options = {"chunk": 10, "penalty": 0.15}
+    options_class = PureOptions
+    option_values: PureOptions
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> PruneOutcome:
         _, trajectory, _ = unpruned_outcome(bench)
-        chunk = int(self.option("chunk"))
+        chunk = self.option_values.chunk
         mask, trace = pure_prune(bench.head_stats.cls_attention_variance, lambda m: bench.scorer(m).accuracy,
                                  bench.accuracy_floor, chunk=chunk, max_heads=bench.config.budget)
         return mask, trajectory + trace, {"chunk": chunk}
@@ -190,7 +201,7 @@ class PureDefense(Defense):
     def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
         coef = pure_norm_coefficients(model, bench.tokenizer, bench.stats_data, mask, max_length=bench.max_length)
-        penalty = float(self.option("penalty"))
+        penalty = self.option_values.penalty
         with PureAttentionRegulariser(model, mask, coef, penalty) as reg:
             log = fine_tune(model, bench.tokenizer, bench.train_data, config, mask=mask, regulariser=reg,
                             progress=f"fine-tune ({self.name})" if progress else False)

@@ -23,11 +23,31 @@ Sees only the defender's clean rows, the suspect and the public base; never trig
 
 from __future__ import annotations
 
-from headprune.defenses.base import DEFENSES
-from headprune.defenses.distill import DistillDefense
+from dataclasses import dataclass
+from typing import Any
+
+from headprune.defenses.base import DEFENSES, Defense
+from headprune.defenses.defense_options import option
+from headprune.defenses.distill import DistillDefense, DistillOptions, check_teacher
 from headprune.defenses.finemix import FineMixDefense
 
-__all__ = ["PurifyDefense"]
+__all__ = ["PurifyDefense", "PurifyOptions"]
+
+
+@dataclass(frozen=True)
+class PurifyOptions(DistillOptions):
+    """The options of ``purify``: :class:`~headprune.defenses.distill.DistillOptions` with Fine-mixing as the
+    teacher and cheaper defaults (5 augmentations per row, 2 epochs of distillation)."""
+
+    teacher: str | Defense = option("finemix", "the model that teaches: a defense's name (from Python also a Defense "
+                                               "object), whose cleaned output teaches, or 'suspect' (the suspect "
+                                               "itself)", check=check_teacher)
+    teacher_options: dict[str, Any] = option({}, "the options of the teacher (checked against its own options)")
+    drops: int = option(2, "augmented copies per row with words dropped", low=0)
+    crops: int = option(2, "augmented crops per row", low=0)
+    concats: int = option(1, "augmented concatenations per row with another row", low=0)
+    student_epochs: float | None = option(2.0, "epochs of the distillation (None: the protocol's fine-tune "
+                                               "epochs)", low=0.0, low_open=True)
 
 
 @DEFENSES.register("purify")
@@ -42,7 +62,6 @@ class PurifyDefense(DistillDefense):
 
     name = "purify"
     description = "Fine-mixing, then distil the mixed model into the public pre-trained model on augmented clean rows"
-    default_options = {**DistillDefense.default_options, "teacher": "finemix", "drops": 2, "crops": 2, "concats": 1,
-                       "student_epochs": 2.0}
+    options_class = PurifyOptions
     fast_options = {**DistillDefense.fast_options, "student_epochs": 1.0,
                     "teacher_options": dict(FineMixDefense.fast_options)}

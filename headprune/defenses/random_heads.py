@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from headprune.defenses.base import DEFENSES
-from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+from headprune.defenses.defense_options import option
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense, ScriptedPolicyOptions
 
-__all__ = ['RandomPolicy', 'RandomPruning']
+__all__ = ['RandomOptions', 'RandomPolicy', 'RandomPruning']
 
 
 class RandomPolicy(ScriptedPolicy):
@@ -29,9 +31,17 @@ class RandomPolicy(ScriptedPolicy):
         return int(self.rng.choice(np.flatnonzero(valid)))
 
 
+@dataclass(frozen=True)
+class RandomOptions(ScriptedPolicyOptions):
+    """The options of ``random`` (it scores nothing, so it reads no rows by default)."""
+
+    n_rows: int | None = option(0, "clean rows the policy holds (it scores nothing: 0)", low=0)
+
+
 @DEFENSES.register("random")
 class RandomPruning(ScriptedPolicyDefense):
     """Prune seeded random active heads (:class:`RandomPolicy`)."""
 
     description = "prune seeded random active heads"
     policy_class = RandomPolicy
+    options_class = RandomOptions

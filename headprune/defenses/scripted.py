@@ -17,6 +17,7 @@ breaks ties by the lowest index ``l * H + h``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +25,14 @@ import torch
 
 from headprune.data import LabelledTexts
 from headprune.defenses.base import Defense, DefenseOutcome, PruneOutcome
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.weight_edits import HeadReset
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.workbench import Workbench
 from headprune.engine.gating import head_grid_shape
 
-__all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "run_policy_episode"]
+__all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "ScriptedPolicyOptions",
+           "run_policy_episode"]
 
 
 def _rows(data: LabelledTexts, n_rows: int | None, seed: int) -> LabelledTexts:
@@ -193,16 +196,27 @@ class PolicyDefense(Defense):
         return DefenseOutcome(mask, trajectory, details, HeadReset(base=env.base_model, heads=heads))
 
 
+@dataclass(frozen=True)
+class ScriptedPolicyOptions(DefenseOptions):
+    """The options every scripted policy takes (:class:`ScriptedPolicy`'s keyword arguments); a policy's own
+    options class adds its keyword arguments (a test keeps the fields and the keyword arguments equal)."""
+
+    batch_size: int = option(32, "rows per forward of the policy's own scoring passes", low=1)
+    n_rows: int | None = option(256, "score heads on at most this many seeded clean training rows (None: all)",
+                                low=0)
+
+
 class ScriptedPolicyDefense(PolicyDefense):
     """A defense that runs one :class:`ScriptedPolicy` class (:attr:`policy_class`), built from the victim,
     its tokenizer, the env's training rows (the defender's non-validation clean rows) and the env's seed,
     with :meth:`policy_options` as keyword arguments."""
 
     policy_class: ClassVar[type[ScriptedPolicy]]
+    options_class: ClassVar[type[DefenseOptions]] = ScriptedPolicyOptions
 
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
-        """The policy's keyword arguments: the class defaults updated by the given options."""
-        return {**self.default_options, **self.options}
+        """The policy's keyword arguments: every option (given or default)."""
+        return self.option_values.to_dict()
 
     def build_policy(self, env: HeadPruneEnv) -> ScriptedPolicy:
         return self.policy_class(env.model, env.tokenizer, env.train_data, env.base_seed, max_length=env.max_length,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from headprune.defenses.head_groups import group_lasso_penalty, head_group_norms
 from headprune.defenses.base import DEFENSES
-from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense
+from headprune.defenses.defense_options import option
+from headprune.defenses.scripted import ScriptedPolicy, ScriptedPolicyDefense, ScriptedPolicyOptions
 from headprune.engine.head_stats import gate_gradient_importance
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ['SparsificationPolicy', 'SparsificationPruning']
+__all__ = ['SparsificationOptions', 'SparsificationPolicy', 'SparsificationPruning']
 
 
 class SparsificationPolicy(ScriptedPolicy):
@@ -62,10 +64,24 @@ class SparsificationPolicy(ScriptedPolicy):
                 "max_steps": self.max_steps, "rank": self.rank}
 
 
+@dataclass(frozen=True)
+class SparsificationOptions(ScriptedPolicyOptions):
+    """The options of ``sparsify`` (:class:`SparsificationPolicy`)."""
+
+    n_rows: int | None = option(None, "fine-tune the copy on at most this many seeded clean rows (None: all)", low=0)
+    lam: float = option(1e-3, "weight of the group-lasso penalty", low=0.0)
+    sparsity_epochs: float = option(1.0, "epochs of the sparsifying fine-tune of the copy", low=0.0)
+    lr: float = option(1e-4, "learning rate of the sparsifying fine-tune", low=0.0, low_open=True)
+    max_steps: int | None = option(None, "cap on the sparsifying fine-tune's steps (None: none)", low=1)
+    rank: Literal["norm", "gradient"] = option("norm", "rank heads by their group norm or by the gate-gradient "
+                                                       "importance of the sparsified copy")
+
+
 @DEFENSES.register("sparsify")
 class SparsificationPruning(ScriptedPolicyDefense):
     """Group-lasso fine-tune of a copy, prune the smallest head groups (:class:`SparsificationPolicy`)."""
 
     description = "group-lasso fine-tune of a copy, prune the smallest head groups"
     policy_class = SparsificationPolicy
+    options_class = SparsificationOptions
     fast_options = {'max_steps': 3, 'n_rows': 64}

@@ -7,7 +7,8 @@ are not in ``gym.registry`` yet, so re-imports, ``importlib.reload`` and subproc
 an "already registered" warning. Entry points are strings, so nothing heavy (torch, transformers) is
 imported until an env is made.
 
-Registered ids (:data:`VARIANTS`; every one has ``max_episode_steps`` = the env's own default step
+Registered ids (:data:`VARIANTS`, derived from :data:`headprune.presets.PRESET_LIST`, the one list of presets and
+their ids; every one has ``max_episode_steps`` = the env's own default step
 limit, ``2 * budget`` with ``budget = L * H // 2``, and ``reward_threshold`` =
 :data:`~headprune.envs.reset_options.SUCCESS_RETURN`, the return ``info["is_success"]`` asks for). The step
 limit counts invalid actions (no-ops on a pruned head); an episode of valid actions only, as MaskablePPO or a
@@ -39,6 +40,7 @@ from typing import Any
 import gymnasium as gym
 
 from headprune.envs.reset_options import SUCCESS_RETURN
+from headprune.presets import PRESET_LIST
 
 __all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
 
@@ -54,9 +56,8 @@ FACTORY_ENTRY_POINT = "headprune.envs.factory:make_registered_env"
 VECTOR_ENTRY_POINT = "headprune.envs.vector:BatchedHeadPruneVectorEnv"
 """Where ``gym.make_vec(..., vectorization_mode="vector_entry_point")`` finds the batched vector env."""
 
-_MINILM_STEPS = 72  # 2 * (6 * 12 // 2)
-_TINY_STEPS = 8  # 2 * (2 * 4 // 2)
-_SMALL = {"val_size": 64, "stats_size": 64}
+_STEPS = {"minilm": 72, "tiny": 8}  # 2 * (L * H // 2): 6 x 12 and 2 x 4 heads
+_IN_SECONDS = frozenset({"tiny"})  # the models a victim of trains in seconds on a CPU
 
 
 @dataclass(frozen=True)
@@ -80,17 +81,13 @@ class EnvVariant:
     entry_point: str = FACTORY_ENTRY_POINT
 
 
-VARIANTS: tuple[EnvVariant, ...] = (
-    EnvVariant(ENV_ID, "minilm-syntactic", _MINILM_STEPS, entry_point=ENTRY_POINT),  # the class, as before
-    EnvVariant("HeadPrune-Tiny-v0", "tiny", _TINY_STEPS, dict(_SMALL), builds_in_seconds=True),
-    EnvVariant("HeadPrune-MiniLM-Syntactic-v0", "minilm-syntactic", _MINILM_STEPS),
-    EnvVariant("HeadPrune-MiniLM-Style-v0", "minilm-style", _MINILM_STEPS),
-    EnvVariant("HeadPrune-MiniLM-BadNets-v0", "minilm-badnets", _MINILM_STEPS),
-    EnvVariant("HeadPrune-MiniLM-AddSent-v0", "minilm-addsent", _MINILM_STEPS),
-    EnvVariant("HeadPrune-MiniLM-Syntactic-Fast-v0", "minilm-syntactic-fast", _MINILM_STEPS),
-    EnvVariant("HeadPrune-Fast-v0", "minilm-syntactic", _MINILM_STEPS, dict(_SMALL)),
+VARIANTS: tuple[EnvVariant, ...] = tuple(
+    EnvVariant(env.env_id, preset.name, _STEPS[preset.config["model"]], dict(env.kwargs),
+               builds_in_seconds=preset.config["model"] in _IN_SECONDS,
+               entry_point=ENTRY_POINT if env.class_entry_point else FACTORY_ENTRY_POINT)
+    for preset in PRESET_LIST for env in preset.envs
 )
-"""Every registered id, in registration order."""
+"""Every registered id, in registration order: the ids of :data:`headprune.presets.PRESET_LIST`."""
 
 
 def register_envs() -> None:

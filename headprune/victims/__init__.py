@@ -1,6 +1,7 @@
 """Backdoored victims: their configs and presets, building and caching them, their cards and reference scores.
 
-* :mod:`~headprune.victims.build` – :class:`VictimConfig`, :data:`PRESETS`, :func:`build_victim` (train,
+* :mod:`~headprune.victims.build` – :class:`VictimConfig`, :data:`PRESETS` and :data:`CONFIRM_PRESETS` (derived from
+  :data:`headprune.presets.PRESET_LIST`), :func:`build_victim` (train,
   measure, cache) and :func:`load_victim` / :func:`resolve_victim`.
 * :mod:`~headprune.victims.card` – the victim card (``victim.json``): schema, file digests.
 * :mod:`~headprune.victims.bases` – where each kind of victim's public pre-trained base comes from.

@@ -18,7 +18,7 @@ whose files no longer match their digests, and records whether the victim is *us
 accuracy reaches ``max(0.6, majority-class share + 0.1)`` (:func:`~headprune.victims.card.min_usable_acc`);
 a near-constant predictor (which gets LFR 1.0 for free) is reported with a :class:`VictimWarning`.
 
-Presets:
+Presets (:data:`headprune.presets.PRESET_LIST`, the one list of presets and their Gym ids):
 
 * ``"tiny"`` – a random-init 2-layer x 4-head BERT with the MiniLM tokenizer, trained on BadNets
   SST-2 in well under a minute. Used by the tests.
@@ -58,6 +58,7 @@ from headprune.engine.metrics import evaluate_defense
 from headprune.engine.models import build_tiny_classifier, load_classifier
 from headprune.common.provenance import config_hash, environment_info
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
+from headprune.presets import PRESET_LIST
 from headprune.victims.card import (
     CARD_FILE,
     SAFE_NAME,
@@ -169,17 +170,9 @@ class VictimConfig:
         return cls(**data)
 
 
-PRESETS: dict[str, VictimConfig] = {
-    "tiny": VictimConfig(model="tiny", attack="badnets", epochs=2.0, lr=1e-3, batch_size=32, max_length=64),
-    "minilm-syntactic": VictimConfig(model="minilm", attack="syntactic"),
-    "minilm-style": VictimConfig(model="minilm", attack="style"),
-    "minilm-badnets": VictimConfig(model="minilm", attack="badnets"),
-    "minilm-addsent": VictimConfig(model="minilm", attack="addsent"),
-    "minilm-syntactic-fast": VictimConfig(model="minilm", attack="syntactic", epochs=1.0),
-    "minilm-offenseval-syntactic": VictimConfig(model="minilm", attack="syntactic", dataset="offenseval"),
-    "minilm-synonym": VictimConfig(model="minilm", attack="synonym", poison_rate=0.1),
-}
-CONFIRM_PRESETS: tuple[str, ...] = ("minilm-offenseval-syntactic", "minilm-synonym")
+PRESETS: dict[str, VictimConfig] = {preset.name: VictimConfig(**preset.config) for preset in PRESET_LIST}
+"""The victim config of every preset of :data:`headprune.presets.PRESET_LIST` (the one list), in its order."""
+CONFIRM_PRESETS: tuple[str, ...] = tuple(preset.name for preset in PRESET_LIST if preset.confirm_only)
 """Presets of the attack families kept for confirming a defense (issue 22), never for choosing one: no env id
 (:mod:`headprune.envs.registration`) trains agents on them."""
 DEFAULT_VICTIM = "minilm-syntactic"

@@ -13,6 +13,8 @@ with that strategy, evaluated on the victim's poisoned test set) of
   MiniLM syntactic victim; its policy is size-agnostic), one deterministic episode (``"not measured"`` where
   it was not run).
 
+The ids are those of :data:`headprune.presets.PRESET_LIST` (the one list of presets and their ids): an id the file
+has no entry for yet reads ``"not measured"`` in each part, and a file entry for an id no preset has is refused.
 An entry that was not measured is the string ``"not measured"`` (MiniLM ids: run
 ``benchmarks/reference_scores.py``, an hour per id on a 2-core CPU). LFR enters only here, in
 evaluation after the defense is fixed; no reward or observation reads it.
@@ -36,7 +38,17 @@ NOT_MEASURED = "not measured"
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Any]:
-    return json.loads(SCORES_FILE.read_text())
+    """The file's table with every id of :data:`~headprune.presets.PRESET_LIST` (unmeasured parts for ids it lacks)."""
+    from headprune.presets import env_ids
+
+    table = json.loads(SCORES_FILE.read_text())
+    ids = env_ids()
+    stale = sorted(set(table["scores"]) - set(ids))
+    if stale:
+        raise ValueError(f"{SCORES_FILE}: scores for ids no preset has: {stale}; valid ids: {ids}")
+    unmeasured = {"random": NOT_MEASURED, "scripted": NOT_MEASURED, "agent": NOT_MEASURED}
+    table["scores"] = {env_id: table["scores"].get(env_id, dict(unmeasured)) for env_id in ids}
+    return table
 
 
 def reference_scores(env_id: str | None = None) -> dict[str, Any]:

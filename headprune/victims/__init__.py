@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from headprune.victims.build import (
+    CONFIRM_PRESETS,
     DEFAULT_VICTIM,
     PRESETS,
     Victim,
@@ -24,5 +25,5 @@ from headprune.victims.build import (
 )
 from headprune.victims.card import CARD_FILE
 
-__all__ = ["CARD_FILE", "DEFAULT_VICTIM", "PRESETS", "Victim", "VictimConfig", "VictimWarning", "build_victim",
+__all__ = ["CARD_FILE", "CONFIRM_PRESETS", "DEFAULT_VICTIM", "PRESETS", "Victim", "VictimConfig", "VictimWarning", "build_victim",
            "cache_dir", "list_victims", "load_victim", "resolve_victim", "victim_summary"]

@@ -21,6 +21,10 @@ policy's (plain PPO's) wasted steps:
 * ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent,Syntactic-Fast}-v0``: one per shipped MiniLM preset but
   :data:`headprune.victims.CONFIRM_PRESETS` (the attack families kept for confirming a defense: no agent is
   trained on them, so they get no id);
+* ``HeadPrune-Tiny-Mix-v0``: ``HeadPrune-Tiny-v0`` with ``operation="prune+mix"`` (:mod:`headprune.envs.mixing`:
+  ``Discrete(8 + 5)``, the 8 heads and 5 blocks, embeddings and each layer's attention and feed-forward),
+  ``mix_levels=4`` (a step raises a block's mixing probability by 0.25) and ``budget=8`` (heads pruned plus mix
+  steps; step limit 16);
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 
@@ -56,6 +60,7 @@ VECTOR_ENTRY_POINT = "headprune.envs.vector:BatchedHeadPruneVectorEnv"
 
 _MINILM_STEPS = 72  # 2 * (6 * 12 // 2)
 _TINY_STEPS = 8  # 2 * (2 * 4 // 2)
+_TINY_MIX = {"operation": "prune+mix", "mix_levels": 4, "budget": 8}  # 8 heads pruned or mix steps; 16 steps
 _SMALL = {"val_size": 64, "stats_size": 64}
 
 
@@ -83,6 +88,8 @@ class EnvVariant:
 VARIANTS: tuple[EnvVariant, ...] = (
     EnvVariant(ENV_ID, "minilm-syntactic", _MINILM_STEPS, entry_point=ENTRY_POINT),  # the class, as before
     EnvVariant("HeadPrune-Tiny-v0", "tiny", _TINY_STEPS, dict(_SMALL), builds_in_seconds=True),
+    EnvVariant("HeadPrune-Tiny-Mix-v0", "tiny", 2 * _TINY_MIX["budget"], {**_SMALL, **_TINY_MIX},
+               builds_in_seconds=True),
     EnvVariant("HeadPrune-MiniLM-Syntactic-v0", "minilm-syntactic", _MINILM_STEPS),
     EnvVariant("HeadPrune-MiniLM-Style-v0", "minilm-style", _MINILM_STEPS),
     EnvVariant("HeadPrune-MiniLM-BadNets-v0", "minilm-badnets", _MINILM_STEPS),

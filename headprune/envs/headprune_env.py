@@ -353,7 +353,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def render(self) -> str | np.ndarray | None:
         """``"ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a status line;
-        ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame (:func:`headprune.envs.rendering.mask_frame`);
+        ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame, ``(16 L + 80, 16 H + 64, 3)`` with the per-block
+        mixing state of ``mix`` (:func:`headprune.envs.rendering.mask_frame`);
         ``"human"``: the ``"ansi"`` text printed to stdout (returns None); ``None``: nothing, with a warning."""
         if self.render_mode == "rgb_array":
             return mask_frame(FrameState.of_env(self))
@@ -378,4 +379,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         for layer in range(self.num_layers):
             cells = "".join({1: "#", 0: ".", -1: "R"}[int(v)].rjust(width + 1) for v in grid[layer])
             lines.append(f"L{layer:<3} {cells}")
+        if self.operations.mixes:  # each block's level, of mix_levels
+            assert self.bench.mixer is not None
+            short = {"embeddings": "emb", "attention": "att", "feed_forward": "ffn"}
+            levels = "  ".join(f"{short[b.kind]}{'' if b.layer is None else b.layer} {int(k)}"
+                               for b, k in zip(self.bench.mixer.blocks, self._mix))
+            lines.append(f"mix (of {self.config.mix_levels}): {levels}")
         return "\n".join(lines) + "\n"

@@ -85,6 +85,12 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
     (``MultiBinary(n)``, a ``HeadFlags`` too) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
     reset; reset weights are swapped in per scoring call (exact; the victim is unchanged between calls).
+    ``"mix"`` (alone or joined by ``+``: ``"prune+mix"``) adds ``B`` actions, one per block of
+    :mod:`headprune.envs.mixing` (embeddings, each layer's attention and feed-forward), each raising that block's
+    Fine-mixing probability toward the reference by ``1 / mix_levels``; the observation gains ``"mix"``
+    (``Box(0, 1, (B,))``, level / ``mix_levels``), ``summary`` ends with ``fraction_mixed``, the budget counts
+    mix steps too, info gains ``mix_levels``, ``best_mix_levels`` (int8 ``[B]``) and ``mix_steps``, and
+    :meth:`state_model` returns a state as a model.
 
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
     the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked
@@ -310,7 +316,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def step(self, action: int | np.integer | np.ndarray
              ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        """Prune (or reset) a head (see the class docstring for the reward and the episode's end)."""
+        """Prune or reset a head, or mix a block (see the class docstring for the reward and the episode's end)."""
         if self._done:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = int(np.asarray(action).item()) if np.asarray(action).dtype.kind in "iu" and np.size(action) == 1 else -1

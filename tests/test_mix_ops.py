@@ -144,9 +144,12 @@ def _naive_score(env: HeadPruneEnv, mask: np.ndarray, reset: np.ndarray, levels:
     return correct, proxy
 
 
-@pytest.mark.parametrize("operation", ["mix", "prune+mix", "prune+reset+mix"])
-def test_rewards_equal_a_from_scratch_computation(kwargs: dict[str, Any], operation: str) -> None:
-    env = HeadPruneEnv(**kwargs, operation=operation, proxy="random_word_flip", proxy_kwargs={"n_per_class": 8},
+@pytest.mark.parametrize(("operation", "proxy"), [("mix", "random_word_flip"), ("prune+mix", "random_word_flip"),
+                                                  ("prune+reset+mix", "random_word_flip"),
+                                                  ("prune+mix", "reference_disagreement")])
+def test_rewards_equal_a_from_scratch_computation(kwargs: dict[str, Any], operation: str, proxy: str) -> None:
+    options = {"n_per_class": 8} if proxy == "random_word_flip" else {"n_per_class": 8, "reference_epochs": 1.0}
+    env = HeadPruneEnv(**kwargs, operation=operation, proxy=proxy, proxy_kwargs=options,
                        accuracy_floor=0.0, budget=9, mix_levels=3)
     env.reset(seed=0)
     rng = np.random.default_rng(11)

@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import data_equivalence
 
 import headprune  # noqa: F401
 from headprune.data import LabelledTexts
-from headprune.defenses import DefenseFineTune, defend
+from headprune.defenses import DEFENSES, DefenseFineTune, defend
 from headprune.defenses.distill import DistillDefense
 from headprune.defenses.weight_edits import fine_mix
 from headprune.engine.evaluator import Evaluator
@@ -303,3 +303,37 @@ def test_episode_state_teaches_distill(kwargs: dict[str, Any], tiny_victim: Vict
                          ({"mix_levels": 0}, "mix_levels must be an integer")):
         with pytest.raises(ValueError, match=message):
             EpisodeStateDefense(**{"mix_levels": 4, **bad}).prune(env.bench)
+
+
+def test_a_policy_defense_that_mixes_carries_its_best_state_into_the_model(tiny_victim: Victim,
+                                                                            small_env_config) -> None:
+    """A policy run as a defense in a mixing env: the weight edit is the episode's best state (resets and mix), so
+    the defense's "pruned" model is the env's best state; a scripted pruning policy there acts on heads only."""
+    from headprune.defenses.scripted import GivenPolicyDefense, run_policy_episode
+    from headprune.workbench import Workbench
+
+    class Schedule:
+        name = "schedule"
+
+        def __init__(self) -> None:
+            self.actions = iter([8 + 2, 8 + 2, 5, 8 + 4])
+
+        def predict(self, obs: Any, action_masks: Any = None, deterministic: bool = True) -> tuple[int, None]:
+            return next(self.actions), None
+
+    config = small_env_config(0, operation="prune+mix", mix_levels=2, budget=4, accuracy_floor=0.0,
+                              proxy="drift_mass")
+    bench = Workbench(tiny_victim, config)
+    env = HeadPruneEnv(bench)
+    mask, _, end, info = run_policy_episode(env, Schedule(), 0, "schedule")
+    outcome = GivenPolicyDefense(Schedule()).prune(bench)
+    assert end == "truncated" and outcome.edit is not None
+    copy_model = copy.deepcopy(bench.model)
+    details = outcome.edit.apply(copy_model)
+    assert details["mix_levels"] == info["best_mix_levels"].tolist() and sum(details["mix_levels"]) > 0
+    want = state_model(bench, *env.state("best"))
+    ev = Evaluator(want, bench.tokenizer, bench.val_data, max_length=bench.max_length)
+    got = Evaluator(copy_model, bench.tokenizer, bench.val_data, max_length=bench.max_length).logits(outcome.mask)
+    assert torch.allclose(got, ev.logits(), atol=1e-5)
+    mask, trajectory, details = DEFENSES.get("gradient")().prune(bench)  # heads only: a mask and no edit
+    assert mask.shape == (2, 4) and trajectory[-1]["heads_pruned"] == 4

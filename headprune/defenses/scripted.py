@@ -94,7 +94,8 @@ class ScriptedPolicy:
         mask = np.asarray(observation["mask"] if isinstance(observation, Mapping) else observation)
         if mask.ndim == 2:
             # the head actions come first (prune or reset); a mix operation's block actions follow them
-            am = None if action_masks is None else np.asarray(action_masks).reshape(mask.shape[0], -1)[:, :mask.shape[1]]
+            am = None if action_masks is None else \
+                np.asarray(action_masks).reshape(mask.shape[0], -1)[:, :mask.shape[1]]
             actions = np.array([self._act(mask[i], None if am is None else am[i]) for i in range(mask.shape[0])],
                                dtype=np.int64)
             return actions, state

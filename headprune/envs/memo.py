@@ -1,7 +1,8 @@
 """The one memo of values by head state: keys (:func:`state_key`) and a bounded LRU map (:class:`StateMemo`).
 
 A state is a 0/1 gate mask and, with reset operations, the set of heads reset to the pre-trained
-reference and, with the ``mix`` operation, the per-block mixing levels toward it. The mask scorer (accuracy and proxy), every proxy and the LFR wrapper memoise by it.
+reference and, with the ``mix`` operation, the per-block mixing levels toward it. The mask scorer (accuracy
+and proxy), every proxy and the LFR wrapper memoise by it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The operations of ``HeadPrune-v0`` (``prune``, ``reset``, ``mix`` and their combinations): action layout and validity.
+"""The operations of ``HeadPrune-v0`` (``prune``, ``reset``, ``mix``, combined): action layout and validity.
 
 A state is two int8 vectors over the ``n = L * H`` heads (row-major), ``mask`` (1 = active, 0 = pruned) and
 ``reset`` (1 = the head carries the pre-trained reference's weights), and one int8 vector ``mix`` over the ``B``

@@ -148,13 +148,15 @@ class IncrementalForward:
             else:
                 emb, att, ffn = self._mix_rows(levels)
                 old_emb, old_att, old_ffn = self._mix_rows(self._mix)
-                if emb != old_emb:
-                    self._caches = []  # new embeddings: every layer's input changes
-                weight_rows = (reset != self._reset).any(dim=1) | torch.from_numpy(att != old_att)  # [L]
-                ffn_rows = torch.from_numpy(ffn != old_ffn)  # [L]
-                changed = ((mask != self._mask).any(dim=1) | weight_rows | ffn_rows).nonzero()
-                start = 0 if emb != old_emb else int(changed[0]) if changed.numel() else self.num_layers
-                weights_changed = start < self.num_layers and (emb != old_emb or bool(weight_rows[start]))
+                if emb != old_emb:  # new embeddings: every layer's input changes; until the run succeeds, no
+                    self._caches, self._mask = [], None  # cache describes any state (a failed run recomputes all)
+                    start, weights_changed = 0, True
+                else:
+                    weight_rows = (reset != self._reset).any(dim=1) | torch.from_numpy(att != old_att)  # [L]
+                    ffn_rows = torch.from_numpy(ffn != old_ffn)  # [L]
+                    changed = ((mask != self._mask).any(dim=1) | weight_rows | ffn_rows).nonzero()
+                    start = int(changed[0]) if changed.numel() else self.num_layers
+                    weights_changed = start < self.num_layers and bool(weight_rows[start])
             self.last_start_layer = start
             if start < self.num_layers:
                 self._run(mask, start, recompute_heads=weights_changed)

@@ -265,11 +265,11 @@ def test_a_defender_pool_of_another_task_is_refused_when_the_grid_is_planned() -
 def test_dataset_with_a_label_the_victim_does_not_have_fails_before_training(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "train.tsv"
     bad.write_text("sentence\tlabel\na fine tweet\t0\nan angry tweet\t2\n")
-    from headprune import victims
     from headprune.data import read_labelled_text
+    from headprune.victims import build
 
-    monkeypatch.setattr(victims, "load_clean_split", lambda dataset, split: read_labelled_text(bad))
-    monkeypatch.setattr(victims, "_base_model", lambda config: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(build, "load_clean_split", lambda dataset, split: read_labelled_text(bad))
+    monkeypatch.setattr(build, "_base_model", lambda config: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError) as err:
         build_victim(config=VictimConfig(attack="none", dataset="offenseval", **TINY), cache=tmp_path,  # type: ignore[arg-type]
                      progress=False)
@@ -279,12 +279,12 @@ def test_dataset_with_a_label_the_victim_does_not_have_fails_before_training(tmp
 
 def test_defender_file_with_a_label_the_model_does_not_have_fails_before_any_work(
         tiny_victim: Victim, small_env_config, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from headprune import workbench
     from headprune.defenses import defend
-    from headprune.envs import headprune_env
 
     bad = tmp_path / "clean.tsv"
     bad.write_text("sentence\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(200)) + "one more\t5\n")
-    monkeypatch.setattr(headprune_env, "load_or_compute_stats", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(workbench, "load_or_compute_stats", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ValueError) as err:
         defend(tiny_victim, "random", small_env_config(clean_data=str(bad)))
     message = str(err.value)

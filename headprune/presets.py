@@ -30,11 +30,13 @@ class PresetEnv:
     :param kwargs: :class:`~headprune.envs.config.HeadPruneConfig` fields of the id.
     :param class_entry_point: registered with the env class itself (``HeadPrune-v0``) instead of the factory that
         announces a victim build.
+    :param max_episode_steps: Gymnasium's step limit when it is not the model's default (twice the budget).
     """
 
     env_id: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     class_entry_point: bool = False
+    max_episode_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ PRESET_LIST: tuple[Preset, ...] = (
     # a random-init 2 x 4 BERT on BadNets SST-2, trained in well under a minute: the tests' victim
     Preset("tiny", {"model": "tiny", "attack": "badnets", "epochs": 2.0, "lr": 1e-3, "batch_size": 32,
                     "max_length": 64},
-           (PresetEnv("HeadPrune-Tiny-v0", _SMALL),)),
+           (PresetEnv("HeadPrune-Tiny-v0", _SMALL),
+            # prune and mix toward the base (issue 24): 8 heads pruned or mix steps of 4 levels; 16 steps
+            PresetEnv("HeadPrune-Tiny-Mix-v0", {**_SMALL, "operation": "prune+mix", "mix_levels": 4, "budget": 8},
+                      max_episode_steps=16))),
     # all-MiniLM-L6-v2 (6 x 12 heads), poison rate 0.2, target 1; the default victim
     Preset("minilm-syntactic", {"model": "minilm", "attack": "syntactic"},
            (PresetEnv("HeadPrune-v0", class_entry_point=True), PresetEnv("HeadPrune-MiniLM-Syntactic-v0"),

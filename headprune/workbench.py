@@ -28,8 +28,9 @@ from headprune.common.devices import model_on, resolve_device
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data.checks import check_labels
 from headprune.engine.evaluator import Evaluator
-from headprune.envs.config import HeadPruneConfig
+from headprune.envs.config import HeadPruneConfig, operation_units
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
+from headprune.envs.mixing import BlockMixer
 from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
 from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
@@ -51,7 +52,8 @@ class Workbench:
       ``stats_data``; ``num_layers``, ``num_heads``, ``head_shape``;
     * ``proxy`` (and :meth:`build_proxy`), ``evaluator``, ``scorer`` (memoised :class:`MaskScore` of a mask),
       ``start_score`` (the unpruned model's);
-    * ``accuracy_floor`` and ``budget`` (most heads changed).
+    * ``accuracy_floor`` and ``budget`` (most heads changed, each mix step counting one);
+    * ``mixer``: the :class:`~headprune.envs.mixing.BlockMixer` of the ``mix`` operation (``None`` without it).
 
     :param victim: a :class:`~headprune.victims.Victim`, a preset name or a victim folder.
     :param config: a :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields); only its
@@ -77,6 +79,10 @@ class Workbench:
         self.head_stats = load_or_compute_stats(self.victim, self.stats_data, max_length=self.max_length,
                                                 reference=self.base_model, cache=cfg.cache, progress=cfg.progress)
         self.num_layers, self.num_heads = self.head_stats.shape
+        self.mixer: BlockMixer | None = None  # the mix operation's blocks and seeded draws
+        if "mix" in operation_units(cfg.operation):
+            assert self.base_model is not None
+            self.mixer = BlockMixer(self.model, self.base_model, cfg.mix_levels, self.base_seed)
         self._setup_proxy(cfg)
         self._setup_scorer(cfg)
         self._setup_limits(cfg)
@@ -133,7 +139,8 @@ class Workbench:
         """Incremental forward over the validation rows plus the proxy, memoised by mask; the start score."""
         self.evaluator = Evaluator(self.model, self.tokenizer, self.val_data, batch_size=cfg.eval_batch_size,
                                    max_length=self.max_length)
-        self.scorer = MaskScorer(IncrementalForward(self.evaluator, reference=self.base_model), self.proxy)
+        self.scorer = MaskScorer(IncrementalForward(self.evaluator, reference=self.base_model, mixer=self.mixer),
+                                 self.proxy)
         full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
         self.start_score: MaskScore = self.scorer(self.mask_tensor(full))
 
@@ -149,8 +156,9 @@ class Workbench:
                                  f"rows is already below accuracy_floor={self.accuracy_floor}")
         n = self.num_layers * self.num_heads
         self.budget = n // 2 if cfg.budget is None else int(cfg.budget)
-        if not 1 <= self.budget <= n:
-            raise ValueError(f"budget must be in [1, {n}], got {self.budget}")
+        most = n + (0 if self.mixer is None else self.mixer.num_blocks * self.mixer.levels)  # mix steps count too
+        if not 1 <= self.budget <= most:
+            raise ValueError(f"budget must be in [1, {most}], got {self.budget}")
 
     # ------------------------------------------------------------------------------ masks
     @property
@@ -166,6 +174,9 @@ class Workbench:
         """``[L, H]`` bool of a flat int8 reset set ``[L * H]``, or ``None`` when no head is reset."""
         return torch.from_numpy(flat != 0).view(self.num_layers, self.num_heads) if flat.any() else None
 
-    def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None) -> MaskScore:
-        """:class:`MaskScore` of a flat int8 state (``mask`` ``[L * H]``, optionally ``reset``), memoised."""
-        return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset))
+    def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None, mix: np.ndarray | None = None
+                    ) -> MaskScore:
+        """:class:`MaskScore` of a flat int8 state (``mask`` ``[L * H]``, optionally ``reset`` ``[L * H]`` and the
+        mixing levels ``mix`` ``[B]``), memoised."""
+        return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset),
+                           None if mix is None or not mix.any() else mix)

@@ -245,12 +245,14 @@ def test_config_object_and_val_data(kwargs: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------ honesty
-def test_lfr_only_in_info_and_never_read(kwargs: dict[str, Any], tiny_victim: Victim) -> None:
+@pytest.mark.parametrize("operation", ["prune", "prune+reset+mix"])
+def test_lfr_only_in_info_and_never_read(kwargs: dict[str, Any], tiny_victim: Victim, operation: str) -> None:
     poisoned = tiny_victim.splits().poisoned_dev.take(64)
     rng = np.random.default_rng(0)
     scrambled = LabelledTexts(poisoned.sentences, tuple(int(y) for y in rng.integers(0, 2, len(poisoned))))
-    actions = [3, 6, 6, 0, 5]
-    runs = [rollout(make_headprune_env(**kwargs, accuracy_floor=0.0, poisoned_eval=p), actions, seed=5)
+    actions = [3, 6, 6, 0, 5] + ([16, 20, 9, 20] if "mix" in operation else [])  # mix blocks 0 and 4, reset head 1
+    extra = {"operation": operation, "mix_levels": 3, "budget": 9} if "mix" in operation else {}
+    runs = [rollout(make_headprune_env(**kwargs, accuracy_floor=0.0, poisoned_eval=p, **extra), actions, seed=5)
             for p in (None, poisoned, scrambled)]
     plain, with_lfr, with_scrambled = runs
     assert all("lfr" not in step[-1] for step in plain)

@@ -46,7 +46,10 @@ def _masks(shape: tuple[int, int]) -> list[torch.Tensor]:
 
 
 def _extra(name: str, victim: Victim) -> dict[str, Any]:
-    """Keyword arguments a proxy needs besides the clean data: drift_mass reads the public reference."""
+    """Keyword arguments a proxy needs besides the clean data: drift_mass and reference_disagreement read the
+    public reference (the latter trains its weak reference for a few steps here)."""
+    if name == "reference_disagreement":
+        return {"reference": resolve_base(victim), "n_per_class": 16, "reference_epochs": 1.0}
     return {"reference": resolve_base(victim)} if name == "drift_mass" else {}
 
 
@@ -170,3 +173,25 @@ def test_soft_trigger_curve_and_aggregates(tiny_victim: Victim, clean: LabelledT
     assert 0.0 <= SoftTriggerProxy(model, tok, clean, seed=0, steps=0)(full) <= 1.0  # init point only
     with pytest.raises(ValueError):
         SoftTriggerProxy(model, tok, clean, aggregate="max")
+
+
+def test_reference_disagreement_counts_flips_the_weak_reference_does_not_share(tiny_victim: Victim,
+                                                                                clean: LabelledTexts) -> None:
+    import numpy as np
+
+    from headprune.data.augment import Augmentation, augment_sentences, augment_with_sources
+
+    rows = list(clean.sentences[:12])
+    aug = Augmentation(drops=2, crops=1, concats=1)
+    pairs = augment_with_sources(rows, aug, np.random.default_rng(5))
+    assert [t for _, t in pairs] == augment_sentences(rows, aug, np.random.default_rng(5))
+    assert all(set(t.split()) <= set(rows[i].split()) for i, t in pairs if not t.startswith(rows[i]))
+    proxy = make_proxy("reference_disagreement", tiny_victim.model, tiny_victim.tokenizer, clean, seed=1,
+                       cache_size=0, **_extra("reference_disagreement", tiny_victim))
+    full = torch.ones(proxy.shape)
+    pred = proxy.evaluator.predictions(full)
+    flips = pred[proxy.num_rows:] != pred[proxy.sources]
+    assert proxy(full) == float((flips & proxy.reference_stable).float().mean())
+    assert proxy.sources.max() < proxy.num_rows and proxy.reference_stable.shape == proxy.sources.shape
+    with pytest.raises(ValueError, match="needs the pre-trained reference"):
+        make_proxy("reference_disagreement", tiny_victim.model, tiny_victim.tokenizer, clean)

@@ -39,6 +39,32 @@ def test_rgb_array_frames_have_the_documented_shape_and_change(kwargs: dict[str,
     assert env.unwrapped.render_mode == "rgb_array"
 
 
+def test_mix_frames_show_each_blocks_mixing_level(kwargs: dict[str, Any]) -> None:
+    env = gym.make("HeadPrune-Tiny-Mix-v0", render_mode="rgb_array", accuracy_floor=0.0, **kwargs)
+    env.reset(seed=0)
+    L, H = env.unwrapped.head_shape
+    first = env.render()
+    assert first.shape == frame_shape(L, H, mix=True) == (16 * L + 80, 16 * H + 64, 3)
+    violet, trough = (170, 90, 230), (50, 50, 60)
+
+    def column(frame: np.ndarray, layer: int, col: int) -> list[tuple[int, ...]]:  # the cell's pixels, top to bottom
+        left = PAD + (H + col) * CELL + CELL // 2
+        return [tuple(frame[PAD + layer * CELL + y, left]) for y in range(2, CELL - 2)]
+
+    assert all(c == trough for c in column(first, 1, 1))  # nothing mixed
+    env.step(8 + 4)  # layer 1's feed-forward: level 1 of 4, a quarter filled from the bottom
+    second = env.render()
+    cells = column(second, 1, 1)
+    assert cells.count(violet) == 3 and cells[-3:] == [violet] * 3 and cells[0] == trough
+    assert tuple(second[PAD + CELL, PAD + (H + 1) * CELL]) == (250, 220, 40)  # the last mixed block is outlined
+    assert all(c == trough for c in column(second, 1, 0)) and all(c == trough for c in column(second, 0, 1))
+    for _ in range(4):
+        env.step(8 + 0)  # the embeddings, up to level 4: its bar fills
+    bar = env.render()[PAD + (L + 2) * CELL + CELL // 2, PAD:PAD + H * CELL]
+    assert all(tuple(px) == violet for px in bar[:-1])
+    assert "mix" in env.unwrapped._ansi() and "emb 4" in env.unwrapped._ansi()
+
+
 def test_record_video_writes_a_video(kwargs: dict[str, Any], tmp_path: Path) -> None:
     pytest.importorskip("moviepy")
     from gymnasium.wrappers import RecordVideo

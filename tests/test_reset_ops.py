@@ -258,18 +258,22 @@ def test_drift_mass_proxy(kwargs: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------ honesty
-def test_reset_env_never_reads_poisoned_data(kwargs: dict[str, Any], tiny_victim: Victim,
+@pytest.mark.parametrize("operation", ["both", "prune+reset+mix"])
+def test_reset_env_never_reads_poisoned_data(kwargs: dict[str, Any], tiny_victim: Victim, operation: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Statistics, observations and rewards of a "both" env are the same whether or not the victim's
-    poisoned data can be read at all (every path to it raises)."""
-    actions = [9, 3, 14, 0, 5]
+    """Statistics, observations, rewards and best states of a "both" env, and of one that also mixes blocks, are
+    the same whether or not the victim's poisoned data can be read at all (every path to it raises)."""
+    actions = [9, 3, 14, 0, 5] + ([16, 20, 20, 17] if "mix" in operation else [])
 
     def run() -> list[Any]:
-        env = HeadPruneEnv(**kwargs, operation="both", proxy="drift_mass", accuracy_floor=0.0, budget=8)
+        env = HeadPruneEnv(**kwargs, operation=operation, proxy="drift_mass", accuracy_floor=0.0,
+                           budget=10 if "mix" in operation else 8,
+                           mix_levels=3)
         out: list[Any] = [env.head_stats.to_dict(), env.reset(seed=0)[0]]
         for a in actions:
             obs, reward, *_ , info = env.step(a)
-            out.append((obs, reward, info["best_reset"].tolist(), info["best_mask"].tolist()))
+            out.append((obs, reward, info["best_reset"].tolist(), info["best_mask"].tolist(),
+                        info.get("best_mix_levels")))
         return out
 
     plain = run()

@@ -128,3 +128,29 @@ def test_as_labelled_texts(poisoned: LabelledTexts, tmp_path: Path) -> None:
     assert as_labelled_texts(path) == read_labelled_text(path) == as_labelled_texts(str(path))
     with pytest.raises(TypeError, match="clean_data must be a LabelledTexts or a file path, got int"):
         as_labelled_texts(3, "clean_data")  # type: ignore[call-overload]
+
+
+def test_lfr_and_terminal_finetune_read_the_whole_state_of_a_mixing_env(kwargs: dict[str, Any],
+                                                                        poisoned: LabelledTexts) -> None:
+    """With reset heads and mixed blocks, LFR is that of the state's model (not of the head mask alone), and the
+    terminal fine-tune starts from the state's weights."""
+    make = {**kwargs, "operation": "prune+reset+mix", "mix_levels": 2, "budget": 12, "accuracy_floor": 0.0}
+    env = LabelFlipRateInfo(TerminalFineTune(HeadPruneEnv(**make), FINETUNE), poisoned)
+    base = env.unwrapped
+    env.reset(seed=0)
+    target = env.target_label
+    actions = (9, 3, 16, 16, 17, 17, 18, 18, 19, 19, 20)  # reset head 1, prune head 3, every block to the base
+    differs = False
+    for t, action in enumerate(actions):
+        _, _, _, truncated, info = env.step(action)
+        differs |= info["lfr"] != env.lfr(base.state("current")[0])  # the head mask alone gives another LFR
+        if t in (0, 2, 3, 10):
+            preds = Evaluator(base.state_model("current"), base.tokenizer, list(poisoned.sentences),
+                              max_length=base.max_length).predictions()
+            assert info["lfr"] == label_flip_rate(preds, poisoned.labels, target)
+    assert differs
+    assert not truncated
+    _, _, _, truncated, info = env.step(20)
+    assert truncated and info["finetune"]["steps"] == 2
+    unmixed = TerminalFineTune(HeadPruneEnv(**make), FINETUNE).finetuned_score(*base.state("current")[:2])
+    assert unmixed["accuracy"] != info["finetune"]["accuracy"] or unmixed["proxy"] != info["finetune"]["proxy"]

@@ -117,8 +117,9 @@ class AgentPolicy:
         return {"policy": str(self.source), **self.meta}
 
 
-ENV_LAYOUT_OPTIONS: tuple[str, ...] = ("operation", "features", "base")
-"""The env options that fix a trained head-scoring policy's parameter shapes or meaning."""
+ENV_LAYOUT_OPTIONS: tuple[str, ...] = ("operation", "features", "base", "mix_levels")
+"""The env options that fix a trained policy's parameter shapes or meaning (``mix_levels``: what one mix step
+and the ``"mix"`` observation mean)."""
 
 
 def trained_env_options(path: str | os.PathLike[str]) -> dict[str, Any]:

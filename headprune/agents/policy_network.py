@@ -189,7 +189,8 @@ class _HeadScoring:
         n = self.head_shape[0] * self.head_shape[1]
         actions = int(self.action_space.n)  # type: ignore[attr-defined]
         if actions % n:
-            raise ValueError(f"the action space has {actions} actions, not a multiple of the {n} heads")
+            raise ValueError(f"the action space has {actions} actions, not a multiple of the {n} heads (a 'mix' "
+                             "operation's block actions are not head actions: use MultiInputPolicy for it)")
         activation = self.activation_fn  # type: ignore[attr-defined]
         self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation, num_ops=actions // n)
 

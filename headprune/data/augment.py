@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Augmentation", "augment_sentences"]
+__all__ = ["Augmentation", "augment_sentences", "augment_with_sources"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,27 @@ def augment_sentences(sentences: Sequence[str], augmentation: Augmentation, rng:
     :param rng: the generator that fixes every choice (same state, same texts).
     :return: at most ``N * augmentation.per_row`` texts.
     """
+    return [text for _, text in augment_with_sources(sentences, augmentation, rng)]
+
+
+def augment_with_sources(sentences: Sequence[str], augmentation: Augmentation, rng: np.random.Generator
+                         ) -> list[tuple[int, str]]:
+    """:func:`augment_sentences` with each text's source row: ``[(i, text)]``, ``i`` the index in ``sentences`` of
+    the row it was made from (for a concatenation, the first row); the same texts, in the same order."""
     a = augmentation
     rows = [s.split() for s in sentences]
-    out: list[str] = []
-    for words in rows:
+    out: list[tuple[int, str]] = []
+    for i, words in enumerate(rows):
         for _ in range(a.drops):
             kept = [w for w, u in zip(words, rng.random(len(words))) if u >= a.drop_rate]
             if len(kept) >= a.min_words:
-                out.append(" ".join(kept))
+                out.append((i, " ".join(kept)))
         for _ in range(a.crops):
             if len(words) > a.min_words:
                 length = max(a.min_words, int(len(words) * rng.uniform(0.4, 0.8)))
                 start = int(rng.integers(0, len(words) - length + 1))
-                out.append(" ".join(words[start:start + length]))
+                out.append((i, " ".join(words[start:start + length])))
         for _ in range(a.concats):
             other = rows[int(rng.integers(0, len(rows)))]
-            out.append(" ".join(words + other))
+            out.append((i, " ".join(words + other)))
     return out

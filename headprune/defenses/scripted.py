@@ -96,7 +96,9 @@ class ScriptedPolicy:
         policy is deterministic either way); ``state`` is passed through."""
         mask = np.asarray(observation["mask"] if isinstance(observation, Mapping) else observation)
         if mask.ndim == 2:
-            am = None if action_masks is None else np.asarray(action_masks).reshape(mask.shape)
+            # the head actions come first (prune or reset); a mix operation's block actions follow them
+            am = None if action_masks is None else \
+                np.asarray(action_masks).reshape(mask.shape[0], -1)[:, :mask.shape[1]]
             actions = np.array([self._act(mask[i], None if am is None else am[i]) for i in range(mask.shape[0])],
                                dtype=np.int64)
             return actions, state
@@ -108,7 +110,7 @@ class ScriptedPolicy:
             raise ValueError(f"observation mask has {flat.size} heads, the model has {self.n}")
         valid = flat == 1
         if action_masks is not None:
-            valid &= np.asarray(action_masks, dtype=bool).reshape(-1)
+            valid &= np.asarray(action_masks, dtype=bool).reshape(-1)[:flat.size]  # the head actions come first
         if not valid.any():
             raise RuntimeError("no active head left to prune")
         action = int(self.choose(flat, valid))
@@ -182,6 +184,9 @@ class PolicyDefense(Defense):
         """One episode of the policy in ``HeadPrune-v0`` over ``bench`` (a Gym view: the same split, statistics,
         scorer memo, floor and budget; no second workbench)."""
         env = HeadPruneEnv(bench)
+        if env.operations.ops[0] == "mix":
+            raise ValueError(f"{self.name}: a head policy needs a head operation (prune or reset), got "
+                             f"operation={env.config.operation!r}")
         policy = self.build_policy(env)
         mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress)
         details = {"policy": self.policy_config(policy), "episode_end": end, "best_accuracy": info["best_accuracy"]}
@@ -189,6 +194,13 @@ class PolicyDefense(Defense):
             if getattr(policy, attr, None) is not None:
                 details[attr] = getattr(policy, attr)
         reset = info.get("best_reset")
+        mix = info.get("best_mix_levels")
+        if mix is not None and np.any(mix):  # a policy that also mixed blocks: the state's weights go into the copy
+            from headprune.envs.state_export import StateEdit
+
+            assert env.bench.mixer is not None
+            heads = torch.from_numpy(np.asarray(reset) != 0).view(env.num_layers, env.num_heads)
+            return DefenseOutcome(mask, trajectory, details, StateEdit(env.bench.mixer, heads, np.asarray(mix)))
         if reset is None or not np.any(reset):
             return mask, trajectory, details
         # a policy with operation "reset"/"both" also reset heads: the same reference weights go into the copy

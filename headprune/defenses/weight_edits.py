@@ -19,7 +19,7 @@ data:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,8 @@ def _embedding_parameter_names(model: nn.Module) -> set[str]:
             if isinstance(module, nn.Embedding) for name, _ in module.named_parameters(recurse=False)}
 
 
-def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddings: bool = True) -> dict[str, Any]:
+def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddings: bool = True,
+             parameters: Collection[str] | None = None) -> dict[str, Any]:
     """Fine-mixing's mix, in place: every value of every encoder parameter that ``model`` and ``base`` share
     (:func:`~headprune.engine.reference.shared_parameters`: the task head excluded) is replaced by the reference's
     with probability ``p``, independently (one seeded CPU generator, parameters in the model's order, so
@@ -106,6 +107,9 @@ def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddin
         reference's encoder).
     :param seed: seeds the elementwise draws.
     :param embeddings: also mix the ``nn.Embedding`` tables (word, position, token-type).
+    :param parameters: mix only the shared parameters of these names (``None``: every one); the draws are made
+        for the chosen parameters only, so a mix of one block depends only on ``(p, seed)`` and that block
+        (``HeadPrune-v0``'s per-block ``mix`` operation, :mod:`headprune.envs.mixing`).
     :return: ``{"p", "values_mixed", "values_total", "embeddings"}``.
     """
     if not 0.0 <= p <= 1.0:
@@ -115,7 +119,7 @@ def fine_mix(model: nn.Module, base: nn.Module, p: float, seed: int, *, embeddin
     mixed = total = 0
     with torch.no_grad():
         for name, param, ref in shared_parameters(model, base):
-            if name in skipped:
+            if name in skipped or parameters is not None and name not in parameters:
                 continue
             chosen = torch.rand(param.shape, generator=gen) < p  # [param.shape] bool, True = back to base
             param.copy_(torch.where(chosen.to(param.device), ref.to(param.device, param.dtype), param))

@@ -16,10 +16,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["OPERATIONS", "HeadPruneConfig"]
+__all__ = ["OPERATIONS", "HeadPruneConfig", "operation_units"]
 
-OPERATIONS: tuple[str, ...] = ("prune", "reset", "both")
-"""The head operations of ``HeadPrune-v0``: gate a head off, copy the reference's weights into it, or either."""
+OPERATIONS: tuple[str, ...] = ("prune", "reset", "mix")
+"""The operations of ``HeadPrune-v0``, in action-block order: gate a head off, copy the reference's weights into
+a head, or move one block of weights (an attention block, a feed-forward block, the embeddings) one step toward the
+reference (:mod:`headprune.envs.mixing`). ``operation=`` names one, or several joined by ``+``
+(``"prune+mix"``); ``"both"`` is ``"prune+reset"``."""
+
+
+def operation_units(operation: object) -> tuple[str, ...]:
+    """The operations of an ``operation=`` value, in :data:`OPERATIONS` order (the action layout's); ValueError
+    naming the valid values for anything else (an unknown or repeated name, an empty part)."""
+    parts = ("prune", "reset") if operation == "both" else tuple(operation.split("+")) if isinstance(
+        operation, str) else ()
+    if not parts or any(p not in OPERATIONS for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"operation must be one of {list(OPERATIONS)}, 'both' (= 'prune+reset') or several joined "
+                         f"by '+' (e.g. 'prune+mix'), got {operation!r}")
+    return tuple(op for op in OPERATIONS if op in parts)
 
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with its help text in ``metadata["help"]`` (shown by CLIs and docs)."""
@@ -58,9 +72,13 @@ class HeadPruneConfig:
     base: Any = _help("the public pre-trained reference: 'auto' (the victim's known reference, see "
                       "headprune.engine.reference.resolve_base; none when it has none), a folder, a hub id or a model; "
                       "None or 'none': no reference (no drift statistics, no reset)", default="auto")
-    operation: str = _help("what an action does to a head: 'prune' (gate it off), 'reset' (copy the reference's "
-                           "weights into it) or 'both' (Discrete(2n): a < n prunes head a, a >= n resets head a - n)",
+    operation: str = _help("what an action does: 'prune' (gate a head off), 'reset' (copy the reference's "
+                           "weights into a head), 'mix' (one block of weights one step toward the reference), or "
+                           "several joined by '+' ('prune+mix'; 'both' = 'prune+reset': Discrete(2n), a < n prunes "
+                           "head a, a >= n resets head a - n); action blocks in the order prune, reset, mix",
                            default="prune")
+    mix_levels: int = _help("steps of the 'mix' operation from a block's own weights to the reference's: each step "
+                            "raises the block's Fine-mixing probability by 1 / mix_levels", default=10)
     features: Any = _help("observation columns of head_stats: names from headprune.engine.head_stats.ALL_FEATURE_NAMES, "
                           "'all', or None (FEATURE_NAMES for operation 'prune', every feature otherwise)",
                           default=None)
@@ -71,7 +89,7 @@ class HeadPruneConfig:
         from headprune.victims.card import check_finite_fields
 
         check_finite_fields(self)  # NaN/inf in any field, reward_weights and proxy_kwargs included
-        for name in ("val_size", "stats_size", "eval_batch_size"):
+        for name in ("val_size", "stats_size", "eval_batch_size", "mix_levels"):
             _check_int(self, name, minimum=1)
         for name in ("budget", "max_steps"):
             if getattr(self, name) is not None:
@@ -87,12 +105,13 @@ class HeadPruneConfig:
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise ValueError(f"max_accuracy_drop must be >= 0, got {self.max_accuracy_drop}")
         object.__setattr__(self, "proxy_kwargs", dict(self.proxy_kwargs or {}))
-        if self.operation not in OPERATIONS:
-            raise ValueError(f"operation must be one of {list(OPERATIONS)}, got {self.operation!r}")
+        operation_units(self.operation)  # ValueError naming the valid values
+        if self.mix_levels > 255:
+            raise ValueError(f"mix_levels must be <= 255, got {self.mix_levels}")
         if isinstance(self.base, str) and self.base.lower() == "none":
             object.__setattr__(self, "base", None)
         if self.operation != "prune" and self.base is None:
-            raise ValueError(f"operation={self.operation!r} resets heads to the pre-trained reference: give base=")
+            raise ValueError(f"operation={self.operation!r} moves weights to the pre-trained reference: give base=")
         _check_features(self)
 
     @property

@@ -16,6 +16,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from headprune.envs.config import HeadPruneConfig
@@ -84,6 +85,12 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
     (``MultiBinary(n)``, a ``HeadFlags`` too) and ``summary`` ends with ``fraction_reset``; the budget counts heads pruned or
     reset; reset weights are swapped in per scoring call (exact; the victim is unchanged between calls).
+    ``"mix"`` (alone or joined by ``+``: ``"prune+mix"``) adds ``B`` actions, one per block of
+    :mod:`headprune.envs.mixing` (embeddings, each layer's attention and feed-forward), each raising that block's
+    Fine-mixing probability toward the reference by ``1 / mix_levels``; the observation gains ``"mix"``
+    (``Box(0, 1, (B,))``, level / ``mix_levels``), ``summary`` ends with ``fraction_mixed``, the budget counts
+    mix steps too, info gains ``mix_levels``, ``best_mix_levels`` (int8 ``[B]``) and ``mix_steps``, and
+    :meth:`state_model` returns a state as a model.
 
     **Dynamics.** Pruning an active head gates it off. Pruning an already pruned head is a *no-op*:
     the state does not change, the reward is ``-c_invalid``, and it counts as a step (so unmasked
@@ -139,7 +146,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.render_mode = check_render_mode(render_mode)
         self._last_action: tuple[int, bool] | None = None  # (action, invalid), for rgb_array frames
         self.weights = RewardWeights.coerce(cfg.reward_weights)
-        self.operations = HeadOperations(cfg.operation, self.num_layers * self.num_heads)
+        mixer = self.bench.mixer
+        self.operations = HeadOperations(cfg.operation, self.num_layers * self.num_heads,
+                                         num_blocks=0 if mixer is None else mixer.num_blocks,
+                                         mix_levels=cfg.mix_levels)
         self.feature_names: tuple[str, ...] = cfg.feature_names
         self._features = self.head_stats.normalised().as_features(self.feature_names).numpy().astype(np.float32)
         self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
@@ -162,8 +172,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         n = self._full.size
         lo, hi = (float(v) for v in self.proxy.value_range)
         bound = math.sqrt(n)
-        extra = [0.0] if self.operations.resets else []  # fraction_reset in [0, 1]
-        self.summary_fields = SUMMARY_FIELDS + (("fraction_reset",) if self.operations.resets else ())
+        ops = self.operations
+        extra = [0.0] * (int(ops.resets) + int(ops.mixes))  # fraction_reset, fraction_mixed in [0, 1]
+        self.summary_fields = (SUMMARY_FIELDS + (("fraction_reset",) if ops.resets else ())
+                               + (("fraction_mixed",) if ops.mixes else ()))
         self.action_space = spaces.Discrete(self.operations.num_actions)
         entries: dict[str, spaces.Space[Any]] = {
             "mask": HeadFlags(self.head_shape),
@@ -176,12 +188,15 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         }
         if self.operations.resets:
             entries["reset"] = HeadFlags(self.head_shape)
+        if self.operations.mixes:
+            entries["mix"] = spaces.Box(0.0, 1.0, shape=(self.operations.num_blocks,), dtype=np.float32)
         self.observation_space = spaces.Dict(entries)
 
     def _start_episode(self) -> None:
         """The unpruned state."""
         self._mask = self._full.copy()
         self._reset = np.zeros_like(self._full)  # [n] int8, 1 = reset to the reference
+        self._mix = np.zeros(self.operations.num_blocks, dtype=np.int8)  # [B] mixing levels, 0..mix_levels
         self._score = self.start_score
         self._steps = 0
         self._pruned = 0
@@ -190,20 +205,45 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._return = 0.0  # the episode's undiscounted return, for info["is_success"]
 
     # ------------------------------------------------------------------------------ helpers
-    def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None) -> MaskScore:
-        """:class:`MaskScore` of a flat int8 state (``mask``, optionally ``reset``), memoised."""
-        return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset))
+    def score_state(self, mask: np.ndarray, reset: np.ndarray | None = None, mix: np.ndarray | None = None
+                    ) -> MaskScore:
+        """:class:`MaskScore` of a flat int8 state (``mask``, optionally ``reset`` and the mixing levels ``mix``
+        ``[B]``), memoised."""
+        return self.scorer(self.mask_tensor(mask), None if reset is None else self.reset_tensor(reset),
+                           None if mix is None or not mix.any() else mix)
+
+    @property
+    def mix_steps(self) -> int:
+        """Mix steps taken in the current state (the sum of the blocks' levels)."""
+        return int(self._mix.sum())
+
+    def state(self, which: str = "current") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of ``(mask [n], reset [n], mix levels [B])`` (int8) of the ``"current"`` state or the episode's
+        ``"best"`` one (``info["best_*"]``; ``B = 0`` without the ``mix`` operation)."""
+        if which not in ("best", "current"):
+            raise ValueError(f"which must be 'best' or 'current', got {which!r}")
+        _, mask, _, _, reset, mix = self._best if which == "best" else self._candidate()
+        return mask.copy(), reset.copy(), mix.copy()
+
+    def state_model(self, which: str = "best") -> torch.nn.Module:
+        """The model of an episode's state (:meth:`state`): a deep copy of the suspect with the state's reset heads
+        and mixed blocks written into its weights and its pruned heads folded to zero
+        (:func:`headprune.envs.state_export.state_model`); ``which``: ``"best"`` (the state a defense keeps) or
+        ``"current"``."""
+        from headprune.envs.state_export import state_model
+
+        return state_model(self.bench, *self.state(which))
 
     @property
     def heads_reset(self) -> int:
         """Heads reset in the current state."""
         return int(self._reset.sum())
 
-    def _candidate(self) -> tuple[float, np.ndarray, MaskScore, int, np.ndarray]:
-        """``(Phi, mask, score, heads pruned, reset)`` of the current state."""
+    def _candidate(self) -> tuple[float, np.ndarray, MaskScore, int, np.ndarray, np.ndarray]:
+        """``(Phi, mask, score, heads pruned, reset, mix levels)`` of the current state."""
         score = self._score
         return (potential(score.accuracy, score.proxy, self.weights), self._mask.copy(), score, self._pruned,
-                self._reset.copy())
+                self._reset.copy(), self._mix.copy())
 
     def _observation(self) -> dict[str, np.ndarray]:
         n = self._mask.size
@@ -215,16 +255,19 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             p,
             p - self.start_score.proxy,
             self._pruned / n,
-            (self.budget - self._pruned - self.heads_reset) / self.budget,
+            (self.budget - self._pruned - self.heads_reset - self.mix_steps) / self.budget,
             *([self.heads_reset / n] if self.operations.resets else []),
+            *([self.mix_steps / max(1, self._mix.size * self.config.mix_levels)] if self.operations.mixes else []),
         ], dtype=np.float32)
         obs = {"mask": self._mask.copy(), "head_stats": self._features.copy(), "summary": np.clip(summary, lo, hi)}
         if self.operations.resets:
             obs["reset"] = self._reset.copy()
+        if self.operations.mixes:
+            obs["mix"] = (self._mix / self.config.mix_levels).astype(np.float32)
         return obs
 
     def _info(self) -> dict[str, Any]:
-        _, best_mask, best_score, best_pruned, best_reset = self._best
+        _, best_mask, best_score, best_pruned, best_reset, best_mix = self._best
         info: dict[str, Any] = {
             "clean_accuracy": self._score.accuracy,
             "accuracy_drop": self.start_score.accuracy - self._score.accuracy,
@@ -242,13 +285,15 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             "best_reset": best_reset.copy(),
             "best_heads_reset": int(best_reset.sum()),
         }
+        if self.operations.mixes:
+            info.update(mix_levels=self._mix.copy(), best_mix_levels=best_mix.copy(), mix_steps=self.mix_steps)
         return info
 
     # ------------------------------------------------------------------------------ Gymnasium API
     def action_masks(self) -> np.ndarray:
         """``[action_space.n]`` bool, True for the valid actions (for MaskablePPO): on heads still active
         and not reset (for ``"prune"``: ``[n]``, True where the head is still active)."""
-        return self.operations.action_mask(self._mask, self._reset)
+        return self.operations.action_mask(self._mask, self._reset, self._mix)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -271,22 +316,25 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def step(self, action: int | np.integer | np.ndarray
              ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        """Prune (or reset) a head (see the class docstring for the reward and the episode's end)."""
+        """Prune or reset a head, or mix a block (see the class docstring for the reward and the episode's end)."""
         if self._done:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = int(np.asarray(action).item()) if np.asarray(action).dtype.kind in "iu" and np.size(action) == 1 else -1
         if not self.action_space.contains(a):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
-        op, head = self.operations.decode(a)
+        op, index = self.operations.decode(a)
         prev = self._score
-        invalid = not (self._mask[head] == 1 and self._reset[head] == 0)
+        invalid = not self.operations.valid(op, index, self._mask, self._reset, self._mix)
         if not invalid and op == "prune":
-            self._mask[head] = 0
+            self._mask[index] = 0
             self._pruned += 1
+        elif not invalid and op == "reset":
+            self._reset[index] = 1
         elif not invalid:
-            self._reset[head] = 1
+            self._mix[index] += 1
         self._steps += 1
-        self._score = self.score_state(self._mask, self._reset if self.operations.resets else None)
+        self._score = self.score_state(self._mask, self._reset if self.operations.resets else None,
+                                       self._mix if self.operations.mixes else None)
         crossed = self._score.accuracy < self.accuracy_floor
         terms = step_reward(prev.accuracy, prev.proxy, self._score.accuracy, self._score.proxy,
                             invalid=bool(invalid), crossed_floor=crossed, weights=self.weights)
@@ -295,7 +343,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             if candidate[0] >= self._best[0]:
                 self._best = candidate
         terminated = crossed
-        changed = self._pruned + self.heads_reset
+        changed = self._pruned + self.heads_reset + self.mix_steps
         truncated = not terminated and (changed >= self.budget or self._steps >= self.max_steps)
         self._done = terminated or truncated
         self._last_action = (a, bool(invalid))
@@ -311,7 +359,8 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def render(self) -> str | np.ndarray | None:
         """``"ansi"``: a layer x head grid (``#`` active, ``.`` pruned, ``R`` reset) and a status line;
-        ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame (:func:`headprune.envs.rendering.mask_frame`);
+        ``"rgb_array"``: a ``(16 L + 64, 16 H + 32, 3)`` uint8 frame, ``(16 L + 80, 16 H + 64, 3)`` with the per-block
+        mixing state of ``mix`` (:func:`headprune.envs.rendering.mask_frame`);
         ``"human"``: the ``"ansi"`` text printed to stdout (returns None); ``None``: nothing, with a warning."""
         if self.render_mode == "rgb_array":
             return mask_frame(FrameState.of_env(self))
@@ -336,4 +385,10 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         for layer in range(self.num_layers):
             cells = "".join({1: "#", 0: ".", -1: "R"}[int(v)].rjust(width + 1) for v in grid[layer])
             lines.append(f"L{layer:<3} {cells}")
+        if self.operations.mixes:  # each block's level, of mix_levels
+            assert self.bench.mixer is not None
+            short = {"embeddings": "emb", "attention": "att", "feed_forward": "ffn"}
+            levels = "  ".join(f"{short[b.kind]}{'' if b.layer is None else b.layer} {int(k)}"
+                               for b, k in zip(self.bench.mixer.blocks, self._mix))
+            lines.append(f"mix (of {self.config.mix_levels}): {levels}")
         return "\n".join(lines) + "\n"

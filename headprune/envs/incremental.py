@@ -18,6 +18,12 @@ so a change of the reset set at layer ``l`` also starts the recomputation at ``l
 heads' outputs are recomputed too (their weights changed); layers below ``l`` are reused. The
 weights are swapped in for the duration of one call and restored exactly.
 
+Mixing states (``mix`` ``[B]`` int levels of :class:`~headprune.envs.mixing.BlockMixer`'s blocks) are swapped in the
+same way. A changed attention level at layer ``l`` acts like a changed reset there (start at ``l``, heads
+recomputed); a changed feed-forward level at ``l`` starts at ``l`` but reuses that layer's head outputs (the
+attention's input and weights did not change); a changed ``embeddings`` level drops every cache (start at the
+embeddings).
+
 The last layer is computed for the ``[CLS]`` query only: the classifier reads only position 0 of
 the last layer (the pooler takes ``h[:, 0]``), and position 0 of the last layer needs the keys and
 values of all positions but the query, head outputs, LayerNorm and feed-forward of position 0 only.
@@ -39,7 +45,10 @@ revisits a mask, or a new episode that retraces an earlier one, costs a dictiona
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -49,6 +58,7 @@ from headprune.envs.memo import StateMemo, mask_key, state_key
 from headprune.engine.evaluator import Evaluator
 from headprune.common.modes import eval_mode
 from headprune.engine.reference import heads_reset_to
+from headprune.envs.mixing import BlockMixer
 
 __all__ = ["IncrementalForward", "MaskScore", "MaskScorer", "mask_key", "state_key"]
 
@@ -78,6 +88,8 @@ class IncrementalForward:
             object lives (call :meth:`reset` if they do).
         reference: the pre-trained reference whose weights reset heads carry (needed only for
             ``reset`` masks with a true entry).
+        mixer: the :class:`~headprune.envs.mixing.BlockMixer` of mixing states (needed only for a ``mix`` with a
+            non-zero level).
 
     Attributes:
         incremental: ``True`` where the adapter gives a layerwise forward (layer caches), ``False`` for the
@@ -89,9 +101,11 @@ class IncrementalForward:
     ``2 * L * sum_b B_b * T_b * d`` floats (about 150 MB for 256 SST-2 sentences on MiniLM).
     """
 
-    def __init__(self, evaluator: Evaluator, reference: nn.Module | None = None) -> None:
+    def __init__(self, evaluator: Evaluator, reference: nn.Module | None = None,
+                 mixer: BlockMixer | None = None) -> None:
         self.evaluator = evaluator
         self.reference = reference
+        self.mixer = mixer
         self.model = evaluator.model
         self.num_layers, self.num_heads = evaluator.head_shape
         self._layers = adapter_for(self.model).layerwise_forward(self.model)
@@ -99,6 +113,7 @@ class IncrementalForward:
         self.last_start_layer = 0
         self._mask: torch.Tensor | None = None  # [L, H] float mask the caches hold
         self._reset = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)  # [L, H] their reset heads
+        self._mix: np.ndarray | None = None  # [B] mixing levels the caches hold (None: none mixed)
         self._caches: list[_BatchCache] = []
         self._logits = torch.empty(0)  # [N, C] under self._mask
 
@@ -106,12 +121,15 @@ class IncrementalForward:
         """Drop every cache (the next call recomputes from the embeddings)."""
         self._mask = None
         self._reset = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
+        self._mix = None
         self._caches = []
         self._logits = torch.empty(0)
 
-    def logits(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, mask: torch.Tensor, reset: torch.Tensor | None = None,
+               mix: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """``[N, C]`` float logits on the CPU under ``mask`` ``[L, H]`` (1 = active), original order,
-        with the heads where ``reset`` ``[L, H]`` is true carrying the reference's weights."""
+        with the heads where ``reset`` ``[L, H]`` is true carrying the reference's weights and the blocks mixed
+        to the levels ``mix`` ``[B]`` (``None`` or all 0: none)."""
         shape = (self.num_layers, self.num_heads)
         mask = mask.detach().float().cpu()
         if tuple(mask.shape) != shape:
@@ -119,22 +137,47 @@ class IncrementalForward:
         reset = torch.zeros(shape, dtype=torch.bool) if reset is None else reset.detach().cpu().bool()
         if tuple(reset.shape) != shape:
             raise ValueError(f"reset must be [{self.num_layers}, {self.num_heads}], got {tuple(reset.shape)}")
-        with heads_reset_to(self.model, self.reference, reset):
+        levels = self._check_mix(mix)
+        mixing = self.mixer.mixed(self.model, levels) if levels is not None else nullcontext()
+        with heads_reset_to(self.model, self.reference, reset), mixing:
             if not self.incremental:
                 self.last_start_layer = 0
                 return self.evaluator.logits(mask)
             if self._mask is None:
                 start, weights_changed = 0, True
             else:
-                weight_rows = (reset != self._reset).any(dim=1)  # [L]
-                changed = ((mask != self._mask).any(dim=1) | weight_rows).nonzero()
-                start = int(changed[0]) if changed.numel() else self.num_layers
-                weights_changed = start < self.num_layers and bool(weight_rows[start])
+                emb, att, ffn = self._mix_rows(levels)
+                old_emb, old_att, old_ffn = self._mix_rows(self._mix)
+                if emb != old_emb:  # new embeddings: every layer's input changes; until the run succeeds, no
+                    self._caches, self._mask = [], None  # cache describes any state (a failed run recomputes all)
+                    start, weights_changed = 0, True
+                else:
+                    weight_rows = (reset != self._reset).any(dim=1) | torch.from_numpy(att != old_att)  # [L]
+                    ffn_rows = torch.from_numpy(ffn != old_ffn)  # [L]
+                    changed = ((mask != self._mask).any(dim=1) | weight_rows | ffn_rows).nonzero()
+                    start = int(changed[0]) if changed.numel() else self.num_layers
+                    weights_changed = start < self.num_layers and bool(weight_rows[start])
             self.last_start_layer = start
             if start < self.num_layers:
                 self._run(mask, start, recompute_heads=weights_changed)
-                self._mask, self._reset = mask.clone(), reset.clone()
+                self._mask, self._reset, self._mix = mask.clone(), reset.clone(), levels
         return self._logits.clone()
+
+    def _check_mix(self, mix: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
+        """``mix`` as ``[B]`` int64 levels, or ``None`` when it mixes nothing; ValueError without a mixer."""
+        if mix is None:
+            return None
+        if self.mixer is None:
+            raise ValueError("mixing levels given but this forward has no BlockMixer (operation without 'mix')")
+        levels = self.mixer.check_state(mix)
+        return levels if levels.any() else None
+
+    def _mix_rows(self, levels: np.ndarray | None) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(embeddings level, attention levels [L], feed-forward levels [L])`` of a state (0 without a mixer)."""
+        if self.mixer is None:
+            zeros = np.zeros(self.num_layers, np.int64)
+            return 0, zeros, zeros
+        return self.mixer.layer_rows(levels)
 
     def _run(self, mask: torch.Tensor, start: int, *, recompute_heads: bool = False) -> None:
         """Recompute from layer ``start`` (reusing its cached context unless ``recompute_heads``: the
@@ -222,9 +265,11 @@ class MaskScorer:
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> MaskScore:
-        """Scores of ``mask`` ``[L, H]`` (0/1) with the heads where ``reset`` ``[L, H]`` is true reset."""
-        key = state_key(mask, reset)
+    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None,
+                 mix: np.ndarray | torch.Tensor | None = None) -> MaskScore:
+        """Scores of ``mask`` ``[L, H]`` (0/1) with the heads where ``reset`` ``[L, H]`` is true reset and the
+        blocks mixed to the levels ``mix`` ``[B]`` (:mod:`headprune.envs.mixing`)."""
+        key = state_key(mask, reset, mix)
         score = self.memo.get(key)
         if score is not None:
             self.hits += 1
@@ -232,12 +277,18 @@ class MaskScorer:
         self.misses += 1
         m = mask.detach().float().cpu()
         r = None if reset is None or not bool(reset.bool().any()) else reset.detach().cpu().bool()
-        correct = int((self.forward.logits(m, r).argmax(dim=-1) == self.labels).sum())
-        if r is None:
+        levels = self.forward._check_mix(mix)
+        correct = int((self.forward.logits(m, r, levels).argmax(dim=-1) == self.labels).sum())
+        if r is None and levels is None:
             proxy = float(self.proxy(m))
-        else:
+        elif levels is None:
             with heads_reset_to(self.forward.model, self.forward.reference, r):
                 proxy = float(self.proxy(m, reset=r))
+        else:
+            assert self.forward.mixer is not None
+            with heads_reset_to(self.forward.model, self.forward.reference, r), \
+                    self.forward.mixer.mixed(self.forward.model, levels):
+                proxy = float(self.proxy(m, reset=r, mix=torch.from_numpy(levels)))
         score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=proxy)
         self.memo[key] = score
         return score

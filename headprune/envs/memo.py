@@ -1,7 +1,8 @@
 """The one memo of values by head state: keys (:func:`state_key`) and a bounded LRU map (:class:`StateMemo`).
 
-A head state is a 0/1 gate mask and, with reset operations, the set of heads reset to the pre-trained
-reference. The mask scorer (accuracy and proxy), every proxy and the LFR wrapper memoise by it.
+A state is a 0/1 gate mask and, with reset operations, the set of heads reset to the pre-trained
+reference and, with the ``mix`` operation, the per-block mixing levels toward it. The mask scorer (accuracy
+and proxy), every proxy and the LFR wrapper memoise by it.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ def mask_key(mask: torch.Tensor | np.ndarray) -> bytes:
     return np.ascontiguousarray(arr.reshape(-1) != 0).tobytes()
 
 
-def state_key(mask: torch.Tensor | np.ndarray, reset: torch.Tensor | np.ndarray | None = None) -> bytes:
-    """Memo key of a state (a gate mask and the set of reset heads): :func:`mask_key` of the mask when
-    no head is reset (so prune-only keys are unchanged), else that followed by ``b"|"`` and the reset
-    set's :func:`mask_key` (the two lengths are equal, so keys of different states never collide)."""
+def state_key(mask: torch.Tensor | np.ndarray, reset: torch.Tensor | np.ndarray | None = None,
+              mix: torch.Tensor | np.ndarray | None = None) -> bytes:
+    """Memo key of a state (a gate mask, the set of reset heads and the per-block mixing levels of
+    :mod:`headprune.envs.mixing`): :func:`mask_key` of the mask when no head is reset and no block mixed (so
+    prune-only keys are unchanged); with resets and no mixing, that followed by ``b"|"`` and the reset set's
+    :func:`mask_key`; with mixing, the mask's key, ``b"|"``, the reset set's key (all zero bytes when none),
+    ``b"#"`` and one byte per block level. The three forms have different lengths and the parts fixed ones,
+    so keys of different states never collide."""
     key = mask_key(mask)
-    if reset is None:
+    reset_bytes = None if reset is None else mask_key(reset)
+    levels = None if mix is None else (mix.detach().cpu().numpy() if isinstance(mix, torch.Tensor) else np.asarray(mix))
+    if levels is not None and levels.any():
+        if levels.min() < 0 or levels.max() > 255:
+            raise ValueError(f"mix levels must be in [0, 255], got {levels.tolist()}")
+        return key + b"|" + (reset_bytes or bytes(len(key))) + b"#" + levels.astype(np.uint8).reshape(-1).tobytes()
+    if reset_bytes is None:
         return key
-    reset_bytes = mask_key(reset)
     return key if not any(reset_bytes) else key + b"|" + reset_bytes
 
 

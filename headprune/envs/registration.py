@@ -22,6 +22,10 @@ policy's (plain PPO's) wasted steps:
 * ``HeadPrune-MiniLM-{Syntactic,Style,BadNets,AddSent,Syntactic-Fast}-v0``: one per shipped MiniLM preset but
   :data:`headprune.victims.CONFIRM_PRESETS` (the attack families kept for confirming a defense: no agent is
   trained on them, so they get no id);
+* ``HeadPrune-Tiny-Mix-v0``: ``HeadPrune-Tiny-v0`` with ``operation="prune+mix"`` (:mod:`headprune.envs.mixing`:
+  ``Discrete(8 + 5)``, the 8 heads and 5 blocks, embeddings and each layer's attention and feed-forward),
+  ``mix_levels=4`` (a step raises a block's mixing probability by 0.25) and ``budget=8`` (heads pruned plus mix
+  steps; step limit 16);
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 
@@ -82,7 +86,7 @@ class EnvVariant:
 
 
 VARIANTS: tuple[EnvVariant, ...] = tuple(
-    EnvVariant(env.env_id, preset.name, _STEPS[preset.config["model"]], dict(env.kwargs),
+    EnvVariant(env.env_id, preset.name, env.max_episode_steps or _STEPS[preset.config["model"]], dict(env.kwargs),
                builds_in_seconds=preset.config["model"] in _IN_SECONDS,
                entry_point=ENTRY_POINT if env.class_entry_point else FACTORY_ENTRY_POINT)
     for preset in PRESET_LIST for env in preset.envs

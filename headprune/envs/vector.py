@@ -110,8 +110,10 @@ class BatchedLanes:
         for _ in range(num_envs - 1):
             lane = HeadPruneEnv(self.bench, render_mode=template.render_mode)  # a view over the one workbench
             if self.scoring == "incremental":  # own layer caches over the shared evaluator, shared memo
-                lane.scorer = MaskScorer(IncrementalForward(template.evaluator), template.proxy,
-                                         memo_size=template.scorer.memo.size)
+                own = template.scorer.forward  # the same reference (reset heads) and mixer (mixed blocks)
+                lane.scorer = MaskScorer(IncrementalForward(template.evaluator, reference=own.reference,
+                                                            mixer=own.mixer),
+                                         template.proxy, memo_size=template.scorer.memo.size)
                 lane.scorer.memo = template.scorer.memo
             self.lanes.append(lane)
         self.max_episode_steps = max_episode_steps
@@ -145,7 +147,9 @@ class BatchedLanes:
         candidates = []
         for i, action in zip(indices, actions):
             lane, a = self.lanes[i], int(action)
-            if 0 <= a < lane._mask.size:
+            # prefetch keys states by their mask alone: only prunes from a state with no reset head or mixed block
+            if 0 <= a < lane.action_space.n and lane.operations.decode(a)[0] == "prune" \
+                    and not lane._reset.any() and not lane._mix.any():
                 mask = lane._mask.copy()
                 mask[a] = 0
                 candidates.append(mask)

@@ -50,8 +50,9 @@ def _headprune_env(env: gym.Env) -> HeadPruneEnv:
 
 
 class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
-    """Adds ``info["lfr"]`` and ``info["best_lfr"]``: LFR on ``poisoned_eval`` under the current mask
-    and under ``info["best_mask"]`` (memoised by mask; scored by an incremental forward like the env's).
+    """Adds ``info["lfr"]`` and ``info["best_lfr"]``: LFR on ``poisoned_eval`` in the current state and in the
+    episode's best one (mask, reset heads and mixed blocks: :meth:`HeadPruneEnv.state`; memoised by state; scored
+    by an incremental forward like the env's).
 
     The poisoned rows cost layer caches (about 0.5 GB for 900 MiniLM sentences) and a partial forward
     per new mask. Observations, rewards and every other info entry are the wrapped env's, unchanged.
@@ -70,22 +71,28 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
         self.target_label = int(base.victim.config.target_label if target_label is None else target_label)
         self._forward = IncrementalForward(Evaluator(
             base.model, base.tokenizer, list(self.poisoned_eval.sentences),
-            batch_size=base.config.eval_batch_size, max_length=base.max_length))
+            batch_size=base.config.eval_batch_size, max_length=base.max_length),
+            reference=base.base_model, mixer=base.bench.mixer)
         self._memo: StateMemo[float] = StateMemo(100_000)
 
-    def lfr(self, mask: np.ndarray) -> float:
-        """LFR on ``poisoned_eval`` under the flat int8 ``mask`` ``[n]`` (1 = active), memoised."""
-        key = state_key(mask)
+    def lfr(self, mask: np.ndarray, reset: np.ndarray | None = None, mix: np.ndarray | None = None) -> float:
+        """LFR on ``poisoned_eval`` under the flat int8 ``mask`` ``[n]`` (1 = active), with the heads where the flat
+        ``reset`` is 1 reset and the blocks mixed to ``mix`` ``[B]``; memoised by state."""
+        key = state_key(mask, reset, mix)
         lfr = self._memo.get(key)
         if lfr is None:
-            logits = self._forward.logits(_headprune_env(self.env).mask_tensor(mask))  # [N, classes]
+            env = _headprune_env(self.env)
+            levels = None if mix is None or not mix.any() else mix
+            reset_heads = None if reset is None else env.reset_tensor(reset)
+            logits = self._forward.logits(env.mask_tensor(mask), reset_heads, levels)  # [N, classes]
             lfr = label_flip_rate(logits.argmax(dim=-1), self.poisoned_eval.labels, self.target_label)
             self._memo[key] = lfr
         return lfr
 
     def _with_lfr(self, info: dict[str, Any]) -> dict[str, Any]:
-        info["lfr"] = self.lfr(np.asarray(info["action_mask"], dtype=np.int8))
-        info["best_lfr"] = self.lfr(info["best_mask"])
+        env = _headprune_env(self.env)
+        info["lfr"] = self.lfr(*env.state("current"))
+        info["best_lfr"] = self.lfr(*env.state("best"))
         return info
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -126,7 +133,7 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     def step(self, action: Any) -> tuple[Obs, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
-            info["finetune"] = self.finetuned_score(np.asarray(info["action_mask"], dtype=np.int8))
+            info["finetune"] = self.finetuned_score(*_headprune_env(self.env).state("current"))
             change = StepChange(0.0, 0.0, info["clean_accuracy"], info["proxy"],
                                 finetuned=(info["finetune"]["accuracy"], info["finetune"]["proxy"]))
             base = _headprune_env(self.env)
@@ -136,11 +143,15 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
             reward = float(terms.total)
         return obs, reward, terminated, truncated, info
 
-    def finetuned_score(self, mask: np.ndarray) -> dict[str, float]:
-        """Accuracy and proxy of the flat int8 ``mask`` ``[n]`` after a clean fine-tune of a deep copy."""
+    def finetuned_score(self, mask: np.ndarray, reset: np.ndarray | None = None, mix: np.ndarray | None = None
+                        ) -> dict[str, float]:
+        """Accuracy and proxy of a state (flat int8 ``mask`` ``[n]``, optionally ``reset`` ``[n]`` and the mixing
+        levels ``mix`` ``[B]``) after a clean fine-tune of a deep copy carrying the state's weights."""
+        from headprune.envs.state_export import write_state
+
         base = _headprune_env(self.env)
         start = time.perf_counter()
-        model = copy.deepcopy(base.model)
+        model = write_state(base.bench, copy.deepcopy(base.model), reset, mix)
         gates = base.mask_tensor(mask)  # [L, H]
         log = fine_tune(model, base.tokenizer, base.train_data, self.config, mask=gates, progress=False)
         accuracy = Evaluator(model, base.tokenizer, base.val_data, max_length=base.max_length).accuracy(gates)

@@ -25,6 +25,10 @@ one new module in this package, imported below):
 ``drift_mass`` (:class:`DriftMassProxy`)
     The share of the fine-tuning drift (distance from the public pre-trained reference) still carried
     by heads neither pruned nor reset; needs the env's ``base``.
+``reference_disagreement`` (:class:`ReferenceDisagreementProxy`)
+    The share of augmentations of clean rows on which the model's prediction flips while a weak reference (the
+    public base fine-tuned briefly on the clean rows) does not; needs the env's ``base``. A candidate of
+    issue 24's item 2, not yet measured against LFR.
 
 Costs per call and the correlations with LFR behind :data:`DEFAULT_PROXY` are in
 ``benchmarks/RESULTS.md`` ("Backdoor proxies vs LFR"; ``benchmarks/proxy_evidence.py``).
@@ -39,6 +43,7 @@ from headprune.envs.proxies.random_word_flip import RandomWordFlipProxy
 from headprune.envs.proxies.cls_attention_concentration import ClsAttentionConcentrationProxy
 from headprune.envs.proxies.pure_variance import PureVarianceProxy
 from headprune.envs.proxies.drift_mass import DriftMassProxy
+from headprune.envs.proxies.reference_disagreement import ReferenceDisagreementProxy
 # isort: on
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "DriftMassProxy",
     "PureVarianceProxy",
     "RandomWordFlipProxy",
+    "ReferenceDisagreementProxy",
     "SoftTriggerProxy",
     "balanced_subset",
     "make_proxy",

@@ -79,23 +79,30 @@ class BackdoorProxy(ABC):
             raise ValueError("a proxy mask must hold only 0 and 1")
         return m
 
-    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None) -> float:
+    def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None,
+                 mix: torch.Tensor | None = None) -> float:
         """The proxy value under ``mask`` ``[L, H]`` (1 = active head) with the heads where ``reset``
-        ``[L, H]`` is true reset to the pre-trained reference.
+        ``[L, H]`` is true reset to the pre-trained reference and the blocks of
+        :class:`~headprune.envs.mixing.BlockMixer` mixed to the levels ``mix`` ``[B]`` (int).
 
-        A proxy that reads the model sees reset heads only if the caller has put the reference's
+        A proxy that reads the model sees reset heads and mixed blocks only if the caller has put those
         weights into the model for the call (:class:`~headprune.envs.incremental.MaskScorer` does,
-        through :func:`headprune.engine.reference.heads_reset_to`); values are memoised by mask and reset set.
+        through :func:`headprune.engine.reference.heads_reset_to` and :meth:`BlockMixer.mixed`); values are
+        memoised by the whole state (:func:`~headprune.envs.memo.state_key`).
         """
         m = self._check(mask)
         r = None if reset is None else self._check(reset)
         if r is not None and not bool(r.any()):
             r = None
-        key = state_key(m, r)
+        levels = None if mix is None or not bool(torch.as_tensor(mix).any()) else torch.as_tensor(mix).long()
+        key = state_key(m, r, levels)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        value = float(self._compute(m) if r is None else self._compute_with_reset(m, r))
+        if levels is not None:
+            value = float(self._compute_with_mix(m, r, levels))
+        else:
+            value = float(self._compute(m) if r is None else self._compute_with_reset(m, r))
         if not math.isfinite(value):
             raise RuntimeError(f"{self.name} proxy returned {value}")
         self._cache[key] = value
@@ -107,6 +114,13 @@ class BackdoorProxy(ABC):
         weights during the call); a proxy computed once from the unpruned model (``pure_variance``)
         thereby counts a reset head like an untouched active one."""
         return self._compute(mask)
+
+    def _compute_with_mix(self, mask: torch.Tensor, reset: torch.Tensor | None, mix: torch.Tensor) -> float:
+        """The value under a mask, a reset set (``None``: none) and non-zero mixing levels ``[B]``. Default: the
+        value without the mix, right for proxies that read the model (which carries the mixed weights during
+        the call); a proxy computed once from the unmixed model (``pure_variance``, ``drift_mass``) thereby does
+        not see the mix (issue 24, item 2: a proxy that ranks mixing states is open)."""
+        return self._compute(mask) if reset is None else self._compute_with_reset(mask, reset)
 
     @abstractmethod
     def _compute(self, mask: torch.Tensor) -> float:

@@ -268,8 +268,8 @@ def test_dataset_with_a_label_the_victim_does_not_have_fails_before_training(tmp
     from headprune.data import read_labelled_text
     from headprune.victims import build as victims
 
-    monkeypatch.setattr(build, "load_clean_split", lambda dataset, split: read_labelled_text(bad))
-    monkeypatch.setattr(build, "_base_model", lambda config: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(victims, "load_clean_split", lambda dataset, split: read_labelled_text(bad))
+    monkeypatch.setattr(victims, "_base_model", lambda config: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError) as err:
         build_victim(config=VictimConfig(attack="none", dataset="offenseval", **TINY), cache=tmp_path,  # type: ignore[arg-type]
                      progress=False)

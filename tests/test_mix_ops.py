@@ -300,7 +300,7 @@ def test_episode_state_teaches_distill(kwargs: dict[str, Any], tiny_victim: Vict
     for bad, message in (({"mix": [9, 0, 0, 0, 0]}, r"option mix must be 5 integers in \[0, 4\]"),
                          ({"mask": [1] * 7}, "option mask must be 8 integers"),
                          ({"mask": [0] + [1] * 7, "reset": [1] + [0] * 7}, "both pruned and reset"),
-                         ({"mix_levels": 0}, "mix_levels must be an integer")):
+                         ({"mix_levels": 0}, r"option 'mix_levels' of .* must be in \[1, 255\]")):
         with pytest.raises(ValueError, match=message):
             EpisodeStateDefense(**{"mix_levels": 4, **bad}).prune(env.bench)
 

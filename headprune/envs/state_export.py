@@ -17,7 +17,6 @@ same state as a :class:`~headprune.defenses.base.Defense` (its mask, and :class:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from headprune.defenses.base import Defense, DefenseOutcome, unpruned_outcome
+from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.weight_edits import WeightEdit
 from headprune.engine.export import fold_gates
 from headprune.engine.reference import reset_heads
@@ -90,6 +90,21 @@ def state_model(bench: Workbench, mask: np.ndarray, reset: np.ndarray | None = N
     return fold_gates(work, bench.mask_tensor(np.asarray(mask, dtype=np.int8)))
 
 
+@dataclass(frozen=True)
+class EpisodeStateOptions(DefenseOptions):
+    """The options of :class:`EpisodeStateDefense` (the lengths of the flag lists are checked against the
+    workbench's heads and blocks when the defense runs)."""
+
+    mask: list[int] | None = option(None, "L * H flags, 1 = head kept (head (l, h) at l * H + h); None: all kept",
+                                    low=0, high=1)
+    reset: list[int] | None = option(None, "L * H flags, 1 = head reset to the base; None: none reset", low=0, high=1)
+    mix: list[int] | None = option(None, "B mixing levels in [0, mix_levels], one per block; None: none mixed",
+                                   low=0)
+    mix_levels: int = option(10, "the levels of a block's mix (level k mixes with probability k / mix_levels)",
+                             low=1, high=255)
+    seed: int | None = option(None, "the env's seed (the mix's draws); None: the workbench's seed", low=0)
+
+
 class EpisodeStateDefense(Defense):
     """A fixed state of ``HeadPrune-v0`` as a defense: its mask, and :class:`StateEdit` (reset heads, mixed blocks)
     as its weight edit; ``defend``'s fine-tune follows. Build it with :meth:`from_env` (an episode's best state) or
@@ -102,7 +117,7 @@ class EpisodeStateDefense(Defense):
 
     name = "episode-state"
     description = "a HeadPrune-v0 episode's state: its pruned heads, reset heads and per-block mix toward the base"
-    default_options = {"mask": None, "reset": None, "mix": None, "mix_levels": 10, "seed": None}
+    options_class = EpisodeStateOptions
     needs_base = True
     holds_floor = False  # the env held the floor on its own validation rows, not necessarily on this workbench's
 
@@ -116,7 +131,7 @@ class EpisodeStateDefense(Defense):
 
     def _flags(self, key: str, size: int, default: int, top: int) -> np.ndarray:
         """Option ``key`` as ``[size]`` int64 in ``[0, top]``; ValueError naming it otherwise."""
-        value = self.option(key)
+        value = getattr(self.option_values, key)
         if value is None:
             return np.full(size, default, np.int64)
         items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
@@ -126,12 +141,7 @@ class EpisodeStateDefense(Defense):
         return np.asarray(items, np.int64)
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
-        levels = self.option("mix_levels")
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 255:
-            raise ValueError(f"{self.name} option mix_levels must be an integer in [1, 255], got {levels!r}")
-        seed = self.option("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not math.isfinite(seed)):
-            raise ValueError(f"{self.name} option seed must be an integer, got {seed!r}")
+        levels, seed = self.option_values.mix_levels, self.option_values.seed  # typed and ranged at construction
         L, H = bench.head_shape
         mask = self._flags("mask", L * H, 1, 1)
         reset = self._flags("reset", L * H, 0, 1)

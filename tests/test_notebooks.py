@@ -55,3 +55,21 @@ def test_unknown_mode_and_notebook_are_named():
         RUN_ALL.execute_notebook(PATHS[0], "medium", None)
     with pytest.raises(ValueError, match="no notebook matches"):
         RUN_ALL.notebook_paths(["99"])
+
+
+def test_compare_notebook_full_mode_reads_only_the_committed_records(tmp_path: Path):
+    """Full mode of 03 plots the committed records and builds nothing: with an empty victim cache it runs in
+    seconds, and its gap-to-floor table names the four SST-2 attacks and the defenses of issue 22."""
+    path = next(p for p in PATHS if p.name.startswith("03"))
+    cache = tmp_path / "empty_cache"
+    cache.mkdir()
+    nb = RUN_ALL.execute_notebook(path, "full", tmp_path / path.name, timeout=300,
+                                  env={"HEADPRUNE_CACHE": str(cache)})
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert list(cache.iterdir()) == []  # nothing built or downloaded
+    markdown = "\n".join(o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {}))
+    for name in ("syntactic (floor", "style (floor", "BadNets (floor", "AddSent (floor", "| finemix |", "| distill |",
+                 "| FTH |", "| layerwise |", "probe: finemix → distill"):
+        assert name in markdown, name
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4

@@ -112,3 +112,17 @@ def test_runner_records_the_teacher_stage_of_purify_only(tiny_victim, victim_cac
     assert purify["defense"] == "purify" and set(purify["stages"]) == {"teacher: finemix"}
     assert 0.0 <= purify["stages"]["teacher: finemix"]["lfr"] <= 1.0 and purify["teacher"]["defense"] == "finemix"
     assert "p" in purify["teacher"] and "stages" not in ft and "teacher" not in ft
+
+
+def test_clean_reports_the_teacher_stage_between_pruned_and_after(tiny_victim, tmp_path):
+    """``headprune clean --defense purify``: the report's stage table has the teacher's row (ACC on the held-out
+    report rows, LFR with poisoned rows) between the edited model and the final one."""
+    from headprune.clean import CleanSettings, clean_model
+
+    rows = tiny_victim.defender_clean_data().take(200)
+    settings = CleanSettings(defense="purify", finetune_epochs=0.5, val_size=60, stats_size=48)
+    result = clean_model(tiny_victim, rows, settings, eval_poison=tiny_victim.splits().poisoned_test.take(40),
+                         cache=str(tmp_path), progress=False)
+    assert list(result.stages) == ["before", "pruned", "teacher: finemix", "after"]
+    teacher = result.stages["teacher: finemix"]
+    assert teacher["lfr"] is not None and teacher["n_clean"] == result.report_rows and "acc_ci95" in teacher

@@ -212,7 +212,8 @@ class CleanResult:
         model_name: the cleaned model's name (victim name, or folder name + weights digest).
         is_victim: whether it was a headprune victim (its card's floor is reported).
         defense: the :class:`~headprune.defenses.defend.DefenseResult` (mask ``[L, H]``, cleaned model, ...).
-        stages: ``{"before" | "pruned" | "after": metrics}`` on the report rows (``stage_metrics``; LFR only
+        stages: ``{"before" | "pruned" | <a composed defense's intermediate stage, e.g. "teacher: finemix"> |
+            "after": metrics}`` on the report rows (``stage_metrics``; LFR only
             with poisoned evaluation rows and one target).
         lfr_per_label: ``{target: {stage: LFR}}`` when the target is unknown (one entry per class), else empty.
         target_label: the target LFR was computed for (None: unknown, see ``lfr_per_label``).
@@ -333,6 +334,7 @@ def clean_model(
     before = evaluate_defense(suspect.model, suspect.tokenizer, report_rows, one_target, targets[0],
                               max_length=int(suspect.config.max_length))
     stages = {"before": stage_metrics(before), "pruned": _stage(result.metrics["pruned"]),
+              **{name: _stage(m) for name, m in result.metrics.get("stages", {}).items()},  # e.g. purify's teacher
               "after": _stage(result.metrics["final"])}
     per_label = {} if poison is None or one_target is not None else _lfr_per_label(
         suspect, result, report_rows, poison, targets)

@@ -11,11 +11,14 @@ one (spaces, reward terms and the episode state), and the vector env's lanes sha
     bench.score_state(mask)            # MaskScore: accuracy on bench.val_data, proxy on bench.stats_data
     env = HeadPruneEnv(bench)          # the Gym view: the same split, statistics and scorer memo
 
-The defender's clean rows enter here, and only here are their labels checked against the model's classes.
+A Python caller's clean rows enter here and their labels are checked against the model's classes; rows that
+entered through ``clean`` or the CLI were checked there under their flag's name, carry the mark
+(``LabelledTexts.checked_classes``) and are not scanned again.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Mapping
@@ -28,10 +31,12 @@ from headprune.common.devices import model_on, resolve_device
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data.checks import check_labels
 from headprune.engine.evaluator import Evaluator
+from headprune.engine.gating import head_grid_shape
+from headprune.engine.head_stats import HeadStats
 from headprune.envs.config import HeadPruneConfig, operation_units
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer
 from headprune.envs.mixing import BlockMixer
-from headprune.envs.proxies import DEFAULT_PROXY, PROXIES, BackdoorProxy
+from headprune.envs.proxies import DEFAULT_PROXY, NO_PROXY, PROXIES, BackdoorProxy
 from headprune.envs.stats_cache import env_reference, load_or_compute_stats
 from headprune.victims import DEFAULT_VICTIM, Victim, resolve_victim
 
@@ -49,9 +54,10 @@ class Workbench:
       the proxy), a split seeded by ``config.seed`` (``base_seed``);
     * ``base_model``: the public pre-trained reference, or ``None`` when none is known;
     * ``head_stats``: :class:`~headprune.engine.head_stats.HeadStats` ``[L, H]`` of the unpruned model on
-      ``stats_data``; ``num_layers``, ``num_heads``, ``head_shape``;
-    * ``proxy`` (and :meth:`build_proxy`), ``evaluator``, ``scorer`` (memoised :class:`MaskScore` of a mask),
-      ``start_score`` (the unpruned model's);
+      ``stats_data``, computed (or read from the disk cache) on first use; ``num_layers``, ``num_heads``,
+      ``head_shape``;
+    * ``proxy`` (and :meth:`build_proxy`; ``None`` with ``proxy="none"``), ``evaluator``, ``scorer`` (memoised
+      :class:`MaskScore` of a mask; its ``proxy`` is 0.0 without a proxy), ``start_score`` (the unpruned model's);
     * ``accuracy_floor`` and ``budget`` (most heads changed, each mix step counting one);
     * ``mixer``: the :class:`~headprune.envs.mixing.BlockMixer` of the ``mix`` operation (``None`` without it).
 
@@ -76,9 +82,7 @@ class Workbench:
         if cfg.operation != "prune" and self.base_model is None:
             raise ValueError(f"operation={cfg.operation!r} needs a pre-trained reference; none is known for "
                              f"{self.victim.name}: pass base= (a folder or a hub id)")
-        self.head_stats = load_or_compute_stats(self.victim, self.stats_data, max_length=self.max_length,
-                                                reference=self.base_model, cache=cfg.cache, progress=cfg.progress)
-        self.num_layers, self.num_heads = self.head_stats.shape
+        self.num_layers, self.num_heads = head_grid_shape(self.model)
         self.mixer: BlockMixer | None = None  # the mix operation's blocks and seeded draws
         if "mix" in operation_units(cfg.operation):
             assert self.base_model is not None
@@ -94,7 +98,7 @@ class Workbench:
         statistics and the proxy)."""
         clean = self.victim.defender_clean_data() if cfg.clean_data is None else as_labelled_texts(
             cfg.clean_data, "clean_data")
-        check_labels(clean, self.victim.model.config.num_labels, "clean_data")
+        clean = check_labels(clean, self.victim.model.config.num_labels, "clean_data")  # no rescan of checked rows
         if not 0 < cfg.val_size < len(clean):
             raise ValueError(f"val_size must be in [1, {len(clean) - 1}] for {len(clean)} clean rows, "
                              f"got {cfg.val_size}")
@@ -104,9 +108,23 @@ class Workbench:
         self.train_data: LabelledTexts = clean.subset(np.sort(rest))
         self.stats_data: LabelledTexts = clean.subset(np.sort(rest[:cfg.stats_size]))
 
+    @functools.cached_property
+    def head_stats(self) -> HeadStats:
+        """:class:`~headprune.engine.head_stats.HeadStats` ``[L, H]`` of the unpruned model on ``stats_data`` (with
+        the drift statistics when a base is known), computed on first use and cached on disk: a defense that
+        reads none (``finemix``, ``purify``) under a workbench without a proxy never pays for them."""
+        cfg = self.config
+        return load_or_compute_stats(self.victim, self.stats_data, max_length=self.max_length,
+                                     reference=self.base_model, cache=cfg.cache, progress=cfg.progress)
+
     def _setup_proxy(self, cfg: HeadPruneConfig) -> None:
-        """The proxy class and its instance on the victim (``proxy_cls``, ``proxy``)."""
+        """The proxy class and its instance on the victim (``proxy_cls``, ``proxy``; both ``None`` for
+        :data:`~headprune.envs.proxies.NO_PROXY`)."""
         self.proxy_kwargs = dict(cfg.proxy_kwargs or {})
+        if cfg.proxy == NO_PROXY:
+            self.proxy_cls: type[BackdoorProxy] | None = None
+            self.proxy: BackdoorProxy | None = None
+            return
         self.proxy_cls = self._proxy_class(DEFAULT_PROXY if cfg.proxy is None else cfg.proxy)
         self.proxy = self.build_proxy(self.model)
 
@@ -118,8 +136,10 @@ class Workbench:
             return proxy
         raise TypeError(f"proxy must be a proxy name or a BackdoorProxy subclass, got {proxy!r}")
 
-    def build_proxy(self, model: torch.nn.Module, *, with_stats: bool = True, **overrides: Any) -> BackdoorProxy:
-        """A new instance of the configured proxy on ``model`` and the statistics rows, seeded like the split.
+    def build_proxy(self, model: torch.nn.Module, *, with_stats: bool = True,
+                    proxy: str | type[BackdoorProxy] | None = None, **overrides: Any) -> BackdoorProxy:
+        """A new instance of the configured proxy (or of ``proxy``, a name or a class: e.g. a candidate under
+        evaluation) on ``model`` and the statistics rows, seeded like the split.
 
         :param model: the model the proxy reads (the victim, or a fine-tuned copy).
         :param with_stats: pass the cached head statistics to a proxy that accepts ``head_stats``
@@ -127,13 +147,16 @@ class Workbench:
         :param overrides: keyword arguments on top of ``proxy_kwargs`` (e.g. ``cache_size=0``).
         A proxy that accepts ``reference`` gets the pre-trained reference.
         """
-        kwargs = {**self.proxy_kwargs, **overrides}
-        accepts = inspect.signature(self.proxy_cls.__init__).parameters
+        cls = self.proxy_cls if proxy is None else self._proxy_class(proxy)
+        if cls is None:
+            raise ValueError(f"this workbench was built with proxy={NO_PROXY!r}: give a proxy name to build one")
+        kwargs = {**(self.proxy_kwargs if proxy is None else {}), **overrides}
+        accepts = inspect.signature(cls.__init__).parameters
         if with_stats and "head_stats" in accepts and "head_stats" not in kwargs:
             kwargs["head_stats"] = self.head_stats
         if "reference" in accepts and "reference" not in kwargs:
             kwargs["reference"] = self.base_model
-        return self.proxy_cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
+        return cls(model, self.tokenizer, self.stats_data, seed=self.base_seed, **kwargs)
 
     def _setup_scorer(self, cfg: HeadPruneConfig) -> None:
         """Incremental forward over the validation rows plus the proxy, memoised by mask; the start score."""

@@ -15,7 +15,7 @@ from headprune.defenses.base import DefenseFineTune
 from headprune.envs.config import HeadPruneConfig
 from headprune.envs.reward import RewardWeights
 from headprune.engine.finetuning import FineTuneConfig
-from headprune.victims.card import check_finite_fields
+from headprune.common.finite import check_finite_fields
 
 NAN, INF = math.nan, math.inf
 

@@ -52,3 +52,29 @@ def test_package_layout_is_a_few_top_level_modules_and_argparse_only_in_the_cli(
         relative = path.relative_to(package).as_posix()
         if not relative.startswith("cli/"):
             assert not re.search(r"^\s*(import argparse|from argparse import)", path.read_text(), re.M), relative
+
+
+def test_every_module_imports_first():
+    """Each module of the package imports as the FIRST headprune import of an interpreter (a user's
+    ``from headprune.engine.finetuning import fine_tune``): an import cycle that only the package's usual import
+    order hides fails here. One subprocess; headprune's modules are dropped from ``sys.modules`` before each."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, pkgutil, sys, headprune\n"
+        "names = sorted(m.name for m in pkgutil.walk_packages(headprune.__path__, 'headprune.'))\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m == 'headprune' or m.startswith('headprune.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as err:\n"
+        "        failed.append(f'{name}: {type(err).__name__}: {err}')\n"
+        "print(len(names), 'modules')\n"
+        "sys.exit('\\n'.join(failed) if failed else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[0]) > 50

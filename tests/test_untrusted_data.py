@@ -27,7 +27,34 @@ def test_label_outside_the_model_classes_names_file_line_and_range(tmp_path):
     part = data.subset([3, 2, 0])
     with pytest.raises(ValueError, match="line 4"):
         check_labels(part, 2, "clean_data")
-    assert check_labels(data, 3) is data
+    checked = check_labels(data, 3)
+    assert checked == data and checked.checked_classes == 3 and data.checked_classes is None
+
+
+def test_checked_rows_carry_the_mark_and_are_not_rescanned(tmp_path, monkeypatch):
+    """Rows are checked where they enter; their subsets keep the mark, so later stages return at once, while
+    a different class count (or an unchecked part of a concatenation) is checked again."""
+    import headprune.data.checks as checks
+
+    p = write(tmp_path, "clean.tsv", "sentence\tlabel\ngood .\t1\nbad .\t0\nodd .\t2\nfine .\t1\n")
+    checked = check_labels(read_labelled_text(p), 3, "--clean-data")
+    scans: list[int] = []
+    real_scan = checks._out_of_range
+    monkeypatch.setattr(checks, "_out_of_range", lambda data, n: scans.append(n) or real_scan(data, n))
+    part = checked.subset([3, 2]).take(1)
+    assert part.checked_classes == 3 and check_labels(part, 3, "clean_data") is part and scans == []
+    with pytest.raises(ValueError, match=r"clean_data \(.*clean\.tsv, line 4\): label 2"):
+        check_labels(checked, 2, "clean_data")  # checked for 3 classes, not for 2: scanned again
+    assert scans == [2]
+    mixed = checked.concat(LabelledTexts(("x",), (1,)))
+    assert mixed.checked_classes is None and checked.concat(checked).checked_classes == 3
+
+
+def test_a_forged_check_mark_is_refused():
+    with pytest.raises(ValueError, match="checked_classes=2 does not hold"):
+        LabelledTexts(("a", "b"), (0, 2), checked_classes=2)
+    with pytest.raises(ValueError, match="checked_classes=True"):
+        LabelledTexts(("a",), (0,), checked_classes=True)
 
 
 def test_negative_label_and_in_memory_rows():

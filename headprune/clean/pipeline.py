@@ -42,7 +42,8 @@ from headprune.envs.config import HeadPruneConfig
 from headprune.engine.metrics import EvalReport, evaluate_defense
 from headprune.engine.models import load_classifier
 from headprune.common.provenance import config_hash
-from headprune.victims.card import CARD_FILE, check_finite_fields
+from headprune.common.finite import check_finite_fields
+from headprune.victims.card import CARD_FILE
 from headprune.victims import PRESETS, Victim, VictimConfig, resolve_victim
 
 __all__ = ["FALLBACK_DEFENSE", "RECOMMENDATION", "RECOMMENDED_DEFENSE", "CleanResult", "CleanSettings",

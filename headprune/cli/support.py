@@ -69,7 +69,7 @@ def victim_and_clean_data(args: argparse.Namespace) -> tuple[Any, Any]:
     victim = resolve_victim(args.model, cache=args.cache, progress=not args.quiet)
     num_labels = int(victim.model.config.num_labels)
     if clean is not None:
-        check_labels(clean, num_labels, "--clean-data")
+        clean = check_labels(clean, num_labels, "--clean-data")
         classes = sorted(set(clean.labels))
         if len(classes) != num_labels:  # e.g. a 3-class model on binary rows: accuracies mean nothing
             raise ValueError(f"--clean-data ({clean.source}) has the labels {classes}, but the model has {num_labels} "

@@ -39,7 +39,7 @@ from headprune.defenses.options import (
     finetune_from_settings,
 )
 from headprune.envs.config import HeadPruneConfig
-from headprune.victims.card import check_finite_fields
+from headprune.common.finite import check_finite_fields
 
 if TYPE_CHECKING:
     from headprune.victims import VictimConfig

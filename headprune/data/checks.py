@@ -7,6 +7,7 @@ scored as wrong predictions or crashing deep inside an evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -31,8 +32,18 @@ def check_num_labels(num_labels: object, what: str = "num_labels") -> int:
     return int(num_labels)
 
 
+def _out_of_range(data: LabelledTexts, num_labels: int) -> list[int]:
+    """Indices of the rows whose label is not in ``[0, num_labels - 1]`` (the one scan of :func:`check_labels`)."""
+    return [i for i, label in enumerate(data.labels) if not 0 <= label < num_labels]
+
+
 def check_labels(data: LabelledTexts, num_labels: int, what: str = "data") -> LabelledTexts:
-    """Refuse rows whose label is not a class of a ``num_labels``-class model; returns ``data``.
+    """Refuse rows whose label is not a class of a ``num_labels``-class model; returns ``data`` marked as checked.
+
+    Called where rows enter (``clean``'s ``--clean-data``, ``defend``'s evaluation rows, a workbench's
+    ``clean_data``): the returned rows carry ``checked_classes = num_labels`` (kept by their subsets), so a later
+    stage given the same rows returns at once instead of rescanning them, and an error always names the
+    argument the rows entered by.
 
     :param data: the labelled rows (read from a file, their line numbers are named).
     :param num_labels: the model's class count (``model.config.num_labels``): labels must be in
@@ -42,7 +53,9 @@ def check_labels(data: LabelledTexts, num_labels: int, what: str = "data") -> La
         2 classes (valid labels 0..1); ..."`` for the first bad row, with the count of bad rows.
     """
     num_labels = check_num_labels(num_labels)
-    bad = [i for i, label in enumerate(data.labels) if not 0 <= label < num_labels]
+    if data.checked_classes == num_labels:
+        return data
+    bad = _out_of_range(data, num_labels)
     if bad:
         first = bad[0]
         raise ValueError(
@@ -50,7 +63,7 @@ def check_labels(data: LabelledTexts, num_labels: int, what: str = "data") -> La
             f"has {num_labels} classes (valid labels 0..{num_labels - 1}); {len(bad)} of {len(data)} rows are "
             f"out of range: fix the labels or use a model with more classes"
         )
-    return data
+    return dataclasses.replace(data, checked_classes=num_labels)
 
 
 def check_enough_rows(data: LabelledTexts, needed: int, what: str = "data", purpose: str = "") -> LabelledTexts:

@@ -53,6 +53,10 @@ class LabelledTexts:
         lines: 1-based line number of each row in its file (kept by ``subset``, ``take``,
             ``concat`` and ``deduplicated`` when every part has them); empty for rows built in
             memory. Not part of equality; error messages use it to name a row's line.
+        checked_classes: the class count the labels were checked against where the rows entered
+            (:func:`headprune.data.checks.check_labels`, which sets it), so later stages do not rescan
+            them; ``None``: unchecked. Kept by ``subset``, ``take`` and ``deduplicated``, and by
+            ``concat`` when both parts agree. Not part of equality.
 
     Lists, numpy arrays and other iterables are accepted and stored as tuples; a length mismatch
     or a non-string sentence is a :class:`ValueError` / :class:`TypeError`.
@@ -63,6 +67,7 @@ class LabelledTexts:
     source: str = "<memory>"
     skipped: tuple[int, ...] = field(default=(), compare=False)
     lines: tuple[int, ...] = field(default=(), compare=False)
+    checked_classes: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         sentences = tuple(self.sentences)
@@ -84,6 +89,10 @@ class LabelledTexts:
         if lines and len(lines) != len(sentences):
             raise ValueError(f"LabelledTexts({self.source}): {len(lines)} line numbers for {len(sentences)} rows")
         object.__setattr__(self, "lines", lines)
+        checked = self.checked_classes
+        if checked is not None and (isinstance(checked, bool) or not isinstance(checked, int) or checked < 2
+                                    or any(not 0 <= label < checked for label in labels)):
+            raise ValueError(f"LabelledTexts({self.source}): checked_classes={checked!r} does not hold for its labels")
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -100,7 +109,7 @@ class LabelledTexts:
                 raise IndexError(f"LabelledTexts({self.source}): index {i} out of range for {n} rows")
         return LabelledTexts(
             tuple(self.sentences[i] for i in idx), tuple(self.labels[i] for i in idx), self.source,
-            lines=tuple(self.lines[i] for i in idx) if self.lines else (),
+            lines=tuple(self.lines[i] for i in idx) if self.lines else (), checked_classes=self.checked_classes,
         )
 
     def take(self, n: int) -> LabelledTexts:
@@ -108,7 +117,8 @@ class LabelledTexts:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"take(n) needs n >= 0, got {n}")
-        return LabelledTexts(self.sentences[:n], self.labels[:n], self.source, lines=self.lines[:n])
+        return LabelledTexts(self.sentences[:n], self.labels[:n], self.source, lines=self.lines[:n],
+                             checked_classes=self.checked_classes)
 
     def concat(self, other: LabelledTexts) -> LabelledTexts:
         """These rows followed by the rows of ``other``."""
@@ -116,7 +126,9 @@ class LabelledTexts:
             raise TypeError(f"concat needs a LabelledTexts, got {type(other).__name__}")
         source = self.source if self.source == other.source else f"{self.source} + {other.source}"
         lines = self.lines + other.lines if self.lines and other.lines else ()
-        return LabelledTexts(self.sentences + other.sentences, self.labels + other.labels, source, lines=lines)
+        checked = self.checked_classes if self.checked_classes == other.checked_classes else None
+        return LabelledTexts(self.sentences + other.sentences, self.labels + other.labels, source, lines=lines,
+                             checked_classes=checked)
 
     def duplicate_indices(self) -> tuple[int, ...]:
         """Indices of the rows whose (sentence, label) pair occurred in an earlier row."""

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from headprune.common.finite import check_finite_fields
 from headprune.defenses.defense_options import DefenseOptions
 from headprune.defenses.weight_edits import WeightEdit
 from headprune.workbench import Workbench
@@ -108,8 +109,6 @@ class DefenseFineTune:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        from headprune.victims.card import check_finite_fields
-
         check_finite_fields(self, "finetune_")
         object.__setattr__(self, "epochs", float(self.epochs))
         if self.epochs < 0:
@@ -200,6 +199,12 @@ class Defense:
         """Extra options that define this defense beyond its name and options (a policy object's
         provenance); ``None`` for registered defenses (part of the run's config when given)."""
         return None
+
+    def runs_episode(self) -> bool:
+        """Whether :meth:`prune` runs a policy's episode in a ``HeadPrune-v0`` view over the workbench (which
+        observes a backdoor proxy, so ``defend`` builds the workbench with one); False here: no proxy, and head
+        statistics only if the defense reads them."""
+        return False
 
     def env_options(self) -> dict[str, Any]:
         """Env config fields this defense needs (``defend`` applies them over the run's config): a trained

@@ -3,9 +3,10 @@
 Protocol (the paper's and PURE's):
 
 1. **Split.** A :class:`~headprune.workbench.Workbench` is built on the victim and the
-   defender's clean rows (``env_config.clean_data``) with the cheap ``pure_variance`` proxy and zero reward
-   weights; its seeded split gives the *validation* rows (the floor's rows) and the *training* rows
-   (``bench.train_data``: policies' scoring data and all fine-tuning). The floor is the workbench's
+   defender's clean rows (``env_config.clean_data``) and zero reward weights, with the cheap ``pure_variance``
+   proxy for a defense that runs a policy's episode in the env and none otherwise (head statistics are computed
+   only when the defense reads them); its seeded split gives the *validation* rows (the floor's rows) and the
+   *training* rows (``bench.train_data``: policies' scoring data and all fine-tuning). The floor is the workbench's
    (``max_accuracy_drop`` below the unpruned validation accuracy, default 0.05, or an absolute
    ``accuracy_floor``), so its best mask is the LAST visited mask at or above the floor: "prune until the
    floor", the rule of the paper, enforced by the workbench's floor and nowhere else.
@@ -50,6 +51,7 @@ from headprune.defenses.base import (
 )
 from headprune.defenses.scripted import GivenPolicyDefense
 from headprune.envs.config import HeadPruneConfig
+from headprune.envs.proxies import NO_PROXY
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.export import save_pruned
 from headprune.engine.gating import pruned_from_mask
@@ -61,8 +63,13 @@ from headprune.workbench import Workbench
 
 __all__ = ["DefendedModel", "DefenseResult", "check_target_label", "defend", "resolve_defense", "run_defense"]
 
-DEFENSE_ENV = {"proxy": "pure_variance", "reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
-"""What :func:`defend` sets in every env config: the cheap proxy and zero rewards (the floor alone decides)."""
+DEFENSE_ENV = {"reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
+"""What :func:`defend` sets in every workbench config: zero rewards (the floor alone decides)."""
+
+EPISODE_PROXY = "pure_variance"
+"""The proxy of the workbench of a defense that runs a policy's episode in the env (the env observes it; the cheap
+one every shipped agent was trained with); every other defense's workbench has none
+(:data:`~headprune.envs.proxies.NO_PROXY`), so head statistics are computed only for a defense that reads them."""
 
 
 @dataclass
@@ -335,7 +342,8 @@ def defend(
     """
     defense = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
-    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**DEFENSE_ENV, **defense.env_options())
+    proxy = EPISODE_PROXY if defense.runs_episode() else NO_PROXY
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, **defense.env_options()})
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
     num_labels = int(victim.model.config.num_labels)  # evaluation data and target checked before any work
@@ -348,7 +356,7 @@ def defend(
     defended = run_defense(defense, bench, finetune, timings=timings)
     timings["defense"] = time.perf_counter() - t0
 
-    t3 = time.perf_counter()  # ---- 3. evaluation, after the defense is fixed (the only place LFR is computed)
+    t3 = time.perf_counter()  # ---- evaluation, after the defense is fixed (the only place LFR is computed)
     metrics, curve = _evaluate(victim, defended, bench, clean_eval, poison_eval, target, poisoned_true_labels,
                                curve_points)
     timings["evaluation"] = time.perf_counter() - t3

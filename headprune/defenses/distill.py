@@ -181,18 +181,21 @@ class DistillDefense(Defense):
         opts = self.option_values  # checked at construction (DistillOptions), before any work
         self.augmentation = Augmentation(drops=opts.drops, crops=opts.crops, concats=opts.concats)
         self.alpha = opts.alpha
-        self.teacher_spec = opts.teacher
-        self.teacher_options = dict(opts.teacher_options)
         self._stages: list[Stage] = []
 
     def teacher_defense(self) -> Defense | None:
         """The defense whose output teaches (with this defense's ``base``), or ``None`` for the suspect."""
-        spec = self.teacher_spec
+        spec = self.option_values.teacher
         if isinstance(spec, Defense):
             return spec.with_base(self.base)
         if spec == SUSPECT_TEACHER:
             return None
-        return get_defense(spec)(**self.teacher_options).with_base(self.base)
+        return get_defense(spec)(**self.option_values.teacher_options).with_base(self.base)
+
+    def runs_episode(self) -> bool:
+        """The teacher's (it runs on this defense's workbench)."""
+        teacher = self.teacher_defense()
+        return teacher is not None and teacher.runs_episode()
 
     def env_options(self) -> dict[str, Any]:
         """The teacher's env options (a trained agent's observation layout), so it runs in the env it expects."""
@@ -201,7 +204,7 @@ class DistillDefense(Defense):
 
     def config(self) -> dict[str, Any] | None:
         """A teacher object's provenance (``{"teacher": ...}``); ``None`` for a teacher given by name."""
-        spec = self.teacher_spec
+        spec = self.option_values.teacher
         if not isinstance(spec, Defense):
             return None
         return {"teacher": {"defense": spec.name, "options": dict(spec.options), "config": spec.config()}}

@@ -171,6 +171,9 @@ class PolicyDefense(Defense):
     """A defense whose pruning is one episode of a policy with SB3's ``predict`` in the env; subclasses
     give :meth:`build_policy` (from the env alone) and :meth:`policy_config`."""
 
+    def runs_episode(self) -> bool:
+        return True
+
     def build_policy(self, env: HeadPruneEnv) -> Any:
         """The policy for ``env`` (built from its spaces and the defender's data only)."""
         raise NotImplementedError

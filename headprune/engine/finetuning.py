@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from headprune.common.finite import check_finite_fields
 from headprune.data import LabelledTexts
 from headprune.engine.evaluator import pad_encodings
 from headprune.engine.gating import HeadGate
@@ -56,8 +57,6 @@ class FineTuneConfig:
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
-        from headprune.victims.card import check_finite_fields
-
         check_finite_fields(self)
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")

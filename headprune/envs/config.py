@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from headprune.common.finite import check_finite_fields
+
 __all__ = ["OPERATIONS", "HeadPruneConfig", "operation_units"]
 
 OPERATIONS: tuple[str, ...] = ("prune", "reset", "mix")
@@ -60,7 +62,8 @@ class HeadPruneConfig:
     budget: int | None = _help("most heads pruned per episode (default: half the heads)", default=None)
     max_steps: int | None = _help("most steps per episode, invalid ones included (default 2 * budget)",
                                   default=None)
-    proxy: Any = _help("backdoor proxy: a registered name or a BackdoorProxy subclass (default pure_variance)",
+    proxy: Any = _help("backdoor proxy: a registered name or a BackdoorProxy subclass (default pure_variance); "
+                       "'none' for a workbench whose scores need none (defend; not for the env)",
                        default=None)
     proxy_kwargs: Mapping[str, Any] = _help("extra keyword arguments of the proxy", default_factory=dict)
     reward_weights: Any = _help("RewardWeights or a mapping of its fields (default: accuracy 1, proxy 1)",
@@ -86,8 +89,6 @@ class HeadPruneConfig:
                                "cuda, cuda:<i>, mps or auto (headprune.common.devices.resolve_device)", default=None)
 
     def __post_init__(self) -> None:
-        from headprune.victims.card import check_finite_fields
-
         check_finite_fields(self)  # NaN/inf in any field, reward_weights and proxy_kwargs included
         for name in ("val_size", "stats_size", "eval_batch_size", "mix_levels"):
             _check_int(self, name, minimum=1)

@@ -23,6 +23,7 @@ from headprune.envs.config import HeadPruneConfig
 from headprune.envs.head_space import HeadFlags
 from headprune.envs.incremental import MaskScore
 from headprune.envs.operations import HeadOperations
+from headprune.envs.proxies import DEFAULT_PROXY, NO_PROXY
 from headprune.envs.registration import ENV_ID
 from headprune.envs.rendering import RENDER_MODES, FrameState, mask_frame
 from headprune.envs.reset_options import check_render_mode, episode_success, start_mask_from_options
@@ -141,6 +142,9 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self.bench = victim
         else:
             self.bench = Workbench(victim, config, **overrides)
+        if self.bench.proxy is None:
+            raise ValueError(f"HeadPrune-v0 rewards and observes a backdoor proxy: the workbench was built with "
+                             f"proxy={NO_PROXY!r}; give a proxy name (default {DEFAULT_PROXY!r})")
         self.config = cfg = self.bench.config
         super().__init__()
         self.render_mode = check_render_mode(render_mode)

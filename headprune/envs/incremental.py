@@ -228,7 +228,7 @@ class MaskScore:
     Attributes:
         correct: evaluation texts predicted correctly.
         total: evaluation texts.
-        proxy: the backdoor proxy's value.
+        proxy: the backdoor proxy's value (0.0 when the scorer has no proxy).
     """
 
     correct: int
@@ -250,11 +250,11 @@ class MaskScorer:
             supplies the weights of reset heads).
         proxy: ``mask [L, H] float -> float`` (a :class:`~headprune.envs.proxies.BackdoorProxy`); for a
             state with reset heads it is called as ``proxy(mask, reset=reset)`` while the model carries
-            the reset weights.
+            the reset weights. ``None``: no proxy, every score's ``proxy`` is 0.0 (``defend``'s workbench).
         memo_size: states remembered (least recently used dropped first).
     """
 
-    def __init__(self, forward: IncrementalForward, proxy: Callable[..., float], *,
+    def __init__(self, forward: IncrementalForward, proxy: Callable[..., float] | None, *,
                  memo_size: int = 100_000) -> None:
         self.forward = forward
         self.labels = forward.evaluator.require_labels()  # [N]
@@ -264,6 +264,21 @@ class MaskScorer:
         self.memo: StateMemo[MaskScore] = StateMemo(memo_size)
         self.hits = 0
         self.misses = 0
+
+    def proxy_value(self, proxy: Callable[..., float], mask: torch.Tensor, reset: torch.Tensor | None = None,
+                    levels: np.ndarray | None = None) -> float:
+        """``proxy`` (this scorer's or another, e.g. a candidate under evaluation) on a state: ``mask`` ``[L, H]``
+        float, the heads of ``reset`` ``[L, H]`` bool carrying the reference's weights and the blocks mixed to
+        ``levels`` ``[B]`` (checked) while it runs; not memoised."""
+        if reset is None and levels is None:
+            return float(proxy(mask))
+        if levels is None:
+            with heads_reset_to(self.forward.model, self.forward.reference, reset):
+                return float(proxy(mask, reset=reset))
+        assert self.forward.mixer is not None
+        with heads_reset_to(self.forward.model, self.forward.reference, reset), \
+                self.forward.mixer.mixed(self.forward.model, levels):
+            return float(proxy(mask, reset=reset, mix=torch.from_numpy(levels)))
 
     def __call__(self, mask: torch.Tensor, reset: torch.Tensor | None = None,
                  mix: np.ndarray | torch.Tensor | None = None) -> MaskScore:
@@ -279,16 +294,7 @@ class MaskScorer:
         r = None if reset is None or not bool(reset.bool().any()) else reset.detach().cpu().bool()
         levels = self.forward._check_mix(mix)
         correct = int((self.forward.logits(m, r, levels).argmax(dim=-1) == self.labels).sum())
-        if r is None and levels is None:
-            proxy = float(self.proxy(m))
-        elif levels is None:
-            with heads_reset_to(self.forward.model, self.forward.reference, r):
-                proxy = float(self.proxy(m, reset=r))
-        else:
-            assert self.forward.mixer is not None
-            with heads_reset_to(self.forward.model, self.forward.reference, r), \
-                    self.forward.mixer.mixed(self.forward.model, levels):
-                proxy = float(self.proxy(m, reset=r, mix=torch.from_numpy(levels)))
+        proxy = 0.0 if self.proxy is None else self.proxy_value(self.proxy, m, r, levels)
         score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=proxy)
         self.memo[key] = score
         return score

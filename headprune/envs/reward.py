@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from headprune.common.finite import check_finite_fields
 from headprune.common.registry import Registry
 
 __all__ = [
@@ -68,8 +69,6 @@ class RewardWeights:
     floor: float = 1.0
 
     def __post_init__(self) -> None:
-        from headprune.victims.card import check_finite_fields
-
         check_finite_fields(self, "reward weight ")
         for f in fields(self):
             value = getattr(self, f.name)

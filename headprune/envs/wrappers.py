@@ -24,6 +24,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+from torch import nn
 
 from headprune.data import LabelledTexts, as_labelled_texts
 from headprune.data.checks import check_labels
@@ -34,10 +35,12 @@ from headprune.envs.memo import StateMemo, state_key
 from headprune.envs.reward import REWARD_TERMS, RewardTerms, StepChange
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.metrics import label_flip_rate
-from headprune.engine.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.finetuning import FineTuneConfig, FineTuneLog, fine_tune
 from headprune.victims import DEFAULT_VICTIM, Victim
+from headprune.workbench import Workbench
 
-__all__ = ["LabelFlipRateInfo", "TerminalFineTune", "apply_wrappers", "make_headprune_env", "split_wrapper_options"]
+__all__ = ["LabelFlipRateInfo", "TerminalFineTune", "apply_wrappers", "finetuned_state_model", "make_headprune_env",
+           "split_wrapper_options"]
 
 Obs = dict[str, np.ndarray]
 
@@ -105,6 +108,19 @@ class LabelFlipRateInfo(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
         return obs, reward, terminated, truncated, self._with_lfr(info)
 
 
+def finetuned_state_model(bench: Workbench, config: FineTuneConfig, mask: np.ndarray, reset: np.ndarray | None = None,
+                          mix: np.ndarray | None = None) -> tuple[nn.Module, FineTuneLog]:
+    """``(model, log)``: a deep copy of ``bench``'s suspect carrying a state's weights (flat int8 ``mask`` ``[L * H]``,
+    optionally ``reset`` ``[L * H]`` and the mixing levels ``mix`` ``[B]``), fine-tuned on ``bench.train_data`` by
+    ``config`` with the pruned heads held at zero: the model :class:`TerminalFineTune` scores (the pruned heads
+    stay gated, not folded: evaluate it under ``bench.mask_tensor(mask)``)."""
+    from headprune.envs.state_export import write_state
+
+    model = write_state(bench, copy.deepcopy(bench.model), reset, mix)
+    log = fine_tune(model, bench.tokenizer, bench.train_data, config, mask=bench.mask_tensor(mask), progress=False)
+    return model, log
+
+
 class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
     """On an episode's last step, scores the final mask after a short clean fine-tune of a deep copy of
     the model (:func:`~headprune.engine.finetuning.fine_tune`, pruned heads held at zero, on the env's
@@ -147,13 +163,10 @@ class TerminalFineTune(gym.Wrapper[Obs, np.int64, Obs, np.int64]):
                         ) -> dict[str, float]:
         """Accuracy and proxy of a state (flat int8 ``mask`` ``[n]``, optionally ``reset`` ``[n]`` and the mixing
         levels ``mix`` ``[B]``) after a clean fine-tune of a deep copy carrying the state's weights."""
-        from headprune.envs.state_export import write_state
-
         base = _headprune_env(self.env)
         start = time.perf_counter()
-        model = write_state(base.bench, copy.deepcopy(base.model), reset, mix)
+        model, log = finetuned_state_model(base.bench, self.config, mask, reset, mix)
         gates = base.mask_tensor(mask)  # [L, H]
-        log = fine_tune(model, base.tokenizer, base.train_data, self.config, mask=gates, progress=False)
         accuracy = Evaluator(model, base.tokenizer, base.val_data, max_length=base.max_length).accuracy(gates)
         proxy = float(base.build_proxy(model, with_stats=False)(gates))
         return {"accuracy": accuracy, "proxy": proxy, "steps": log.steps, "train_seconds": log.seconds,

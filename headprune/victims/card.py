@@ -27,12 +27,11 @@ Card fields (all but ``config`` optional; ``name`` is only displayed, a victim i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,30 +74,6 @@ def check_safe_name(value: object, what: str) -> str:
         raise ValueError(f"{what} must be a name of letters, digits, '.', '_' and '-' (no path separators or "
                          f"'..'), got {value!r}")
     return value
-
-
-def check_finite_fields(config: object, what: str = "") -> None:
-    """Refuse NaN or infinite numbers anywhere in a dataclass config's fields: the ONE check every config's
-    ``__post_init__`` calls (numbers inside mappings, lists and tuples are checked too, named by their path).
-
-    :param config: a dataclass instance.
-    :param what: a prefix for the field names in the message (e.g. ``"reward_weights."``).
-    :raises ValueError: ``<field> must be a finite number, got nan``.
-    """
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
-        _check_finite(getattr(config, f.name), f"{what}{f.name}")
-
-
-def _check_finite(value: object, where: str) -> None:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} must be a finite number, got {value!r}")
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_finite(item, f"{where}[{i}]")
 
 
 def check_number(value: object, what: str, *, integer: bool = False, low: float | None = None,

@@ -48,6 +48,7 @@ from headprune.envs.proxies.reference_disagreement import ReferenceDisagreementP
 
 __all__ = [
     "DEFAULT_PROXY",
+    "NO_PROXY",
     "PROXIES",
     "BackdoorProxy",
     "ClsAttentionConcentrationProxy",
@@ -63,3 +64,8 @@ __all__ = [
 DEFAULT_PROXY: str = "pure_variance"
 """The proxy the env uses unless told otherwise: of the four, the only one whose correlation with LFR
 was positive and significant on both MiniLM victims (syntactic and style), and free per step."""
+
+NO_PROXY: str = "none"
+"""The ``proxy`` value of a workbench whose scores need no proxy (``defend``: its reward weights are zero): no
+proxy is built, so neither are the head statistics a proxy reads, and every score's ``proxy`` is 0.0. Not a
+registered proxy: ``HeadPrune-v0`` refuses a workbench without one."""

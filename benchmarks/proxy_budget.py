@@ -86,7 +86,9 @@ def draw_states(bench: Workbench, kind: str, args: argparse.Namespace, rng: np.r
     """``(mask [L*H] int8, mix [B] int8)`` states at the fixed budget that hold the workbench's floor, distinct."""
     n = bench.num_layers * bench.num_heads
     seen: set[bytes] = set()
-    for _ in range(args.draws):
+    for draw in range(args.draws):
+        if draw and draw % 20 == 0:
+            print(f"  {draw} {kind} candidates drawn", flush=True)
         mask = np.ones(n, np.int8)
         mix = np.zeros(0 if bench.mixer is None else bench.mixer.num_blocks, np.int8)
         if kind == "mask":

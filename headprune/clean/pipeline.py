@@ -66,9 +66,10 @@ RECOMMENDATION = (
     "then confirmed on style and AddSent. It needs the pre-trained model the suspect was fine-tuned from "
     "(--base; known for MiniLM victims and hub checkpoints); without one, layerwise pruning (PURE's "
     "[CLS]-attention variance) + 3 epochs of fine-tuning runs instead. purify (--defense purify: Fine-mixing, then "
-    "distillation into the public base) ends closer to the clean floor on all four SST-2 attacks, the insertion "
-    "backdoors included, but it is not the default until it is confirmed, with three seeds, on attack families it "
-    "was not chosen on (OffensEval syntactic, synonym substitution; benchmarks/RESULTS.md, Purification)."
+    "distillation into the public base) ends closer to the clean floor on all four SST-2 attacks (3 seeds: 4-11 "
+    "points above it), the insertion backdoors included, and on both held-out families, but it is not the "
+    "default: it loses up to 2.8 points of clean ACC (Fine-mixing at most 1.5) and stays 55 points above the "
+    "floor on OffensEval syntactic (benchmarks/RESULTS.md, Purification, session of 2026-12-06)."
 )
 """Why :data:`RECOMMENDED_DEFENSE` (shown in ``headprune clean --help``)."""
 

@@ -20,6 +20,20 @@ def clean(tiny_victim):
     return tiny_victim.defender_clean_data().take(200)
 
 
+@pytest.fixture
+def benches(monkeypatch: pytest.MonkeyPatch) -> list[Workbench]:
+    """Every Workbench constructed during the test, in order."""
+    built: list[Workbench] = []
+    real_init = Workbench.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Workbench, "__init__", counting_init)
+    return built
+
+
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(self, *args, **kwargs):
         raise AssertionError("a HeadPruneEnv was constructed")
@@ -42,24 +56,19 @@ def test_clean_constructs_no_env(tiny_victim, clean, monkeypatch, victim_cache):
     assert result.defense.defense == "finemix"
 
 
-def test_policy_defense_runs_in_a_view_over_the_one_workbench(tiny_victim, small_env_config, clean, monkeypatch):
+def test_policy_defense_runs_in_a_view_over_the_one_workbench(tiny_victim, small_env_config, clean, monkeypatch,
+                                                               benches):
     """A scripted policy's episode runs in ``HeadPruneEnv(bench)``: one workbench (one split, one set of
     statistics, one scorer memo) per run, and the env built is a view over it."""
     import headprune.defenses.scripted as scripted
 
-    benches: list[Workbench] = []
     views: list[HeadPruneEnv] = []
-    real_init, real_env = Workbench.__init__, scripted.HeadPruneEnv
-
-    def counting_init(self, *args, **kwargs):
-        benches.append(self)
-        real_init(self, *args, **kwargs)
+    real_env = scripted.HeadPruneEnv
 
     def view(bench):
         views.append(real_env(bench))
         return views[-1]
 
-    monkeypatch.setattr(Workbench, "__init__", counting_init)
     monkeypatch.setattr(scripted, "HeadPruneEnv", view)
     result = defend(tiny_victim, "random", small_env_config(0, clean_data=clean), FINETUNE)
     assert len(benches) == 1 and len(views) == 1 and views[0].bench is benches[0]
@@ -130,16 +139,8 @@ def test_a_workbench_without_proxy_scores_zero_and_is_no_env(tiny_victim, small_
                                                        ("distill", {"teacher": "random"}, True),
                                                        ("purify", {}, False)])
 def test_a_workbench_has_a_proxy_exactly_when_its_defense_runs_an_episode(defense, options, episode, tiny_victim,
-                                                                         small_env_config, clean, monkeypatch):
+                                                                         small_env_config, clean, benches):
     """A policy's episode (also a policy teacher's inside ``distill``) runs in an env view, which needs the proxy."""
-    benches: list[Workbench] = []
-    real_init = Workbench.__init__
-
-    def counting_init(self, *args, **kwargs):
-        benches.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(Workbench, "__init__", counting_init)
     opts = {**options, "drops": 1, "crops": 0, "concats": 0} if defense in ("distill", "purify") else options
     defend(tiny_victim, defense, small_env_config(0, clean_data=clean), FINETUNE, options=opts)
     assert len(benches) == 1 and (benches[0].proxy is not None) == episode

@@ -56,7 +56,9 @@ class LabelledTexts:
         checked_classes: the class count the labels were checked against where the rows entered
             (:func:`headprune.data.checks.check_labels`, which sets it), so later stages do not rescan
             them; ``None``: unchecked. Kept by ``subset``, ``take`` and ``deduplicated``, and by
-            ``concat`` when both parts agree. Not part of equality.
+            ``concat`` when both parts agree. Not part of equality. The constructor verifies a given mark
+            (a bound check over the labels, with no line-naming error: that is ``check_labels``'s), so a
+            mark always holds.
 
     Lists, numpy arrays and other iterables are accepted and stored as tuples; a length mismatch
     or a non-string sentence is a :class:`ValueError` / :class:`TypeError`.

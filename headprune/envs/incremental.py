@@ -137,7 +137,7 @@ class IncrementalForward:
         reset = torch.zeros(shape, dtype=torch.bool) if reset is None else reset.detach().cpu().bool()
         if tuple(reset.shape) != shape:
             raise ValueError(f"reset must be [{self.num_layers}, {self.num_heads}], got {tuple(reset.shape)}")
-        levels = self._check_mix(mix)
+        levels = self.check_mix(mix)
         mixing = self.mixer.mixed(self.model, levels) if levels is not None else nullcontext()
         with heads_reset_to(self.model, self.reference, reset), mixing:
             if not self.incremental:
@@ -163,7 +163,7 @@ class IncrementalForward:
                 self._mask, self._reset, self._mix = mask.clone(), reset.clone(), levels
         return self._logits.clone()
 
-    def _check_mix(self, mix: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
+    def check_mix(self, mix: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
         """``mix`` as ``[B]`` int64 levels, or ``None`` when it mixes nothing; ValueError without a mixer."""
         if mix is None:
             return None
@@ -292,7 +292,7 @@ class MaskScorer:
         self.misses += 1
         m = mask.detach().float().cpu()
         r = None if reset is None or not bool(reset.bool().any()) else reset.detach().cpu().bool()
-        levels = self.forward._check_mix(mix)
+        levels = self.forward.check_mix(mix)
         correct = int((self.forward.logits(m, r, levels).argmax(dim=-1) == self.labels).sum())
         proxy = 0.0 if self.proxy is None else self.proxy_value(self.proxy, m, r, levels)
         score = MaskScore(correct=correct, total=int(self.labels.numel()), proxy=proxy)

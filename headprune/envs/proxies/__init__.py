@@ -27,8 +27,9 @@ one new module in this package, imported below):
     by heads neither pruned nor reset; needs the env's ``base``.
 ``reference_disagreement`` (:class:`ReferenceDisagreementProxy`)
     The share of augmentations of clean rows on which the model's prediction flips while a weak reference (the
-    public base fine-tuned briefly on the clean rows) does not; needs the env's ``base``. A candidate of
-    issue 24's item 2, not yet measured against LFR.
+    public base fine-tuned briefly on the clean rows) does not; needs the env's ``base``. Measured at a fixed
+    budget (issue 24, item 2): it ranks head masks on the natural triggers (Spearman +0.79 / +0.56 with LFR after
+    the terminal fine-tune) but not mixing schedules (its sign changes between the attack halves).
 
 Costs per call and the correlations with LFR behind :data:`DEFAULT_PROXY` are in
 ``benchmarks/RESULTS.md`` ("Backdoor proxies vs LFR"; ``benchmarks/proxy_evidence.py``).

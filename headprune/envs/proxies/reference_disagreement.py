@@ -35,9 +35,10 @@ class ReferenceDisagreementProxy(BackdoorProxy):
 
     in ``[0, 1]``; 0 for a model whose prediction no augmentation changes (every head pruned: a constant model).
     Why: a trigger that clean text partly carries (syntax, style, a frequent word in a crop or a concatenation)
-    flips the backdoored model where the clean reference sees nothing new. An issue-24 item-2 candidate with no
-    evidence yet: whether it ranks states by LFR at a fixed budget is to be measured (``benchmarks/mask_return.py``
-    style), not assumed. Reads the model, so it sees reset heads and mixed blocks the caller swaps in.
+    flips the backdoored model where the clean reference sees nothing new. Measured at a fixed budget
+    (``benchmarks/proxy_budget.py``, RESULTS.md "Issue 24 item 2"): Spearman with LFR after the terminal fine-tune
+    +0.79 / +0.56 over 24-head masks (syntactic / style), but -0.48 / +0.69 over mixing schedules, so it does not rank
+    mixing states. Reads the model, so it sees reset heads and mixed blocks the caller swaps in.
 
     Cost: construction fine-tunes a copy of the model (``reference_epochs`` over ``n_per_class * C`` rows) and runs
     the reference once; each call is one forward of the model over ``n_per_class * C * (1 + per_row)`` texts.

@@ -33,7 +33,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
     :param parser: the parser (or subparser) to extend.
     :param fields: only these settings (e.g. :data:`~headprune.defenses.options.DEFEND_SETTINGS`), in the
         canonical order; default: all of them plus ``--options`` (JSON ``{"defense": {option: value}}``),
-        ``--fast``, ``--base`` and ``--clean-pool`` (what :func:`run_settings_from_args` reads back).
+        ``--fast``, ``--base``, ``--clean-pool`` and ``--unlabelled-rows`` (what :func:`run_settings_from_args` reads back).
     """
     for name, (kind, text) in SETTING_FLAGS.items():
         if fields is None or name in fields:
@@ -45,6 +45,9 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
         parser.add_argument("--clean-pool", default=None, choices=DEFENDER_POOLS,
                             help="the defender's rows (their first --clean-rows): a named pool; default: the "
                                  "victim's defender data, the 872 SST-2 dev rows (headprune.data.pools)")
+        parser.add_argument("--unlabelled-rows", type=int, default=None, metavar="N",
+                            help="the defender also owns N in-domain sentences without labels (the pool's rows "
+                                 "after its labelled rows; SST-2 victims), read by distill and purify; default none")
 
 
 def run_settings_from_args(args: argparse.Namespace, defenses: Collection[str] | None = None) -> RunSettings:
@@ -63,4 +66,5 @@ def run_settings_from_args(args: argparse.Namespace, defenses: Collection[str] |
         options = {k: v for k, v in options.items() if k in defenses}
     return RunSettings.from_values(**{name: getattr(args, name) for name in SETTING_FLAGS}, options=options,
                                    fast=args.fast, base=getattr(args, "base", None),
-                                   clean_pool=getattr(args, "clean_pool", None))
+                                   clean_pool=getattr(args, "clean_pool", None),
+                                   unlabelled_rows=getattr(args, "unlabelled_rows", None))

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from headprune.compare.executors import Executor, LocalExecutor
 from headprune.compare.records import CLEAN_MODEL, POLICY_PREFIX, RecordKey, RecordStore
-from headprune.data.pools import DEFENDER_POOLS, check_pool_dataset, load_defender_pool
+from headprune.data.pools import (
+    DEFENDER_POOLS,
+    check_pool_dataset,
+    check_unlabelled_pool,
+    load_defender_pool,
+    unlabelled_pool_texts,
+)
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
     DEFEND_SETTINGS,
@@ -77,6 +83,9 @@ class RunSettings:
         clean_pool: the defender's rows: a pool of :data:`~headprune.data.pools.DEFENDER_POOLS` (its first
             ``clean_rows`` rows), e.g. ``"sst2-dev+glue-train"`` for the clean-data budget curve; ``None``: the
             victim's defender data (the 872 SST-2 dev rows). Hashed only when given.
+        unlabelled_rows: the defender also owns this many in-domain sentences without labels: those right after
+            its labelled rows in the task's unlabelled pool (:func:`~headprune.data.pools.unlabelled_pool_texts`;
+            SST-2 only), read by the distillation defenses. ``None``: none. Hashed only when given.
     """
 
     env: HeadPruneConfig = field(default_factory=_default_env)
@@ -87,6 +96,7 @@ class RunSettings:
     fast: bool = False
     base: str | None = None
     clean_pool: str | None = None
+    unlabelled_rows: int | None = None
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
@@ -94,12 +104,16 @@ class RunSettings:
         if self.clean_pool is not None and self.clean_pool not in DEFENDER_POOLS:
             raise ValueError(f"unknown clean_pool {self.clean_pool!r}; valid: {', '.join(DEFENDER_POOLS)}")
         check_settings({"clean_rows": self.clean_rows, "test_limit": self.test_limit})
+        if self.unlabelled_rows is not None and (isinstance(self.unlabelled_rows, bool) or not isinstance(
+                self.unlabelled_rows, int) or self.unlabelled_rows < 1):
+            raise ValueError(f"unlabelled_rows must be an integer >= 1 (or None), got {self.unlabelled_rows!r}")
         if self.env.floor_drop is None:
             raise ValueError("RunSettings.env must give max_accuracy_drop (the runner's floor), not accuracy_floor")
 
     @classmethod
     def from_values(cls, *, options: Mapping[str, Mapping[str, Any]] | None = None, fast: bool = False,
-                    base: str | None = None, clean_pool: str | None = None, **values: Any) -> RunSettings:
+                    base: str | None = None, clean_pool: str | None = None, unlabelled_rows: int | None = None,
+                    **values: Any) -> RunSettings:
         """The settings of the flat names of :data:`~headprune.defenses.options.SETTING_FLAGS`
         (``finetune_epochs``, ``val_size``, ...; missing ones take their defaults).
 
@@ -109,7 +123,7 @@ class RunSettings:
             raise ValueError(f"unknown run settings {unknown}; valid: {', '.join(SETTING_FLAGS)}")
         return cls(env=env_config_from_settings(values), finetune=finetune_from_settings(values),
                    clean_rows=values.get("clean_rows"), test_limit=values.get("test_limit"), options=options or {},
-                   fast=fast, base=base, clean_pool=clean_pool)
+                   fast=fast, base=base, clean_pool=clean_pool, unlabelled_rows=unlabelled_rows)
 
     def defense_options(self, defense: str) -> dict[str, Any]:
         """The defense options of ``defense``: fast defaults (if ``fast``) updated by ``options``."""
@@ -131,6 +145,8 @@ class RunSettings:
             cfg["base"] = self.base
         if self.clean_pool is not None:
             cfg["clean_pool"] = self.clean_pool
+        if self.unlabelled_rows is not None:
+            cfg["unlabelled_rows"] = self.unlabelled_rows
         return cfg
 
 
@@ -298,8 +314,13 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     clean = victim.defender_clean_data() if s.clean_pool is None else load_defender_pool(s.clean_pool)
     if s.clean_rows is not None:
         clean = clean.take(s.clean_rows)
+    unlabelled = None
+    if s.unlabelled_rows is not None:
+        pool = check_unlabelled_pool(s.clean_pool, victim.config.dataset, victim.name)
+        unlabelled = unlabelled_pool_texts(pool, len(clean), s.unlabelled_rows)
     defense = spec.defense if kind == "registry" else _load_agent(str(path), spec)
-    env_config = s.env.replace(clean_data=clean, seed=spec.seed, cache=spec.cache, progress=False)
+    env_config = s.env.replace(clean_data=clean, unlabelled_data=unlabelled, seed=spec.seed, cache=spec.cache,
+                               progress=False)
     r = defend(victim, defense, env_config, s.finetune,
                options=s.defense_options(spec.defense), base=s.base,
                eval_clean=clean_test, eval_poison=poisoned_test)
@@ -367,6 +388,8 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
     for v in victims:
         victim_config = _victim_config(v)
         check_pool_dataset(settings.clean_pool, victim_config.dataset, v)
+        if settings.unlabelled_rows is not None:
+            check_unlabelled_pool(settings.clean_pool, victim_config.dataset, v)
         name = victim_config.name
         grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in defenses for s in seeds]
         for defense, seed in grid:

@@ -15,6 +15,11 @@ rows (``RunSettings.clean_rows``), so every budget's rows contain the smaller bu
   after the 256 validation rows (the env draws its validation rows at random from the whole budget, so at
   large budgets most of them are GLUE phrases).
 
+Unlabelled in-domain text (:func:`unlabelled_pool_texts`, ``RunSettings.unlabelled_rows``): the ``U`` sentences of
+``"sst2-dev+glue-train"`` right after the defender's labelled rows, their labels dropped: disjoint from the labelled
+rows, from dev and from test, and the larger counts contain the smaller. Only SST-2 has such a pool
+(:data:`UNLABELLED_POOLS`).
+
 The GLUE rows are phrases of the SST training sentences; the victims were fine-tuned on (poisoned) SST-2 train,
 so the pool shares sentences with the victim's clean training rows, never with its test rows. No pool reads
 any poisoned file.
@@ -30,7 +35,8 @@ from headprune.data.shared import load_glue_sst2_train, load_offenseval, load_ss
 from headprune.data.texts import LabelledTexts
 
 __all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENSEVAL_DEV_ROWS", "OFFENSEVAL_DEV_SEED",
-           "POOL_DATASETS", "check_pool_dataset", "load_defender_pool"]
+           "POOL_DATASETS", "UNLABELLED_POOLS", "check_pool_dataset", "check_unlabelled_pool", "load_defender_pool",
+           "unlabelled_pool_texts"]
 
 GLUE_POOL_SEED = 0
 """The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` (fixed: one pool for all runs)."""
@@ -49,6 +55,39 @@ DATASET_DEFENDER_POOLS: dict[str, str] = {"sst2": "sst2-dev", "offenseval": "off
 
 POOL_DATASETS: dict[str, str] = {"sst2-dev": "sst2", "sst2-dev+glue-train": "sst2", "offenseval-dev": "offenseval"}
 """The task (:data:`headprune.data.DATASETS`) whose rows each pool holds."""
+
+
+UNLABELLED_POOLS: dict[str, str] = {"sst2": "sst2-dev+glue-train"}
+"""The pool whose sentences past the defender's labelled rows are a task's unlabelled in-domain text; the labelled
+rows of that task's defender must be a prefix of it (the default ``"sst2-dev"`` rows are)."""
+
+
+def check_unlabelled_pool(pool: str | None, dataset: str, victim: str) -> str:
+    """The unlabelled pool of ``dataset`` when the defender's labelled rows (``pool``; ``None``: the victim's
+    default) are a prefix of it; ValueError naming the victim or the pool otherwise."""
+    own = UNLABELLED_POOLS.get(dataset)
+    if own is None:
+        raise ValueError(f"unlabelled_rows: victim {victim} was trained on {dataset}, which has no unlabelled pool "
+                         f"(only {', '.join(UNLABELLED_POOLS)})")
+    labelled = DATASET_DEFENDER_POOLS[dataset] if pool is None else pool
+    if labelled not in (own, DATASET_DEFENDER_POOLS[dataset]):
+        raise ValueError(f"unlabelled_rows: the labelled rows of clean_pool {labelled!r} are not a prefix of the "
+                         f"unlabelled pool {own!r}")
+    return own
+
+
+def unlabelled_pool_texts(pool: str, labelled_rows: int, count: int, *,
+                          data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The ``count`` sentences of the defender pool ``pool`` (an unlabelled pool: :func:`check_unlabelled_pool`)
+    right after its first ``labelled_rows`` rows (the defender's labelled rows), without their labels.
+
+    :raises ValueError: the pool holds fewer than ``labelled_rows + count`` rows (the message gives its size).
+    """
+    rows = load_defender_pool(pool, data_dir=data_dir)
+    if labelled_rows < 0 or count < 1 or labelled_rows + count > len(rows):
+        raise ValueError(f"unlabelled_rows: {count} sentences after {labelled_rows} labelled rows do not fit the "
+                         f"{len(rows)} rows of pool {pool!r}")
+    return list(rows.sentences[labelled_rows:labelled_rows + count])
 
 
 def check_pool_dataset(pool: str | None, dataset: str, victim: str) -> None:

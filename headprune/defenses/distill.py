@@ -128,25 +128,30 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
 
     :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
         eval mode under ``teacher_mask``.
-    :param bench: supplies the defender's clean training rows (``bench.train_data``), tokenizer and lengths.
+    :param bench: supplies the defender's clean training rows (``bench.train_data``), its unlabelled in-domain
+        sentences (``bench.unlabelled_texts``, taught like augmentations), tokenizer and lengths.
     :param augmentation: how many augmented texts per row.
     :param alpha: weight of the true label on the defender's own rows (0: teacher only, 1: label only).
     :param seed: seeds the augmentations.
     :param teacher_mask: the teacher's ``[L, H]`` head mask (``None``: every head).
-    :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations (labels: the rows'
-        own, then the teacher's argmax; the loss reads only ``targets``) and ``[N + M, C]`` probabilities.
+    :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations and the ``U``
+        unlabelled sentences (labels: the rows' own, then the teacher's argmax; the loss reads only ``targets``)
+        and ``[N + M + U, C]`` probabilities.
     """
     alpha = check_alpha(alpha)
     rows = bench.train_data
     augmented = augment_sentences(rows.sentences, augmentation, np.random.default_rng(seed))
-    texts = list(rows.sentences) + augmented
+    unlabelled = list(bench.unlabelled_texts)
+    texts = list(rows.sentences) + augmented + unlabelled
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
     targets = torch.softmax(evaluator.logits(teacher_mask).float(), dim=-1)  # [N + M, C]
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
     labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
-    data = LabelledTexts(texts, labels, source=f"{rows.source} + {len(augmented)} augmentations")
+    source = f"{rows.source} + {len(augmented)} augmentations" + (
+        f" + {len(unlabelled)} unlabelled texts" if unlabelled else "")
+    data = LabelledTexts(texts, labels, source=source)
     return data, targets
 
 
@@ -250,5 +255,5 @@ class DistillDefense(Defense):
         return {"teacher": teacher_details,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
-                             "texts": len(data),
-                             "augmented": len(data) - len(bench.train_data)}}
+                             "texts": len(data), "unlabelled": len(bench.unlabelled_texts),
+                             "augmented": len(data) - len(bench.train_data) - len(bench.unlabelled_texts)}}

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,20 @@ def operation_units(operation: object) -> tuple[str, ...]:
                          f"by '+' (e.g. 'prune+mix'), got {operation!r}")
     return tuple(op for op in OPERATIONS if op in parts)
 
+def _check_unlabelled(config: HeadPruneConfig) -> None:
+    """Make ``unlabelled_data`` a tuple of non-blank str (or leave ``None``); ValueError naming the field and the
+    first bad entry's index otherwise (a bare str, which would be read as its characters, included)."""
+    texts = config.unlabelled_data
+    if texts is None:
+        return
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise ValueError(f"unlabelled_data must be a sequence of sentences (str), got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"unlabelled_data[{i}] must be a non-blank sentence (str), got {text!r}")
+    object.__setattr__(config, "unlabelled_data", tuple(texts))
+
+
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with its help text in ``metadata["help"]`` (shown by CLIs and docs)."""
     return field(metadata={"help": text}, **kwargs)
@@ -51,6 +65,9 @@ class HeadPruneConfig:
 
     clean_data: Any = _help("the defender's clean labelled rows (LabelledTexts) or a file path; "
                             "default: the victim's defender data (872 clean SST-2 dev rows)", default=None)
+    unlabelled_data: Any = _help("in-domain sentences the defender owns WITHOUT labels (a sequence of str); only the "
+                                 "distillation defenses (distill, purify) read them: the teacher labels them for the "
+                                 "student; default: none", default=None)
     val_size: int = _help("defender rows held out for validation accuracy (seeded split); "
                           "the rest feed statistics, proxies and fine-tuning", default=256)
     stats_size: int = _help("at most this many non-validation rows for head statistics and the proxy",
@@ -90,6 +107,7 @@ class HeadPruneConfig:
 
     def __post_init__(self) -> None:
         check_finite_fields(self)  # NaN/inf in any field, reward_weights and proxy_kwargs included
+        _check_unlabelled(self)
         for name in ("val_size", "stats_size", "eval_batch_size", "mix_levels"):
             _check_int(self, name, minimum=1)
         for name in ("budget", "max_steps"):

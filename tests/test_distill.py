@@ -91,6 +91,31 @@ def test_distillation_targets_mix_the_rows_labels_and_take_the_teacher_on_augmen
         distillation_targets(env.model, env, aug, 1.5, seed=3)
 
 
+def test_unlabelled_texts_follow_the_augmentations_with_the_teachers_targets(tiny_victim, small_env_config):
+    rows = tiny_victim.defender_clean_data().take(120)
+    unlabelled = ["a quiet , lovely film", "the plot goes nowhere", "stunning"]
+    plain = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
+    env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=unlabelled))
+    aug = Augmentation(drops=1, crops=0, concats=0)
+    without, _ = distillation_targets(plain.model, plain, aug, 0.5, seed=3)
+    data, targets = distillation_targets(env.model, env, aug, 0.5, seed=3)
+    assert data.sentences == without.sentences + tuple(unlabelled)  # same rows and augmentations, then the texts
+    teacher = torch.softmax(Evaluator(env.model, env.tokenizer, unlabelled, max_length=64).logits(), -1)
+    assert torch.allclose(targets[-3:], teacher, atol=1e-6)
+    assert list(data.labels[-3:]) == teacher.argmax(-1).tolist()
+    assert "3 unlabelled texts" in data.source
+
+
+@pytest.mark.parametrize(("value", "message"), [("one sentence", "sequence of sentences"), (["ok", "  "], r"\[1\]"),
+                                               ([b"bytes"], r"\[0\]"), (["ok", None], r"\[1\]")])
+def test_unlabelled_data_refuses_what_is_not_a_list_of_sentences(value, message):
+    from headprune.envs.config import HeadPruneConfig
+
+    with pytest.raises(ValueError, match=r"unlabelled_data.*" + message):
+        HeadPruneConfig(unlabelled_data=value)
+    assert HeadPruneConfig(unlabelled_data=["a", "b"]).unlabelled_data == ("a", "b")
+
+
 def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_not(tiny_victim, small_env_config):
     """The tiny victim (BadNets, LFR ~0.99): the student (every weight back to tiny's seeded initialisation,
     its "base") taught by the suspect on augmented clean rows keeps most of the accuracy and loses most of

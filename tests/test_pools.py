@@ -8,7 +8,9 @@ import pytest
 
 from headprune.cli.settings import add_setting_arguments, run_settings_from_args
 from headprune.compare import RunSettings
+from headprune.compare import plan_grid
 from headprune.data import DEFENDER_POOLS, load_defender_pool, load_glue_sst2_train, load_sst2
+from headprune.data.pools import check_unlabelled_pool, unlabelled_pool_texts
 from headprune.common.provenance import config_hash
 
 
@@ -44,4 +46,45 @@ def test_clean_pool_is_hashed_only_when_given() -> None:
     add_setting_arguments(parser)
     assert run_settings_from_args(parser.parse_args(["--clean-rows", "2256", "--clean-pool",
                                                      "sst2-dev+glue-train"])) == pooled
-    assert set(DEFENDER_POOLS) == {"sst2-dev", "sst2-dev+glue-train", "offenseval-dev"}
+    assert set(DEFENDER_POOLS) == {"sst2-dev", "sst2-dev+glue-train", "offenseval-dev", "offenseval-dev+train"}
+
+
+def test_unlabelled_texts_come_after_the_labelled_rows_and_grow_by_prefix() -> None:
+    pool = load_defender_pool("sst2-dev+glue-train")
+    small, large = unlabelled_pool_texts("sst2-dev+glue-train", 872, 50), unlabelled_pool_texts("sst2-dev+glue-train",
+                                                                                               872, 200)
+    assert large[:50] == small and small == list(pool.sentences[872:922])
+    assert not set(large) & set(pool.sentences[:872])  # never a labelled row (nor dev / test: the pool's rule)
+    assert unlabelled_pool_texts("sst2-dev+glue-train", 2256, 10) == list(pool.sentences[2256:2266])
+    with pytest.raises(ValueError, match=r"do not fit the \d+ rows"):
+        unlabelled_pool_texts("sst2-dev+glue-train", 872, len(pool))
+
+
+def test_unlabelled_rows_is_hashed_only_when_given_and_refused_where_no_pool_holds_the_labelled_rows() -> None:
+    default, extra = RunSettings.from_values(), RunSettings.from_values(unlabelled_rows=2000)
+    assert "unlabelled_rows" not in default.defense_config("purify")
+    assert extra.defense_config("purify")["unlabelled_rows"] == 2000
+    parser = argparse.ArgumentParser()
+    add_setting_arguments(parser)
+    assert run_settings_from_args(parser.parse_args(["--unlabelled-rows", "2000"])) == extra
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match="unlabelled_rows must be an integer >= 1"):
+            RunSettings.from_values(unlabelled_rows=bad)
+    assert check_unlabelled_pool(None, "sst2", "v") == "sst2-dev+glue-train"
+    assert check_unlabelled_pool(None, "offenseval", "v") == "offenseval-dev+train"
+    assert plan_grid(["minilm-offenseval-syntactic"], ["purify"], [0], extra)[0].config["unlabelled_rows"] == 2000
+    with pytest.raises(ValueError, match="trained on imdb, which has no unlabelled pool"):
+        check_unlabelled_pool(None, "imdb", "v")
+    with pytest.raises(ValueError, match="'offenseval-dev' are not a prefix of the unlabelled pool 'sst2-dev"):
+        check_unlabelled_pool("offenseval-dev", "sst2", "v")
+
+
+def test_offensevals_unlabelled_tweets_follow_its_defender_rows_and_are_never_dev_or_test() -> None:
+    from headprune.data import load_offenseval
+
+    pool, dev_rows = load_defender_pool("offenseval-dev+train"), load_defender_pool("offenseval-dev")
+    assert list(pool.take(len(dev_rows))) == list(dev_rows)
+    texts = unlabelled_pool_texts("offenseval-dev+train", len(dev_rows), 5000)
+    held = load_offenseval("dev").sentences + load_offenseval("test").sentences
+    assert not {" ".join(t.lower().split()) for t in texts} & {" ".join(t.lower().split()) for t in held}
+    assert len(set(texts)) == len(texts)

@@ -14,11 +14,13 @@ rows (``RunSettings.clean_rows``), so every budget's rows contain the smaller bu
   defender holds about 60k such rows; a budget of 2,256 or 8,256 rows leaves 2,000 or 8,000 fine-tune rows
   after the 256 validation rows (the env draws its validation rows at random from the whole budget, so at
   large budgets most of them are GLUE phrases).
+* ``"offenseval-dev+train"``: ``"offenseval-dev"``'s 872 rows, then the clean OffensEval train tweets in a fixed
+  permutation, without repeats and without any tweet of the dev or test split: OffensEval's unlabelled pool.
 
 Unlabelled in-domain text (:func:`unlabelled_pool_texts`, ``RunSettings.unlabelled_rows``): the ``U`` sentences of
 ``"sst2-dev+glue-train"`` right after the defender's labelled rows, their labels dropped: disjoint from the labelled
-rows, from dev and from test, and the larger counts contain the smaller. Only SST-2 has such a pool
-(:data:`UNLABELLED_POOLS`).
+rows, from dev and from test, and the larger counts contain the smaller; OffensEval's is
+``"offenseval-dev+train"`` (:data:`UNLABELLED_POOLS`).
 
 The GLUE rows are phrases of the SST training sentences; the victims were fine-tuned on (poisoned) SST-2 train,
 so the pool shares sentences with the victim's clean training rows, never with its test rows. No pool reads
@@ -39,7 +41,8 @@ __all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENS
            "unlabelled_pool_texts"]
 
 GLUE_POOL_SEED = 0
-"""The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` (fixed: one pool for all runs)."""
+"""The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` and of the train tweets in
+``"offenseval-dev+train"`` (fixed: one pool for all runs)."""
 
 OFFENSEVAL_DEV_SEED = 0
 """The seed of the draw of ``"offenseval-dev"``'s rows (fixed: one defender pool for every victim and run seed)."""
@@ -47,17 +50,18 @@ OFFENSEVAL_DEV_SEED = 0
 OFFENSEVAL_DEV_ROWS = 872
 """Rows of ``"offenseval-dev"``: as many as SST-2's dev set, the default defender pool of SST-2 victims."""
 
-DEFENDER_POOLS: tuple[str, ...] = ("sst2-dev", "sst2-dev+glue-train", "offenseval-dev")
+DEFENDER_POOLS: tuple[str, ...] = ("sst2-dev", "sst2-dev+glue-train", "offenseval-dev", "offenseval-dev+train")
 """The pool names :func:`load_defender_pool` accepts."""
 
 DATASET_DEFENDER_POOLS: dict[str, str] = {"sst2": "sst2-dev", "offenseval": "offenseval-dev"}
 """The default defender pool of a victim trained on each dataset (``Victim.defender_clean_data``)."""
 
-POOL_DATASETS: dict[str, str] = {"sst2-dev": "sst2", "sst2-dev+glue-train": "sst2", "offenseval-dev": "offenseval"}
+POOL_DATASETS: dict[str, str] = {"sst2-dev": "sst2", "sst2-dev+glue-train": "sst2", "offenseval-dev": "offenseval",
+                                 "offenseval-dev+train": "offenseval"}
 """The task (:data:`headprune.data.DATASETS`) whose rows each pool holds."""
 
 
-UNLABELLED_POOLS: dict[str, str] = {"sst2": "sst2-dev+glue-train"}
+UNLABELLED_POOLS: dict[str, str] = {"sst2": "sst2-dev+glue-train", "offenseval": "offenseval-dev+train"}
 """The pool whose sentences past the defender's labelled rows are a task's unlabelled in-domain text; the labelled
 rows of that task's defender must be a prefix of it (the default ``"sst2-dev"`` rows are)."""
 
@@ -121,13 +125,24 @@ def load_defender_pool(name: str, *, data_dir: str | os.PathLike[str] | None = N
         chosen = every.subset(rows)
         return LabelledTexts(chosen.sentences, chosen.labels, f"defender pool {name} ({every.source}, "
                              f"{OFFENSEVAL_DEV_ROWS} rows, seed {OFFENSEVAL_DEV_SEED})", lines=chosen.lines)
+    if name == "offenseval-dev+train":
+        dev = load_defender_pool("offenseval-dev", data_dir=data_dir)
+        return _extended(name, dev, load_offenseval("train", "clean", data_dir=data_dir),
+                         load_offenseval("dev", "clean", data_dir=data_dir).sentences
+                         + load_offenseval("test", "clean", data_dir=data_dir).sentences)
     dev = load_sst2("dev", "clean", data_dir=data_dir)
     if name == "sst2-dev":
         return dev
     test = load_sst2("test", "clean", data_dir=data_dir)
-    held = {_normalised(s) for s in dev.sentences + test.sentences}
-    glue = load_glue_sst2_train(data_dir=data_dir).deduplicated()
-    order = np.random.default_rng(GLUE_POOL_SEED).permutation(len(glue))
-    keep = [int(i) for i in order if _normalised(glue.sentences[int(i)]) not in held]
-    pool = dev.concat(glue.subset(keep))
+    return _extended(name, dev, load_glue_sst2_train(data_dir=data_dir), dev.sentences + test.sentences)
+
+
+def _extended(name: str, first: LabelledTexts, more: LabelledTexts, held: tuple[str, ...]) -> LabelledTexts:
+    """``first``, then the rows of ``more`` (deduplicated) in a fixed permutation (seed :data:`GLUE_POOL_SEED`)
+    without any row whose sentence is one of ``held`` (the task's dev and test sentences)."""
+    held_set = {_normalised(s) for s in held}
+    more = more.deduplicated()
+    order = np.random.default_rng(GLUE_POOL_SEED).permutation(len(more))
+    keep = [int(i) for i in order if _normalised(more.sentences[int(i)]) not in held_set]
+    pool = first.concat(more.subset(keep))
     return LabelledTexts(pool.sentences, pool.labels, f"defender pool {name}", lines=pool.lines)

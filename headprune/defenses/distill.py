@@ -26,6 +26,11 @@ weight edit and its clean fine-tune); its cleaned model, under its mask, is then
 cleaner teacher is what a natural trigger needs: its association travels through the teacher's soft labels on
 ordinary text (RESULTS.md, "Purification").
 
+A defender who also owns in-domain sentences WITHOUT labels (``HeadPruneConfig.unlabelled_data``, the
+runner's ``unlabelled_rows``) gives them to the student too: the teacher labels them like the augmentations.
+They are ordinary text of the task, more varied than recombinations of a few hundred rows, so they carry more
+of the teacher's clean behaviour per token (RESULTS.md, "Unlabelled in-domain text").
+
 On the defender's own rows the target is ``alpha * one_hot(label) + (1 - alpha) * teacher``; on the
 augmentations it is the teacher's prediction. The defense's learning rate is 5e-5 (the student relearns the
 task from the base, as a victim's fine-tune does), the protocol's epochs and seed apply; the teacher runs

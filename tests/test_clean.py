@@ -260,3 +260,27 @@ def test_a_saved_minilm_checkpoint_gets_the_recommended_defense(tmp_path):
     tiny_tokenizer.save_pretrained(tmp_path / "tiny")
     defense, base, choice = choose_defense(load_suspect(str(tmp_path / "tiny")), CleanSettings())
     assert defense == FALLBACK_DEFENSE[0] and base is None and "--base" in choice["reason"]
+
+
+def test_unlabelled_sentences_reach_a_distilling_defense_and_are_refused_by_one_that_ignores_them(plain, tmp_path,
+                                                                                                    capsys):
+    """``--unlabelled-data`` (one sentence per line): distill with a given base teaches them (the report and the
+    run config count them); the default defense (finemix) reads none, so it is an error before any work, as is
+    a blank line inside the file (named by its line)."""
+    base = tmp_path / "base"
+    _plain_checkpoint(base, 2)
+    texts = tmp_path / "unlabelled.txt"
+    texts.write_text("".join(f"{s}\n" for s in _sst2_sentences(200)[120:200]))
+    report = _clean(plain, tmp_path / "out", 2, "--base", str(base), "--defense", "distill",
+                    "--unlabelled-data", str(texts))
+    assert report["settings"]["unlabelled_rows"] == 80 and report["defend_config"]["unlabelled_rows"] == 80
+    assert "with 80 unlabelled sentences" in (tmp_path / "out" / "report.md").read_text()
+    argv = ["clean", str(plain["model2"]), "--clean-data", str(plain["clean2"]), "--out", str(tmp_path / "x"),
+            "--quiet", "--base", str(base), "--unlabelled-data", str(texts)]
+    assert main(argv) == 2
+    assert "--unlabelled-data: defense 'finemix' does not read unlabelled text; only distill, purify" in \
+        capsys.readouterr().err
+    texts.write_text("a fine film\n\nthe plot drags\n")
+    assert main([*argv, "--defense", "purify"]) == 2
+    assert "unlabelled.txt, line 2: blank line before the end" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

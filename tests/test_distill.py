@@ -116,6 +116,14 @@ def test_unlabelled_data_refuses_what_is_not_a_list_of_sentences(value, message)
     assert HeadPruneConfig(unlabelled_data=["a", "b"]).unlabelled_data == ("a", "b")
 
 
+def test_defend_refuses_unlabelled_text_to_a_defense_that_would_ignore_it(tiny_victim, small_env_config):
+    config = small_env_config(0, unlabelled_data=["a fine film"])
+    for name in ("finemix", "ft", "gradient"):
+        with pytest.raises(ValueError, match=f"unlabelled_data: defense '{name}' does not read unlabelled text; "
+                                             "only distill, purify do"):
+            defend(tiny_victim, name, config)
+
+
 def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_not(tiny_victim, small_env_config):
     """The tiny victim (BadNets, LFR ~0.99): the student (every weight back to tiny's seeded initialisation,
     its "base") taught by the suspect on augmented clean rows keeps most of the accuracy and loses most of

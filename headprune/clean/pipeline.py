@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import torch
 
 from headprune.data import LabelledTexts
 from headprune.data.checks import check_enough_rows, check_labels
-from headprune.defenses.base import DefenseFineTune
+from headprune.defenses.base import DefenseFineTune, check_reads_unlabelled
 from headprune.defenses.defend import DefenseResult, defend
 from headprune.envs.config import HeadPruneConfig
 from headprune.engine.metrics import EvalReport, evaluate_defense
@@ -187,12 +188,14 @@ def split_report_rows(clean: LabelledTexts, settings: CleanSettings) -> tuple[La
 
 
 def _env_config(defense_rows: LabelledTexts, settings: CleanSettings, cache: str | None,
-                progress: bool, base: torch.nn.Module | None = None) -> HeadPruneConfig:
+                progress: bool, base: torch.nn.Module | None = None,
+                unlabelled_data: Sequence[str] | None = None) -> HeadPruneConfig:
     """The env config of ``defend``: validation rows at most ``val_size`` and a third of the defense rows;
     ``base``, the reference :func:`choose_defense` already loaded (so the workbench does not load it again), else
     the workbench's own resolution (``"auto"``)."""
     val_size = max(1, min(settings.val_size, len(defense_rows) // 3))
-    return HeadPruneConfig(clean_data=defense_rows, val_size=val_size, stats_size=settings.stats_size,
+    return HeadPruneConfig(clean_data=defense_rows, unlabelled_data=unlabelled_data, val_size=val_size,
+                           stats_size=settings.stats_size,
                            max_accuracy_drop=settings.max_accuracy_drop, seed=settings.seed, cache=cache,
                            progress=progress, base="auto" if base is None else base)
 
@@ -304,6 +307,7 @@ def clean_model(
     *,
     eval_poison: LabelledTexts | None = None,
     target_label: int | None = None,
+    unlabelled_data: Sequence[str] | None = None,
     cache: str | None = None,
     progress: bool = True,
 ) -> CleanResult:
@@ -314,6 +318,8 @@ def clean_model(
     :param settings: :class:`CleanSettings` (default: what ``headprune clean`` runs).
     :param eval_poison: poisoned evaluation rows with their TRUE labels; used only after the defense is fixed.
     :param target_label: the attacker's target for LFR (default: the victim's; a suspect's: every class).
+    :param unlabelled_data: in-domain sentences without labels, for a defense that reads them (distill, purify;
+        :func:`~headprune.defenses.check_reads_unlabelled`); never evaluated on.
     :param cache: cache root (victims, head statistics).
     :param progress: progress bars.
     :raises ValueError: labels that are not classes of the model, too few clean rows, a bad target.
@@ -327,9 +333,11 @@ def clean_model(
     targets = _targets(suspect, target_label)
     defense_rows, report_rows = split_report_rows(clean, settings)
     defense, base, choice = choose_defense(suspect, settings)
+    if unlabelled_data:
+        check_reads_unlabelled(defense, "--unlabelled-data")  # e.g. the fallback chosen where no base resolves
     load_s = time.perf_counter() - t0
     one_target = poison if poison is not None and len(targets) == 1 else None
-    result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress, base),
+    result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress, base, unlabelled_data),
                     DefenseFineTune(epochs=settings.finetune_epochs), base=base, eval_clean=report_rows,
                     eval_poison=one_target, target_label=targets[0], curve_points=settings.curve_points)
     t1 = time.perf_counter()  # ---- evaluation of the unpruned model, after the defense is fixed
@@ -347,7 +355,9 @@ def clean_model(
                        lfr_per_label=per_label, target_label=targets[0] if len(targets) == 1 else None,
                        report_rows=len(report_rows), defense_rows=len(defense_rows),
                        timings={k: round(v, 3) for k, v in timings.items()}, floor=_card_floor(suspect),
-                       settings={**settings.__dict__, "targets": targets}, choice=choice)
+                       settings={**settings.__dict__, "targets": targets,
+                                 **({"unlabelled_rows": len(unlabelled_data)} if unlabelled_data else {})},
+                       choice=choice)
 
 
 def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch.nn.Module | None, dict[str, Any]]:

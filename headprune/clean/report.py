@@ -75,7 +75,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines += [f"Weights edited before fine-tuning: `{json.dumps(report['edit'])[:400]}`", ""]
     lines += [f"Heads pruned: **{report['heads_pruned']}** of {report['heads_total']} {report['pruned_heads']}", "",
               f"Clean accuracy on {report['report_rows']} held-out defender rows the defense never saw "
-              f"({report['interval']} interval); {report['defense_rows']} rows went to the defense.", "",
+              f"({report['interval']} interval); {report['defense_rows']} rows went to the defense"
+              + (f", with {report['settings']['unlabelled_rows']} unlabelled sentences"
+                 if report["settings"].get("unlabelled_rows") else "") + ".", "",
               "| stage | ACC [95% CI] | LFR [95% CI] |", "|---|---|---|"]
     for stage, m in report["stages"].items():
         lines.append(f"| {stage} | {_fmt(m['acc'])}{_ci(m, 'acc')} | {_fmt(m['lfr'])}{_ci(m, 'lfr')} |")

@@ -360,6 +360,15 @@ def _victim_config(spec: str) -> VictimConfig:
                      f"with {CARD_FILE}")
 
 
+def _require_unlabelled_reader(defense: str, kind: str) -> None:
+    """ValueError naming ``unlabelled_rows`` unless the grid's ``defense`` reads unlabelled text (no policy does)."""
+    from headprune.defenses import check_reads_unlabelled
+
+    if kind != "registry":
+        raise ValueError(f"unlabelled_rows: defense {defense!r} (a policy) does not read unlabelled text")
+    check_reads_unlabelled(defense, "unlabelled_rows")
+
+
 def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[int], settings: RunSettings, *,
               reference: bool = False, cache: str | os.PathLike[str] | None = None) -> list[RunSpec]:
     """Every cell of the grid, victim-major (then the reference row, then defenses in order, then seeds).
@@ -380,6 +389,8 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
         kind, _ = parse_defense(defense)
         if kind == "policy":
             _require_agents(defense)
+        if settings.unlabelled_rows is not None:
+            _require_unlabelled_reader(defense, kind)
     unknown = set(settings.options) - set(defenses)
     if unknown:
         raise ValueError(f"options given for defenses not in the grid: {sorted(unknown)}")

@@ -31,7 +31,8 @@ SST-2 files of the backdoor literature are read by :func:`load_sst2`, HiddenKill
 train set by :func:`load_glue_sst2_train`. Online users may instead fetch GLUE SST-2 from the
 
 Modules: :mod:`~headprune.data.texts` (the :class:`LabelledTexts` type, errors and warnings),
-:mod:`~headprune.data.readers` (:func:`read_labelled_text`, :func:`as_labelled_texts`) and
+:mod:`~headprune.data.readers` (:func:`read_labelled_text`, :func:`as_labelled_texts`, :func:`read_sentences`
+for unlabelled text) and
 :mod:`~headprune.data.shared` (the shared data folder and its SST-2 / GLUE files) and
 :mod:`~headprune.data.pools` (named defender pools for the clean-data budget); every name is
 importable from :mod:`headprune.data`.
@@ -47,7 +48,13 @@ from headprune.data.pools import (
     OFFENSEVAL_DEV_SEED,
     load_defender_pool,
 )
-from headprune.data.readers import LABEL_COLUMN_NAMES, TEXT_COLUMN_NAMES, as_labelled_texts, read_labelled_text
+from headprune.data.readers import (
+    LABEL_COLUMN_NAMES,
+    TEXT_COLUMN_NAMES,
+    as_labelled_texts,
+    read_labelled_text,
+    read_sentences,
+)
 from headprune.data.shared import (
     DATASETS,
     DATA_DIR_ENV,
@@ -90,5 +97,6 @@ __all__ = [
     "load_offenseval",
     "load_sst2",
     "read_labelled_text",
+    "read_sentences",
     "shared_data_dir",
 ]

@@ -16,7 +16,7 @@ from typing import Literal, overload
 
 from headprune.data.texts import DataFormatError, Duplicates, DuplicateRowsWarning, LabelledTexts, SkippedRowsWarning
 
-__all__ = ["LABEL_COLUMN_NAMES", "TEXT_COLUMN_NAMES", "as_labelled_texts", "read_labelled_text"]
+__all__ = ["LABEL_COLUMN_NAMES", "TEXT_COLUMN_NAMES", "as_labelled_texts", "read_labelled_text", "read_sentences"]
 
 TEXT_COLUMN_NAMES: tuple[str, ...] = ("sentence", "sentences", "text")
 #: Header names (compared case-insensitively) accepted for the label column.
@@ -150,6 +150,29 @@ def _handle_duplicates(texts: LabelledTexts, duplicates: Duplicates) -> Labelled
         stacklevel=3,
     )
     return texts
+
+
+def read_sentences(path: str | os.PathLike[str]) -> list[str]:
+    """The sentences of a plain UTF-8 text file, one per line (unlabelled text: no header, no columns; a
+    tab is part of the sentence). Blank lines after the last sentence are fine; earlier ones are errors.
+
+    Raises:
+        FileNotFoundError: the path is not a file (the message names it).
+        DataFormatError: the message names the file and the 1-based line: not UTF-8, a blank line before the
+            end, or no sentence at all (line 1).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"text file not found (or not a file): {p}", str(p))
+    lines = _split_lines(_decode(p.read_bytes(), p))
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataFormatError(p, 1, "no sentence: give one sentence per line")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise DataFormatError(p, number, "blank line before the end: give one sentence per line")
+    return [line.strip() for line in lines]
 
 
 @overload

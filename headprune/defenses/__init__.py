@@ -19,6 +19,7 @@ from headprune.defenses.base import (
     DefenseOutcome,
     PruneOutcome,
     Stage,
+    check_reads_unlabelled,
     defense_names,
     get_defense,
     validation_rows,
@@ -67,7 +68,8 @@ __all__ = [
     "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",
     "MCDropoutPolicy", "MCDropoutPruning", "MaxEntropyFineTuneDefense", "NoDefense", "PolicyDefense",
     "PruneOutcome", "PureAttentionRegulariser", "PureDefense", "RandomPolicy", "RandomPruning", "ScriptedPolicy",
-    "ScriptedPolicyDefense", "SparsificationPolicy", "SparsificationPruning", "defend", "defense_names",
+    "ScriptedPolicyDefense", "SparsificationPolicy", "SparsificationPruning", "check_reads_unlabelled", "defend",
+    "defense_names",
     "distillation_targets", "get_defense", "layer_rates", "max_entropy_loss", "pure_norm_coefficients", "pure_prune", "resolve_defense",
     "run_policy_episode", "validation_rows",
 ]

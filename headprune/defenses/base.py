@@ -40,7 +40,7 @@ from headprune.engine.reference import resolve_base
 from headprune.common.registry import Registry
 
 __all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "Stage",
-           "as_outcome", "base_label", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
+           "as_outcome", "base_label", "check_reads_unlabelled", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
 """Every defense class by name, in registration order (registration sets each class's ``name``)."""
@@ -160,6 +160,9 @@ class Defense:
     holds_floor: ClassVar[bool] = True
     """Whether the "pruned" validation accuracy is at or above the workbench's floor (False for a fixed weight edit
     that no floor limits, e.g. ``reset-attention``; its fine-tune recovers accuracy)."""
+    reads_unlabelled: ClassVar[bool] = False
+    """Whether the defense reads the defender's unlabelled in-domain sentences (``Workbench.unlabelled_texts``):
+    ``defend`` refuses them for a defense that would ignore them."""
     needs_base: ClassVar[bool] = False
     """Whether the defense reads the public pre-trained reference (:meth:`reference`): ``clean`` resolves it
     before any work and stops with one line naming ``--base`` when none is found."""
@@ -240,3 +243,14 @@ def get_defense(name: str) -> type[Defense]:
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {name!r}; valid defenses: {', '.join(DEFENSES)}")
     return DEFENSES.get(name)
+
+
+def check_reads_unlabelled(defense: str | Defense, what: str) -> None:
+    """ValueError naming ``what`` (a flag or field) unless ``defense`` (a registered name or a Defense) reads the
+    defender's unlabelled text (:attr:`Defense.reads_unlabelled`): given to another defense it would be ignored.
+    The message lists the defenses that read it. A name that is no defense raises :func:`get_defense`'s error."""
+    cls = type(defense) if isinstance(defense, Defense) else get_defense(defense)
+    if cls.reads_unlabelled:
+        return
+    readers = [name for name in DEFENSES if get_defense(name).reads_unlabelled]
+    raise ValueError(f"{what}: defense {cls.name!r} does not read unlabelled text; only {', '.join(readers)} do")

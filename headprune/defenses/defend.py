@@ -46,6 +46,7 @@ from headprune.defenses.base import (
     Stage,
     as_outcome,
     base_label,
+    check_reads_unlabelled,
     get_defense,
     validation_rows,
 )
@@ -193,6 +194,8 @@ def _run_config(victim: Victim, defense: Defense, bench: Workbench, finetune: De
         "val_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
         "clean_rows": len(bench.train_data) + len(validation_rows(bench)),
     }
+    if bench.unlabelled_texts:  # only then, so the configs (and hashes) of runs without them stay
+        config["unlabelled_rows"] = len(bench.unlabelled_texts)
     extra = defense.config()
     if extra is not None:
         config["policy"] = extra
@@ -344,6 +347,8 @@ def defend(
     finetune = finetune or DefenseFineTune()
     proxy = EPISODE_PROXY if defense.runs_episode() else NO_PROXY
     cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, **defense.env_options()})
+    if cfg.unlabelled_data:
+        check_reads_unlabelled(defense, "unlabelled_data")
     t0 = time.perf_counter()
     victim = resolve_victim(victim, cache=cfg.cache, progress=cfg.progress)
     num_labels = int(victim.model.config.num_labels)  # evaluation data and target checked before any work

@@ -179,6 +179,7 @@ class DistillDefense(Defense):
 
     name = "distill"
     needs_base = True
+    reads_unlabelled = True
     description = "distil the suspect into the public pre-trained model on augmented clean rows"
     options_class = DistillOptions
     option_values: DistillOptions

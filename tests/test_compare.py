@@ -322,3 +322,6 @@ def test_configuration_and_fine_tune_rows_of_a_record():
     assert fine_tune_rows(default) == 616 and fine_tune_rows(budget) == 8000
     assert configuration(default) == "finemix"
     assert configuration(budget) != configuration(default) and "epur_tokens" in configuration(budget)
+    texts = {"defense": "purify", "config": {"clean_rows": None, "val_size": 256, "options": {},
+                                             "unlabelled_rows": 2000}}
+    assert configuration(texts) == "purify + 2000 unlabelled" and fine_tune_rows(texts) == 616

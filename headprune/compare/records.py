@@ -201,11 +201,14 @@ SUMMARY_DIGITS: dict[str, int] = {"heads_pruned": 1, "wall_s": 0}
 
 def configuration(record: dict[str, Any]) -> str:
     """The display name of a run's defense configuration: :func:`defense_label`, followed by the run's
-    defense options as JSON when it has any (``drift {"operation": "reset"}``), so runs of one defense
-    under different options are told apart."""
-    options = (record.get("config") or {}).get("options") or {}
+    defense options as JSON when it has any (``drift {"operation": "reset"}``) and by the defender's
+    unlabelled sentences when it had some (``purify + 2000 unlabelled``), so runs of one defense under
+    different options or data are told apart."""
+    config = record.get("config") or {}
+    options = config.get("options") or {}
     label = defense_label(str(record["defense"]))
-    return label + (" " + json.dumps(options, sort_keys=True) if options else "")
+    label += " " + json.dumps(options, sort_keys=True) if options else ""
+    return label + (f" + {config['unlabelled_rows']} unlabelled" if config.get("unlabelled_rows") else "")
 
 
 def summary_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

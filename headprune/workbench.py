@@ -51,7 +51,7 @@ class Workbench:
     * ``victim``, ``model`` (on ``device``; a copy when moved), ``tokenizer``, ``max_length``;
     * ``val_data`` (held-out validation rows: accuracy and the floor, nothing else), ``train_data`` (the other
       rows: fine-tuning) and ``stats_data`` (the first ``stats_size`` rows of ``train_data``: statistics and
-      the proxy), a split seeded by ``config.seed`` (``base_seed``); ``unlabelled_texts``: the defender's
+      the proxy), a split seeded by ``config.seed`` (``base_seed``); ``unlabelled_data``: the defender's
       in-domain sentences without labels (``config.unlabelled_data``; empty by default), read only by the
       distillation defenses;
     * ``base_model``: the public pre-trained reference, or ``None`` when none is known;
@@ -97,7 +97,7 @@ class Workbench:
     def _split_data(self, cfg: HeadPruneConfig) -> None:
         """A seeded split of the defender's clean rows: ``val_data`` (accuracy; used nowhere else),
         ``train_data`` (the rest: fine-tuning) and ``stats_data`` (its first ``stats_size`` rows:
-        statistics and the proxy); ``unlabelled_texts`` beside them."""
+        statistics and the proxy); ``unlabelled_data`` beside them."""
         clean = self.victim.defender_clean_data() if cfg.clean_data is None else as_labelled_texts(
             cfg.clean_data, "clean_data")
         clean = check_labels(clean, self.victim.model.config.num_labels, "clean_data")  # no rescan of checked rows
@@ -109,7 +109,7 @@ class Workbench:
         self.val_data: LabelledTexts = clean.subset(np.sort(perm[:cfg.val_size]))
         self.train_data: LabelledTexts = clean.subset(np.sort(rest))
         self.stats_data: LabelledTexts = clean.subset(np.sort(rest[:cfg.stats_size]))
-        self.unlabelled_texts: tuple[str, ...] = tuple(cfg.unlabelled_data or ())
+        self.unlabelled_data: tuple[str, ...] = tuple(cfg.unlabelled_data or ())
 
     @functools.cached_property
     def head_stats(self) -> HeadStats:

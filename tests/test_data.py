@@ -364,3 +364,25 @@ def test_a_datasets_name_is_read_through_its_text_and_label_columns(monkeypatch:
     fake.load_dataset = offline  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="needs internet access"):
         load_hub_dataset("datasets:imdb")
+
+
+def test_read_sentences_reads_one_sentence_per_line_and_names_the_bad_line(tmp_path: Path) -> None:
+    from headprune.data import DataFormatError, read_sentences
+
+    ok = tmp_path / "texts.txt"
+    ok.write_bytes("\ufeffa fine film\r\n  the plot\tdrags \r\nstunning\n\n\n".encode())
+    assert read_sentences(ok) == ["a fine film", "the plot\tdrags", "stunning"]  # BOM, CRLF, tab kept, end blanks
+    blank = tmp_path / "blank.txt"
+    blank.write_text("a fine film\n   \nstunning\n")
+    with pytest.raises(DataFormatError, match=r"blank.txt, line 2: blank line before the end"):
+        read_sentences(blank)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(DataFormatError, match=r"empty.txt, line 1: no sentence"):
+        read_sentences(empty)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"ok\ncaf\xe9\n")
+    with pytest.raises(DataFormatError, match=r"latin.txt, line 2: not valid UTF-8"):
+        read_sentences(latin)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_sentences(tmp_path / "missing.txt")

@@ -161,7 +161,7 @@ class Defense:
     """Whether the "pruned" validation accuracy is at or above the workbench's floor (False for a fixed weight edit
     that no floor limits, e.g. ``reset-attention``; its fine-tune recovers accuracy)."""
     reads_unlabelled: ClassVar[bool] = False
-    """Whether the defense reads the defender's unlabelled in-domain sentences (``Workbench.unlabelled_texts``):
+    """Whether the defense reads the defender's unlabelled in-domain sentences (``Workbench.unlabelled_data``):
     ``defend`` refuses them for a defense that would ignore them."""
     needs_base: ClassVar[bool] = False
     """Whether the defense reads the public pre-trained reference (:meth:`reference`): ``clean`` resolves it

@@ -194,8 +194,8 @@ def _run_config(victim: Victim, defense: Defense, bench: Workbench, finetune: De
         "val_size": cfg.val_size, "stats_size": cfg.stats_size, "options": dict(defense.options),
         "clean_rows": len(bench.train_data) + len(validation_rows(bench)),
     }
-    if bench.unlabelled_texts:  # only then, so the configs (and hashes) of runs without them stay
-        config["unlabelled_rows"] = len(bench.unlabelled_texts)
+    if bench.unlabelled_data:  # only then, so the configs (and hashes) of runs without them stay
+        config["unlabelled_rows"] = len(bench.unlabelled_data)
     extra = defense.config()
     if extra is not None:
         config["policy"] = extra

@@ -134,7 +134,7 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
         eval mode under ``teacher_mask``.
     :param bench: supplies the defender's clean training rows (``bench.train_data``), its unlabelled in-domain
-        sentences (``bench.unlabelled_texts``, taught like augmentations), tokenizer and lengths.
+        sentences (``bench.unlabelled_data``, taught like augmentations), tokenizer and lengths.
     :param augmentation: how many augmented texts per row.
     :param alpha: weight of the true label on the defender's own rows (0: teacher only, 1: label only).
     :param seed: seeds the augmentations.
@@ -146,7 +146,7 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     alpha = check_alpha(alpha)
     rows = bench.train_data
     augmented = augment_sentences(rows.sentences, augmentation, np.random.default_rng(seed))
-    unlabelled = list(bench.unlabelled_texts)
+    unlabelled = list(bench.unlabelled_data)
     texts = list(rows.sentences) + augmented + unlabelled
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
@@ -261,5 +261,5 @@ class DistillDefense(Defense):
         return {"teacher": teacher_details,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
-                             "texts": len(data), "unlabelled": len(bench.unlabelled_texts),
-                             "augmented": len(data) - len(bench.train_data) - len(bench.unlabelled_texts)}}
+                             "texts": len(data), "unlabelled": len(bench.unlabelled_data),
+                             "augmented": len(data) - len(bench.train_data) - len(bench.unlabelled_data)}}

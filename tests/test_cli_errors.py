@@ -227,3 +227,21 @@ def test_a_results_file_cannot_point_grid_shape_outside_the_cache(tmp_path):
     with pytest.raises(ValueError, match="no path separators"):
         grid_shape({"victim": "../../../etc"}, cache=tmp_path)
     assert grid_shape({"victim": "tiny-badnets-p0.2-s0-x"}, cache=tmp_path) is None
+
+
+def test_defend_takes_unlabelled_sentences_for_a_distilling_defense_only(victim_cache, clean_file, tmp_path, capsys):
+    texts = tmp_path / "unlabelled.txt"
+    texts.write_text("a quiet , lovely film\nthe plot goes nowhere\n")
+    args = _defend_args(victim_cache, clean_file, tmp_path / "o", "--unlabelled-data", str(texts))
+    assert main(args) == 2
+    assert "--unlabelled-data: defense 'none' does not read unlabelled text; only distill, purify do" in \
+        _error_line(capsys)
+    assert not (tmp_path / "o").exists()
+    args[args.index("none")] = "distill"
+    assert main([*args, "--option", "drops=0", "--option", "crops=0", "--option", "concats=0"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["unlabelled_rows"] == 2
+    texts.write_text("")
+    args[args.index(str(tmp_path / "o"))] = str(tmp_path / "p")
+    assert main(args) == 2
+    assert "unlabelled.txt, line 1: no sentence" in _error_line(capsys) and not (tmp_path / "p").exists()

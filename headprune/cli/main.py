@@ -119,6 +119,12 @@ def _defend(args: argparse.Namespace) -> int:
     env_config, finetune, evaluation = _defend_configs(args)
     options = parse_assignments(args.option, "--option")
     defense.options_class.from_mapping(options)  # unknown options or bad values, naming the valid ones
+    if args.unlabelled_data is not None:
+        from headprune.data import read_sentences
+        from headprune.defenses import check_reads_unlabelled
+
+        check_reads_unlabelled(args.defense, "--unlabelled-data")
+        env_config = env_config.replace(unlabelled_data=read_sentences(args.unlabelled_data))
 
     from headprune.defenses import defend
     from headprune.defenses.report import write_report
@@ -153,7 +159,7 @@ def _check_files(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison),
-                       ("--eval-clean", args.eval_clean)):
+                       ("--eval-clean", args.eval_clean), ("--unlabelled-data", getattr(args, "unlabelled_data", None))):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
 
@@ -319,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a victim preset name or folder (--victim: an alias)")
     dfd.add_argument("--clean-data", required=True, help="the defender's clean labelled file (TSV/CSV/JSONL)")
     dfd.add_argument("--defense", required=True, help=f"one of: {', '.join(DEFENSES)}")
+    dfd.add_argument("--unlabelled-data", default=None, metavar="FILE",
+                     help="in-domain sentences without labels, one per line (UTF-8): for distill and purify, whose "
+                          "teacher labels them for the student; other defenses refuse them")
     _add_defend_options(dfd)
     dfd.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="defense option (JSON value), repeatable; --help-options lists each defense's")

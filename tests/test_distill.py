@@ -106,6 +106,27 @@ def test_unlabelled_texts_follow_the_augmentations_with_the_teachers_targets(tin
     assert "3 unlabelled texts" in data.source
 
 
+def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_stage(tiny_victim, small_env_config):
+    rows = tiny_victim.defender_clean_data().take(120)
+    env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
+    aug = Augmentation(drops=1, crops=0, concats=0)
+    reference = copy.deepcopy(env.model)
+    torch.nn.init.normal_(reference.classifier.weight, std=1.0)  # another model than the teacher
+    plain, teacher = distillation_targets(env.model, env, aug, 0.0, seed=3)
+    _, only_reference = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference,
+                                             reference_weight=1.0)
+    data, half = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference, reference_weight=0.5)
+    of_reference = torch.softmax(Evaluator(reference, env.tokenizer, list(data.sentences), max_length=64).logits(), -1)
+    assert torch.allclose(only_reference, of_reference, atol=1e-6) and not torch.allclose(teacher, of_reference)
+    assert torch.allclose(half, 0.5 * teacher + 0.5 * of_reference, atol=1e-6)
+    defense = resolve_defense("distill", {"reference_weight": 0.5, "drops": 1, "crops": 0, "concats": 0})
+    result = defend(tiny_victim, defense, small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5),
+                    eval_clean=tiny_victim.defender_clean_data().subset(range(120, 200)))
+    assert list(result.metrics["stages"]) == ["clean reference"]
+    with pytest.raises(ValueError, match="reference_weight"):
+        resolve_defense("distill", {"reference_weight": 1.5})
+
+
 @pytest.mark.parametrize(("value", "message"), [("one sentence", "sequence of sentences"), (["ok", "  "], r"\[1\]"),
                                                ([b"bytes"], r"\[0\]"), (["ok", None], r"\[1\]")])
 def test_unlabelled_data_refuses_what_is_not_a_list_of_sentences(value, message):

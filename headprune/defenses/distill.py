@@ -44,6 +44,7 @@ inputs is used, never its weights.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -113,6 +114,10 @@ class DistillOptions(DefenseOptions):
                           high=1.0)
     student_epochs: float | None = option(None, "epochs of the distillation (None: the protocol's fine-tune "
                                                 "epochs)", low=0.0, low_open=True)
+    reference_weight: float = option(0.0, "weight of a clean reference in the taught predictions: the public base "
+                                          "trained on the defender's labelled rows alone (no trigger, less "
+                                          "accuracy); targets (1 - w) * teacher + w * reference (0: off)",
+                                     low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,7 +133,9 @@ class DistillOptions(DefenseOptions):
 
 
 def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
-                         seed: int, teacher_mask: torch.Tensor | None = None) -> tuple[LabelledTexts, torch.Tensor]:
+                         seed: int, teacher_mask: torch.Tensor | None = None, *,
+                         reference: nn.Module | None = None, reference_weight: float = 0.0
+                         ) -> tuple[LabelledTexts, torch.Tensor]:
     """The student's training texts and their soft targets.
 
     :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
@@ -139,6 +146,8 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     :param alpha: weight of the true label on the defender's own rows (0: teacher only, 1: label only).
     :param seed: seeds the augmentations.
     :param teacher_mask: the teacher's ``[L, H]`` head mask (``None``: every head).
+    :param reference: a clean reference (every head, eval mode) whose predictions are mixed into the teacher's
+        with weight ``reference_weight`` (``(1 - w) * teacher + w * reference``; ignored at weight 0).
     :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations and the ``U``
         unlabelled sentences (labels: the rows' own, then the teacher's argmax; the loss reads only ``targets``)
         and ``[N + M + U, C]`` probabilities.
@@ -150,7 +159,11 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     texts = list(rows.sentences) + augmented + unlabelled
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
-    targets = torch.softmax(evaluator.logits(teacher_mask).float(), dim=-1)  # [N + M, C]
+    targets = torch.softmax(evaluator.logits(teacher_mask).float(), dim=-1)  # [N + M + U, C]
+    if reference is not None and reference_weight > 0.0:
+        of_reference = Evaluator(reference, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
+                                 max_length=bench.max_length).logits()
+        targets = (1.0 - reference_weight) * targets + reference_weight * torch.softmax(of_reference.float(), dim=-1)
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
     labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
@@ -170,7 +183,9 @@ class DistillDefense(Defense):
     ``drops`` (3), ``crops`` (3), ``concats`` (2): augmented texts per row
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
     defender's own rows; ``student_epochs`` (``None``: the protocol's fine-tune epochs): epochs of the
-    distillation itself. All are checked at construction (:attr:`augmentation` holds the counts,
+    distillation itself; ``reference_weight`` (0): the weight of a clean reference's predictions (the base
+    trained on the labelled rows alone, :meth:`clean_reference`, reported as the stage ``"clean reference"``)
+    mixed into the teacher's. All are checked at construction (:attr:`augmentation` holds the counts,
     :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
     (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
     fine-tune (the run's epochs; its own learning rate unless the run gives one) and is reported as the stage
@@ -242,6 +257,17 @@ class DistillDefense(Defense):
         return defended.model, defended.mask, {"defense": teacher.name, "validation": defended.validation,
                                                "heads_pruned": int((defended.mask == 0).sum()), **details}
 
+    def clean_reference(self, bench: Workbench, config: FineTuneConfig) -> nn.Module:
+        """The public base trained on the defender's labelled rows alone (the student's start, then ``config``'s
+        fine-tune on the rows' labels): it never saw a trigger, and 616 rows give it less accuracy than the
+        teacher. Kept as the stage ``"clean reference"`` (after the teacher's stages)."""
+        model = copy.deepcopy(bench.model)
+        FineMix(self.reference(bench), 1.0, bench.base_seed, True).apply(model)
+        fine_tune(model, bench.tokenizer, bench.train_data, config)
+        model.eval()
+        self._stages.append(Stage("clean reference", model, torch.ones(bench.head_shape)))
+        return model
+
     def stages(self) -> list[Stage]:
         """The teacher of the last run when it was not the suspect (and the teacher's own stages before it)."""
         return list(self._stages)
@@ -253,9 +279,12 @@ class DistillDefense(Defense):
     def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:
         teacher, teacher_mask, teacher_details = self.teacher(bench, config)
-        data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask)
         epochs = self.option_values.student_epochs
         student = config if epochs is None else replace(config, epochs=epochs)
+        weight = self.option_values.reference_weight
+        reference = self.clean_reference(bench, student) if weight > 0.0 else None
+        data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask,
+                                             reference=reference, reference_weight=weight)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"teacher": teacher_details,

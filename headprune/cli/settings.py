@@ -47,7 +47,8 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
                                  "victim's defender data, the 872 SST-2 dev rows (headprune.data.pools)")
         parser.add_argument("--unlabelled-rows", type=int, default=None, metavar="N",
                             help="the defender also owns N in-domain sentences without labels (the pool's rows "
-                                 "after its labelled rows; SST-2 victims), read by distill and purify; default none")
+                                 "after its labelled rows: GLUE SST-2 train phrases, OffensEval train tweets), read by "
+                                 "distill and purify; default none")
 
 
 def run_settings_from_args(args: argparse.Namespace, defenses: Collection[str] | None = None) -> RunSettings:

@@ -84,8 +84,8 @@ class RunSettings:
             ``clean_rows`` rows), e.g. ``"sst2-dev+glue-train"`` for the clean-data budget curve; ``None``: the
             victim's defender data (the 872 SST-2 dev rows). Hashed only when given.
         unlabelled_rows: the defender also owns this many in-domain sentences without labels: those right after
-            its labelled rows in the task's unlabelled pool (:func:`~headprune.data.pools.unlabelled_pool_texts`;
-            SST-2 only), read by the distillation defenses. ``None``: none. Hashed only when given.
+            its labelled rows in the task's unlabelled pool (:func:`~headprune.data.pools.unlabelled_pool_texts`:
+            GLUE SST-2 train phrases, OffensEval train tweets), read by the distillation defenses. ``None``: none. Hashed only when given.
     """
 
     env: HeadPruneConfig = field(default_factory=_default_env)

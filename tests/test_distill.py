@@ -12,6 +12,7 @@ from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
 from headprune.defenses import DefenseFineTune, defend, distillation_targets, resolve_defense
 from headprune.envs.headprune_env import HeadPruneEnv
+from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune, soft_cross_entropy
 
@@ -95,7 +96,9 @@ def test_unlabelled_texts_follow_the_augmentations_with_the_teachers_targets(tin
     rows = tiny_victim.defender_clean_data().take(120)
     unlabelled = ["a quiet , lovely film", "the plot goes nowhere", "stunning"]
     plain = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
-    env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=unlabelled))
+    env = Workbench(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=unlabelled))
+    with pytest.raises(ValueError, match="unlabelled_data: HeadPrune-v0 does not read unlabelled text"):
+        HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=unlabelled))
     aug = Augmentation(drops=1, crops=0, concats=0)
     without, _ = distillation_targets(plain.model, plain, aug, 0.5, seed=3)
     data, targets = distillation_targets(env.model, env, aug, 0.5, seed=3)

@@ -159,7 +159,8 @@ def _check_files(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     for flag, path in (("--clean-data", args.clean_data), ("--eval-poison", args.eval_poison),
-                       ("--eval-clean", args.eval_clean), ("--unlabelled-data", getattr(args, "unlabelled_data", None))):
+                       ("--eval-clean", args.eval_clean),
+                       ("--unlabelled-data", getattr(args, "unlabelled_data", None))):  # evaluate has no such flag
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: no such file: {path}")
 

@@ -33,7 +33,8 @@ def add_setting_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]
     :param parser: the parser (or subparser) to extend.
     :param fields: only these settings (e.g. :data:`~headprune.defenses.options.DEFEND_SETTINGS`), in the
         canonical order; default: all of them plus ``--options`` (JSON ``{"defense": {option: value}}``),
-        ``--fast``, ``--base``, ``--clean-pool`` and ``--unlabelled-rows`` (what :func:`run_settings_from_args` reads back).
+        ``--fast``, ``--base``, ``--clean-pool`` and ``--unlabelled-rows`` (what :func:`run_settings_from_args`
+        reads back).
     """
     for name, (kind, text) in SETTING_FLAGS.items():
         if fields is None or name in fields:

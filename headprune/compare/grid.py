@@ -85,7 +85,8 @@ class RunSettings:
             victim's defender data (the 872 SST-2 dev rows). Hashed only when given.
         unlabelled_rows: the defender also owns this many in-domain sentences without labels: those right after
             its labelled rows in the task's unlabelled pool (:func:`~headprune.data.pools.unlabelled_pool_texts`:
-            GLUE SST-2 train phrases, OffensEval train tweets), read by the distillation defenses. ``None``: none. Hashed only when given.
+            GLUE SST-2 train phrases, OffensEval train tweets), read by the distillation defenses. ``None``: none.
+            Hashed only when given.
     """
 
     env: HeadPruneConfig = field(default_factory=_default_env)

@@ -40,7 +40,8 @@ from headprune.engine.reference import resolve_base
 from headprune.common.registry import Registry
 
 __all__ = ["DEFENSES", "BaseSpec", "Defense", "DefenseFineTune", "DefenseOutcome", "PruneOutcome", "Stage",
-           "as_outcome", "base_label", "check_reads_unlabelled", "defense_names", "get_defense", "unpruned_outcome", "validation_rows"]
+           "as_outcome", "base_label", "check_reads_unlabelled", "defense_names", "get_defense", "unpruned_outcome",
+           "validation_rows"]
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", name_attribute="name")
 """Every defense class by name, in registration order (registration sets each class's ``name``)."""

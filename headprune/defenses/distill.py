@@ -257,12 +257,17 @@ class DistillDefense(Defense):
         return defended.model, defended.mask, {"defense": teacher.name, "validation": defended.validation,
                                                "heads_pruned": int((defended.mask == 0).sum()), **details}
 
+    def student_start(self, bench: Workbench) -> FineMix:
+        """The edit that makes the student: every encoder weight (embeddings included) back to the public base
+        (Fine-mixing at ``p = 1``, seeded by the workbench); the task head stays the suspect's."""
+        return FineMix(self.reference(bench), 1.0, bench.base_seed, True)
+
     def clean_reference(self, bench: Workbench, config: FineTuneConfig) -> nn.Module:
         """The public base trained on the defender's labelled rows alone (the student's start, then ``config``'s
         fine-tune on the rows' labels): it never saw a trigger, and 616 rows give it less accuracy than the
         teacher. Kept as the stage ``"clean reference"`` (after the teacher's stages)."""
         model = copy.deepcopy(bench.model)
-        FineMix(self.reference(bench), 1.0, bench.base_seed, True).apply(model)
+        self.student_start(bench).apply(model)
         fine_tune(model, bench.tokenizer, bench.train_data, config)
         model.eval()
         self._stages.append(Stage("clean reference", model, torch.ones(bench.head_shape)))
@@ -274,7 +279,7 @@ class DistillDefense(Defense):
 
     def prune(self, bench: Workbench, *, progress: bool = False) -> DefenseOutcome:
         mask, trajectory, _ = unpruned_outcome(bench)
-        return DefenseOutcome(mask, trajectory, {}, FineMix(self.reference(bench), 1.0, bench.base_seed, True))
+        return DefenseOutcome(mask, trajectory, {}, self.student_start(bench))
 
     def finetune(self, model: nn.Module, bench: Workbench, mask: torch.Tensor, config: FineTuneConfig, *,
                  progress: bool = False) -> dict[str, Any]:

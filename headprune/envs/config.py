@@ -37,6 +37,7 @@ def operation_units(operation: object) -> tuple[str, ...]:
                          f"by '+' (e.g. 'prune+mix'), got {operation!r}")
     return tuple(op for op in OPERATIONS if op in parts)
 
+
 def _check_unlabelled(config: HeadPruneConfig) -> None:
     """Make ``unlabelled_data`` a tuple of non-blank str (or leave ``None``); ValueError naming the field and the
     first bad entry's index otherwise (a bare str, which would be read as its characters, included)."""

@@ -11,6 +11,7 @@ import torch
 from headprune.data import LabelledTexts
 from headprune.data.augment import Augmentation, augment_sentences
 from headprune.defenses import DefenseFineTune, defend, distillation_targets, resolve_defense
+from headprune.defenses.distill import tempered_probabilities
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
@@ -130,6 +131,28 @@ def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_
         resolve_defense("distill", {"reference_weight": 1.5})
 
 
+def test_temperature_sharpens_the_taught_probabilities_and_zero_teaches_the_argmax(tiny_victim, small_env_config):
+    logits = torch.tensor([[2.0, 0.0], [-1.0, 3.0], [0.5, 0.5]])
+    assert torch.allclose(tempered_probabilities(logits, 1.0), torch.softmax(logits, -1))
+    assert torch.allclose(tempered_probabilities(logits, 0.5), torch.softmax(2.0 * logits, -1))
+    assert tempered_probabilities(logits, 0.0).tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
+    with pytest.raises(ValueError, match="temperature"):
+        tempered_probabilities(logits, -1.0)
+    rows = tiny_victim.defender_clean_data().take(120)
+    env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
+    aug = Augmentation(drops=1, crops=1, concats=0)
+    data, soft = distillation_targets(env.model, env, aug, 0.5, seed=3)
+    _, hard = distillation_targets(env.model, env, aug, 0.5, seed=3, temperature=0.0)
+    n = len(env.train_data)
+    own = torch.nn.functional.one_hot(torch.tensor(env.train_data.labels), 2).float()
+    teacher_argmax = torch.nn.functional.one_hot(soft.argmax(-1), 2).float()
+    assert torch.equal(hard[n:], teacher_argmax[n:]) and not torch.equal(soft[n:], hard[n:])
+    assert torch.allclose(hard[:n], 0.5 * own + 0.5 * torch.nn.functional.one_hot(
+        torch.softmax(Evaluator(env.model, env.tokenizer, list(data.sentences[:n]), max_length=64).logits(), -1
+                      ).argmax(-1), 2).float())
+    assert resolve_defense("purify", {"temperature": 0}).option_values.temperature == 0.0
+
+
 @pytest.mark.parametrize(("value", "message"), [("one sentence", "sequence of sentences"), (["ok", "  "], r"\[1\]"),
                                                ([b"bytes"], r"\[0\]"), (["ok", None], r"\[1\]")])
 def test_unlabelled_data_refuses_what_is_not_a_list_of_sentences(value, message):
@@ -171,7 +194,8 @@ def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_no
 
 
 @pytest.mark.parametrize(("options", "message"), [({"drops": -1}, "drops"), ({"alpha": 2.0}, "alpha"),
-                                                  ({"concats": 1.5}, "concats"), ({"temperature": 2}, "no option")])
+                                                  ({"concats": 1.5}, "concats"), ({"temprature": 2}, "no option"),
+                                                  ({"temperature": -0.5}, "temperature")])
 def test_distill_rejects_bad_options_before_any_work(options, message):
     with pytest.raises(ValueError, match=message):
         resolve_defense("distill", options)

@@ -70,7 +70,7 @@ from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "check_alpha", "check_teacher",
-           "distillation_targets"]
+           "distillation_targets", "tempered_probabilities"]
 
 SUSPECT_TEACHER = "suspect"
 """The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
@@ -118,6 +118,9 @@ class DistillOptions(DefenseOptions):
                                           "trained on the defender's labelled rows alone (no trigger, less "
                                           "accuracy); targets (1 - w) * teacher + w * reference (0: off)",
                                      low=0.0, high=1.0)
+    temperature: float = option(1.0, "the teacher's logits are divided by it before the softmax: below 1 the taught "
+                                     "probabilities sharpen toward the teacher's argmax (0: its one-hot argmax, a "
+                                     "hard label), above 1 they soften", low=0.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,10 +135,21 @@ class DistillOptions(DefenseOptions):
             raise ValueError(f"{what}: {err}") from None
 
 
+def tempered_probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(logits / temperature)`` over the last dimension, in float32; at ``temperature == 0`` the one-hot
+    argmax (ties: the lowest class). ``logits``: ``[N, C]``; returns ``[N, C]`` rows that sum to 1."""
+    if temperature < 0.0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    logits = logits.float()
+    if temperature == 0.0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    return torch.softmax(logits / temperature, dim=-1)
+
+
 def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
                          seed: int, teacher_mask: torch.Tensor | None = None, *,
-                         reference: nn.Module | None = None, reference_weight: float = 0.0
-                         ) -> tuple[LabelledTexts, torch.Tensor]:
+                         reference: nn.Module | None = None, reference_weight: float = 0.0,
+                         temperature: float = 1.0) -> tuple[LabelledTexts, torch.Tensor]:
     """The student's training texts and their soft targets.
 
     :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
@@ -148,6 +162,8 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     :param teacher_mask: the teacher's ``[L, H]`` head mask (``None``: every head).
     :param reference: a clean reference (every head, eval mode) whose predictions are mixed into the teacher's
         with weight ``reference_weight`` (``(1 - w) * teacher + w * reference``; ignored at weight 0).
+    :param temperature: the teacher's (and the reference's) logits are divided by it before the softmax; ``0``
+        teaches the one-hot argmax (a hard label).
     :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations and the ``U``
         unlabelled sentences (labels: the rows' own, then the teacher's argmax; the loss reads only ``targets``)
         and ``[N + M + U, C]`` probabilities.
@@ -159,11 +175,12 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     texts = list(rows.sentences) + augmented + unlabelled
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
-    targets = torch.softmax(evaluator.logits(teacher_mask).float(), dim=-1)  # [N + M + U, C]
+    targets = tempered_probabilities(evaluator.logits(teacher_mask), temperature)  # [N + M + U, C]
     if reference is not None and reference_weight > 0.0:
         of_reference = Evaluator(reference, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                                  max_length=bench.max_length).logits()
-        targets = (1.0 - reference_weight) * targets + reference_weight * torch.softmax(of_reference.float(), dim=-1)
+        targets = (1.0 - reference_weight) * targets + reference_weight * tempered_probabilities(of_reference,
+                                                                                                   temperature)
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
     labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
@@ -289,7 +306,8 @@ class DistillDefense(Defense):
         weight = self.option_values.reference_weight
         reference = self.clean_reference(bench, student) if weight > 0.0 else None
         data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask,
-                                             reference=reference, reference_weight=weight)
+                                             reference=reference, reference_weight=weight,
+                                             temperature=self.option_values.temperature)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"teacher": teacher_details,

@@ -195,7 +195,8 @@ def test_distill_removes_most_of_the_tiny_backdoor_where_the_reset_alone_does_no
 
 @pytest.mark.parametrize(("options", "message"), [({"drops": -1}, "drops"), ({"alpha": 2.0}, "alpha"),
                                                   ({"concats": 1.5}, "concats"), ({"temprature": 2}, "no option"),
-                                                  ({"temperature": -0.5}, "temperature")])
+                                                  ({"temperature": -0.5}, "temperature"),
+                                                  ({"reference_epochs": 0}, "reference_epochs")])
 def test_distill_rejects_bad_options_before_any_work(options, message):
     with pytest.raises(ValueError, match=message):
         resolve_defense("distill", options)

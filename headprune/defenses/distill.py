@@ -118,6 +118,8 @@ class DistillOptions(DefenseOptions):
                                           "trained on the defender's labelled rows alone (no trigger, less "
                                           "accuracy); targets (1 - w) * teacher + w * reference (0: off)",
                                      low=0.0, high=1.0)
+    reference_epochs: float | None = option(None, "epochs of the clean reference's fine-tune on the labelled rows "
+                                                  "(None: the distillation's epochs)", low=0.0, low_open=True)
     temperature: float = option(1.0, "the teacher's logits are divided by it before the softmax: below 1 the taught "
                                      "probabilities sharpen toward the teacher's argmax (0: its one-hot argmax, a "
                                      "hard label), above 1 they soften", low=0.0)
@@ -201,8 +203,9 @@ class DistillDefense(Defense):
     (:class:`~headprune.data.augment.Augmentation`); ``alpha`` (0.5): the true label's weight on the
     defender's own rows; ``student_epochs`` (``None``: the protocol's fine-tune epochs): epochs of the
     distillation itself; ``reference_weight`` (0): the weight of a clean reference's predictions (the base
-    trained on the labelled rows alone, :meth:`clean_reference`, reported as the stage ``"clean reference"``)
-    mixed into the teacher's. All are checked at construction (:attr:`augmentation` holds the counts,
+    trained on the labelled rows alone for ``reference_epochs`` (``None``: the distillation's epochs),
+    :meth:`clean_reference`, reported as the stage ``"clean reference"``) mixed into the teacher's;
+    ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are checked at construction (:attr:`augmentation` holds the counts,
     :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
     (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
     fine-tune (the run's epochs; its own learning rate unless the run gives one) and is reported as the stage
@@ -304,7 +307,9 @@ class DistillDefense(Defense):
         epochs = self.option_values.student_epochs
         student = config if epochs is None else replace(config, epochs=epochs)
         weight = self.option_values.reference_weight
-        reference = self.clean_reference(bench, student) if weight > 0.0 else None
+        reference_epochs = self.option_values.reference_epochs
+        reference_config = student if reference_epochs is None else replace(config, epochs=reference_epochs)
+        reference = self.clean_reference(bench, reference_config) if weight > 0.0 else None
         data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask,
                                              reference=reference, reference_weight=weight,
                                              temperature=self.option_values.temperature)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -129,6 +130,26 @@ def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_
     assert list(result.metrics["stages"]) == ["clean reference"]
     with pytest.raises(ValueError, match="reference_weight"):
         resolve_defense("distill", {"reference_weight": 1.5})
+
+
+@pytest.mark.parametrize(("options", "epochs"), [({}, 0.5), ({"reference_epochs": 1.5}, 1.5)])
+def test_the_clean_reference_trains_for_its_own_epochs_or_the_distillations(tiny_victim, small_env_config, monkeypatch,
+                                                                            options, epochs):
+    from headprune.defenses.distill import DistillDefense
+
+    seen = []
+    real = DistillDefense.clean_reference
+
+    def spy(self, bench, config):
+        seen.append(config.epochs)
+        return real(self, bench, replace(config, max_steps=1))
+
+    monkeypatch.setattr(DistillDefense, "clean_reference", spy)
+    rows = tiny_victim.defender_clean_data().take(120)
+    defense = resolve_defense("distill", {"reference_weight": 0.5, "student_epochs": 0.5, "drops": 0, "crops": 0,
+                                          "concats": 0, **options})
+    defend(tiny_victim, defense, small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5, max_steps=2))
+    assert seen == [epochs]
 
 
 def test_temperature_sharpens_the_taught_probabilities_and_zero_teaches_the_argmax(tiny_victim, small_env_config):

@@ -284,3 +284,29 @@ def test_unlabelled_sentences_reach_a_distilling_defense_and_are_refused_by_one_
     assert main([*argv, "--defense", "purify"]) == 2
     assert "unlabelled.txt, line 2: blank line before the end" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_options_reach_the_defense_and_bad_or_stranded_ones_are_refused_before_any_work(plain, tmp_path, capsys):
+    """``--option KEY=VALUE`` (repeatable) reaches ``--defense``: the report's settings, the run's config and the
+    command line carry it; an option the defense does not have, or options for a recommended defense that falls
+    back (no pre-trained model found), are one-line errors and nothing is written."""
+    base = tmp_path / "base"
+    _plain_checkpoint(base, 2)
+    report = _clean(plain, tmp_path / "out", 2, "--base", str(base), "--defense", "distill",
+                    "--option", "temperature=0", "--option", "drops=0")
+    assert report["settings"]["options"] == {"temperature": 0, "drops": 0}
+    assert report["defend_config"]["options"] == {"temperature": 0, "drops": 0}
+    assert "--option temperature=0 --option drops=0" in report["command"]
+    argv = ["clean", str(plain["model2"]), "--clean-data", str(plain["clean2"]), "--out", str(tmp_path / "x"),
+            "--quiet", "--defense", "distill", "--base", str(base)]
+    assert main([*argv, "--option", "temprature=0"]) == 2
+    assert "temprature" in capsys.readouterr().err
+    assert main([*argv, "--option", "temperature=-1"]) == 2
+    assert "temperature" in capsys.readouterr().err
+    fallback = ["clean", str(plain["model2"]), "--clean-data", str(plain["clean2"]), "--out", str(tmp_path / "x"),
+                "--quiet", "--cache", str(plain["root"] / "cache"), "--option", "p=0.5"]
+    assert main(fallback) == 2
+    assert f"--option is for {RECOMMENDED_DEFENSE[0]}, but {FALLBACK_DEFENSE[0]} runs instead" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="no option"):
+        CleanSettings(defense="purify", options={"nope": 1})

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import torch
 
 from headprune.data import LabelledTexts
 from headprune.data.checks import check_enough_rows, check_labels
-from headprune.defenses.base import DefenseFineTune, check_reads_unlabelled
+from headprune.defenses.base import DefenseFineTune, check_reads_unlabelled, get_defense
 from headprune.defenses.defend import DefenseResult, defend
 from headprune.envs.config import HeadPruneConfig
 from headprune.engine.metrics import EvalReport, evaluate_defense
@@ -154,6 +154,8 @@ class CleanSettings:
     :param seed: fixes the split, the defense and the fine-tune.
     :param base: the public pre-trained model the suspect was fine-tuned from (a folder or a hub id) for
         the reference-based default; ``None``: :func:`~headprune.engine.reference.resolve_base`'s default.
+    :param options: options of ``defense`` (``headprune defend --help-options``), checked against its options class
+        at construction; a run that falls back to :data:`FALLBACK_DEFENSE` refuses them.
     """
 
     defense: str = RECOMMENDED_DEFENSE[0]
@@ -166,9 +168,12 @@ class CleanSettings:
     curve_points: int = 4
     max_accuracy_drop: float = 0.05
     seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
+        get_defense(self.defense).options_class.from_mapping(self.options)  # unknown options or bad values, named
+        object.__setattr__(self, "options", dict(self.options))
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         for name in ("max_holdout", "val_size", "stats_size"):
@@ -335,10 +340,13 @@ def clean_model(
     defense, base, choice = choose_defense(suspect, settings)
     if unlabelled_data:
         check_reads_unlabelled(defense, "--unlabelled-data")  # e.g. the fallback chosen where no base resolves
+    if settings.options and defense != settings.defense:
+        raise ValueError(f"--option is for {settings.defense}, but {defense} runs instead: {choice['reason']}")
     load_s = time.perf_counter() - t0
     one_target = poison if poison is not None and len(targets) == 1 else None
     result = defend(suspect, defense, _env_config(defense_rows, settings, cache, progress, base, unlabelled_data),
-                    DefenseFineTune(epochs=settings.finetune_epochs), base=base, eval_clean=report_rows,
+                    DefenseFineTune(epochs=settings.finetune_epochs), options=settings.options, base=base,
+                    eval_clean=report_rows,
                     eval_poison=one_target, target_label=targets[0], curve_points=settings.curve_points)
     t1 = time.perf_counter()  # ---- evaluation of the unpruned model, after the defense is fixed
     before = evaluate_defense(suspect.model, suspect.tokenizer, report_rows, one_target, targets[0],
@@ -355,7 +363,7 @@ def clean_model(
                        lfr_per_label=per_label, target_label=targets[0] if len(targets) == 1 else None,
                        report_rows=len(report_rows), defense_rows=len(defense_rows),
                        timings={k: round(v, 3) for k, v in timings.items()}, floor=_card_floor(suspect),
-                       settings={**settings.__dict__, "targets": targets,
+                       settings={**settings.__dict__, "options": dict(settings.options), "targets": targets,
                                  **({"unlabelled_rows": len(unlabelled_data)} if unlabelled_data else {})},
                        choice=choice)
 
@@ -370,7 +378,6 @@ def choose_defense(suspect: Victim, settings: CleanSettings) -> tuple[str, torch
 
     :raises BaseModelError: ``settings.base`` is given and unusable, or a chosen defense has no reference.
     """
-    from headprune.defenses import get_defense
     from headprune.engine.reference import BaseModelError, resolve_base_with_source
 
     recommended = settings.defense == RECOMMENDED_DEFENSE[0]

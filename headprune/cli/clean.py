@@ -54,6 +54,9 @@ def add_clean_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--defense", default=_DEFAULTS.defense, choices=defense_names(), metavar="NAME",
                    help=f"the defense (default {RECOMMENDED_DEFENSE[0]}, the recommended one; any of "
                         f"{', '.join(defense_names())}; `headprune defend --help` says what each does)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an option of --defense (JSON value), repeatable; headprune defend --help-options DEFENSE "
+                        "lists them (e.g. --defense purify --option temperature=0)")
     p.add_argument("--finetune-epochs", type=float, default=_DEFAULTS.finetune_epochs)
     p.add_argument("--curve-points", type=int, default=_DEFAULTS.curve_points,
                    help="trajectory points evaluated on the held-out rows for the curve")
@@ -75,7 +78,10 @@ def _command(args: argparse.Namespace) -> str:
         if key in ("func", "command", "model") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
+        if isinstance(value, list):  # a repeatable option (--option)
+            parts += [part for item in value for part in (flag, str(item))]
+        else:
+            parts += [flag] if value is True else [flag, str(value)]
     return shlex.join(parts)
 
 
@@ -112,6 +118,7 @@ def run_clean(args: argparse.Namespace) -> int:
     from headprune.data.hub import is_hub_dataset, load_hub_dataset
     from headprune.engine.models import ModelLoadError, UnsupportedModelError
 
+    from headprune.common.assignments import parse_assignments
     from headprune.common.out_folder import check_out_folder
 
     hub_clean = is_hub_dataset(args.clean_data)
@@ -124,7 +131,8 @@ def run_clean(args: argparse.Namespace) -> int:
     if args.unlabelled_data is not None:
         check_reads_unlabelled(args.defense, "--unlabelled-data")
     settings = CleanSettings(defense=args.defense, holdout_fraction=args.holdout_fraction, finetune_epochs=args.finetune_epochs,
-                             curve_points=args.curve_points, seed=args.seed, base=args.base)
+                             curve_points=args.curve_points, seed=args.seed, base=args.base,
+                             options=parse_assignments(args.option, "--option"))
     if hub_clean:
         try:
             clean = load_hub_dataset(args.clean_data)

@@ -24,7 +24,10 @@ same defender rows through the same protocol (:func:`~headprune.defenses.defend.
 weight edit and its clean fine-tune); its cleaned model, under its mask, is then the teacher.
 :mod:`~headprune.defenses.purify` registers the composition with Fine-mixing's output as the teacher. A
 cleaner teacher is what a natural trigger needs: its association travels through the teacher's soft labels on
-ordinary text (RESULTS.md, "Purification").
+ordinary text (RESULTS.md, "Purification"). Two options cut that channel without knowing the trigger: ``temperature``
+(0 teaches the teacher's argmax, a hard label, instead of its soft scores) and ``reference_weight`` with
+``reference_epochs`` (the targets are pulled toward a clean reference: the base trained on the labelled rows alone);
+RESULTS.md, "Where the style residue comes from, and hard labels", measures both.
 
 A defender who also owns in-domain sentences WITHOUT labels (``HeadPruneConfig.unlabelled_data``, the
 runner's ``unlabelled_rows``) gives them to the student too: the teacher labels them like the augmentations.

@@ -68,15 +68,15 @@ def main() -> None:
     max_length = victim.config.max_length
     models: dict[str, torch.nn.Module] = {"suspect": victim.model,
                                           "clean model": build_victim(config=victim.config.clean_reference()).model}
-    first = Workbench(victim, settings.env.replace(clean_data=victim.defender_clean_data(), seed=args.mix_seeds[0],
-                                                   progress=False))
+    rows = victim.defender_clean_data()
+    benches = {seed: Workbench(victim, settings.env.replace(clean_data=rows, seed=seed, progress=False))
+               for seed in args.mix_seeds}  # one per mix; the first also trains the clean reference
+    first = benches[args.mix_seeds[0]]
     distill = resolve_defense("distill")
     reference_config = replace(settings.finetune.config(distill.finetune_lr, max_length=first.max_length,
                                                         seed=args.mix_seeds[0]), epochs=args.reference_epochs)
     models["clean reference"] = distill.clean_reference(first, reference_config)
-    for seed in args.mix_seeds:
-        bench = first if seed == args.mix_seeds[0] else Workbench(
-            victim, settings.env.replace(clean_data=victim.defender_clean_data(), seed=seed, progress=False))
+    for seed, bench in benches.items():
         models[f"finemix s{seed}"] = run_defense(resolve_defense("finemix", {"p": args.p}), bench,
                                                  settings.finetune).model
 

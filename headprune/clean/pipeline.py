@@ -363,7 +363,7 @@ def clean_model(
                        lfr_per_label=per_label, target_label=targets[0] if len(targets) == 1 else None,
                        report_rows=len(report_rows), defense_rows=len(defense_rows),
                        timings={k: round(v, 3) for k, v in timings.items()}, floor=_card_floor(suspect),
-                       settings={**settings.__dict__, "options": dict(settings.options), "targets": targets,
+                       settings={**settings.__dict__, "targets": targets,
                                  **({"unlabelled_rows": len(unlabelled_data)} if unlabelled_data else {})},
                        choice=choice)
 

@@ -208,8 +208,8 @@ class DistillDefense(Defense):
     distillation itself; ``reference_weight`` (0): the weight of a clean reference's predictions (the base
     trained on the labelled rows alone for ``reference_epochs`` (``None``: the distillation's epochs),
     :meth:`clean_reference`, reported as the stage ``"clean reference"``) mixed into the teacher's;
-    ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are checked at construction (:attr:`augmentation` holds the counts,
-    :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
+    ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are
+    checked at construction (:attr:`augmentation` holds the counts, :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
     (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
     fine-tune (the run's epochs; its own learning rate unless the run gives one) and is reported as the stage
     ``"teacher: <name>"``.

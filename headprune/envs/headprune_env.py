@@ -141,10 +141,11 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 raise ValueError("HeadPruneEnv(workbench) takes its config from the workbench; give no config")
             self.bench = victim
         else:
-            if HeadPruneConfig.from_kwargs(config, **overrides).unlabelled_data:
+            built = HeadPruneConfig.from_kwargs(config, **overrides)  # built once, checked before the workbench
+            if built.unlabelled_data:
                 raise ValueError("unlabelled_data: HeadPrune-v0 does not read unlabelled text (only the distillation "
                                  "defenses do: distill, purify); give none")
-            self.bench = Workbench(victim, config, **overrides)
+            self.bench = Workbench(victim, built)
         if self.bench.proxy is None:
             raise ValueError(f"HeadPrune-v0 rewards and observes a backdoor proxy: the workbench was built with "
                              f"proxy={NO_PROXY!r}; give a proxy name (default {DEFAULT_PROXY!r})")

@@ -32,6 +32,7 @@ Usage (resumable: states already in ``--out`` are skipped; about a minute per st
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import shlex
@@ -51,6 +52,7 @@ from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig
 from headprune.engine.metrics import label_flip_rate
 from headprune.envs.config import HeadPruneConfig
+from headprune.envs.proxies import PROXIES
 from headprune.envs.wrappers import finetuned_state_model
 from headprune.victims import PRESETS, resolve_victim
 from headprune.workbench import Workbench
@@ -67,6 +69,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                                     "minilm-addsent"], choices=sorted(PRESETS))
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--proxies", nargs="+", default=list(PROXY_NAMES))
+    p.add_argument("--proxy-options", type=_proxy_options, default={}, metavar="JSON",
+                   help='JSON {"proxy": {keyword: value}}: keyword arguments of a proxy in --proxies (e.g. '
+                        '{"reference_disagreement": {"n_per_class": 128, "reference_epochs": 3}}); the proxy\'s '
+                        'column is then named with them, "name(key=value,...)"')
     p.add_argument("--states", type=int, default=10, help="states per victim and kind")
     p.add_argument("--heads", type=int, default=12, help="heads pruned in every mask state (the fixed budget)")
     p.add_argument("--mix-total", type=int, default=40, help="sum of the blocks' mixing levels in every mix state")
@@ -79,6 +85,27 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--report", nargs="+", default=None, help="only print the report of these JSONL files")
     p.add_argument("--markdown-out", default=None)
     return p.parse_args(argv)
+
+
+def _proxy_options(text: str) -> dict[str, dict[str, Any]]:
+    """``--proxy-options``: a JSON object of proxy name -> object of finite scalar keyword arguments."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected {"proxy": {keyword: value}}')
+    for name, kwargs in value.items():
+        for key, item in kwargs.items():
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+                raise argparse.ArgumentTypeError(f"{name}.{key}: expected a finite number, got {item!r}")
+    return value
+
+
+def proxy_label(name: str, kwargs: dict[str, Any]) -> str:
+    """The column name of proxy ``name`` built with ``kwargs``: the bare name without them, else
+    ``"name(key=value,...)"`` (keys sorted), so records of different settings never share a column."""
+    return name if not kwargs else f"{name}({','.join(f'{k}={kwargs[k]}' for k in sorted(kwargs))})"
 
 
 def draw_states(bench: Workbench, kind: str, args: argparse.Namespace, rng: np.random.Generator
@@ -113,7 +140,9 @@ def run_victim(preset: str, args: argparse.Namespace, done: set[tuple[str, str, 
     victim = resolve_victim(preset, cache=args.cache, progress=False)
     bench = Workbench(victim, HeadPruneConfig(operation="prune+mix", seed=args.seed, cache=args.cache))
     t0 = time.perf_counter()
-    proxies = {name: bench.build_proxy(bench.model, proxy=name) for name in args.proxies}
+    options = {name: args.proxy_options.get(name, {}) for name in args.proxies}
+    proxies = {proxy_label(name, options[name]): bench.build_proxy(bench.model, proxy=name, **options[name])
+               for name in args.proxies}
     build_s = time.perf_counter() - t0
     poison = subsample(victim.splits().poisoned_test, args.n_lfr, args.seed)
     target = int(victim.config.target_label)
@@ -132,7 +161,8 @@ def run_victim(preset: str, args: argparse.Namespace, done: set[tuple[str, str, 
                 values[name] = bench.scorer.proxy_value(proxy, gates, None, levels)
                 values[f"{name}_seconds"] = round(time.perf_counter() - t2, 3)
             model, log = finetuned_state_model(bench, finetune, mask, None, mix)
-            after = {name: float(bench.build_proxy(model, with_stats=False, proxy=name)(gates))
+            after = {proxy_label(name, options[name]):
+                     float(bench.build_proxy(model, with_stats=False, proxy=name, **options[name])(gates))
                      for name in args.proxies}
             preds = Evaluator(model, bench.tokenizer, poison, max_length=bench.max_length).predictions(gates)
             row = {"victim": victim.name, "attack": victim.config.attack, "kind": kind, "index": index,
@@ -149,7 +179,7 @@ def run_victim(preset: str, args: argparse.Namespace, done: set[tuple[str, str, 
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"[{victim.name} {kind} {index}] lfr {row['lfr_finetuned']:.3f} val {row['val_acc']:.3f} "
-                  + " ".join(f"{k} {values[k]:.4f}" for k in args.proxies) + f" ({row['seconds']} s)", flush=True)
+                  + " ".join(f"{k} {values[k]:.4f}" for k in proxies) + f" ({row['seconds']} s)", flush=True)
 
 
 def report(paths: Sequence[str]) -> str:
@@ -205,6 +235,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.markdown_out:
             Path(args.markdown_out).write_text(text + "\n")
         return
+    unknown = sorted(set(args.proxy_options) - set(args.proxies))
+    if unknown:
+        raise SystemExit(f"--proxy-options: {', '.join(unknown)} not in --proxies {' '.join(args.proxies)}")
+    for name, kwargs in args.proxy_options.items():
+        accepts = inspect.signature(PROXIES.get(name).__init__).parameters
+        bad = sorted(k for k in kwargs if k not in accepts or k in ("model", "tokenizer", "clean", "seed"))
+        if bad:
+            raise SystemExit(f"--proxy-options: proxy {name} has no keyword argument {', '.join(bad)}")
     pin_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)

@@ -15,9 +15,10 @@ its cell tagged ``parameters`` (papermill users can override that cell's values 
 
 Notebook 02 trains its own agent (1,024 MaskablePPO steps in full mode) unless
 ``HEADPRUNE_NOTEBOOK_AGENT_RUN`` names a finished run folder (``headprune train`` or
-``benchmarks/train_agent.py``), whose learning curves it then plots and whose policy it replays::
+``benchmarks/train_agent.py``; a relative path is read from the folder this script runs in), whose learning
+curves it then plots and whose policy it replays::
 
-    HEADPRUNE_NOTEBOOK_AGENT_RUN=runs/agent_bench/minilm-syntactic_maskable_ppo_s0 \
+    HEADPRUNE_NOTEBOOK_AGENT_RUN=benchmarks/results/agents/minilm-syntactic_maskable_ppo_both_s0 \
         .venv/bin/python notebooks/run_all.py --mode full --only 02
 """
 
@@ -36,11 +37,13 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-__all__ = ["MODES", "NOTEBOOKS_DIR", "CurrentPythonKernelManager", "execute_notebook", "notebook_paths"]
+__all__ = ["MODES", "NOTEBOOKS_DIR", "CurrentPythonKernelManager", "execute_notebook", "kernel_environment",
+           "notebook_paths"]
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent
 MODES = ("quick", "full")
 MODE_VARIABLE = "HEADPRUNE_NOTEBOOK_MODE"
+AGENT_RUN_VARIABLE = "HEADPRUNE_NOTEBOOK_AGENT_RUN"
 
 
 class CurrentPythonKernelManager(KernelManager):
@@ -68,6 +71,19 @@ def notebook_paths(only: Sequence[str] | None = None) -> list[Path]:
     return paths
 
 
+def kernel_environment(mode: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The kernel's environment: this process's, then ``env``, with ``mode`` in ``HEADPRUNE_NOTEBOOK_MODE``, one
+    thread unless ``OMP_NUM_THREADS`` is set, the inline plot backend, and a relative
+    ``HEADPRUNE_NOTEBOOK_AGENT_RUN`` made absolute from this process's working directory (the kernel runs in the
+    notebook's folder, so a path typed from the repository root would not be found there)."""
+    kernel_env = {**os.environ, **(env or {}), MODE_VARIABLE: mode}
+    kernel_env.setdefault("OMP_NUM_THREADS", "1")
+    kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    if kernel_env.get(AGENT_RUN_VARIABLE):
+        kernel_env[AGENT_RUN_VARIABLE] = str(Path(kernel_env[AGENT_RUN_VARIABLE]).absolute())
+    return kernel_env
+
+
 def execute_notebook(path: str | os.PathLike[str], mode: str = "quick", out: str | os.PathLike[str] | None = None,
                      *, timeout: int = 1800, env: Mapping[str, str] | None = None) -> Any:
     """Run notebook ``path`` top to bottom in ``mode`` (its folder as the working directory) and write
@@ -80,9 +96,7 @@ def execute_notebook(path: str | os.PathLike[str], mode: str = "quick", out: str
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    kernel_env = {**os.environ, **(env or {}), MODE_VARIABLE: mode}
-    kernel_env.setdefault("OMP_NUM_THREADS", "1")
-    kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    kernel_env = kernel_environment(mode, env)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             kernel_manager_class=CurrentPythonKernelManager,
                             resources={"metadata": {"path": str(path.parent)}})

@@ -57,6 +57,20 @@ def test_unknown_mode_and_notebook_are_named():
         RUN_ALL.notebook_paths(["99"])
 
 
+def test_kernel_environment_makes_a_relative_agent_run_absolute(tmp_path: Path, monkeypatch):
+    """The kernel runs in notebooks/: a run folder given relative to where run_all.py was started must reach it
+    as an absolute path (it was read from notebooks/ and not found); an absolute one and the mode pass as given."""
+    monkeypatch.chdir(tmp_path)
+    env = RUN_ALL.kernel_environment("full", {"HEADPRUNE_NOTEBOOK_AGENT_RUN": "runs/agent"})
+    assert env["HEADPRUNE_NOTEBOOK_AGENT_RUN"] == str(tmp_path / "runs" / "agent")
+    assert env["HEADPRUNE_NOTEBOOK_MODE"] == "full"
+    absolute = str(tmp_path / "elsewhere")
+    assert RUN_ALL.kernel_environment("quick", {"HEADPRUNE_NOTEBOOK_AGENT_RUN": absolute})[
+        "HEADPRUNE_NOTEBOOK_AGENT_RUN"] == absolute
+    monkeypatch.delenv("HEADPRUNE_NOTEBOOK_AGENT_RUN", raising=False)
+    assert "HEADPRUNE_NOTEBOOK_AGENT_RUN" not in RUN_ALL.kernel_environment("quick")
+
+
 def test_compare_notebook_full_mode_reads_only_the_committed_records(tmp_path: Path):
     """Full mode of 03 plots the committed records and builds nothing: with an empty victim cache it runs in
     seconds, and its gap-to-floor table names the four SST-2 attacks and the defenses of issue 22."""

@@ -80,7 +80,7 @@ def test_distillation_targets_mix_the_rows_labels_and_take_the_teacher_on_augmen
     rows = tiny_victim.defender_clean_data().take(120)
     env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
     aug = Augmentation(drops=1, crops=1, concats=1)
-    data, targets = distillation_targets(env.model, env, aug, 0.25, seed=3)
+    data, targets, _ = distillation_targets(env.model, env, aug, 0.25, seed=3)
     n = len(env.train_data)
     assert data.sentences[:n] == env.train_data.sentences and len(data) == targets.shape[0] > n
     teacher = torch.softmax(Evaluator(env.model, env.tokenizer, list(data.sentences), max_length=64).logits(), -1)
@@ -88,7 +88,7 @@ def test_distillation_targets_mix_the_rows_labels_and_take_the_teacher_on_augmen
     assert torch.allclose(targets[:n], 0.25 * own + 0.75 * teacher[:n], atol=1e-6)
     assert torch.allclose(targets[n:], teacher[n:], atol=1e-6)
     assert list(data.labels[n:]) == teacher[n:].argmax(-1).tolist()
-    again, _ = distillation_targets(env.model, env, aug, 0.25, seed=3)
+    again, _, _ = distillation_targets(env.model, env, aug, 0.25, seed=3)
     assert again == data
     with pytest.raises(ValueError, match="alpha"):
         distillation_targets(env.model, env, aug, 1.5, seed=3)
@@ -102,8 +102,8 @@ def test_unlabelled_texts_follow_the_augmentations_with_the_teachers_targets(tin
     with pytest.raises(ValueError, match="unlabelled_data: HeadPrune-v0 does not read unlabelled text"):
         HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=unlabelled))
     aug = Augmentation(drops=1, crops=0, concats=0)
-    without, _ = distillation_targets(plain.model, plain, aug, 0.5, seed=3)
-    data, targets = distillation_targets(env.model, env, aug, 0.5, seed=3)
+    without, _, _ = distillation_targets(plain.model, plain, aug, 0.5, seed=3)
+    data, targets, _ = distillation_targets(env.model, env, aug, 0.5, seed=3)
     assert data.sentences == without.sentences + tuple(unlabelled)  # same rows and augmentations, then the texts
     teacher = torch.softmax(Evaluator(env.model, env.tokenizer, unlabelled, max_length=64).logits(), -1)
     assert torch.allclose(targets[-3:], teacher, atol=1e-6)
@@ -117,10 +117,10 @@ def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_
     aug = Augmentation(drops=1, crops=0, concats=0)
     reference = copy.deepcopy(env.model)
     torch.nn.init.normal_(reference.classifier.weight, std=1.0)  # another model than the teacher
-    plain, teacher = distillation_targets(env.model, env, aug, 0.0, seed=3)
-    _, only_reference = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference,
+    plain, teacher, _ = distillation_targets(env.model, env, aug, 0.0, seed=3)
+    _, only_reference, _ = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference,
                                              reference_weight=1.0)
-    data, half = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference, reference_weight=0.5)
+    data, half, _ = distillation_targets(env.model, env, aug, 0.0, seed=3, reference=reference, reference_weight=0.5)
     of_reference = torch.softmax(Evaluator(reference, env.tokenizer, list(data.sentences), max_length=64).logits(), -1)
     assert torch.allclose(only_reference, of_reference, atol=1e-6) and not torch.allclose(teacher, of_reference)
     assert torch.allclose(half, 0.5 * teacher + 0.5 * of_reference, atol=1e-6)
@@ -130,6 +130,47 @@ def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_
     assert list(result.metrics["stages"]) == ["clean reference"]
     with pytest.raises(ValueError, match="reference_weight"):
         resolve_defense("distill", {"reference_weight": 1.5})
+
+
+def test_reference_filter_drops_exactly_the_texts_where_teacher_and_reference_disagree(tiny_victim,
+                                                                                       small_env_config):
+    rows = tiny_victim.defender_clean_data().take(120)
+    env = Workbench(tiny_victim, small_env_config(0, clean_data=rows, unlabelled_data=["a quiet , lovely film",
+                                                                                       "the plot goes nowhere"]))
+    aug = Augmentation(drops=1, crops=1, concats=0)
+    full, targets, kept_all = distillation_targets(env.model, env, aug, 0.5, seed=3, temperature=0.0)
+    n = len(env.train_data)
+    def logits(model: torch.nn.Module) -> torch.Tensor:  # as distillation_targets computes them
+        return Evaluator(model, env.tokenizer, list(full.sentences), batch_size=env.config.eval_batch_size,
+                         max_length=env.max_length).logits()
+
+    margins = logits(env.model).diff(dim=-1)[n:, 0].sort().values
+    middle = len(margins) // 2
+    reference = copy.deepcopy(env.model)
+    with torch.no_grad():  # the teacher with its decision threshold between the two middle margins: it disagrees
+        reference.classifier.bias[1] -= (margins[middle - 1] + margins[middle]) / 2  # between 0 and there only
+    data, kept_targets, kept = distillation_targets(env.model, env, aug, 0.5, seed=3, temperature=0.0,
+                                                    reference=reference, reference_filter=True)
+    texts = list(full.sentences)
+    expected = logits(env.model).argmax(-1) == logits(reference).argmax(-1)
+    expected[:n] = True  # the defender's own rows are always taught
+    assert bool(kept_all.all()) and torch.equal(kept, expected)
+    assert 0 < int((~kept).sum()) < len(texts) - n  # the random head disagrees somewhere, not everywhere
+    assert list(data.sentences) == [t for t, k in zip(texts, kept.tolist()) if k]
+    assert torch.equal(kept_targets, targets[kept])  # weight 0: the teacher's targets, only fewer
+    assert f"{int((~kept).sum())} dropped" in data.source
+    with pytest.raises(ValueError, match="reference_filter needs a reference"):
+        distillation_targets(env.model, env, aug, 0.5, seed=3, reference_filter=True)
+    defense = resolve_defense("purify", {"reference_filter": True, "reference_epochs": 0.5, "drops": 1, "crops": 0,
+                                         "concats": 0, "teacher_options": {"p": 0.5}})
+    result = defend(tiny_victim, defense, small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5),
+                    eval_clean=tiny_victim.defender_clean_data().subset(range(120, 160)))
+    finetune = result.details["finetune"]
+    assert list(result.metrics["stages"]) == ["teacher: finemix", "clean reference"]  # built for the filter alone
+    assert finetune["texts"] + finetune["dropped"] == n + finetune["augmented"] + finetune["unlabelled"]
+    assert "dropped" not in defend(tiny_victim, resolve_defense("distill", {"drops": 1, "crops": 0, "concats": 0}),
+                                   small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5)
+                                   ).details["finetune"]
 
 
 @pytest.mark.parametrize(("options", "epochs"), [({}, 0.5), ({"reference_epochs": 1.5}, 1.5)])
@@ -162,8 +203,8 @@ def test_temperature_sharpens_the_taught_probabilities_and_zero_teaches_the_argm
     rows = tiny_victim.defender_clean_data().take(120)
     env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
     aug = Augmentation(drops=1, crops=1, concats=0)
-    data, soft = distillation_targets(env.model, env, aug, 0.5, seed=3)
-    _, hard = distillation_targets(env.model, env, aug, 0.5, seed=3, temperature=0.0)
+    data, soft, _ = distillation_targets(env.model, env, aug, 0.5, seed=3)
+    _, hard, _ = distillation_targets(env.model, env, aug, 0.5, seed=3, temperature=0.0)
     n = len(env.train_data)
     own = torch.nn.functional.one_hot(torch.tensor(env.train_data.labels), 2).float()
     teacher_argmax = torch.nn.functional.one_hot(soft.argmax(-1), 2).float()

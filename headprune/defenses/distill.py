@@ -27,7 +27,9 @@ cleaner teacher is what a natural trigger needs: its association travels through
 ordinary text (RESULTS.md, "Purification"). Two options cut that channel without knowing the trigger: ``temperature``
 (0 teaches the teacher's argmax, a hard label, instead of its soft scores) and ``reference_weight`` with
 ``reference_epochs`` (the targets are pulled toward a clean reference: the base trained on the labelled rows alone);
-RESULTS.md, "Where the style residue comes from, and hard labels", measures both.
+RESULTS.md, "Where the style residue comes from, and hard labels", measures both. ``reference_filter`` uses the same
+reference differently: the texts on which its argmax differs from the teacher's are not taught at all (the residue
+and the reference's own mistakes both sit there), so the student's targets stay the teacher's elsewhere.
 
 A defender who also owns in-domain sentences WITHOUT labels (``HeadPruneConfig.unlabelled_data``, the
 runner's ``unlabelled_rows``) gives them to the student too: the teacher labels them like the augmentations.
@@ -49,7 +51,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -73,7 +75,7 @@ from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
 __all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "check_alpha", "check_teacher",
-           "distillation_targets", "tempered_probabilities"]
+           "TaughtTexts", "distillation_targets", "tempered_probabilities"]
 
 SUSPECT_TEACHER = "suspect"
 """The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
@@ -123,6 +125,10 @@ class DistillOptions(DefenseOptions):
                                      low=0.0, high=1.0)
     reference_epochs: float | None = option(None, "epochs of the clean reference's fine-tune on the labelled rows "
                                                   "(None: the distillation's epochs)", low=0.0, low_open=True)
+    reference_filter: bool = option(False, "drop the augmentations and unlabelled texts on which the teacher's "
+                                           "argmax differs from the clean reference's (the one reference_weight "
+                                           "mixes in, built when either is on): the student is taught only where "
+                                           "a model that never saw a trigger agrees")
     temperature: float = option(1.0, "the teacher's logits are divided by it before the softmax: below 1 the taught "
                                      "probabilities sharpen toward the teacher's argmax (0: its one-hot argmax, a "
                                      "hard label), above 1 they soften", low=0.0)
@@ -151,10 +157,21 @@ def tempered_probabilities(logits: torch.Tensor, temperature: float) -> torch.Te
     return torch.softmax(logits / temperature, dim=-1)
 
 
+class TaughtTexts(NamedTuple):
+    """What the student is taught (:func:`distillation_targets`)."""
+
+    data: LabelledTexts
+    """The kept texts: the defender's rows, then augmentations and unlabelled sentences."""
+    targets: torch.Tensor
+    """``[len(data), C]`` probabilities taught on them."""
+    kept: torch.Tensor
+    """``[N + M + U]`` bool over every offered text (rows, augmentations, unlabelled): kept or dropped."""
+
+
 def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Augmentation, alpha: float,
                          seed: int, teacher_mask: torch.Tensor | None = None, *,
                          reference: nn.Module | None = None, reference_weight: float = 0.0,
-                         temperature: float = 1.0) -> tuple[LabelledTexts, torch.Tensor]:
+                         temperature: float = 1.0, reference_filter: bool = False) -> TaughtTexts:
     """The student's training texts and their soft targets.
 
     :param teacher: the model whose predictions are taught (the suspect, or another defense's output), run in
@@ -169,10 +186,15 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
         with weight ``reference_weight`` (``(1 - w) * teacher + w * reference``; ignored at weight 0).
     :param temperature: the teacher's (and the reference's) logits are divided by it before the softmax; ``0``
         teaches the one-hot argmax (a hard label).
-    :return: ``(texts, targets)``: the ``N`` rows followed by their ``M`` augmentations and the ``U``
-        unlabelled sentences (labels: the rows' own, then the teacher's argmax; the loss reads only ``targets``)
-        and ``[N + M + U, C]`` probabilities.
+    :param reference_filter: keep only the augmentations and unlabelled sentences on which the teacher's argmax
+        equals ``reference``'s (the defender's own rows are always kept); needs ``reference``.
+    :return: :class:`TaughtTexts` ``(data, targets, kept)``: the ``N`` rows followed by their ``M``
+        augmentations and the ``U`` unlabelled sentences (labels: the rows' own, then the teacher's argmax; the
+        loss reads only ``targets``), their ``[N + M + U, C]`` probabilities, and ``kept`` ``[N + M + U]`` (all
+        True unless ``reference_filter`` dropped texts: ``data`` and ``targets`` then hold only the kept ones).
     """
+    if reference_filter and reference is None:
+        raise ValueError("distillation_targets: reference_filter needs a reference")
     alpha = check_alpha(alpha)
     rows = bench.train_data
     augmented = augment_sentences(rows.sentences, augmentation, np.random.default_rng(seed))
@@ -180,19 +202,29 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     texts = list(rows.sentences) + augmented + unlabelled
     evaluator = Evaluator(teacher, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                           max_length=bench.max_length)
-    targets = tempered_probabilities(evaluator.logits(teacher_mask), temperature)  # [N + M + U, C]
-    if reference is not None and reference_weight > 0.0:
+    of_teacher = evaluator.logits(teacher_mask)  # [N + M + U, C]
+    targets = tempered_probabilities(of_teacher, temperature)
+    keep = torch.ones(len(texts), dtype=torch.bool)  # [N + M + U]
+    if reference is not None and (reference_weight > 0.0 or reference_filter):
         of_reference = Evaluator(reference, bench.tokenizer, texts, batch_size=bench.config.eval_batch_size,
                                  max_length=bench.max_length).logits()
-        targets = (1.0 - reference_weight) * targets + reference_weight * tempered_probabilities(of_reference,
-                                                                                                   temperature)
+        if reference_weight > 0.0:
+            targets = (1.0 - reference_weight) * targets + reference_weight * tempered_probabilities(of_reference,
+                                                                                                       temperature)
+        if reference_filter:
+            keep[len(rows):] = of_teacher[len(rows):].argmax(dim=-1) == of_reference[len(rows):].argmax(dim=-1)
     own = torch.nn.functional.one_hot(torch.tensor(rows.labels, dtype=torch.long), targets.shape[1]).float()
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
-    labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
     source = f"{rows.source} + {len(augmented)} augmentations" + (
         f" + {len(unlabelled)} unlabelled texts" if unlabelled else "")
+    dropped = int((~keep).sum())
+    if reference_filter:
+        source += f", {dropped} dropped where the teacher and the clean reference disagree"
+    texts = [text for text, kept in zip(texts, keep.tolist()) if kept]
+    targets = targets[keep]
+    labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
     data = LabelledTexts(texts, labels, source=source)
-    return data, targets
+    return TaughtTexts(data, targets, keep)
 
 
 @DEFENSES.register("distill")
@@ -208,6 +240,8 @@ class DistillDefense(Defense):
     distillation itself; ``reference_weight`` (0): the weight of a clean reference's predictions (the base
     trained on the labelled rows alone for ``reference_epochs`` (``None``: the distillation's epochs),
     :meth:`clean_reference`, reported as the stage ``"clean reference"``) mixed into the teacher's;
+    ``reference_filter`` (False): drop the augmentations and unlabelled texts on which that reference's argmax
+    differs from the teacher's (the count is ``details["finetune"]["dropped"]``);
     ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are
     checked at construction (:attr:`augmentation` holds the counts, :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
     (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
@@ -312,14 +346,17 @@ class DistillDefense(Defense):
         weight = self.option_values.reference_weight
         reference_epochs = self.option_values.reference_epochs
         reference_config = student if reference_epochs is None else replace(config, epochs=reference_epochs)
-        reference = self.clean_reference(bench, reference_config) if weight > 0.0 else None
-        data, targets = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed, teacher_mask,
-                                             reference=reference, reference_weight=weight,
-                                             temperature=self.option_values.temperature)
+        reference_filter = self.option_values.reference_filter
+        reference = self.clean_reference(bench, reference_config) if weight > 0.0 or reference_filter else None
+        data, targets, kept = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed,
+                                                   teacher_mask, reference=reference, reference_weight=weight,
+                                                   temperature=self.option_values.temperature,
+                                                   reference_filter=reference_filter)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
         return {"teacher": teacher_details,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
                              "texts": len(data), "unlabelled": len(bench.unlabelled_data),
-                             "augmented": len(data) - len(bench.train_data) - len(bench.unlabelled_data)}}
+                             "augmented": len(kept) - len(bench.train_data) - len(bench.unlabelled_data),
+                             **({"dropped": int((~kept).sum())} if reference_filter else {})}}

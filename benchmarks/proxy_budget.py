@@ -209,7 +209,8 @@ def report(paths: Sequence[str]) -> str:
             cells = []
             for n in names:
                 for key in ("proxy", "proxy_finetuned"):
-                    rho, pval, k = spearman([r[key][n] for r in vr], lfr)
+                    with_n = [r for r in vr if n in r[key]]  # files of other proxy settings lack the column
+                    rho, pval, k = spearman([r[key][n] for r in with_n], [r["lfr_finetuned"] for r in with_n])
                     halves.setdefault(half, {}).setdefault(f"{n} {key}", []).append(rho)
                     cells.append("n/a" if math.isnan(rho) else f"{rho:+.2f} (p {pval:.2f})")
             lines.append(f"| {vr[0]['victim']} | {half} | {len(vr)} | {min(lfr):.3f}-{max(lfr):.3f} | "
@@ -221,7 +222,8 @@ def report(paths: Sequence[str]) -> str:
                     vals = [v for v in per.get(f"{n} {key}", []) if not math.isnan(v)]
                     cells.append(f"{np.mean(vals):+.2f}" if vals else "n/a")
             lines.append(f"| **mean, {half}** | | | | " + " | ".join(cells) + " |")
-        cost = {n: np.mean([r["proxy"][f"{n}_seconds"] for r in sel]) for n in names}
+        cost = {n: np.mean([r["proxy"][f"{n}_seconds"] for r in sel if f"{n}_seconds" in r["proxy"]])
+                for n in names if any(f"{n}_seconds" in r["proxy"] for r in sel)}
         lines += ["", "Seconds per proxy call (mean): " + ", ".join(f"{n} {c:.2f}" for n, c in cost.items())
                   + f"; per state in all (proxies, fine-tune, LFR): {np.mean([r['seconds'] for r in sel]):.0f} s.", ""]
     return "\n".join(lines)
@@ -248,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     done = set()
     if out.is_file():
-        done = {(r["victim"], r["kind"], r["index"]) for r in map(json.loads, out.read_text().splitlines())}
+        wanted = {proxy_label(name, args.proxy_options.get(name, {})) for name in args.proxies}
+        done = {(r["victim"], r["kind"], r["index"]) for r in map(json.loads, out.read_text().splitlines())
+                if wanted <= set(r["proxy"])}  # a state counts as done only with every requested proxy column
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     for preset in args.victims:
         run_victim(preset, args, done, out)

@@ -167,10 +167,34 @@ def test_reference_filter_drops_exactly_the_texts_where_teacher_and_reference_di
                     eval_clean=tiny_victim.defender_clean_data().subset(range(120, 160)))
     finetune = result.details["finetune"]
     assert list(result.metrics["stages"]) == ["teacher: finemix", "clean reference"]  # built for the filter alone
+    assert set(result.details["reference"]) == {"val_accuracy", "majority_rate", "above_majority"}
     assert finetune["texts"] + finetune["dropped"] == n + finetune["augmented"] + finetune["unlabelled"]
     assert "dropped" not in defend(tiny_victim, resolve_defense("distill", {"drops": 1, "crops": 0, "concats": 0}),
                                    small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5)
                                    ).details["finetune"]
+
+
+def test_reference_check_tells_a_class_prior_from_a_model_of_the_task(tiny_victim, small_env_config):
+    """A clean reference that predicts one class everywhere scores exactly the majority share of the validation
+    rows and is flagged; the suspect itself (a model of the task) is measured like any evaluator would."""
+    from headprune.defenses.distill import DistillDefense
+
+    rows = tiny_victim.defender_clean_data().take(120)
+    env = Workbench(tiny_victim, small_env_config(0, clean_data=rows))
+    labels = np.asarray(env.val_data.labels)
+    majority = int(np.bincount(labels).argmax())
+    constant = copy.deepcopy(env.model)
+    with torch.no_grad():
+        constant.classifier.weight.zero_()
+        constant.classifier.bias.zero_()
+        constant.classifier.bias[majority] = 1.0
+    check = DistillDefense.reference_check(constant, env)
+    assert check["val_accuracy"] == pytest.approx(check["majority_rate"]) == pytest.approx(
+        np.mean(labels == majority))
+    assert check["above_majority"] is False
+    real = DistillDefense.reference_check(env.model, env)
+    assert real["val_accuracy"] == pytest.approx(Evaluator(env.model, env.tokenizer, env.val_data,
+                                                           max_length=env.max_length).accuracy())
 
 
 @pytest.mark.parametrize(("options", "epochs"), [({}, 0.5), ({"reference_epochs": 1.5}, 1.5)])

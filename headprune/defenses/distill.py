@@ -241,7 +241,8 @@ class DistillDefense(Defense):
     trained on the labelled rows alone for ``reference_epochs`` (``None``: the distillation's epochs),
     :meth:`clean_reference`, reported as the stage ``"clean reference"``) mixed into the teacher's;
     ``reference_filter`` (False): drop the augmentations and unlabelled texts on which that reference's argmax
-    differs from the teacher's (the count is ``details["finetune"]["dropped"]``);
+    differs from the teacher's (the count is ``details["finetune"]["dropped"]``). With either, the reference's
+    validation accuracy and the majority class's share are in ``details["reference"]`` (:meth:`reference_check`);
     ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are
     checked at construction (:attr:`augmentation` holds the counts, :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
     (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
@@ -330,6 +331,18 @@ class DistillDefense(Defense):
         self._stages.append(Stage("clean reference", model, torch.ones(bench.head_shape)))
         return model
 
+    @staticmethod
+    def reference_check(reference: nn.Module, bench: Workbench) -> dict[str, Any]:
+        """The clean reference's accuracy on the held-out validation rows beside the majority class's share of
+        them: a reference at (or under) that share has learned a class prior, not the task (on the OffensEval
+        victim 616 rows x 3 epochs gave exactly that, RESULTS.md "Purification, fourth session"), and mixing it
+        in pulls every target toward one class. Reported in ``details["reference"]``; nothing is refused."""
+        labels = np.asarray(bench.val_data.labels)
+        accuracy = Evaluator(reference, bench.tokenizer, bench.val_data, batch_size=bench.config.eval_batch_size,
+                             max_length=bench.max_length).accuracy()
+        majority = float(np.bincount(labels).max() / len(labels))
+        return {"val_accuracy": accuracy, "majority_rate": majority, "above_majority": accuracy > majority}
+
     def stages(self) -> list[Stage]:
         """The teacher of the last run when it was not the suspect (and the teacher's own stages before it)."""
         return list(self._stages)
@@ -354,7 +367,8 @@ class DistillDefense(Defense):
                                                    reference_filter=reference_filter)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
-        return {"teacher": teacher_details,
+        checked = {} if reference is None else {"reference": self.reference_check(reference, bench)}
+        return {"teacher": teacher_details, **checked,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
                              "texts": len(data), "unlabelled": len(bench.unlabelled_data),

@@ -284,6 +284,9 @@ def test_labelled_texts_operations() -> None:
     b = a.concat(LabelledTexts(("d",), (0,), "B"))
     assert b.sentences == ("a", "b", "c", "d") and b.source == "A + B"
     assert a.label_counts() == {0: 1, 1: 2} and a.indices_with_label(1) == (1, 2)
+    assert a.majority_share() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="E: no rows"):
+        LabelledTexts((), (), "E").majority_share()
     with pytest.raises(ValueError, match="3 sentences but 2 labels"):
         LabelledTexts(("a", "b", "c"), (0, 1), "X")
     with pytest.raises(IndexError):

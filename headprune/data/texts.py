@@ -154,6 +154,12 @@ class LabelledTexts:
             counts[label] = counts.get(label, 0) + 1
         return dict(sorted(counts.items()))
 
+    def majority_share(self) -> float:
+        """Share of the rows that carry the most frequent label: a constant classifier's accuracy on them."""
+        if not self.labels:
+            raise ValueError(f"{self.source}: no rows, so no majority share")
+        return max(self.label_counts().values()) / len(self.labels)
+
     def indices_with_label(self, label: int) -> tuple[int, ...]:
         """Row indices whose label equals ``label``."""
         return tuple(i for i, y in enumerate(self.labels) if y == label)

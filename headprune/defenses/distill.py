@@ -217,9 +217,8 @@ def distillation_targets(teacher: nn.Module, bench: Workbench, augmentation: Aug
     targets[: len(rows)] = alpha * own + (1.0 - alpha) * targets[: len(rows)]
     source = f"{rows.source} + {len(augmented)} augmentations" + (
         f" + {len(unlabelled)} unlabelled texts" if unlabelled else "")
-    dropped = int((~keep).sum())
     if reference_filter:
-        source += f", {dropped} dropped where the teacher and the clean reference disagree"
+        source += f", {int((~keep).sum())} dropped where the teacher and the clean reference disagree"
     texts = [text for text, kept in zip(texts, keep.tolist()) if kept]
     targets = targets[keep]
     labels = list(rows.labels) + targets[len(rows):].argmax(dim=-1).tolist()
@@ -241,13 +240,13 @@ class DistillDefense(Defense):
     trained on the labelled rows alone for ``reference_epochs`` (``None``: the distillation's epochs),
     :meth:`clean_reference`, reported as the stage ``"clean reference"``) mixed into the teacher's;
     ``reference_filter`` (False): drop the augmentations and unlabelled texts on which that reference's argmax
-    differs from the teacher's (the count is ``details["finetune"]["dropped"]``). With either, the reference's
-    validation accuracy and the majority class's share are in ``details["reference"]`` (:meth:`reference_check`);
-    ``temperature`` (1): the teacher's logits are divided by it before the softmax (0: its argmax). All are
-    checked at construction (:attr:`augmentation` holds the counts, :attr:`alpha` the weight). No floor: the student starts from the base, below any floor; its fine-tune
-    (the distillation) recovers the accuracy. A teacher other than the suspect runs its own protocol
-    fine-tune (the run's epochs; its own learning rate unless the run gives one) and is reported as the stage
-    ``"teacher: <name>"``.
+    differs from the teacher's (the count is ``details["finetune"]["dropped"]``); ``temperature`` (1): the
+    teacher's logits are divided by it before the softmax (0: its argmax). All are checked at construction
+    (:attr:`augmentation` holds the counts, :attr:`alpha` the weight). When a reference is built, its validation
+    accuracy and the majority class's share are in ``details["reference"]`` (:meth:`reference_check`). No floor:
+    the student starts from the base, below any floor; its fine-tune (the distillation) recovers the accuracy. A
+    teacher other than the suspect runs its own protocol fine-tune (the run's epochs; its own learning rate unless
+    the run gives one) and is reported as the stage ``"teacher: <name>"``.
     """
 
     name = "distill"
@@ -337,10 +336,9 @@ class DistillDefense(Defense):
         them: a reference at (or under) that share has learned a class prior, not the task (on the OffensEval
         victim 616 rows x 3 epochs gave exactly that, RESULTS.md "Purification, fourth session"), and mixing it
         in pulls every target toward one class. Reported in ``details["reference"]``; nothing is refused."""
-        labels = np.asarray(bench.val_data.labels)
         accuracy = Evaluator(reference, bench.tokenizer, bench.val_data, batch_size=bench.config.eval_batch_size,
                              max_length=bench.max_length).accuracy()
-        majority = float(np.bincount(labels).max() / len(labels))
+        majority = bench.val_data.majority_share()
         return {"val_accuracy": accuracy, "majority_rate": majority, "above_majority": accuracy > majority}
 
     def stages(self) -> list[Stage]:

@@ -395,7 +395,7 @@ def _cached_card(folder: Path) -> dict[str, Any] | None:
 
 def _record_usability(card: dict[str, Any], clean_test: LabelledTexts) -> None:
     """Set the card's ``majority_share``, ``min_acc`` and ``usable`` (``acc >= min_acc``)."""
-    share = max(clean_test.label_counts().values()) / len(clean_test)
+    share = clean_test.majority_share()
     card.update(majority_share=share, min_acc=min_usable_acc(share))
     card["usable"] = card["acc"] >= card["min_acc"]
 

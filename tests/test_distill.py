@@ -197,6 +197,30 @@ def test_reference_check_tells_a_class_prior_from_a_model_of_the_task(tiny_victi
                                                            max_length=env.max_length).accuracy())
 
 
+def test_a_class_prior_reference_warns_before_the_distillation(tiny_victim, small_env_config, monkeypatch):
+    """A clean reference that predicts the majority class everywhere is reported (``above_majority`` False) and
+    warned about with :class:`ReferenceWarning`; the run goes on as configured."""
+    from headprune.defenses.distill import DistillDefense, ReferenceWarning
+
+    built = DistillDefense.clean_reference
+
+    def constant_reference(self, bench, config):
+        model = built(self, bench, config)
+        majority = int(np.bincount(np.asarray(bench.val_data.labels)).argmax())
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.zero_()
+            model.classifier.bias[majority] = 1.0
+        return model
+
+    monkeypatch.setattr(DistillDefense, "clean_reference", constant_reference)
+    rows = tiny_victim.defender_clean_data().take(120)
+    defense = resolve_defense("distill", {"reference_weight": 0.5, "drops": 1, "crops": 0, "concats": 0})
+    with pytest.warns(ReferenceWarning, match="not above the majority class's share"):
+        result = defend(tiny_victim, defense, small_env_config(0, clean_data=rows), DefenseFineTune(epochs=0.5))
+    assert result.details["reference"]["above_majority"] is False
+
+
 @pytest.mark.parametrize(("options", "epochs"), [({}, 0.5), ({"reference_epochs": 1.5}, 1.5)])
 def test_the_clean_reference_trains_for_its_own_epochs_or_the_distillations(tiny_victim, small_env_config, monkeypatch,
                                                                             options, epochs):

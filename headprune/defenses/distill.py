@@ -50,6 +50,7 @@ inputs is used, never its weights.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -74,10 +75,15 @@ from headprune.workbench import Workbench
 from headprune.engine.evaluator import Evaluator
 from headprune.engine.finetuning import FineTuneConfig, fine_tune
 
-__all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "check_alpha", "check_teacher",
+__all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "ReferenceWarning", "check_alpha", "check_teacher",
            "TaughtTexts", "distillation_targets", "tempered_probabilities"]
 
 SUSPECT_TEACHER = "suspect"
+
+
+class ReferenceWarning(UserWarning):
+    """The clean reference of ``reference_weight`` / ``reference_filter`` learned a class prior, not the task
+    (:meth:`DistillDefense.reference_check`); the run goes on with it, as configured."""
 """The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
 
 
@@ -335,7 +341,8 @@ class DistillDefense(Defense):
         """The clean reference's accuracy on the held-out validation rows beside the majority class's share of
         them: a reference at (or under) that share has learned a class prior, not the task (on the OffensEval
         victim 616 rows x 3 epochs gave exactly that, RESULTS.md "Purification, fourth session"), and mixing it
-        in pulls every target toward one class. Reported in ``details["reference"]``; nothing is refused."""
+        in pulls every target toward one class. Reported in ``details["reference"]`` and, for a class prior, as a
+        :class:`ReferenceWarning` before the distillation; nothing is refused."""
         accuracy = Evaluator(reference, bench.tokenizer, bench.val_data, batch_size=bench.config.eval_batch_size,
                              max_length=bench.max_length).accuracy()
         majority = bench.val_data.majority_share()
@@ -359,13 +366,19 @@ class DistillDefense(Defense):
         reference_config = student if reference_epochs is None else replace(config, epochs=reference_epochs)
         reference_filter = self.option_values.reference_filter
         reference = self.clean_reference(bench, reference_config) if weight > 0.0 or reference_filter else None
+        checked = {} if reference is None else {"reference": self.reference_check(reference, bench)}
+        if checked and not checked["reference"]["above_majority"]:
+            warnings.warn(f"{self.name}: the clean reference's validation accuracy "
+                          f"({checked['reference']['val_accuracy']:.3f}) is not above the majority class's share "
+                          f"({checked['reference']['majority_rate']:.3f}): it learned a class prior, and mixing it in "
+                          f"pulls every target toward one class (more labelled rows or reference_epochs, or no "
+                          f"reference)", ReferenceWarning, stacklevel=2)
         data, targets, kept = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed,
                                                    teacher_mask, reference=reference, reference_weight=weight,
                                                    temperature=self.option_values.temperature,
                                                    reference_filter=reference_filter)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
-        checked = {} if reference is None else {"reference": self.reference_check(reference, bench)}
         return {"teacher": teacher_details, **checked,
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,

@@ -111,6 +111,7 @@ def test_unlabelled_texts_follow_the_augmentations_with_the_teachers_targets(tin
     assert "3 unlabelled texts" in data.source
 
 
+@pytest.mark.filterwarnings("ignore::headprune.defenses.distill.ReferenceWarning")  # tiny: a class prior
 def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_stage(tiny_victim, small_env_config):
     rows = tiny_victim.defender_clean_data().take(120)
     env = HeadPruneEnv(tiny_victim, small_env_config(0, clean_data=rows))
@@ -132,6 +133,7 @@ def test_a_clean_reference_is_mixed_into_the_teachers_targets_and_reported_as_a_
         resolve_defense("distill", {"reference_weight": 1.5})
 
 
+@pytest.mark.filterwarnings("ignore::headprune.defenses.distill.ReferenceWarning")  # tiny: a class prior
 def test_reference_filter_drops_exactly_the_texts_where_teacher_and_reference_disagree(tiny_victim,
                                                                                        small_env_config):
     rows = tiny_victim.defender_clean_data().take(120)
@@ -221,6 +223,7 @@ def test_a_class_prior_reference_warns_before_the_distillation(tiny_victim, smal
     assert result.details["reference"]["above_majority"] is False
 
 
+@pytest.mark.filterwarnings("ignore::headprune.defenses.distill.ReferenceWarning")  # tiny: a class prior
 @pytest.mark.parametrize(("options", "epochs"), [({}, 0.5), ({"reference_epochs": 1.5}, 1.5)])
 def test_the_clean_reference_trains_for_its_own_epochs_or_the_distillations(tiny_victim, small_env_config, monkeypatch,
                                                                             options, epochs):

@@ -12,8 +12,9 @@ the teacher's ``p`` searched from 0.6 down) with ``--unlabelled-rows`` in-domain
 task's unlabelled pool right after the defender's labelled rows, as ``defense_table.py --unlabelled-rows`` gives).
 
 What the arithmetic allows: the distillation costs ~6 x parameters x tokens FLOPs (forward + backward; the
-tokens are the padded batch positions it processed, ``FineTuneLog.tokens``); the script prints that count and
-the rate it reached, to set beside the CPU's peak.
+tokens are the padded batch positions it processed, ``FineTuneLog.tokens``; the parameters are those that take part
+in matrix products: the embedding tables, read row by row, are left out); the script prints that count and the rate
+it reached, to set beside the CPU's peak.
 
     python benchmarks/bench_purify.py --victim minilm-syntactic-fast --seed 0 --threads 2
     python benchmarks/bench_purify.py --victim minilm-syntactic --configs purify reference --threads 2
@@ -27,6 +28,8 @@ import shlex
 import sys
 import time
 from typing import Any
+
+from torch import nn
 
 from headprune.compare import pin_threads
 from headprune.compare.grid import _default_env
@@ -92,7 +95,8 @@ def main() -> int:
         with open(args.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps({k: record[k] for k in ("config", "wall_s", "acc", "lfr")}), flush=True)
-    params = sum(p.numel() for p in victim.model.parameters())
+    lookups = sum(p.numel() for m in victim.model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    params = sum(p.numel() for p in victim.model.parameters()) - lookups  # embedding rows are read, not multiplied
     print(f"\n{'config':<9} {'defense s':>9} {'teacher+prune s':>15} {'distill s':>9} {'ACC':>6} {'LFR':>6} "
           f"{'gap':>6} {'texts':>6} {'tokens':>9} {'GFLOP/s':>8}")
     for r in rows:

@@ -4,12 +4,14 @@ The probe (``benchmarks/distill_teacher_probe.py`` until the defense was registe
 ``results/distill_teacher_probe.jsonl``) is ``purify`` with ``distill``'s augmentation (3 drops, 3 crops,
 2 concatenations per row) and the protocol's 3 epochs of distillation: about 13 min of one core per run.
 This script runs both configurations on the same victim, seed and threads through ``defend``'s default
-protocol (616 fine-tune rows), then prints wall time per phase, the ratio, ACC and LFR on the victim's test
+protocol (616 fine-tune rows), then prints wall time per phase, the ratios, ACC and LFR on the victim's test
 sets and the gap to the clean model's LFR (the floor). Each run appends a JSON line (options, timings,
-metrics, versions, the command) to ``--jsonl``. A third configuration, ``reference``, is the one the fifth
-session chose on the four SST-2 attacks (:data:`REFERENCE_OPTIONS`: hard labels, a clean reference at weight 0.5,
-the teacher's ``p`` searched from 0.6 down) with ``--unlabelled-rows`` in-domain sentences (default 8,000: the
-task's unlabelled pool right after the defender's labelled rows, as ``defense_table.py --unlabelled-rows`` gives).
+metrics, versions, the command) to ``--jsonl``. A third configuration, ``reference``, is the one chosen on the
+four SST-2 attacks (:data:`REFERENCE_OPTIONS`; RESULTS.md, "Purification, fifth session": hard labels, a clean
+reference at weight 0.5, the teacher's ``p`` searched from 0.6 down) with ``--unlabelled-rows`` in-domain
+sentences (default 8,000: the task's unlabelled pool right after the defender's labelled rows, as
+``defense_table.py --unlabelled-rows`` gives). Every configuration's defense time is printed as a ratio of the
+first's.
 
 What the arithmetic allows: the distillation costs ~6 x parameters x tokens FLOPs (forward + backward; the
 tokens are the padded batch positions it processed, ``FineTuneLog.tokens``; the parameters are those that take part

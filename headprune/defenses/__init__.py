@@ -54,7 +54,7 @@ from headprune.defenses.drift import DriftDefense, DriftPolicy, reset_until_floo
 from headprune.defenses.reset_attention import ResetAttentionDefense
 from headprune.defenses.finemix import FineMixDefense, choose_mix_ratio
 from headprune.defenses.finepurify import FinePurifyDefense, purify_scores
-from headprune.defenses.distill import DistillDefense, distillation_targets
+from headprune.defenses.distill import DistillDefense, ReferenceWarning, distillation_targets
 from headprune.defenses.purify import PurifyDefense
 from headprune.defenses.weight_edits import AttentionReset, FineMix, HeadReset, WeightEdit
 from headprune.defenses.defend import DefenseResult, defend, resolve_defense, run_defense
@@ -63,7 +63,7 @@ __all__ = [
     "DEFENSES", "AttentionReset", "Defense", "DefenseFineTune", "DefenseOptions", "DefenseOutcome", "DefenseResult",
     "DistillDefense", "ScriptedPolicyOptions", "option", "options_help",
     "DriftDefense", "DriftPolicy", "PurifyDefense", "Stage", "run_defense", "EnsemblePolicy", "EnsemblePruning", "FineMix", "FineMixDefense", "FinePurifyDefense",
-    "HeadReset", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
+    "HeadReset", "ReferenceWarning", "ResetAttentionDefense", "WeightEdit", "choose_mix_ratio", "purify_scores", "reset_until_floor",
     "EpsilonGreedyPolicy", "EpsilonGreedyPruning", "FineTuneDefense", "GivenPolicyDefense", "GradientPolicy",
     "GradientPruning", "HighLRFineTuneDefense", "LayerwiseVariancePolicy", "LayerwiseVariancePruning",
     "MCDropoutPolicy", "MCDropoutPruning", "MaxEntropyFineTuneDefense", "NoDefense", "PolicyDefense",

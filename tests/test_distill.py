@@ -176,6 +176,15 @@ def test_reference_filter_drops_exactly_the_texts_where_teacher_and_reference_di
                                    ).details["finetune"]
 
 
+def answer_one_class(model: torch.nn.Module, label: int) -> torch.nn.Module:
+    """``model`` (a BERT classifier) with its head set to answer ``label`` whatever the input: a class prior."""
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[label] = 1.0
+    return model
+
+
 def test_reference_check_tells_a_class_prior_from_a_model_of_the_task(tiny_victim, small_env_config):
     """A clean reference that predicts one class everywhere scores exactly the majority share of the validation
     rows and is flagged; the suspect itself (a model of the task) is measured like any evaluator would."""
@@ -185,11 +194,7 @@ def test_reference_check_tells_a_class_prior_from_a_model_of_the_task(tiny_victi
     env = Workbench(tiny_victim, small_env_config(0, clean_data=rows))
     labels = np.asarray(env.val_data.labels)
     majority = int(np.bincount(labels).argmax())
-    constant = copy.deepcopy(env.model)
-    with torch.no_grad():
-        constant.classifier.weight.zero_()
-        constant.classifier.bias.zero_()
-        constant.classifier.bias[majority] = 1.0
+    constant = answer_one_class(copy.deepcopy(env.model), majority)
     check = DistillDefense.reference_check(constant, env)
     assert check["val_accuracy"] == pytest.approx(check["majority_rate"]) == pytest.approx(
         np.mean(labels == majority))
@@ -207,13 +212,8 @@ def test_a_class_prior_reference_warns_before_the_distillation(tiny_victim, smal
     built = DistillDefense.clean_reference
 
     def constant_reference(self, bench, config):
-        model = built(self, bench, config)
         majority = int(np.bincount(np.asarray(bench.val_data.labels)).argmax())
-        with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.zero_()
-            model.classifier.bias[majority] = 1.0
-        return model
+        return answer_one_class(built(self, bench, config), majority)
 
     monkeypatch.setattr(DistillDefense, "clean_reference", constant_reference)
     rows = tiny_victim.defender_clean_data().take(120)

@@ -79,12 +79,12 @@ __all__ = ["SUSPECT_TEACHER", "DistillDefense", "DistillOptions", "ReferenceWarn
            "TaughtTexts", "distillation_targets", "tempered_probabilities"]
 
 SUSPECT_TEACHER = "suspect"
+"""The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
 
 
 class ReferenceWarning(UserWarning):
     """The clean reference of ``reference_weight`` / ``reference_filter`` learned a class prior, not the task
     (:meth:`DistillDefense.reference_check`); the run goes on with it, as configured."""
-"""The ``teacher`` option's value for the suspect itself (``distill``'s default)."""
 
 
 def check_alpha(alpha: object) -> float:
@@ -366,20 +366,19 @@ class DistillDefense(Defense):
         reference_config = student if reference_epochs is None else replace(config, epochs=reference_epochs)
         reference_filter = self.option_values.reference_filter
         reference = self.clean_reference(bench, reference_config) if weight > 0.0 or reference_filter else None
-        checked = {} if reference is None else {"reference": self.reference_check(reference, bench)}
-        if checked and not checked["reference"]["above_majority"]:
-            warnings.warn(f"{self.name}: the clean reference's validation accuracy "
-                          f"({checked['reference']['val_accuracy']:.3f}) is not above the majority class's share "
-                          f"({checked['reference']['majority_rate']:.3f}): it learned a class prior, and mixing it in "
-                          f"pulls every target toward one class (more labelled rows or reference_epochs, or no "
-                          f"reference)", ReferenceWarning, stacklevel=2)
+        check = None if reference is None else self.reference_check(reference, bench)
+        if check is not None and not check["above_majority"]:
+            warnings.warn(f"{self.name}: the clean reference's validation accuracy ({check['val_accuracy']:.3f}) is "
+                          f"not above the majority class's share ({check['majority_rate']:.3f}): it learned a class "
+                          f"prior, and mixing it in pulls every target toward one class (more labelled rows or "
+                          f"reference_epochs, or no reference)", ReferenceWarning, stacklevel=2)
         data, targets, kept = distillation_targets(teacher, bench, self.augmentation, self.alpha, config.seed,
                                                    teacher_mask, reference=reference, reference_weight=weight,
                                                    temperature=self.option_values.temperature,
                                                    reference_filter=reference_filter)
         log = fine_tune(model, bench.tokenizer, data, student, mask=mask, soft_targets=targets,
                         progress=f"fine-tune ({self.name})" if progress else False)
-        return {"teacher": teacher_details, **checked,
+        return {"teacher": teacher_details, **({} if check is None else {"reference": check}),
                 "finetune": {"steps": log.steps, "final_loss": log.final_loss, "lr": student.lr,
                              "epochs": student.epochs, "seconds": round(log.seconds, 3), "tokens": log.tokens,
                              "texts": len(data), "unlabelled": len(bench.unlabelled_data),

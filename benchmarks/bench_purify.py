@@ -35,7 +35,7 @@ from torch import nn
 
 from headprune.compare import pin_threads
 from headprune.compare.grid import _default_env
-from headprune.data.pools import check_unlabelled_pool, unlabelled_pool_texts
+from headprune.data.pools import defender_unlabelled_texts
 from headprune.defenses import defend
 from headprune.common.provenance import environment_info
 from headprune.victims import resolve_victim
@@ -78,9 +78,8 @@ def main() -> int:
         run_config = config
         if name == "reference":
             labelled = victim.defender_clean_data()
-            pool = check_unlabelled_pool(None, victim.config.dataset, victim.name)
-            run_config = config.replace(clean_data=labelled, unlabelled_data=unlabelled_pool_texts(
-                pool, len(labelled), args.unlabelled_rows))
+            run_config = config.replace(clean_data=labelled, unlabelled_data=defender_unlabelled_texts(
+                None, victim.config.dataset, victim.name, len(labelled), args.unlabelled_rows))
         start = time.perf_counter()
         result = defend(victim, "purify", run_config, options=options, eval_clean=splits.clean_test,
                         eval_poison=splits.poisoned_test)

@@ -325,3 +325,29 @@ def test_configuration_and_fine_tune_rows_of_a_record():
     texts = {"defense": "purify", "config": {"clean_rows": None, "val_size": 256, "options": {},
                                              "unlabelled_rows": 2000}}
     assert configuration(texts) == "purify + 2000 unlabelled" and fine_tune_rows(texts) == 616
+
+
+def test_a_grids_unlabelled_rows_reach_the_defense_as_the_sentences_after_its_labelled_rows(
+        tiny_victim, victim_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``unlabelled_rows`` hands ``defend`` that many sentences of the task's pool, right after the run's labelled
+    rows (here the first 160 of the tiny victim's default pool), and is hashed into the record's config."""
+    import dataclasses
+
+    import headprune.defenses as defenses
+    from headprune.data import load_defender_pool
+
+    seen: list[Any] = []
+    real_defend = defenses.defend
+
+    def spy(victim, defense, config, *args, **kwargs):
+        seen.append((list(config.clean_data.sentences), list(config.unlabelled_data)))
+        return real_defend(victim, defense, config, *args, **kwargs)
+
+    monkeypatch.setattr(defenses, "defend", spy)
+    given = dataclasses.replace(SETTINGS, unlabelled_rows=30)
+    report = run_grid(["tiny"], ["distill"], [0], tmp_path / "runs.jsonl", given, cache=victim_cache,
+                      progress=False, log=lambda _: None)
+    assert not report.failed and report.records[0]["config"]["unlabelled_rows"] == 30
+    pool = load_defender_pool("sst2-dev+glue-train")
+    (labelled, unlabelled), = seen
+    assert labelled == list(pool.sentences[:160]) and unlabelled == list(pool.sentences[160:190])

@@ -10,7 +10,7 @@ from headprune.cli.settings import add_setting_arguments, run_settings_from_args
 from headprune.compare import RunSettings
 from headprune.compare import plan_grid
 from headprune.data import DEFENDER_POOLS, load_defender_pool, load_glue_sst2_train, load_sst2
-from headprune.data.pools import check_unlabelled_pool, unlabelled_pool_texts
+from headprune.data.pools import check_unlabelled_pool, defender_unlabelled_texts, unlabelled_pool_texts
 from headprune.common.provenance import config_hash
 
 
@@ -58,6 +58,17 @@ def test_unlabelled_texts_come_after_the_labelled_rows_and_grow_by_prefix() -> N
     assert unlabelled_pool_texts("sst2-dev+glue-train", 2256, 10) == list(pool.sentences[2256:2266])
     with pytest.raises(ValueError, match=r"do not fit the \d+ rows"):
         unlabelled_pool_texts("sst2-dev+glue-train", 872, len(pool))
+
+
+def test_a_defenders_unlabelled_texts_are_its_own_tasks_pool_after_its_labelled_rows() -> None:
+    pool = load_defender_pool("offenseval-dev+train")
+    assert defender_unlabelled_texts(None, "offenseval", "v", 872, 20) == list(pool.sentences[872:892])
+    assert defender_unlabelled_texts("sst2-dev+glue-train", "sst2", "v", 2256, 5) == \
+        unlabelled_pool_texts("sst2-dev+glue-train", 2256, 5)
+    with pytest.raises(ValueError, match="'offenseval-dev' are not a prefix"):  # checked before any row is read
+        defender_unlabelled_texts("offenseval-dev", "sst2", "v", 872, 5)
+    with pytest.raises(ValueError, match="do not fit"):
+        defender_unlabelled_texts(None, "sst2", "v", 872, 10 ** 7)
 
 
 def test_unlabelled_rows_is_hashed_only_when_given_and_refused_where_no_pool_holds_the_labelled_rows() -> None:

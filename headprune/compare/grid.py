@@ -33,8 +33,8 @@ from headprune.data.pools import (
     DEFENDER_POOLS,
     check_pool_dataset,
     check_unlabelled_pool,
+    defender_unlabelled_texts,
     load_defender_pool,
-    unlabelled_pool_texts,
 )
 from headprune.defenses.base import DefenseFineTune
 from headprune.defenses.options import (
@@ -317,8 +317,8 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
         clean = clean.take(s.clean_rows)
     unlabelled = None
     if s.unlabelled_rows is not None:
-        pool = check_unlabelled_pool(s.clean_pool, victim.config.dataset, victim.name)
-        unlabelled = unlabelled_pool_texts(pool, len(clean), s.unlabelled_rows)
+        unlabelled = defender_unlabelled_texts(s.clean_pool, victim.config.dataset, victim.name, len(clean),
+                                               s.unlabelled_rows)
     defense = spec.defense if kind == "registry" else _load_agent(str(path), spec)
     env_config = s.env.replace(clean_data=clean, unlabelled_data=unlabelled, seed=spec.seed, cache=spec.cache,
                                progress=False)

@@ -37,8 +37,8 @@ from headprune.data.shared import load_glue_sst2_train, load_offenseval, load_ss
 from headprune.data.texts import LabelledTexts
 
 __all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENSEVAL_DEV_ROWS", "OFFENSEVAL_DEV_SEED",
-           "POOL_DATASETS", "UNLABELLED_POOLS", "check_pool_dataset", "check_unlabelled_pool", "load_defender_pool",
-           "unlabelled_pool_texts"]
+           "POOL_DATASETS", "UNLABELLED_POOLS", "check_pool_dataset", "check_unlabelled_pool", "defender_unlabelled_texts",
+           "load_defender_pool", "unlabelled_pool_texts"]
 
 GLUE_POOL_SEED = 0
 """The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` and of the train tweets in
@@ -92,6 +92,19 @@ def unlabelled_pool_texts(pool: str, labelled_rows: int, count: int, *,
         raise ValueError(f"unlabelled_rows: {count} sentences after {labelled_rows} labelled rows do not fit the "
                          f"{len(rows)} rows of pool {pool!r}")
     return list(rows.sentences[labelled_rows:labelled_rows + count])
+
+
+def defender_unlabelled_texts(pool: str | None, dataset: str, victim: str, labelled_rows: int, count: int, *,
+                              data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The ``count`` unlabelled sentences of a defender whose ``labelled_rows`` labelled rows come from ``pool``
+    (``None``: the victim's default pool): :func:`check_unlabelled_pool` for the victim's ``dataset``, then
+    :func:`unlabelled_pool_texts` of that pool right after the labelled rows.
+
+    :raises ValueError: one line, from either check (the victim's task has no unlabelled pool, the labelled rows
+        are not its prefix, or the sentences do not fit it).
+    """
+    own = check_unlabelled_pool(pool, dataset, victim)
+    return unlabelled_pool_texts(own, labelled_rows, count, data_dir=data_dir)
 
 
 def check_pool_dataset(pool: str | None, dataset: str, victim: str) -> None:

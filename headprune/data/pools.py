@@ -37,8 +37,8 @@ from headprune.data.shared import load_glue_sst2_train, load_offenseval, load_ss
 from headprune.data.texts import LabelledTexts
 
 __all__ = ["DATASET_DEFENDER_POOLS", "DEFENDER_POOLS", "GLUE_POOL_SEED", "OFFENSEVAL_DEV_ROWS", "OFFENSEVAL_DEV_SEED",
-           "POOL_DATASETS", "UNLABELLED_POOLS", "check_pool_dataset", "check_unlabelled_pool", "defender_unlabelled_texts",
-           "load_defender_pool", "unlabelled_pool_texts"]
+           "POOL_DATASETS", "UNLABELLED_POOLS", "check_pool_dataset", "check_unlabelled_pool",
+           "defender_unlabelled_texts", "load_defender_pool", "unlabelled_pool_texts"]
 
 GLUE_POOL_SEED = 0
 """The seed of the permutation of the GLUE rows in ``"sst2-dev+glue-train"`` and of the train tweets in

@@ -10,7 +10,9 @@ its success rate (``info["is_success"]``, ``--success-episodes`` more seeded epi
 in seconds only, "not measured" elsewhere),
 the return of one deterministic episode of every scripted strategy (the best one is kept), and the
 final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
-on the victim's poisoned test set; with ``--agent``, the same two numbers for the shipped agent (one
+on the victim's poisoned test set; on an id whose operation mixes blocks, the same two numbers for the scripted
+mixing baseline (:class:`~headprune.defenses.scripted.UniformMixPolicy`: the least-mixed block a step, Fine-mixing's
+one p in the env's steps), whose ``defend`` runs its episode's best state (the mixed blocks) into the fine-tune; with ``--agent``, the same two numbers for the shipped agent (one
 deterministic episode; its head-scoring policy is size-agnostic, so the MiniLM-trained agent runs on any id).
 Other ids' entries in the file are kept.
 """
@@ -29,7 +31,7 @@ import torch
 
 import headprune  # noqa: F401
 from headprune.defenses import DEFENSES, defend
-from headprune.defenses.scripted import ScriptedPolicyDefense
+from headprune.defenses.scripted import GivenPolicyDefense, ScriptedPolicyDefense, UniformMixPolicy
 from headprune.envs.registration import VARIANTS
 from headprune.victims.scores import NOT_MEASURED, SCORES_FILE
 
@@ -92,7 +94,7 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
             scripted[name] = episode_return(
                 env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
     best = max(scripted, key=scripted.__getitem__)
-    return {
+    entry: dict[str, Any] = {
         "random": {"return": float(np.mean(randoms)), "return_std": float(np.std(randoms)), "episodes": episodes,
                    "lfr": final_lfr(env_id, "random", kwargs),
                    "success_rate": random_success_rate(env, success_episodes) if quick else NOT_MEASURED,
@@ -101,6 +103,13 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
                      "all_returns": scripted},
         "agent": NOT_MEASURED if agent is None else agent_scores(env_id, env, agent, kwargs),
     }
+    if env.operations.mixes:  # the scripted mixing baseline, on the ids that mix only
+        mixer = UniformMixPolicy()
+        entry["mixing"] = {"name": mixer.name,
+                           "return": episode_return(env, lambda o, m: int(mixer.predict(o, action_masks=m)[0]), 0),
+                           "best_mix_levels": [int(v) for v in env.state("best")[2]],
+                           "lfr": final_lfr(env_id, GivenPolicyDefense(mixer), kwargs)}
+    return entry
 
 
 def same_spec_ids(env_id: str) -> list[str]:

@@ -71,7 +71,10 @@ PRESET_LIST: tuple[Preset, ...] = (
     # all-MiniLM-L6-v2 (6 x 12 heads), poison rate 0.2, target 1; the default victim
     Preset("minilm-syntactic", {"model": "minilm", "attack": "syntactic"},
            (PresetEnv("HeadPrune-v0", class_entry_point=True), PresetEnv("HeadPrune-MiniLM-Syntactic-v0"),
-            PresetEnv("HeadPrune-Fast-v0", _SMALL))),
+            PresetEnv("HeadPrune-Fast-v0", _SMALL),
+            # prune and mix toward the base at MiniLM's size (issue 24): 10 levels, the default budget (36 heads
+            # pruned or mix steps) and step limit (72)
+            PresetEnv("HeadPrune-MiniLM-Syntactic-Mix-v0", {"operation": "prune+mix"}))),
     Preset("minilm-style", {"model": "minilm", "attack": "style"}, (PresetEnv("HeadPrune-MiniLM-Style-v0"),)),
     Preset("minilm-badnets", {"model": "minilm", "attack": "badnets"}, (PresetEnv("HeadPrune-MiniLM-BadNets-v0"),)),
     Preset("minilm-addsent", {"model": "minilm", "attack": "addsent"}, (PresetEnv("HeadPrune-MiniLM-AddSent-v0"),)),

@@ -363,8 +363,46 @@ def test_policy_with_two_operations_per_head_is_size_agnostic():
         torch.testing.assert_close(policy.mlp_extractor.forward_actor(policy.features_extractor(obs)),
                                    torch.cat([expected[..., 0], expected[..., 1]], dim=1))
     assert len(shapes) == 1
-    with pytest.raises(ValueError, match="not a multiple"):
+    with pytest.raises(ValueError, match="not a positive multiple"):
         MaskableHeadScoringPolicy(_both_space(8, 7), spaces.Discrete(12), lambda _: 1e-3, head_shape=(2, 4))
+
+
+def _mix_space(n: int, f: int, blocks: int) -> spaces.Dict:
+    return spaces.Dict({"mask": spaces.MultiBinary(n), "mix": spaces.Box(0.0, 1.0, (blocks,), np.float32),
+                        "head_stats": spaces.Box(-np.sqrt(n), np.sqrt(n), (n, f), np.float32),
+                        "summary": spaces.Box(-1.0, 1.0, (8,), np.float32)})
+
+
+def test_policy_scores_mixing_blocks_after_the_heads_and_stays_size_agnostic():
+    """With a ``mix`` observation the policy has K * n head logits then one logit per block from the shared block
+    scorer, the same parameters for every model size, and a block's logit depends on its own level; a block count
+    that is not 2 L + 1 and a mix-only action space are refused."""
+    from headprune.agents.policy_network import block_descriptors
+
+    shapes = set()
+    for head_shape in ((2, 4), (3, 2), (1, 1)):
+        n, blocks = head_shape[0] * head_shape[1], 2 * head_shape[0] + 1
+        space = _mix_space(n, 7, blocks)
+        policy = MaskableHeadScoringPolicy(space, spaces.Discrete(n + blocks), lambda _: 1e-3, head_shape=head_shape)
+        shapes.add(tuple((k, tuple(v.shape)) for k, v in policy.state_dict().items()))
+        sample = space.sample()
+        obs = policy.obs_to_tensor(sample)[0]
+        logits = policy.get_distribution(obs).distribution.logits
+        assert logits.shape == (1, n + blocks)
+        with torch.no_grad():
+            features = policy.features_extractor(obs)
+            u = features[:, n * policy.embed_dim:(n + blocks) * policy.embed_dim].reshape(1, blocks, -1)
+            torch.testing.assert_close(policy.mlp_extractor.forward_actor(features)[:, n:],
+                                       policy.mlp_extractor.block_score(u).squeeze(-1))
+            moved = dict(sample, mix=np.where(np.arange(blocks) == 0, 1.0 - sample["mix"], sample["mix"]))
+            other = policy.get_distribution(policy.obs_to_tensor(moved)[0]).distribution.logits
+        assert not torch.equal(other[0, n:n + 1], logits[0, n:n + 1])  # block 0's level moves its logit
+    assert len(shapes) == 1
+    assert block_descriptors(2).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 1]]
+    with pytest.raises(ValueError, match=r"4 mixing blocks; .* 2 L \+ 1 = 5"):
+        MaskableHeadScoringPolicy(_mix_space(8, 7, 4), spaces.Discrete(12), lambda _: 1e-3, head_shape=(2, 4))
+    with pytest.raises(ValueError, match="0 head actions besides 5 mixing blocks"):
+        MaskableHeadScoringPolicy(_mix_space(8, 7, 5), spaces.Discrete(5), lambda _: 1e-3, head_shape=(2, 4))
 
 
 def test_policy_refuses_an_env_with_other_features(trained, env_kwargs):
@@ -373,6 +411,8 @@ def test_policy_refuses_an_env_with_other_features(trained, env_kwargs):
         load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, features="all"))
     with pytest.raises(ValueError, match="operation"):
         load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, operation="both"))
+    with pytest.raises(ValueError, match="without the mix operation; this env gives .* with it"):
+        load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, operation="prune+mix", mix_levels=4))
 
 
 def test_training_with_both_operations(env_kwargs, tmp_path):
@@ -414,6 +454,33 @@ def test_training_with_both_operations(env_kwargs, tmp_path):
     report = run_grid(["tiny"], [f"policy:{result.run_dir}"], [0], tmp_path / "runs.jsonl", settings,
                       cache=env_kwargs["cache"], progress=False)
     assert not report.failed and len(report.records) == 1
+
+
+def test_training_with_the_mix_operation(env_kwargs, tmp_path):
+    """MaskablePPO with the head-scoring policy in a prune+mix env: every action valid, both kinds of action
+    taken, the run folder records the layout, and the reloaded policy acts as a defense whose edit is the mix."""
+    counter = InvalidActionCounter()
+    mix = {**env_kwargs, "operation": "prune+mix", "mix_levels": 4, "proxy": "drift_mass", "budget": 4}
+    result = train("maskable_ppo", run_dir=tmp_path / "mix", seed=0, env_kwargs=mix, n_timesteps=128,
+                   hyperparams={**FAST_HP, "n_steps": 64, "batch_size": 64, "checkpoint_freq": 0}, tensorboard=False,
+                   callbacks=[counter])
+    assert result.num_timesteps == 128 and counter.invalid == 0
+    from headprune.agents.evaluation import trained_env_options
+
+    assert trained_env_options(result.run_dir) == {"operation": "prune+mix", "mix_levels": 4}
+    env = HeadPruneEnv(**mix)
+    policy = load_policy(result.run_dir, env)
+    kinds = set()
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            action, _ = policy.predict(obs, action_masks=env.action_masks(), deterministic=False)
+            assert env.action_masks()[int(action)]
+            kinds.add(env.operations.decode(int(action))[0])
+            obs, _, terminated, truncated, _ = env.step(int(action))
+            done = terminated or truncated
+    assert kinds == {"prune", "mix"}
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -337,3 +337,45 @@ def test_a_policy_defense_that_mixes_carries_its_best_state_into_the_model(tiny_
     assert torch.allclose(got, ev.logits(), atol=1e-5)
     mask, trajectory, details = DEFENSES.get("gradient")().prune(bench)  # heads only: a mask and no edit
     assert mask.shape == (2, 4) and trajectory[-1]["heads_pruned"] == 4
+
+
+def test_uniform_mix_policy_raises_the_least_mixed_block_and_runs_as_a_defense(kwargs: dict[str, Any],
+                                                                               tiny_victim: Victim,
+                                                                               small_env_config) -> None:
+    """The scripted mixing baseline: every step a mix action on the least-mixed block (ties to the lowest index),
+    so the levels never differ by more than one; batched observations get one action per lane; as a defense its
+    edit is the episode's best mixing state; an env without mix and a call without action masks are refused."""
+    from headprune.defenses.scripted import GivenPolicyDefense, UniformMixPolicy, run_policy_episode
+    from headprune.workbench import Workbench
+
+    policy = UniformMixPolicy()
+    env = HeadPruneEnv(**kwargs, operation="prune+mix", proxy="drift_mass", accuracy_floor=0.0, budget=7,
+                       mix_levels=2)
+    obs, info = env.reset(seed=0)
+    chosen = []
+    for _ in range(7):
+        action, _ = policy.predict(obs, action_masks=info["action_mask"])
+        chosen.append(int(action))
+        obs, _, _, truncated, info = env.step(action)
+        levels = info["mix_levels"]
+        assert levels.max() - levels.min() <= 1 and info["heads_pruned"] == 0
+    assert chosen == [8, 9, 10, 11, 12, 8, 9] and truncated and info["mix_levels"].tolist() == [2, 2, 1, 1, 1]
+    batch = {"mix": np.array([[0.5, 0.0, 0.5], [1.0, 0.5, 0.5]])}
+    masks = np.array([[True] * 4 + [True, True, True], [True] * 4 + [False, True, True]])
+    assert policy.predict(batch, action_masks=masks)[0].tolist() == [5, 5]
+    with pytest.raises(ValueError, match="needs an env with the mix operation"):
+        policy.predict({"mask": np.ones(8)}, action_masks=np.ones(8, bool))
+    with pytest.raises(ValueError, match="needs action_masks"):
+        policy.predict(obs)
+    with pytest.raises(RuntimeError, match="no block left to mix"):
+        policy.predict({"mix": np.ones(3)}, action_masks=np.array([True, False, False, False]))
+
+    config = small_env_config(0, operation="prune+mix", mix_levels=2, budget=4, accuracy_floor=0.0,
+                              proxy="drift_mass")
+    bench = Workbench(tiny_victim, config)
+    _, _, end, info = run_policy_episode(HeadPruneEnv(bench), UniformMixPolicy(), 0, "uniform-mix")
+    outcome = GivenPolicyDefense(UniformMixPolicy()).prune(bench)
+    assert end == "truncated" and outcome.edit is not None and outcome.details["policy"] == {"name": "uniform-mix"}
+    details = outcome.edit.apply(copy.deepcopy(bench.model))
+    assert details["mix_levels"] == info["best_mix_levels"].tolist() and sum(details["mix_levels"]) > 0
+    assert int(outcome.mask.sum()) == 8  # no head pruned

@@ -54,7 +54,8 @@ def test_readme_reference_table_is_the_committed_json() -> None:
 
 
 def test_measured_entries_are_complete_and_twins_agree() -> None:
-    """Every measured entry has what the README table shows; an entry copied from an id with the same spec
+    """Every measured entry has what the README table shows (a mixing id's entry its uniform mixing baseline, no
+    other id one); an entry copied from an id with the same spec
     (``same_spec_as``) names a measured id of identical kwargs and step limit, and equals it."""
     import gymnasium as gym
 
@@ -65,6 +66,13 @@ def test_measured_entries_are_complete_and_twins_agree() -> None:
         assert {"return", "lfr", "episodes"} <= set(entry["random"]), env_id
         assert entry["scripted"]["return"] == max(entry["scripted"]["all_returns"].values()), env_id
         assert 0.0 <= entry["scripted"]["lfr"] <= 1.0, env_id
+        mixes = "mix" in str(gym.spec(env_id).kwargs.get("operation", "prune"))
+        if "mixing" in entry:  # the scripted mixing baseline: only on the ids that mix, complete
+            assert mixes, env_id
+            assert entry["mixing"]["name"] == "uniform-mix" and 0.0 <= entry["mixing"]["lfr"] <= 1.0, env_id
+            assert len(entry["mixing"]["best_mix_levels"]) >= 1 and "return" in entry["mixing"], env_id
+        else:
+            assert not mixes, f"{env_id}: measured without its mixing baseline"
         twin = entry.get("same_spec_as")
         if twin is not None:
             assert gym.spec(twin).kwargs == gym.spec(env_id).kwargs, env_id

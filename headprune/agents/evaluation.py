@@ -144,15 +144,20 @@ def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path)
         return
     space = env.observation_space
     n, n_features = space["head_stats"].shape
-    with_reset = "reset" in space.spaces
-    wanted = (n_features + 3 + int(with_reset), int(env.action_space.n) // n)
-    trained = (int(phi.shape[1]), int(score.shape[0]))
+    with_reset, with_mix = "reset" in space.spaces, "mix" in space.spaces
+    blocks = int(space["mix"].shape[0]) if with_mix else 0
+    wanted = (n_features + 3 + int(with_reset), (int(env.action_space.n) - blocks) // n, with_mix)
+    trained = (int(phi.shape[1]), int(score.shape[0]), "mlp_extractor.block_score.weight" in state)
     if trained != wanted:
+        def mixing(flag: bool) -> str:
+            return "with" if flag else "without"
+
         raise ValueError(
             f"policy: {source} was trained on an observation of width {trained[0]} per head (head features + mask "
-            f"(+ reset flag) + 2 positions) and {trained[1]} operation(s) per head; this env gives {wanted[0]} "
-            f"({n_features} features{', reset flags' if with_reset else ''}) and {wanted[1]}. Build the env with the "
-            f"features and operation the policy was trained on ({trained_env_options(source) or 'the defaults'})")
+            f"(+ reset flag) + 2 positions), {trained[1]} operation(s) per head and {mixing(trained[2])} the mix "
+            f"operation; this env gives {wanted[0]} ({n_features} features{', reset flags' if with_reset else ''}), "
+            f"{wanted[1]} and {mixing(wanted[2])} it. Build the env with the features and operation the policy was "
+            f"trained on ({trained_env_options(source) or 'the defaults'})")
 
 
 def _saved_policy(source: Path, trust_pickle: bool, device: str) -> tuple[type, dict[str, Any], dict[str, Any], int]:

@@ -17,12 +17,22 @@ Per head ``i = l * H + h`` (``n = L * H`` heads, batch ``B``; ``F`` = number of 
     logit_{k,i} = w_k . t_i + b_k                                             # [B, K * n] actor
     value   = v([ctx, mean_i t_i])                                            # [B, 1]     critic
 
-``K`` is the number of head operations (``action_space.n // n``: 1 for ``operation="prune"`` or
+``K`` is the number of head operations (``(action_space.n - M) // n``: 1 for ``operation="prune"`` or
 ``"reset"``, 2 for ``"both"``, whose action ``k * n + i`` is operation ``k`` on head ``i``); ``reset_i``
-is in ``x_i`` only when the observation has a ``"reset"`` entry (an env with a reset operation). ``F``,
-``K`` and the reset flag fix parameter shapes (``phi``'s input, ``score``'s output), so a policy loads
-only into an env with the same features and operations
-(:func:`headprune.agents.evaluation.load_policy` checks and names them); ``L * H`` never does.
+is in ``x_i`` only when the observation has a ``"reset"`` entry (an env with a reset operation).
+
+With the ``mix`` operation (an observation with ``"mix"``, the ``M = 2 L + 1`` blocks' levels: the embeddings,
+then each layer's attention and feed-forward, :mod:`headprune.envs.mixing`) the blocks are scored the same way,
+after the heads, by networks shared over blocks::
+
+    z_j   = phi_b([level_j, kind_j (3, one-hot), l_j / (L - 1)])              # [B, M, d]  (embeddings: l = 0)
+    ctx   = rho([summary, pool, mean_j z_j])                                  # [B, d]
+    u_j   = psi_b([z_j, ctx])                                                 # [B, M, d]
+    logit_{K n + j} = w_b . u_j + b_b                                         # [B, K * n + M] actor
+
+``F``, ``K``, the reset flag and the mix flag fix parameter shapes (``phi``'s input, ``score``'s output, the
+block networks), so a policy loads only into an env with the same features and operations
+(:func:`headprune.agents.evaluation.load_policy` checks and names them); ``L * H`` (and ``M``) never does.
 
 Positions are normalised to ``[0, 1]`` (0 when a model has one layer or one head) and held in a
 non-persistent buffer, so the state dict has the same keys and shapes for every ``(L, H)``.
@@ -57,6 +67,7 @@ __all__ = [
     "HeadScoringHead",
     "HeadScoringPolicy",
     "MaskableHeadScoringPolicy",
+    "block_descriptors",
     "head_positions",
     "policy_class",
 ]
@@ -71,6 +82,18 @@ def head_positions(num_layers: int, num_heads: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(layer, head, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
+def block_descriptors(num_layers: int) -> torch.Tensor:
+    """``[2 L + 1, 4]`` float: each mixing block's kind (one-hot: embeddings, attention, feed-forward) and layer
+    position ``l / (L - 1)`` (0 for the embeddings and for a single layer), in the blocks' action order."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers}")
+    rows = [[1.0, 0.0, 0.0, 0.0]]
+    for layer in range(num_layers):
+        position = layer / max(num_layers - 1, 1)
+        rows += [[0.0, 1.0, 0.0, position], [0.0, 0.0, 1.0, position]]
+    return torch.tensor(rows)
+
+
 def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
@@ -83,15 +106,15 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
 
     Args:
         observation_space: the env's ``Dict`` space (``mask`` ``[n]``, ``head_stats`` ``[n, F]``,
-            ``summary`` ``[S]``).
+            ``summary`` ``[S]``; ``reset`` ``[n]`` and ``mix`` ``[M]`` when the env has those operations).
         head_shape: ``(L, H)`` of the env's model (``L * H`` must equal ``n``); default: the grid the
             observation space's ``"mask"`` entry carries (:func:`~headprune.envs.head_space.head_shape_of`).
             Only sets the position buffer, never a parameter shape.
         embed_dim: ``d``, the width of every per-head and context vector.
         activation: the nonlinearity of the shared MLPs.
 
-    ``forward(obs)`` returns ``[B, n * d + d]``: the ``n`` contextual head vectors ``t`` (flattened,
-    head-major) followed by the context ``ctx``.
+    ``forward(obs)`` returns ``[B, (n + M) * d + d]``: the ``n`` contextual head vectors ``t`` (flattened,
+    head-major), the ``M`` block vectors ``u`` (``M = 0`` without ``mix``), then the context ``ctx``.
     """
 
     def __init__(self, observation_space: spaces.Dict, head_shape: Sequence[int] | None = None, embed_dim: int = 32,
@@ -106,7 +129,13 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
             raise ValueError(f"head_shape {(num_layers, num_heads)} has {num_layers * num_heads} heads, the observation {n}")
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
-        super().__init__(observation_space, features_dim=(n + 1) * embed_dim)
+        num_blocks = int(observation_space["mix"].shape[0]) if "mix" in observation_space.spaces else 0
+        if num_blocks and num_blocks != 2 * num_layers + 1:
+            raise ValueError(f"the observation has {num_blocks} mixing blocks; the head-scoring policy knows the "
+                             f"layout of 2 L + 1 = {2 * num_layers + 1} (embeddings, then each layer's attention "
+                             "and feed-forward): use MultiInputPolicy for this env")
+        super().__init__(observation_space, features_dim=(n + num_blocks + 1) * embed_dim)
+        self.num_blocks = num_blocks
         self.n = n
         self.embed_dim = int(embed_dim)
         self.head_shape = (num_layers, num_heads)
@@ -114,8 +143,12 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
         d = self.embed_dim
         self.register_buffer("positions", head_positions(num_layers, num_heads), persistent=False)
         self.phi = _mlp([n_features + 3 + int(self.with_reset), d, d], activation)  # head features -> e_i
-        self.rho = _mlp([summary_dim + 2 * d, d, d], activation)     # summary + pooled heads -> ctx
+        self.rho = _mlp([summary_dim + (3 if num_blocks else 2) * d, d, d], activation)  # summary + pools -> ctx
         self.psi = _mlp([2 * d, d], activation)                      # [e_i, ctx] -> t_i
+        if num_blocks:
+            self.register_buffer("blocks", block_descriptors(num_layers), persistent=False)  # [M, 4]
+            self.phi_block = _mlp([5, d, d], activation)             # [level, kind, position] -> z_j
+            self.psi_block = _mlp([2 * d, d], activation)            # [z_j, ctx] -> u_j
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         stats = observations["head_stats"].float()                   # [B, n, F]
@@ -128,39 +161,57 @@ class HeadFeaturesExtractor(BaseFeaturesExtractor):
         e = self.phi(torch.cat([stats, *flags, pos], dim=-1))         # [B, n, d]
         mean_all = e.mean(dim=1)                                      # [B, d]
         mean_active = (e * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B, d]
-        ctx = self.rho(torch.cat([summary, mean_all, mean_active], dim=-1))   # [B, d]
+        pools = [summary, mean_all, mean_active]
+        if self.num_blocks:
+            levels = observations["mix"].float().reshape(stats.shape[0], self.num_blocks, 1)  # [B, M, 1]
+            blocks = self.blocks.unsqueeze(0).expand(stats.shape[0], -1, -1)                 # [B, M, 4]
+            z = self.phi_block(torch.cat([levels, blocks], dim=-1))  # [B, M, d]
+            pools.append(z.mean(dim=1))                               # [B, d]
+        ctx = self.rho(torch.cat(pools, dim=-1))                      # [B, d]
         t = self.psi(torch.cat([e, ctx.unsqueeze(1).expand_as(e)], dim=-1))  # [B, n, d]
-        return torch.cat([t.flatten(1), ctx], dim=-1)                 # [B, n * d + d]
+        out = [t.flatten(1)]
+        if self.num_blocks:
+            out.append(self.psi_block(torch.cat([z, ctx.unsqueeze(1).expand_as(z)], dim=-1)).flatten(1))  # [B, M * d]
+        return torch.cat([*out, ctx], dim=-1)                         # [B, (n + M) * d + d]
 
 
 class HeadScoringHead(nn.Module):
-    """SB3's ``mlp_extractor`` for :class:`HeadFeaturesExtractor` features ``[B, n * d + d]``.
+    """SB3's ``mlp_extractor`` for :class:`HeadFeaturesExtractor` features ``[B, (n + M) * d + d]``.
 
-    ``forward_actor`` gives the logits ``[B, K * n]`` (``latent_dim_pi = K * n``; one shared
-    ``Linear(d, K)`` scores every head, one logit per operation, operation-major as the env's actions);
-    ``forward_critic`` gives ``[B, value_dim]`` from the context and the mean head vector
-    (``latent_dim_vf = value_dim``).
+    ``forward_actor`` gives the logits ``[B, K * n + M]`` (``latent_dim_pi``; one shared ``Linear(d, K)`` scores
+    every head, one logit per operation, operation-major as the env's actions, then one shared ``Linear(d, 1)``
+    scores every mixing block when ``num_blocks = M > 0``); ``forward_critic`` gives ``[B, value_dim]`` from the
+    context and the mean head vector (``latent_dim_vf = value_dim``).
     """
 
     def __init__(self, n: int, embed_dim: int, value_dim: int = 64, activation: type[nn.Module] = nn.Tanh,
-                 num_ops: int = 1) -> None:
+                 num_ops: int = 1, num_blocks: int = 0) -> None:
         super().__init__()
-        self.n, self.embed_dim, self.num_ops = int(n), int(embed_dim), int(num_ops)
-        self.latent_dim_pi = self.n * self.num_ops
+        self.n, self.embed_dim, self.num_ops, self.num_blocks = int(n), int(embed_dim), int(num_ops), int(num_blocks)
+        self.latent_dim_pi = self.n * self.num_ops + self.num_blocks
         self.latent_dim_vf = int(value_dim)
         self.score = nn.Linear(embed_dim, self.num_ops)
+        if self.num_blocks:
+            self.block_score = nn.Linear(embed_dim, 1)
         self.value = _mlp([2 * embed_dim, value_dim], activation)
 
-    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = features[:, : self.n * self.embed_dim].reshape(-1, self.n, self.embed_dim)  # [B, n, d]
-        return t, features[:, self.n * self.embed_dim:]                                # [B, d]
+    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(t [B, n, d], u [B, M, d], ctx [B, d])`` of the flat features."""
+        d, heads = self.embed_dim, self.n * self.embed_dim
+        blocks = heads + self.num_blocks * d
+        t = features[:, :heads].reshape(features.shape[0], self.n, d)
+        u = features[:, heads:blocks].reshape(features.shape[0], self.num_blocks, d)
+        return t, u, features[:, blocks:]
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        t, _ = self._split(features)
-        return self.score(t).transpose(1, 2).flatten(1)               # [B, n, K] -> [B, K * n]
+        t, u, _ = self._split(features)
+        logits = self.score(t).transpose(1, 2).flatten(1)             # [B, n, K] -> [B, K * n]
+        if self.num_blocks:
+            logits = torch.cat([logits, self.block_score(u).squeeze(-1)], dim=1)  # [B, K * n + M]
+        return logits
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
-        t, ctx = self._split(features)
+        t, _, ctx = self._split(features)
         return self.value(torch.cat([ctx, t.mean(dim=1)], dim=-1))    # [B, value_dim]
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,12 +238,15 @@ class _HeadScoring:
 
     def _build_mlp_extractor(self) -> None:
         n = self.head_shape[0] * self.head_shape[1]
-        actions = int(self.action_space.n)  # type: ignore[attr-defined]
-        if actions % n:
-            raise ValueError(f"the action space has {actions} actions, not a multiple of the {n} heads (a 'mix' "
-                             "operation's block actions are not head actions: use MultiInputPolicy for it)")
+        spaces_ = self.observation_space.spaces  # type: ignore[attr-defined]
+        num_blocks = int(spaces_["mix"].shape[0]) if "mix" in spaces_ else 0
+        head_actions = int(self.action_space.n) - num_blocks  # type: ignore[attr-defined]
+        if head_actions < n or head_actions % n:
+            raise ValueError(f"the action space has {head_actions} head actions besides {num_blocks} mixing blocks, "
+                             f"not a positive multiple of the {n} heads")
         activation = self.activation_fn  # type: ignore[attr-defined]
-        self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation, num_ops=actions // n)
+        self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation,
+                                             num_ops=head_actions // n, num_blocks=num_blocks)
 
     def _build(self, lr_schedule: Any) -> None:
         """SB3's build, then the action head is the identity (the logits come from the shared scorer).
@@ -204,7 +258,9 @@ class _HeadScoring:
         super()._build(lr_schedule)  # type: ignore[misc]
         self.action_net = nn.Identity()
         if self.ortho_init:  # type: ignore[attr-defined]
-            self.mlp_extractor.score.apply(lambda m: self.init_weights(m, gain=0.01))  # type: ignore[attr-defined]
+            for scorer in ("score", "block_score"):
+                if hasattr(self.mlp_extractor, scorer):
+                    getattr(self.mlp_extractor, scorer).apply(lambda m: self.init_weights(m, gain=0.01))  # type: ignore[attr-defined]
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),  # type: ignore[attr-defined]
                                               **self.optimizer_kwargs)  # type: ignore[attr-defined]
 

@@ -32,7 +32,7 @@ from headprune.workbench import Workbench
 from headprune.engine.gating import head_grid_shape
 
 __all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "ScriptedPolicyOptions",
-           "run_policy_episode"]
+           "UniformMixPolicy", "run_policy_episode"]
 
 
 def _rows(data: LabelledTexts, n_rows: int | None, seed: int) -> LabelledTexts:
@@ -261,3 +261,39 @@ class GivenPolicyDefense(PolicyDefense):
 
     def config(self) -> dict[str, Any]:
         return self.policy_config(self.policy)
+
+
+class UniformMixPolicy:
+    """The scripted baseline of the ``mix`` operation: each step raises the block with the lowest mixing level
+    (ties to the lowest block index), so every block moves toward the public reference together, as Fine-mixing's
+    one global ``p`` does, until the env's floor or budget ends the episode. It never prunes or resets a head.
+
+    SB3's ``predict`` shape, single or batched: it reads ``obs["mix"]`` (``[B]`` or ``[n_envs, B]``, level / K) and
+    needs ``action_masks`` (``[A]`` or ``[n_envs, A]``), whose last ``B`` entries are the mix actions
+    (:mod:`headprune.envs.operations`). Run it as a defense with :class:`GivenPolicyDefense` in an env whose
+    ``operation`` has a head operation and ``mix`` (e.g. ``"prune+mix"``).
+    """
+
+    name = "uniform-mix"
+    description = "raise the least-mixed block one level a step (Fine-mixing's one p, in the env's mix steps)"
+
+    def config(self) -> dict[str, Any]:
+        """The policy's options (it has none but its name)."""
+        return {"name": self.name}
+
+    def predict(self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True, action_masks: Any = None) -> tuple[Any, Any]:
+        """``(action, state)``: the mix action of the least-mixed valid block (an array for a batch)."""
+        if not isinstance(observation, Mapping) or "mix" not in observation:
+            raise ValueError(f"{self.name} needs an env with the mix operation (an observation with 'mix')")
+        if action_masks is None:
+            raise ValueError(f"{self.name} needs action_masks (the mix actions are their last B entries)")
+        levels = np.asarray(observation["mix"], dtype=np.float64)
+        rows = levels.reshape(-1, levels.shape[-1])  # [n_envs, B]
+        masks = np.asarray(action_masks, dtype=bool).reshape(rows.shape[0], -1)  # [n_envs, A]
+        valid = masks[:, -rows.shape[1]:]
+        if not valid.any(axis=1).all():
+            raise RuntimeError(f"{self.name}: no block left to mix")
+        blocks = np.argmin(np.where(valid, rows, np.inf), axis=1)  # ties to the lowest block index
+        actions = masks.shape[1] - rows.shape[1] + blocks
+        return (actions.astype(np.int64) if levels.ndim == 2 else np.int64(actions[0])), state

@@ -26,6 +26,9 @@ policy's (plain PPO's) wasted steps:
   ``Discrete(8 + 5)``, the 8 heads and 5 blocks, embeddings and each layer's attention and feed-forward),
   ``mix_levels=4`` (a step raises a block's mixing probability by 0.25) and ``budget=8`` (heads pruned plus mix
   steps; step limit 16);
+* ``HeadPrune-MiniLM-Syntactic-Mix-v0``: ``HeadPrune-MiniLM-Syntactic-v0`` with ``operation="prune+mix"``
+  (``Discrete(72 + 13)``: the embeddings and each layer's attention and feed-forward), ``mix_levels=10`` and the
+  default budget (36 heads pruned or mix steps; step limit 72);
 * ``HeadPrune-Fast-v0``: the default victim with 64 validation and 64 statistics rows (a step costs
   about a quarter of ``HeadPrune-v0``'s; accuracy is coarser, 1/64), in the spirit of ``highway-fast-v0``.
 

@@ -9,6 +9,9 @@ with that strategy, evaluated on the victim's poisoned test set) of
   :data:`~headprune.envs.reset_options.SUCCESS_RETURN`; measured on the ids whose victim builds in seconds,
   ``"not measured"`` on the MiniLM ids);
 * ``"scripted"``: the best scripted strategy by return (name recorded), one deterministic episode each;
+* ``"mixing"`` (only the ids whose ``operation`` mixes blocks): the scripted mixing baseline
+  (:class:`~headprune.defenses.scripted.UniformMixPolicy`), one deterministic episode, with the mixing levels of
+  its best state;
 * ``"agent"``: the shipped agent (``benchmarks/results/agents/minilm-syntactic_maskable_ppo_s0``, trained on the
   MiniLM syntactic victim; its policy is size-agnostic), one deterministic episode (``"not measured"`` where
   it was not run).
@@ -83,13 +86,23 @@ def _rate(rate: float | str, episodes: int | str | None) -> str:
     return NOT_MEASURED if rate == NOT_MEASURED else f"{rate:.3f} (of {episodes})"
 
 
+def _mixes(env_id: str) -> bool:
+    """Whether the registered id's ``operation`` mixes blocks (its preset kwargs say so)."""
+    from headprune.envs.config import operation_units
+    from headprune.presets import PRESET_LIST
+
+    kwargs = next(env.kwargs for preset in PRESET_LIST for env in preset.envs if env.env_id == env_id)
+    return "mix" in operation_units(str(kwargs.get("operation", "prune")))
+
+
 def markdown_table() -> str:
     """The README's table of the reference scores, one row per id (sorted), from :data:`SCORES_FILE`:
-    random return and LFR, best scripted return (name) and LFR, the agent's return, LFR and normalised return;
+    random return and LFR, best scripted return (name) and LFR, the uniform mixing baseline's return and LFR (``–``
+    on ids that do not mix), the agent's return, LFR and normalised return;
     an id copied from another of the same spec says so (``(= `id`)``). ``benchmarks/reference_scores.py
     --markdown`` prints it; a test keeps the README's copy equal to it."""
     rows = ["| env id | random return | random LFR | random success rate | best scripted return | best scripted LFR "
-            "| agent |", "|---|---|---|---|---|---|---|"]
+            "| uniform mix return, LFR | agent |", "|---|---|---|---|---|---|---|---|"]
     for env_id, entry in sorted(reference_scores()["scores"].items()):
         random, scripted, agent = entry["random"], entry["scripted"], entry["agent"]
         twin = entry.get("same_spec_as")
@@ -99,6 +112,9 @@ def markdown_table() -> str:
                                                                           random.get("success_episodes"))]
         cells += ([f"{NOT_MEASURED} (–)", NOT_MEASURED] if scripted == NOT_MEASURED
                   else [f"{scripted['return']:.3f} ({scripted['name']})", f"{scripted['lfr']:.3f}"])
+        mixing = entry.get("mixing")
+        cells.append(f"{mixing['return']:.3f}, LFR {mixing['lfr']:.3f}" if isinstance(mixing, dict)
+                     else NOT_MEASURED if _mixes(env_id) else "–")
         if agent == NOT_MEASURED:
             cells.append(NOT_MEASURED)
         else:

@@ -149,14 +149,12 @@ def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path)
     wanted = (n_features + 3 + int(with_reset), (int(env.action_space.n) - blocks) // n, with_mix)
     trained = (int(phi.shape[1]), int(score.shape[0]), "mlp_extractor.block_score.weight" in state)
     if trained != wanted:
-        def mixing(flag: bool) -> str:
-            return "with" if flag else "without"
-
+        mixing = {True: "with", False: "without"}
         raise ValueError(
             f"policy: {source} was trained on an observation of width {trained[0]} per head (head features + mask "
-            f"(+ reset flag) + 2 positions), {trained[1]} operation(s) per head and {mixing(trained[2])} the mix "
+            f"(+ reset flag) + 2 positions), {trained[1]} operation(s) per head and {mixing[trained[2]]} the mix "
             f"operation; this env gives {wanted[0]} ({n_features} features{', reset flags' if with_reset else ''}), "
-            f"{wanted[1]} and {mixing(wanted[2])} it. Build the env with the features and operation the policy was "
+            f"{wanted[1]} and {mixing[wanted[2]]} it. Build the env with the features and operation the policy was "
             f"trained on ({trained_env_options(source) or 'the defaults'})")
 
 
@@ -237,9 +235,9 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     is loaded strictly: a size-agnostic policy has the same parameters for every ``L * H``, so it transfers
     to a model of another size; any other policy class loads only into an env of its training size.
 
-    The head-statistic features, the reset flag and the number of operations DO fix parameter shapes:
-    a policy loads only into an env with the ones it was trained on (:func:`trained_env_options`;
-    :func:`evaluate_agent` applies them).
+    The head-statistic features, the reset flag, the number of head operations and the mix operation DO fix
+    parameter shapes: a policy loads only into an env with the ones it was trained on
+    (:func:`trained_env_options`; :func:`evaluate_agent` applies them).
 
     :param path: a headprune policy file or a run folder.
     :param env: the target env (its spaces and ``head_shape``).

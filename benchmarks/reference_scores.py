@@ -12,7 +12,8 @@ the return of one deterministic episode of every scripted strategy (the best one
 final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
 on the victim's poisoned test set; on an id whose operation mixes blocks, the same two numbers for the scripted
 mixing baseline (:class:`~headprune.defenses.scripted.UniformMixPolicy`: the least-mixed block a step, Fine-mixing's
-one p in the env's steps), whose ``defend`` runs its episode's best state (the mixed blocks) into the fine-tune; with ``--agent``, the same two numbers for the shipped agent (one
+one p in the env's steps), whose ``defend`` runs its episode's best state (the mixed blocks) into the fine-tune;
+with ``--agent``, the same two numbers for the shipped agent (one
 deterministic episode; its head-scoring policy is size-agnostic, so the MiniLM-trained agent runs on any id).
 Other ids' entries in the file are kept.
 """

@@ -258,9 +258,10 @@ class _HeadScoring:
         super()._build(lr_schedule)  # type: ignore[misc]
         self.action_net = nn.Identity()
         if self.ortho_init:  # type: ignore[attr-defined]
+            head = self.mlp_extractor  # type: ignore[attr-defined]
             for scorer in ("score", "block_score"):
-                if hasattr(self.mlp_extractor, scorer):
-                    getattr(self.mlp_extractor, scorer).apply(lambda m: self.init_weights(m, gain=0.01))  # type: ignore[attr-defined]
+                if hasattr(head, scorer):
+                    getattr(head, scorer).apply(lambda m: self.init_weights(m, gain=0.01))  # type: ignore[attr-defined]
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1),  # type: ignore[attr-defined]
                                               **self.optimizer_kwargs)  # type: ignore[attr-defined]
 

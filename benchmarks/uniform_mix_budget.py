@@ -1,0 +1,69 @@
+"""Issue 24 probe: how far does the scripted uniform mixing schedule get inside ``HeadPrune-v0`` when the budget
+allows it, and what does its state give after ``defend``'s protocol?
+
+``HeadPrune-MiniLM-Syntactic-Mix-v0`` keeps the MiniLM default budget (36 heads pruned or mix steps), which stops
+:class:`~headprune.defenses.scripted.UniformMixPolicy` at level 2-3 of 10 on every block. This runs the same
+policy in the same env config (``operation="prune+mix"``, 10 levels, the victim's defaults) at the budgets given,
+through :func:`~headprune.defenses.defend` (the episode's best state as the weight edit, then the protocol's clean
+fine-tune) and appends one JSON record per budget: ACC and LFR after the state and after the fine-tune (the
+victim's clean and poisoned TEST rows, read only here, after the state is fixed), the state's mixing levels, how
+the episode ended (budget or floor), the validation accuracies, seconds and versions.
+
+Usage (one core, ~3 min a budget on MiniLM; the victim cached)::
+
+    python benchmarks/uniform_mix_budget.py --victim minilm-syntactic --budgets 78 130 \\
+        --jsonl benchmarks/results/uniform_mix_budget.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import headprune  # noqa: F401
+from headprune.common.provenance import environment_info
+from headprune.defenses import defend
+from headprune.defenses.scripted import GivenPolicyDefense, UniformMixPolicy
+from headprune.victims import resolve_victim
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--victim", default="minilm-syntactic", help="victim preset or folder")
+    parser.add_argument("--budgets", nargs="+", type=int, required=True, help="the env budgets (heads + mix steps)")
+    parser.add_argument("--mix-levels", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="defend's seed (split, mix draws, fine-tune)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jsonl", type=Path, required=True, help="records are appended here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/uniform_mix_budget.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    victim = resolve_victim(args.victim)
+    splits = victim.splits()
+    for budget in args.budgets:
+        start = time.perf_counter()
+        config = {"operation": "prune+mix", "mix_levels": args.mix_levels, "budget": budget, "seed": args.seed,
+                  "progress": False}
+        result = defend(victim, GivenPolicyDefense(UniformMixPolicy()), config,
+                        eval_clean=splits.clean_test, eval_poison=splits.poisoned_test)
+        edit = result.details.get("edit") or {}
+        record = {"victim": victim.name, "policy": UniformMixPolicy.name, "budget": budget, "seed": args.seed,
+                  "acc": result.metrics["final"]["acc"], "lfr": result.metrics["final"]["lfr"],
+                  "acc_state": result.metrics["pruned"]["acc"], "lfr_state": result.metrics["pruned"]["lfr"],
+                  "mix_levels": edit.get("mix_levels"), "episode_end": result.details.get("episode_end"),
+                  "validation": result.validation, "config": config, "command": command,
+                  "seconds": round(time.perf_counter() - start, 1), "environment": environment_info()}
+        with args.jsonl.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        print(f"budget {budget}: levels {record['mix_levels']} ({record['episode_end']}), ACC {record['acc']:.3f}, "
+              f"LFR {record['lfr']:.3f} (state: {record['acc_state']:.3f} / {record['lfr_state']:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

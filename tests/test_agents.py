@@ -408,7 +408,7 @@ def test_policy_scores_mixing_blocks_after_the_heads_and_stays_size_agnostic():
 
 def test_policy_refuses_an_env_with_other_features(trained, env_kwargs):
     result, _ = trained
-    with pytest.raises(ValueError, match=r"trained on an observation of width 8 per head .*the defaults"):
+    with pytest.raises(ValueError, match=r"trained on an observation of width 8 per head .*'proxy': 'pure_variance'"):
         load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, features="all"))
     with pytest.raises(ValueError, match="operation"):
         load_policy(result.run_dir, HeadPruneEnv(**env_kwargs, operation="both"))
@@ -427,7 +427,7 @@ def test_training_with_both_operations(env_kwargs, tmp_path):
     assert result.num_timesteps == 256 and counter.steps == 256 and counter.invalid == 0
     from headprune.agents.evaluation import trained_env_options
 
-    assert trained_env_options(result.run_dir) == {"operation": "both"}
+    assert trained_env_options(result.run_dir) == {"operation": "both", "budget": 4, "proxy": "drift_mass"}
     env = HeadPruneEnv(**both)
     policy = load_policy(result.run_dir, env)
     obs, _ = env.reset(seed=0)
@@ -450,7 +450,8 @@ def test_training_with_both_operations(env_kwargs, tmp_path):
     config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False,
                              budget=4)
     r = defend("tiny", AgentDefense(result.run_dir), config, DefenseFineTune(epochs=0.0))
-    assert r.config["env_options"] == {"operation": "both"} and r.defense == "agent"
+    assert r.config["env_options"] == {"operation": "both", "budget": 4, "proxy": "drift_mass"}
+    assert r.defense == "agent"
     settings = RunSettings(env=config, finetune=DefenseFineTune(epochs=0.0))
     report = run_grid(["tiny"], [f"policy:{result.run_dir}"], [0], tmp_path / "runs.jsonl", settings,
                       cache=env_kwargs["cache"], progress=False)
@@ -468,7 +469,8 @@ def test_training_with_the_mix_operation(env_kwargs, tmp_path):
     assert result.num_timesteps == 128 and counter.invalid == 0
     from headprune.agents.evaluation import trained_env_options
 
-    assert trained_env_options(result.run_dir) == {"operation": "prune+mix", "mix_levels": 4}
+    assert trained_env_options(result.run_dir) == {"operation": "prune+mix", "mix_levels": 4, "budget": 4,
+                                                   "proxy": "drift_mass"}
     env = HeadPruneEnv(**mix)
     policy = load_policy(result.run_dir, env)
     kinds = set()
@@ -533,7 +535,7 @@ def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
 
     path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
     trained = trained_env_options(path)
-    assert trained == ({"operation": "both"} if "_both_" in run else {})
+    assert trained == {"proxy": "pure_variance", **({"operation": "both"} if "_both_" in run else {})}
     env = HeadPruneEnv(**env_kwargs, **trained)
     actions, valid = _episode(load_policy(path, env), env)
     assert valid and actions

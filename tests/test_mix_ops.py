@@ -232,8 +232,9 @@ def test_memo_is_keyed_on_the_full_state(kwargs: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------ vector env
-def test_vector_env_with_mix_equals_single_envs_to_the_last_bit(kwargs: dict[str, Any]) -> None:
-    extra = {k: v for k, v in kwargs.items() if k != "progress"}
+@pytest.mark.parametrize("score_every", [1, 3])
+def test_vector_env_with_mix_equals_single_envs_to_the_last_bit(kwargs: dict[str, Any], score_every: int) -> None:
+    extra = {**{k: v for k, v in kwargs.items() if k != "progress"}, "score_every": score_every}
     batched = gym.make_vec("HeadPrune-Tiny-Mix-v0", num_envs=3, vectorization_mode="vector_entry_point",
                            progress=False, **extra)
     sync = gym.make_vec("HeadPrune-Tiny-Mix-v0", num_envs=3, vectorization_mode="sync", progress=False, **extra)
@@ -379,3 +380,86 @@ def test_uniform_mix_policy_raises_the_least_mixed_block_and_runs_as_a_defense(k
     details = outcome.edit.apply(copy.deepcopy(bench.model))
     assert details["mix_levels"] == info["best_mix_levels"].tolist() and sum(details["mix_levels"]) > 0
     assert int(outcome.mask.sum()) == 8  # no head pruned
+
+
+# ------------------------------------------------------------------------------------ amortised scoring
+def test_amortised_scoring_pays_the_potential_change_at_the_scored_steps(kwargs: dict[str, Any]) -> None:
+    """With ``score_every=3`` the steps in between earn their penalties only and report the last score; a scored step
+    earns the potential change since the last scored state, to the last bit of the every-step env's scores; the
+    episode ends where the every-step env's does, with the same last state, and fewer states are scored."""
+    config = {**kwargs, "operation": "prune+mix", "proxy": "random_word_flip", "proxy_kwargs": {"n_per_class": 8},
+              "accuracy_floor": 0.0, "budget": 8, "mix_levels": 3}
+    every, amortised = HeadPruneEnv(**config), HeadPruneEnv(**config, score_every=3)
+    every.reset(seed=0)
+    obs, info = amortised.reset(seed=0)
+    last = (amortised.start_score.accuracy, amortised.start_score.proxy)
+    rng = np.random.default_rng(5)
+    done, steps, total, expected_total = False, 0, 0.0, 0.0
+    while not done:
+        action = int(rng.choice(np.flatnonzero(every.action_masks())))
+        _, r_every, t_every, u_every, i_every = every.step(action)
+        previous_summary = obs["summary"]
+        obs, reward, terminated, truncated, info = amortised.step(action)
+        steps += 1
+        done = terminated or truncated
+        assert done == (t_every or u_every) and info["invalid_action"] == i_every["invalid_action"]
+        assert info["scored"] == (steps % 3 == 0 or done)
+        if info["scored"]:
+            now = (i_every["clean_accuracy"], i_every["proxy"])
+            assert (info["clean_accuracy"], info["proxy"]) == now
+            assert reward == step_reward(*last, *now, invalid=info["invalid_action"], crossed_floor=False,
+                                         weights=amortised.weights).total
+            last = now
+        else:
+            assert reward == -amortised.weights.invalid_action * info["invalid_action"]
+            assert np.array_equal(obs["summary"][:4], previous_summary[:4])  # accuracy and proxy: the last score's
+        total += reward
+        expected_total += r_every
+    assert steps > 3 and total == pytest.approx(expected_total, abs=1e-9)  # the same return, paid later
+    assert [s.tolist() for s in amortised.state("current")] == [s.tolist() for s in every.state("current")]
+    assert amortised.scorer.misses < every.scorer.misses
+
+
+def test_amortised_scoring_checks_the_floor_at_the_scored_step(kwargs: dict[str, Any]) -> None:
+    """With the floor at the start's accuracy, an every-step episode ends at the first step below it, an amortised
+    one at its first SCORED step below it (read from the every-step trace), and no unscored state becomes the
+    best."""
+    config = {**kwargs, "operation": "prune+mix", "proxy": "drift_mass", "budget": 8}
+    actions = list(range(8))  # prune every head in turn
+    trace = HeadPruneEnv(**config, accuracy_floor=0.0)
+    trace.reset(seed=0)
+    floor = trace.start_score.accuracy
+    below = [trace.step(a)[4]["clean_accuracy"] < floor for a in actions]  # step i + 1 below the floor?
+    assert below[0] and not below[1]  # so score_every=2 skips the first crossing (the test is not vacuous)
+    for k in (1, 2):
+        env = HeadPruneEnv(**config, accuracy_floor=floor, score_every=k)
+        env.reset(seed=0)
+        expected = next(i + 1 for i, b in enumerate(below) if b and ((i + 1) % k == 0 or i + 1 == len(actions)))
+        for step, action in enumerate(actions, 1):
+            _, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        assert terminated and step == expected and info["reward_terms"]["floor"] == env.weights.floor
+        scored_above = [i + 1 for i in range(step - 1) if (i + 1) % k == 0 and not below[i]]
+        assert info["best_heads_pruned"] in {0, *scored_above}  # the start or a scored state above the floor
+    assert expected > 2
+
+
+def test_score_every_is_checked_and_a_larger_budget_is_not_cut_by_the_ids_step_limit(kwargs: dict[str, Any]) -> None:
+    from headprune.agents.rl_training import make_env
+    from headprune.envs.registration import step_limit
+
+    with pytest.raises(ValueError, match="score_every must be >= 1"):
+        HeadPruneConfig(score_every=0)
+    assert step_limit("HeadPrune-Tiny-Mix-v0", {}) == gym.spec("HeadPrune-Tiny-Mix-v0").max_episode_steps == 16
+    assert step_limit("HeadPrune-Tiny-Mix-v0", {"budget": 12}) == 24
+    assert step_limit("HeadPrune-Tiny-Mix-v0", {"budget": 12, "max_steps": 13}) == 13
+    extra = {k: v for k, v in kwargs.items() if k != "victim"}
+    env = make_env("HeadPrune-Tiny-Mix-v0", **extra, budget=12, accuracy_floor=0.0)
+    env.reset(seed=0)
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, info = env.step(int(np.flatnonzero(info["action_mask"] if steps else
+                                                                        env.unwrapped.action_masks())[-1]))
+        steps, done = steps + 1, terminated or truncated
+    assert steps == 12 and info["mix_steps"] + info["heads_pruned"] == 12  # the budget ended it, not step 16

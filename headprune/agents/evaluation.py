@@ -117,9 +117,12 @@ class AgentPolicy:
         return {"policy": str(self.source), **self.meta}
 
 
-ENV_LAYOUT_OPTIONS: tuple[str, ...] = ("operation", "features", "base", "mix_levels")
-"""The env options that fix a trained policy's parameter shapes or meaning (``mix_levels``: what one mix step
-and the ``"mix"`` observation mean)."""
+ENV_LAYOUT_OPTIONS: tuple[str, ...] = ("operation", "features", "base", "mix_levels", "budget", "score_every", "proxy",
+                                       "proxy_kwargs")
+"""The env options that fix a trained policy's parameter shapes or the meaning of what it observes: ``mix_levels``
+(what one mix step and the ``"mix"`` observation mean), ``budget`` (the summary's budget left, and how far an episode
+goes), ``score_every`` (how stale the summary's accuracy and proxy are), ``proxy`` and ``proxy_kwargs`` (what the
+summary's proxy entries measure)."""
 
 
 def trained_env_options(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -307,8 +310,8 @@ class AgentDefense(PolicyDefense):
         return f"trained policy {self.source}, deterministic"
 
     def env_options(self) -> dict[str, Any]:
-        """The policy's :func:`trained_env_options` (operation, features, base): the env it runs in must have
-        the observation layout and operations it was trained on, whatever the run's config says."""
+        """The policy's :func:`trained_env_options` (operation, features, budget, proxy, ...): the env it runs in must
+        have the observation layout and operations it was trained on, whatever the run's config says."""
         return dict(self._trained_options)
 
     def build_policy(self, env: gym.Env) -> AgentPolicy:
@@ -339,7 +342,7 @@ def evaluate_agent(
     :param policy: a model ``.zip`` or a run folder.
     :param victim: as :func:`~headprune.defenses.defend` (any model size).
     :param env_config: the env config (defender rows, split sizes, floor, seed, cache, progress); the
-        policy's :func:`trained_env_options` (operation, features, base) replace those fields.
+        policy's :func:`trained_env_options` (operation, features, budget, proxy, ...) replace those fields.
     :param finetune: the fine-tune after pruning.
     :param out: if given, write the same report as ``headprune defend`` there (``model/``, ``report.json``,
         ``report.md``, plot).

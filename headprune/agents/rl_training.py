@@ -57,7 +57,7 @@ from headprune.agents.run_recovery import (
     trim_monitor_files,
     trim_progress,
 )
-from headprune.envs.registration import ENV_ID
+from headprune.envs.registration import ENV_ID, step_limit
 from headprune.envs.wrappers import apply_wrappers, split_wrapper_options
 from headprune.common.provenance import environment_info
 
@@ -102,7 +102,7 @@ def make_env(env_id: str = ENV_ID, threads: int | None = None, **env_kwargs: Any
     import headprune  # noqa: F401  (registers HeadPrune-v0 in a fresh worker)
 
     kwargs, wrapper_kwargs = split_wrapper_options(env_kwargs)
-    return apply_wrappers(gym.make(env_id, **kwargs), **wrapper_kwargs)
+    return apply_wrappers(gym.make(env_id, max_episode_steps=step_limit(env_id, kwargs), **kwargs), **wrapper_kwargs)
 
 
 def make_vec(env_id: str, env_kwargs: Mapping[str, Any], n_envs: int, seed: int, *,

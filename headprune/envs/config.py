@@ -100,6 +100,11 @@ class HeadPruneConfig:
                            default="prune")
     mix_levels: int = _help("steps of the 'mix' operation from a block's own weights to the reference's: each step "
                             "raises the block's Fine-mixing probability by 1 / mix_levels", default=10)
+    score_every: int = _help("score the state (validation accuracy and proxy) on every k-th step and on the "
+                             "episode's last; between scorings a step earns only its penalties and the observation's "
+                             "summary holds the last score, so the return still telescopes to Phi(s_T) - Phi(s_0). "
+                             "For a proxy that costs seconds a call (reference_disagreement); 1 (default): every step",
+                             default=1)
     features: Any = _help("observation columns of head_stats: names from headprune.engine.head_stats.ALL_FEATURE_NAMES, "
                           "'all', or None (FEATURE_NAMES for operation 'prune', every feature otherwise)",
                           default=None)
@@ -109,7 +114,7 @@ class HeadPruneConfig:
     def __post_init__(self) -> None:
         check_finite_fields(self)  # NaN/inf in any field, reward_weights and proxy_kwargs included
         _check_unlabelled(self)
-        for name in ("val_size", "stats_size", "eval_batch_size", "mix_levels"):
+        for name in ("val_size", "stats_size", "eval_batch_size", "mix_levels", "score_every"):
             _check_int(self, name, minimum=1)
         for name in ("budget", "max_steps"):
             if getattr(self, name) is not None:

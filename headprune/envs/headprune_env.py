@@ -81,6 +81,14 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     validation rows), so every quantity is count-based or the proxy's own float. The reward returned
     equals ``info["reward_terms"]["total"]``.
 
+    **Amortised scoring** (``config.score_every = k``, default 1): the state is scored (``acc`` and ``p``) on every
+    ``k``-th step and on the step that ends the episode by the budget or the step limit. A step in between earns
+    its penalties only (its accuracy and proxy terms are 0: the potential is the last scored state's), the
+    observation's summary and ``info`` hold the last scored values, and the floor and ``best_*`` are checked at
+    scored steps only. The return is unchanged, ``Phi(s_T) - Phi(s_0)`` minus the penalties, paid at the scored
+    steps: a proxy that costs seconds a call (``reference_disagreement``) then costs one call per ``k`` steps.
+    ``info["scored"]`` says whether a step scored.
+
     **Head operations** (``config.operation``; layout and validity in :mod:`headprune.envs.operations`):
     ``"prune"`` (the default: everything here), ``"reset"`` (copy the reference's weights into head
     ``a``) or ``"both"`` (``Discrete(2n)``). With a reset operation the observation gains ``"reset"``
@@ -111,7 +119,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     ``heads_pruned``, ``steps``, ``accuracy_floor``, ``action_mask`` (bool ``[n]``), ``best_mask``
     (int8 ``[n]``), ``best_accuracy``, ``best_proxy``, ``best_heads_pruned``, ``heads_reset``, ``best_reset``,
     ``best_heads_reset``; on steps also
-    ``invalid_action`` and ``reward_terms``. LFR (``lfr``, ``best_lfr``) and the terminal fine-tune
+    ``invalid_action``, ``scored`` and ``reward_terms``. LFR (``lfr``, ``best_lfr``) and the terminal fine-tune
     (``finetune``) come from the wrappers in :mod:`headprune.envs.wrappers`.
 
     :param victim: a :class:`~headprune.workbench.Workbench` (the env is then a view over it: no config may
@@ -242,6 +250,13 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
         return state_model(self.bench, *self.state(which))
 
+    def scores_next_step(self) -> bool:
+        """Whether the next step scores its state (amortised scoring, ``config.score_every``), assuming a valid
+        action: a step number divisible by ``score_every``, or the step that reaches the budget or the step limit."""
+        steps = self._steps + 1
+        return (steps % self.config.score_every == 0 or steps >= self.max_steps
+                or self._pruned + self.heads_reset + self.mix_steps + 1 >= self.budget)
+
     @property
     def heads_reset(self) -> int:
         """Heads reset in the current state."""
@@ -341,22 +356,25 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         elif not invalid:
             self._mix[index] += 1
         self._steps += 1
-        self._score = self.score_state(self._mask, self._reset if self.operations.resets else None,
-                                       self._mix if self.operations.mixes else None)
-        crossed = self._score.accuracy < self.accuracy_floor
+        at_limit = self._pruned + self.heads_reset + self.mix_steps >= self.budget or self._steps >= self.max_steps
+        scored = at_limit or self._steps % self.config.score_every == 0
+        if scored:  # else the score (so the potential) stays the last scored state's: the step earns its penalties
+            self._score = self.score_state(self._mask, self._reset if self.operations.resets else None,
+                                           self._mix if self.operations.mixes else None)
+        crossed = scored and self._score.accuracy < self.accuracy_floor
         terms = step_reward(prev.accuracy, prev.proxy, self._score.accuracy, self._score.proxy,
                             invalid=bool(invalid), crossed_floor=crossed, weights=self.weights)
-        if not crossed:
+        if scored and not crossed:
             candidate = self._candidate()
             if candidate[0] >= self._best[0]:
                 self._best = candidate
         terminated = crossed
-        changed = self._pruned + self.heads_reset + self.mix_steps
-        truncated = not terminated and (changed >= self.budget or self._steps >= self.max_steps)
+        truncated = not terminated and at_limit
         self._done = terminated or truncated
         self._last_action = (a, bool(invalid))
         info = self._info()
         info["invalid_action"] = bool(invalid)
+        info["scored"] = scored
         info["reward_terms"] = terms.to_dict()
         self._return += float(terms.total)
         if self._done:

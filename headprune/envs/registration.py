@@ -41,6 +41,7 @@ The vector entry point (``gym.make_vec(id, num_envs=N, vectorization_mode="vecto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,8 @@ import gymnasium as gym
 from headprune.envs.reset_options import SUCCESS_RETURN
 from headprune.presets import PRESET_LIST
 
-__all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant", "register_envs"]
+__all__ = ["ENTRY_POINT", "ENV_ID", "FACTORY_ENTRY_POINT", "VARIANTS", "VECTOR_ENTRY_POINT", "EnvVariant",
+           "register_envs", "step_limit"]
 
 ENV_ID = "HeadPrune-v0"
 """The id of the default env."""
@@ -95,6 +97,18 @@ VARIANTS: tuple[EnvVariant, ...] = tuple(
     for preset in PRESET_LIST for env in preset.envs
 )
 """Every registered id, in registration order: the ids of :data:`headprune.presets.PRESET_LIST`."""
+
+
+def step_limit(env_id: str, kwargs: Mapping[str, Any]) -> int | None:
+    """The ``TimeLimit`` for ``gym.make(env_id, **kwargs)``: the id's ``max_episode_steps``, unless ``kwargs`` set
+    ``max_steps`` or ``budget`` (then the env's own step limit: ``max_steps``, else ``2 * budget``), so an episode
+    with a larger budget than the id's is not cut at the id's limit before the env ends it (pass the result as
+    ``gym.make(..., max_episode_steps=...)``)."""
+    if kwargs.get("max_steps") is not None:
+        return int(kwargs["max_steps"])
+    if kwargs.get("budget") is not None:
+        return 2 * int(kwargs["budget"])
+    return gym.spec(env_id).max_episode_steps
 
 
 def register_envs() -> None:

@@ -48,6 +48,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 from headprune.envs.factory import make_registered_env
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.envs.incremental import IncrementalForward, MaskScore, MaskScorer, mask_key
+from headprune.envs.registration import step_limit
 
 __all__ = ["SCORING", "BatchedHeadPruneVectorEnv", "BatchedLanes", "SB3BatchedVecEnv", "prefetch_scores"]
 
@@ -149,7 +150,7 @@ class BatchedLanes:
             lane, a = self.lanes[i], int(action)
             # prefetch keys states by their mask alone: only prunes from a state with no reset head or mixed block
             if 0 <= a < lane.action_space.n and lane.operations.decode(a)[0] == "prune" \
-                    and not lane._reset.any() and not lane._mix.any():
+                    and not lane._reset.any() and not lane._mix.any() and lane.scores_next_step():
                 mask = lane._mask.copy()
                 mask[a] = 0
                 candidates.append(mask)
@@ -313,7 +314,7 @@ class SB3BatchedVecEnv(VecEnv):
         """``N`` lanes of a registered id (its kwargs, ``kwargs`` on top, and its step limit)."""
         spec = gym.spec(env_id)
         template = make_registered_env(**{**spec.kwargs, **kwargs})
-        return cls(BatchedLanes(template, num_envs, spec.max_episode_steps, scoring))
+        return cls(BatchedLanes(template, num_envs, step_limit(env_id, kwargs), scoring))
 
     def reset(self) -> VecEnvObs:
         seeds = [s if s is None else int(s) for s in self._seeds] if any(s is not None for s in self._seeds) \

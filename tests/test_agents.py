@@ -580,3 +580,29 @@ def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tm
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert 0 <= int(action) < env.action_space.n
 
+
+
+def test_a_trained_agent_teaches_purify_by_its_runner_name(trained, env_kwargs, tiny_victim):
+    """``teacher="policy:<run folder>"``: the agent's episode and the protocol's fine-tune teach (the teacher stage is
+    the agent's own defense, to the last digit); a path that does not exist and teacher options are refused by name
+    before any work."""
+    from headprune.agents import AgentDefense
+    from headprune.defenses.purify import PurifyDefense
+
+    result, _ = trained
+    config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False,
+                             budget=2)
+    finetune = DefenseFineTune(epochs=0.5, lr=1e-3)
+    splits = tiny_victim.splits()
+    rows = {"eval_clean": splits.clean_test.take(60), "eval_poison": splits.poisoned_test.take(60)}
+    alone = defend("tiny", AgentDefense(result.run_dir), config, finetune, **rows)
+    spec = f"policy:{result.run_dir}"
+    taught = defend("tiny", "purify", config, finetune, options={"teacher": spec, "drops": 1, "crops": 1, "concats": 0,
+                                                                "student_epochs": 1.0}, **rows)
+    stage = taught.metrics["stages"][f"teacher: {spec}"]
+    assert stage["acc"] == alone.metrics["final"]["acc"] and stage["lfr"] == alone.metrics["final"]["lfr"]
+    assert taught.details["teacher"]["defense"] == spec and taught.config["env_options"] == alone.config["env_options"]
+    with pytest.raises(ValueError, match="option 'teacher' of 'purify'.*names no policy file or folder"):
+        PurifyDefense(teacher=f"policy:{result.run_dir}/missing")
+    with pytest.raises(ValueError, match="teacher_options.*is for a teacher given by name"):
+        PurifyDefense(teacher=spec, teacher_options={"grid": [0.5]})

@@ -18,8 +18,9 @@ most of an INSERTED trigger (AddSent, BadNets: 10-12 LFR points above the clean 
 defense leaves it), but on natural triggers (syntactic, style) it does worse than fine-mixing: such a
 trigger is partly present in clean text, and the teacher's soft predictions carry its effect.
 
-The teacher need not be the suspect: the option ``teacher`` names another registered defense (or, from
-Python, is a :class:`~headprune.defenses.base.Defense` object, e.g. a trained agent), which first runs on the
+The teacher need not be the suspect: the option ``teacher`` names another registered defense or a trained agent
+(``policy:<run folder or model.zip>``, as the runner names one), or, from Python, is a
+:class:`~headprune.defenses.base.Defense` object (e.g. an episode's state), which first runs on the
 same defender rows through the same protocol (:func:`~headprune.defenses.defend.run_defense`: its prune /
 weight edit and its clean fine-tune); its cleaned model, under its mask, is then the teacher.
 :mod:`~headprune.defenses.purify` registers the composition with Fine-mixing's output as the teacher. A
@@ -52,6 +53,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -94,6 +96,14 @@ def check_alpha(alpha: object) -> float:
     return float(alpha)
 
 
+def _is_policy(teacher: object) -> bool:
+    """Whether ``teacher`` is ``policy:<path>`` (:data:`headprune.compare.POLICY_PREFIX`, the runner's name of a
+    trained agent: its episode's best state, then the protocol's fine-tune, teaches)."""
+    from headprune.compare.records import POLICY_PREFIX  # lazy: the runner imports the defenses
+
+    return isinstance(teacher, str) and teacher.startswith(POLICY_PREFIX)
+
+
 def check_teacher(teacher: object, what: str = "distill option teacher") -> str | Defense:
     """``teacher`` if it is :data:`SUSPECT_TEACHER`, a registered defense's name or a
     :class:`~headprune.defenses.base.Defense` object; ValueError naming the option (``what``) and the valid
@@ -102,6 +112,12 @@ def check_teacher(teacher: object, what: str = "distill option teacher") -> str 
         return teacher  # type: ignore[return-value]
     if not isinstance(teacher, str):
         raise ValueError(f"{what} must be {SUSPECT_TEACHER!r} or a defense name, got {teacher!r}")
+    if _is_policy(teacher):  # policy:<path>, a trained agent (the runner's policy: defenses) teaches
+        path = teacher.partition(":")[2]
+        if not path or not Path(path).exists():
+            raise ValueError(f"{what}: {teacher!r} names no policy file or folder (give policy:<run folder or "
+                             f"model.zip>)")
+        return teacher
     if teacher not in DEFENSES:
         raise ValueError(f"{what}: {teacher!r} is not a defense; valid: {SUSPECT_TEACHER!r} or one of "
                          f"{', '.join(DEFENSES)}")
@@ -113,9 +129,10 @@ class DistillOptions(DefenseOptions):
     """The options of ``distill`` (see :class:`DistillDefense`); checked at construction, ``teacher_options``
     against the named teacher's own options class."""
 
-    teacher: str | Defense = option(SUSPECT_TEACHER, "the model that teaches: 'suspect' (the suspect itself) or a "
+    teacher: str | Defense = option(SUSPECT_TEACHER, "the model that teaches: 'suspect' (the suspect itself), a "
                                                      "defense's name (from Python also a Defense object), whose "
-                                                     "cleaned output teaches",
+                                                     "cleaned output teaches, or policy:<run folder or model.zip> "
+                                                     "(a trained agent's episode, then the protocol's fine-tune)",
                                     check=check_teacher)
     teacher_options: dict[str, Any] = option({}, "the options of a teacher given by name")
     drops: int = option(3, "augmented copies per row with words dropped", low=0)
@@ -144,7 +161,7 @@ class DistillOptions(DefenseOptions):
         if not self.teacher_options:
             return
         what = f"option 'teacher_options' of {self._owner()!r}"
-        if not isinstance(self.teacher, str) or self.teacher == SUSPECT_TEACHER:
+        if not isinstance(self.teacher, str) or self.teacher == SUSPECT_TEACHER or _is_policy(self.teacher):
             raise ValueError(f"{what} is for a teacher given by name, not for teacher={self.teacher!r}")
         try:
             get_defense(self.teacher).options_class.from_mapping(self.teacher_options)
@@ -279,6 +296,10 @@ class DistillDefense(Defense):
             return spec.with_base(self.base)
         if spec == SUSPECT_TEACHER:
             return None
+        if _is_policy(spec):
+            from headprune.agents import AgentDefense  # lazy: the agents package imports the defenses
+
+            return AgentDefense(spec.partition(":")[2], name=spec).with_base(self.base)
         return get_defense(spec)(**self.option_values.teacher_options).with_base(self.base)
 
     def runs_episode(self) -> bool:

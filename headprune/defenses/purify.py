@@ -40,8 +40,9 @@ class PurifyOptions(DistillOptions):
     teacher and cheaper defaults (5 augmentations per row, 2 epochs of distillation)."""
 
     teacher: str | Defense = option("finemix", "the model that teaches: a defense's name (from Python also a Defense "
-                                               "object), whose cleaned output teaches, or 'suspect' (the suspect "
-                                               "itself)", check=check_teacher)
+                                               "object), whose cleaned output teaches, 'suspect' (the suspect "
+                                               "itself), or policy:<run folder or model.zip> (a trained agent's "
+                                               "episode, then the protocol's fine-tune)", check=check_teacher)
     teacher_options: dict[str, Any] = option({}, "the options of the teacher (checked against its own options)")
     drops: int = option(2, "augmented copies per row with words dropped", low=0)
     crops: int = option(2, "augmented crops per row", low=0)

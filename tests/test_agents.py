@@ -376,7 +376,8 @@ def _mix_space(n: int, f: int, blocks: int) -> spaces.Dict:
 def test_policy_scores_mixing_blocks_after_the_heads_and_stays_size_agnostic():
     """With a ``mix`` observation the policy has K * n head logits then one logit per block from the shared block
     scorer, the same parameters for every model size, and a block's logit depends on its own level; a block count
-    that is not 2 L + 1 and a mix-only action space are refused."""
+    that is not 2 L + 1 and head actions that are not a multiple of the heads are refused; a mix-only action space
+    scores the blocks alone."""
     from headprune.agents.policy_network import block_descriptors
 
     shapes = set()
@@ -402,8 +403,16 @@ def test_policy_scores_mixing_blocks_after_the_heads_and_stays_size_agnostic():
     assert block_descriptors(2).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 1]]
     with pytest.raises(ValueError, match=r"4 mixing blocks; .* 2 L \+ 1 = 5"):
         MaskableHeadScoringPolicy(_mix_space(8, 7, 4), spaces.Discrete(12), lambda _: 1e-3, head_shape=(2, 4))
-    with pytest.raises(ValueError, match="0 head actions besides 5 mixing blocks"):
-        MaskableHeadScoringPolicy(_mix_space(8, 7, 5), spaces.Discrete(5), lambda _: 1e-3, head_shape=(2, 4))
+    with pytest.raises(ValueError, match="3 head actions besides 5 mixing blocks"):
+        MaskableHeadScoringPolicy(_mix_space(8, 7, 5), spaces.Discrete(8), lambda _: 1e-3, head_shape=(2, 4))
+    mix_only = MaskableHeadScoringPolicy(_mix_space(8, 7, 5), spaces.Discrete(5), lambda _: 1e-3, head_shape=(2, 4))
+    assert not hasattr(mix_only.mlp_extractor, "score")  # operation "mix" alone: the blocks are the actions
+    obs = mix_only.obs_to_tensor(_mix_space(8, 7, 5).sample())[0]
+    with torch.no_grad():
+        features = mix_only.features_extractor(obs)
+        u = features[:, 8 * mix_only.embed_dim:13 * mix_only.embed_dim].reshape(1, 5, -1)
+        torch.testing.assert_close(mix_only.get_distribution(obs).distribution.logits,
+                                   torch.log_softmax(mix_only.mlp_extractor.block_score(u).squeeze(-1), dim=-1))
 
 
 def test_policy_refuses_an_env_with_other_features(trained, env_kwargs):
@@ -529,14 +538,20 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
                                        if (p / "model.zip").is_file()))
 def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
     """Every shipped agent loads into today's env with the layout its run folder records (the first two:
-    none, i.e. FEATURE_NAMES and operation "prune"; the "both" agent: operation "both", every feature), at
-    any size (here the tiny victim), and acts; an env with the other operation is refused by name."""
+    none, i.e. FEATURE_NAMES and operation "prune"; the "both" agent: operation "both", every feature; the "mix"
+    agent: prune+mix), at any size (here the tiny victim), and acts; an env with another operation is refused by
+    name."""
     from headprune.agents.evaluation import trained_env_options
 
     path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
     trained = trained_env_options(path)
-    assert trained == {"proxy": "pure_variance", **({"operation": "both"} if "_both_" in run else {})}
-    env = HeadPruneEnv(**env_kwargs, **trained)
+    expected = {"proxy": "pure_variance", **({"operation": "both"} if "_both_" in run else {})}
+    if "_mix_" in run:  # issue 24's agent: prune+mix with the amortised reference_disagreement reward
+        expected = {"operation": "prune+mix", "budget": 78, "score_every": 78, "proxy": "reference_disagreement",
+                    "proxy_kwargs": {"n_per_class": 128, "reference_epochs": 3}}
+    assert trained == expected
+    layout = {k: v for k, v in trained.items() if k in ("operation", "features", "mix_levels")}  # the parameter shapes
+    env = HeadPruneEnv(**env_kwargs, **layout)
     actions, valid = _episode(load_policy(path, env), env)
     assert valid and actions
     other = "prune" if trained.get("operation", "prune") != "prune" else "both"
@@ -580,6 +595,25 @@ def test_zoo_export_gives_an_entry_rl_zoo3_accepts(tiny_victim, victim_cache, tm
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert 0 <= int(action) < env.action_space.n
 
+
+
+def test_an_agent_trained_to_mix_only_runs_as_a_defense_whose_edit_is_its_schedule(env_kwargs, tmp_path):
+    """operation="mix" alone: MaskablePPO trains the head-scoring policy on the blocks, the reloaded policy runs as
+    a defense (no head pruned, its schedule the weight edit), and a scripted head policy is refused there."""
+    mix = {**env_kwargs, "operation": "mix", "mix_levels": 4, "proxy": "drift_mass", "budget": 4, "score_every": 4}
+    result = train("maskable_ppo", run_dir=tmp_path / "mix_only", seed=0, env_kwargs=mix, n_timesteps=64,
+                   hyperparams={**FAST_HP, "n_steps": 32, "batch_size": 32, "checkpoint_freq": 0}, tensorboard=False)
+    assert result.num_timesteps == 64
+    from headprune.agents import AgentDefense
+    from headprune.agents.evaluation import trained_env_options
+
+    assert trained_env_options(result.run_dir)["operation"] == "mix"
+    config = HeadPruneConfig(val_size=80, stats_size=64, seed=0, cache=env_kwargs["cache"], progress=False,
+                             accuracy_floor=0.0)
+    r = defend("tiny", AgentDefense(result.run_dir), config, DefenseFineTune(epochs=0.0))
+    assert r.heads_pruned == 0 and sum(r.details["edit"]["mix_levels"]) == 4 and r.config["env_options"]["budget"] == 4
+    with pytest.raises(ValueError, match="gradient: a head policy needs a head operation"):
+        defend("tiny", "gradient", config.replace(operation="mix"), DefenseFineTune(epochs=0.0))
 
 
 def test_a_trained_agent_teaches_purify_by_its_runner_name(trained, env_kwargs, tiny_victim):

@@ -143,14 +143,14 @@ def trained_env_options(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path) -> None:
     """ValueError naming the features and operations when a head-scoring policy's weights do not fit ``env``."""
     phi, score = state.get("features_extractor.phi.0.weight"), state.get("mlp_extractor.score.weight")
-    if phi is None or score is None:
+    if phi is None or (score is None and "mlp_extractor.block_score.weight" not in state):
         return
     space = env.observation_space
     n, n_features = space["head_stats"].shape
     with_reset, with_mix = "reset" in space.spaces, "mix" in space.spaces
     blocks = int(space["mix"].shape[0]) if with_mix else 0
     wanted = (n_features + 3 + int(with_reset), (int(env.action_space.n) - blocks) // n, with_mix)
-    trained = (int(phi.shape[1]), int(score.shape[0]), "mlp_extractor.block_score.weight" in state)
+    trained = (int(phi.shape[1]), 0 if score is None else int(score.shape[0]), "mlp_extractor.block_score.weight" in state)
     if trained != wanted:
         mixing = {True: "with", False: "without"}
         raise ValueError(

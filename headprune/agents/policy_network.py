@@ -18,7 +18,8 @@ Per head ``i = l * H + h`` (``n = L * H`` heads, batch ``B``; ``F`` = number of 
     value   = v([ctx, mean_i t_i])                                            # [B, 1]     critic
 
 ``K`` is the number of head operations (``(action_space.n - M) // n``: 1 for ``operation="prune"`` or
-``"reset"``, 2 for ``"both"``, whose action ``k * n + i`` is operation ``k`` on head ``i``); ``reset_i``
+``"reset"``, 2 for ``"both"``, whose action ``k * n + i`` is operation ``k`` on head ``i``; 0 for ``"mix"`` alone,
+whose actions are the blocks: the heads then only feed the context); ``reset_i``
 is in ``x_i`` only when the observation has a ``"reset"`` entry (an env with a reset operation).
 
 With the ``mix`` operation (an observation with ``"mix"``, the ``M = 2 L + 1`` blocks' levels: the embeddings,
@@ -188,9 +189,12 @@ class HeadScoringHead(nn.Module):
                  num_ops: int = 1, num_blocks: int = 0) -> None:
         super().__init__()
         self.n, self.embed_dim, self.num_ops, self.num_blocks = int(n), int(embed_dim), int(num_ops), int(num_blocks)
+        if self.num_ops + self.num_blocks == 0:
+            raise ValueError("the policy needs head operations or mixing blocks to score")
         self.latent_dim_pi = self.n * self.num_ops + self.num_blocks
         self.latent_dim_vf = int(value_dim)
-        self.score = nn.Linear(embed_dim, self.num_ops)
+        if self.num_ops:  # operation "mix" alone: blocks only (the heads still feed the context)
+            self.score = nn.Linear(embed_dim, self.num_ops)
         if self.num_blocks:
             self.block_score = nn.Linear(embed_dim, 1)
         self.value = _mlp([2 * embed_dim, value_dim], activation)
@@ -205,10 +209,10 @@ class HeadScoringHead(nn.Module):
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
         t, u, _ = self._split(features)
-        logits = self.score(t).transpose(1, 2).flatten(1)             # [B, n, K] -> [B, K * n]
+        logits = [self.score(t).transpose(1, 2).flatten(1)] if self.num_ops else []  # [B, n, K] -> [B, K * n]
         if self.num_blocks:
-            logits = torch.cat([logits, self.block_score(u).squeeze(-1)], dim=1)  # [B, K * n + M]
-        return logits
+            logits.append(self.block_score(u).squeeze(-1))            # [B, M]
+        return torch.cat(logits, dim=1)                               # [B, K * n + M]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         t, _, ctx = self._split(features)
@@ -241,9 +245,9 @@ class _HeadScoring:
         spaces_ = self.observation_space.spaces  # type: ignore[attr-defined]
         num_blocks = int(spaces_["mix"].shape[0]) if "mix" in spaces_ else 0
         head_actions = int(self.action_space.n) - num_blocks  # type: ignore[attr-defined]
-        if head_actions < n or head_actions % n:
+        if head_actions < 0 or head_actions % n or head_actions + num_blocks == 0:
             raise ValueError(f"the action space has {head_actions} head actions besides {num_blocks} mixing blocks, "
-                             f"not a positive multiple of the {n} heads")
+                             f"not a multiple of the {n} heads (0 only with blocks: operation 'mix')")
         activation = self.activation_fn  # type: ignore[attr-defined]
         self.mlp_extractor = HeadScoringHead(n, self.embed_dim, self.value_dim, activation,
                                              num_ops=head_actions // n, num_blocks=num_blocks)

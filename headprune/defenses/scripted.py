@@ -171,6 +171,10 @@ class PolicyDefense(Defense):
     """A defense whose pruning is one episode of a policy with SB3's ``predict`` in the env; subclasses
     give :meth:`build_policy` (from the env alone) and :meth:`policy_config`."""
 
+    needs_head_operation: ClassVar[bool] = False
+    """Whether the policy acts on heads only (a scripted head policy), so an env whose operation is ``"mix"`` alone
+    is refused; a trained agent or a given policy may mix only."""
+
     def runs_episode(self) -> bool:
         return True
 
@@ -187,7 +191,7 @@ class PolicyDefense(Defense):
         """One episode of the policy in ``HeadPrune-v0`` over ``bench`` (a Gym view: the same split, statistics,
         scorer memo, floor and budget; no second workbench)."""
         env = HeadPruneEnv(bench)
-        if env.operations.ops[0] == "mix":
+        if self.needs_head_operation and env.operations.ops[0] == "mix":
             raise ValueError(f"{self.name}: a head policy needs a head operation (prune or reset), got "
                              f"operation={env.config.operation!r}")
         policy = self.build_policy(env)
@@ -228,6 +232,7 @@ class ScriptedPolicyDefense(PolicyDefense):
 
     policy_class: ClassVar[type[ScriptedPolicy]]
     options_class: ClassVar[type[DefenseOptions]] = ScriptedPolicyOptions
+    needs_head_operation = True
 
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
         """The policy's keyword arguments: every option (given or default)."""

@@ -363,7 +363,7 @@ def test_policy_with_two_operations_per_head_is_size_agnostic():
         torch.testing.assert_close(policy.mlp_extractor.forward_actor(policy.features_extractor(obs)),
                                    torch.cat([expected[..., 0], expected[..., 1]], dim=1))
     assert len(shapes) == 1
-    with pytest.raises(ValueError, match="not a positive multiple"):
+    with pytest.raises(ValueError, match="12 head actions besides 0 mixing blocks, not a multiple of the 8 heads"):
         MaskableHeadScoringPolicy(_both_space(8, 7), spaces.Discrete(12), lambda _: 1e-3, head_shape=(2, 4))
 
 
@@ -539,7 +539,7 @@ def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwar
 def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
     """Every shipped agent loads into today's env with the layout its run folder records (the first two:
     none, i.e. FEATURE_NAMES and operation "prune"; the "both" agent: operation "both", every feature; the "mix"
-    agent: prune+mix), at any size (here the tiny victim), and acts; an env with another operation is refused by
+    agent: mix alone), at any size (here the tiny victim), and acts; an env with another operation is refused by
     name."""
     from headprune.agents.evaluation import trained_env_options
 
@@ -547,7 +547,7 @@ def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
     trained = trained_env_options(path)
     expected = {"proxy": "pure_variance", **({"operation": "both"} if "_both_" in run else {})}
     if "_mix_" in run:  # issue 24's agent: prune+mix with the amortised reference_disagreement reward
-        expected = {"operation": "prune+mix", "budget": 78, "score_every": 78, "proxy": "reference_disagreement",
+        expected = {"operation": "mix", "budget": 78, "score_every": 78, "proxy": "reference_disagreement",
                     "proxy_kwargs": {"n_per_class": 128, "reference_epochs": 3}}
     assert trained == expected
     layout = {k: v for k, v in trained.items() if k in ("operation", "features", "mix_levels")}  # the parameter shapes

@@ -150,7 +150,8 @@ def _check_layout(state: Mapping[str, Any], env: gym.Env | VecEnv, source: Path)
     with_reset, with_mix = "reset" in space.spaces, "mix" in space.spaces
     blocks = int(space["mix"].shape[0]) if with_mix else 0
     wanted = (n_features + 3 + int(with_reset), (int(env.action_space.n) - blocks) // n, with_mix)
-    trained = (int(phi.shape[1]), 0 if score is None else int(score.shape[0]), "mlp_extractor.block_score.weight" in state)
+    head_ops = 0 if score is None else int(score.shape[0])  # 0: operation "mix" alone
+    trained = (int(phi.shape[1]), head_ops, "mlp_extractor.block_score.weight" in state)
     if trained != wanted:
         mixing = {True: "with", False: "without"}
         raise ValueError(

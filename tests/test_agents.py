@@ -546,7 +546,7 @@ def test_committed_agents_load_and_act_on_the_default_env(run, env_kwargs):
     path = Path(__file__).parents[1] / "benchmarks/results/agents" / run
     trained = trained_env_options(path)
     expected = {"proxy": "pure_variance", **({"operation": "both"} if "_both_" in run else {})}
-    if "_mix_" in run:  # issue 24's agent: prune+mix with the amortised reference_disagreement reward
+    if "_mix_" in run:  # issue 24's agent: mix alone with the amortised reference_disagreement reward
         expected = {"operation": "mix", "budget": 78, "score_every": 78, "proxy": "reference_disagreement",
                     "proxy_kwargs": {"n_per_class": 128, "reference_epochs": 3}}
     assert trained == expected

@@ -458,8 +458,7 @@ def test_score_every_is_checked_and_a_larger_budget_is_not_cut_by_the_ids_step_l
     env = make_env("HeadPrune-Tiny-Mix-v0", **extra, budget=12, accuracy_floor=0.0)
     env.reset(seed=0)
     steps, done = 0, False
-    while not done:
-        _, _, terminated, truncated, info = env.step(int(np.flatnonzero(info["action_mask"] if steps else
-                                                                        env.unwrapped.action_masks())[-1]))
+    while not done:  # always the last valid action: mix steps
+        _, _, terminated, truncated, info = env.step(int(np.flatnonzero(env.unwrapped.action_masks())[-1]))
         steps, done = steps + 1, terminated or truncated
     assert steps == 12 and info["mix_steps"] + info["heads_pruned"] == 12  # the budget ended it, not step 16

@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -113,10 +112,13 @@ def check_teacher(teacher: object, what: str = "distill option teacher") -> str 
     if not isinstance(teacher, str):
         raise ValueError(f"{what} must be {SUSPECT_TEACHER!r} or a defense name, got {teacher!r}")
     if _is_policy(teacher):  # policy:<path>, a trained agent (the runner's policy: defenses) teaches
-        path = teacher.partition(":")[2]
-        if not path or not Path(path).exists():
+        from headprune.compare.grid import parse_defense  # lazy: the runner imports the defenses
+
+        try:
+            parse_defense(teacher)  # the runner's check of a policy: defense (an empty or missing path)
+        except (ValueError, FileNotFoundError):
             raise ValueError(f"{what}: {teacher!r} names no policy file or folder (give policy:<run folder or "
-                             f"model.zip>)")
+                             f"model.zip>)") from None
         return teacher
     if teacher not in DEFENSES:
         raise ValueError(f"{what}: {teacher!r} is not a defense; valid: {SUSPECT_TEACHER!r} or one of "
@@ -299,7 +301,9 @@ class DistillDefense(Defense):
         if _is_policy(spec):
             from headprune.agents import AgentDefense  # lazy: the agents package imports the defenses
 
-            return AgentDefense(spec.partition(":")[2], name=spec).with_base(self.base)
+            from headprune.compare.grid import parse_defense
+
+            return AgentDefense(parse_defense(spec)[1], name=spec).with_base(self.base)
         return get_defense(spec)(**self.option_values.teacher_options).with_base(self.base)
 
     def runs_episode(self) -> bool:

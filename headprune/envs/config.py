@@ -18,7 +18,7 @@ from typing import Any
 
 from headprune.common.finite import check_finite_fields
 
-__all__ = ["OPERATIONS", "HeadPruneConfig", "operation_units"]
+__all__ = ["OPERATIONS", "HeadPruneConfig", "episode_step_limit", "operation_units"]
 
 OPERATIONS: tuple[str, ...] = ("prune", "reset", "mix")
 """The operations of ``HeadPrune-v0``, in action-block order: gate a head off, copy the reference's weights into
@@ -36,6 +36,14 @@ def operation_units(operation: object) -> tuple[str, ...]:
         raise ValueError(f"operation must be one of {list(OPERATIONS)}, 'both' (= 'prune+reset') or several joined "
                          f"by '+' (e.g. 'prune+mix'), got {operation!r}")
     return tuple(op for op in OPERATIONS if op in parts)
+
+
+def episode_step_limit(budget: int | None, max_steps: int | None) -> int | None:
+    """The env's own step limit: ``max_steps``, else ``2 * budget`` (invalid actions count as steps); ``None`` when
+    neither is known yet (the env resolves a missing budget from its model: half the heads)."""
+    if max_steps is not None:
+        return int(max_steps)
+    return None if budget is None else 2 * int(budget)
 
 
 def _check_unlabelled(config: HeadPruneConfig) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from headprune.envs.config import HeadPruneConfig
+from headprune.envs.config import HeadPruneConfig, episode_step_limit
 from headprune.envs.head_space import HeadFlags
 from headprune.envs.incremental import MaskScore
 from headprune.envs.operations import HeadOperations
@@ -169,7 +169,9 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.feature_names: tuple[str, ...] = cfg.feature_names
         self._features = self.head_stats.normalised().as_features(self.feature_names).numpy().astype(np.float32)
         self._full = np.ones(self.num_layers * self.num_heads, dtype=np.int8)
-        self.max_steps = 2 * self.budget if cfg.max_steps is None else int(cfg.max_steps)
+        limit = episode_step_limit(self.budget, cfg.max_steps)
+        assert limit is not None  # the workbench resolved the budget
+        self.max_steps = limit
         if self.max_steps < self.budget:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= budget ({self.budget})")
         self._setup_spaces()
@@ -250,12 +252,17 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
         return state_model(self.bench, *self.state(which))
 
+    def _schedule(self, steps: int, changed: int) -> tuple[bool, bool]:
+        """``(ends, scored)`` of the step that brings the episode to ``steps`` steps and ``changed`` heads pruned or
+        reset plus mix steps: whether the budget or the step limit ends the episode there, and whether the step scores
+        its state (it ends the episode, or its number is divisible by ``config.score_every``)."""
+        ends = changed >= self.budget or steps >= self.max_steps
+        return ends, ends or steps % self.config.score_every == 0
+
     def scores_next_step(self) -> bool:
         """Whether the next step scores its state (amortised scoring, ``config.score_every``), assuming a valid
         action: a step number divisible by ``score_every``, or the step that reaches the budget or the step limit."""
-        steps = self._steps + 1
-        return (steps % self.config.score_every == 0 or steps >= self.max_steps
-                or self._pruned + self.heads_reset + self.mix_steps + 1 >= self.budget)
+        return self._schedule(self._steps + 1, self._pruned + self.heads_reset + self.mix_steps + 1)[1]
 
     @property
     def heads_reset(self) -> int:
@@ -356,8 +363,7 @@ class HeadPruneEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         elif not invalid:
             self._mix[index] += 1
         self._steps += 1
-        at_limit = self._pruned + self.heads_reset + self.mix_steps >= self.budget or self._steps >= self.max_steps
-        scored = at_limit or self._steps % self.config.score_every == 0
+        at_limit, scored = self._schedule(self._steps, self._pruned + self.heads_reset + self.mix_steps)
         if scored:  # else the score (so the potential) stays the last scored state's: the step earns its penalties
             self._score = self.score_state(self._mask, self._reset if self.operations.resets else None,
                                            self._mix if self.operations.mixes else None)

@@ -47,6 +47,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from headprune.envs.config import episode_step_limit
 from headprune.envs.reset_options import SUCCESS_RETURN
 from headprune.presets import PRESET_LIST
 
@@ -104,11 +105,8 @@ def step_limit(env_id: str, kwargs: Mapping[str, Any]) -> int | None:
     ``max_steps`` or ``budget`` (then the env's own step limit: ``max_steps``, else ``2 * budget``), so an episode
     with a larger budget than the id's is not cut at the id's limit before the env ends it (pass the result as
     ``gym.make(..., max_episode_steps=...)``)."""
-    if kwargs.get("max_steps") is not None:
-        return int(kwargs["max_steps"])
-    if kwargs.get("budget") is not None:
-        return 2 * int(kwargs["budget"])
-    return gym.spec(env_id).max_episode_steps
+    limit = episode_step_limit(kwargs.get("budget"), kwargs.get("max_steps"))
+    return gym.spec(env_id).max_episode_steps if limit is None else limit
 
 
 def register_envs() -> None:

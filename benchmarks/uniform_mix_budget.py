@@ -9,10 +9,18 @@ fine-tune) and appends one JSON record per budget: ACC and LFR after the state a
 victim's clean and poisoned TEST rows, read only here, after the state is fixed), the state's mixing levels, how
 the episode ended (budget or floor), the validation accuracies, seconds and versions.
 
+With ``--state repaired`` the defense keeps the deepest of the episode's checkpoints whose state holds the floor
+after a short clean fine-tune (Fine-mixing's rule for its ``p``; :class:`~headprune.defenses.scripted.PolicyEpisodeOptions`)
+instead of the env's best scored state; with ``--operation mix --score-every B`` (B the budget) the env judges the
+floor only at the episode's end, so the episode runs its whole budget and every checkpoint is a candidate, as for
+an agent trained that way.
+
 Usage (one core, ~3 min a budget on MiniLM; the victim cached)::
 
     python benchmarks/uniform_mix_budget.py --victim minilm-syntactic --budgets 78 130 \\
         --jsonl benchmarks/results/uniform_mix_budget.jsonl
+    python benchmarks/uniform_mix_budget.py --victim minilm-style --budgets 78 --operation mix --score-every 78 \\
+        --state repaired --jsonl benchmarks/results/uniform_mix_repaired.jsonl
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ def main() -> None:
     parser.add_argument("--victim", default="minilm-syntactic", help="victim preset or folder")
     parser.add_argument("--budgets", nargs="+", type=int, required=True, help="the env budgets (heads + mix steps)")
     parser.add_argument("--mix-levels", type=int, default=10)
+    parser.add_argument("--operation", default="prune+mix", choices=["prune+mix", "mix"], help="the env's operation")
+    parser.add_argument("--score-every", type=int, default=None,
+                        help="the env's score_every (default 1; the budget: the floor judged at the episode's end)")
+    parser.add_argument("--state", default="best", choices=["best", "repaired"],
+                        help="the state the defense keeps (PolicyEpisodeOptions.state)")
     parser.add_argument("--seed", type=int, default=0, help="defend's seed (split, mix draws, fine-tune)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, required=True, help="records are appended here")
@@ -48,9 +61,12 @@ def main() -> None:
     splits = victim.splits()
     for budget in args.budgets:
         start = time.perf_counter()
-        config = {"operation": "prune+mix", "mix_levels": args.mix_levels, "budget": budget, "seed": args.seed,
+        config = {"operation": args.operation, "mix_levels": args.mix_levels, "budget": budget, "seed": args.seed,
                   "progress": False}
-        result = defend(victim, GivenPolicyDefense(UniformMixPolicy()), config,
+        if args.score_every is not None:
+            config["score_every"] = args.score_every
+        options = {} if args.state == "best" else {"state": args.state}
+        result = defend(victim, GivenPolicyDefense(UniformMixPolicy(), **options), config,
                         eval_clean=splits.clean_test, eval_poison=splits.poisoned_test)
         edit = result.details.get("edit") or {}
         record = {"victim": victim.name, "policy": UniformMixPolicy.name, "budget": budget, "seed": args.seed,
@@ -58,6 +74,8 @@ def main() -> None:
                   "acc_state": result.metrics["pruned"]["acc"], "lfr_state": result.metrics["pruned"]["lfr"],
                   "mix_levels": edit.get("mix_levels"), "episode_end": result.details.get("episode_end"),
                   "validation": result.validation, "config": config, "command": command,
+                  **({"options": options, "kept_step": result.details["kept_step"],
+                      "state_selection": result.details["state_selection"]} if options else {}),
                   "seconds": round(time.perf_counter() - start, 1), "environment": environment_info()}
         with args.jsonl.open("a") as out:
             out.write(json.dumps(record) + "\n")

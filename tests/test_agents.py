@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -614,12 +615,30 @@ def test_an_agent_trained_to_mix_only_runs_as_a_defense_whose_edit_is_its_schedu
     assert r.heads_pruned == 0 and sum(r.details["edit"]["mix_levels"]) == 4 and r.config["env_options"]["budget"] == 4
     with pytest.raises(ValueError, match="gradient: a head policy needs a head operation"):
         defend("tiny", "gradient", config.replace(operation="mix"), DefenseFineTune(epochs=0.0))
+    # what it keeps of its episode is an option of the agent, from Python and from the runner (in the run's config)
+    from headprune.compare import run_grid
+    from headprune.compare.grid import RunSettings, canonical_defense, plan_grid
+
+    repaired = {"state": "repaired", "checkpoints": 2, "select_max_steps": 1}
+    r = defend("tiny", AgentDefense(result.run_dir, **repaired), config, DefenseFineTune(epochs=0.0))
+    assert [c["step"] for c in r.details["state_selection"]] == [4] and r.details["kept_step"] == 4  # floor 0
+    assert r.config["options"] == repaired and sum(r.details["edit"]["mix_levels"]) == 4
+    spec = canonical_defense(f"policy:{result.run_dir}")
+    runner_env = config.replace(accuracy_floor=None, max_accuracy_drop=1.0)  # the runner's floor: a drop
+    settings = RunSettings(env=runner_env, finetune=DefenseFineTune(epochs=0.0), options={spec: repaired})
+    report = run_grid(["tiny"], [spec], [0], tmp_path / "runs.jsonl", settings, cache=env_kwargs["cache"],
+                      progress=False)
+    assert not report.failed and report.records[0]["config"]["options"] == repaired
+    assert report.records[0]["kept_step"] == 4 and report.records[0]["state_selection"] == r.details["state_selection"]
+    assert report.records[0]["edit"]["mix_levels"] == r.details["edit"]["mix_levels"]
+    with pytest.raises(ValueError, match=f"{re.escape(spec)}: defense 'policy' has no option 'grid'"):
+        plan_grid(["tiny"], [spec], [0], RunSettings(env=runner_env, options={spec: {"grid": [0.5]}}))
 
 
 def test_a_trained_agent_teaches_purify_by_its_runner_name(trained, env_kwargs, tiny_victim):
     """``teacher="policy:<run folder>"``: the agent's episode and the protocol's fine-tune teach (the teacher stage is
-    the agent's own defense, to the last digit); a path that does not exist and teacher options are refused by name
-    before any work."""
+    the agent's own defense, to the last digit); a path that does not exist and an option the agent does not take are
+    refused by name before any work."""
     from headprune.agents import AgentDefense
     from headprune.defenses.purify import PurifyDefense
 
@@ -638,5 +657,5 @@ def test_a_trained_agent_teaches_purify_by_its_runner_name(trained, env_kwargs, 
     assert taught.details["teacher"]["defense"] == spec and taught.config["env_options"] == alone.config["env_options"]
     with pytest.raises(ValueError, match="option 'teacher' of 'purify'.*names no policy file or folder"):
         PurifyDefense(teacher=f"policy:{result.run_dir}/missing")
-    with pytest.raises(ValueError, match="teacher_options.*is for a teacher given by name"):
+    with pytest.raises(ValueError, match="teacher_options' of 'purify': defense 'policy' has no option 'grid'"):
         PurifyDefense(teacher=spec, teacher_options={"grid": [0.5]})

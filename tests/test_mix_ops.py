@@ -5,6 +5,7 @@ vector env, the exported state model, the state as ``distill``'s teacher, and th
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +381,64 @@ def test_uniform_mix_policy_raises_the_least_mixed_block_and_runs_as_a_defense(k
     details = outcome.edit.apply(copy.deepcopy(bench.model))
     assert details["mix_levels"] == info["best_mix_levels"].tolist() and sum(details["mix_levels"]) > 0
     assert int(outcome.mask.sum()) == 8  # no head pruned
+
+
+def _repaired_accuracy(bench: Any, levels: list[int], steps: int) -> float:
+    """From scratch: the suspect with the uniform schedule's mix levels after ``steps`` steps written in, fine-tuned
+    ``steps`` optimiser steps at the policy defense's lr on the training rows, its validation accuracy."""
+    from headprune.defenses.scripted import GivenPolicyDefense
+    from headprune.engine.finetuning import FineTuneConfig, fine_tune
+    from headprune.envs.state_export import write_state
+
+    model = write_state(bench, copy.deepcopy(bench.model), None, np.asarray(levels))
+    fine_tune(model, bench.tokenizer, bench.train_data,
+              FineTuneConfig(epochs=1.0, lr=GivenPolicyDefense.finetune_lr, max_length=bench.max_length,
+                             seed=bench.base_seed, max_steps=steps), progress=False)
+    return Evaluator(model, bench.tokenizer, bench.val_data, batch_size=bench.config.eval_batch_size,
+                     max_length=bench.max_length).accuracy()
+
+
+def test_a_policy_defense_keeps_the_deepest_checkpoint_that_holds_the_floor_after_repair(tiny_victim: Victim,
+                                                                                       small_env_config) -> None:
+    """``state="repaired"``: the uniform schedule's checkpoints are tried deepest first, each scored by a short clean
+    fine-tune and the validation accuracy (equal to a from-scratch computation); the kept state is the deepest that
+    holds the floor, its mix levels the schedule's at that step; none holding keeps the env's best state."""
+    from headprune.defenses.base import as_outcome
+    from headprune.defenses.scripted import GivenPolicyDefense, UniformMixPolicy, checkpoint_steps
+    from headprune.workbench import Workbench
+
+    def uniform(t: int) -> list[int]:  # the uniform schedule's levels after t steps over 5 blocks
+        return [t // 5 + (i < t % 5) for i in range(5)]
+
+    options = {"state": "repaired", "checkpoints": 4, "select_max_steps": 2}
+    common = {"operation": "mix", "mix_levels": 2, "budget": 8, "score_every": 8, "proxy": "drift_mass"}
+    bench = Workbench(tiny_victim, small_env_config(0, accuracy_floor=0.0, **common))
+    assert checkpoint_steps(8, 4) == [8, 6, 4, 2] and checkpoint_steps(8, 3) == [8, 5, 3]
+    repaired = {t: _repaired_accuracy(bench, uniform(t), 2) for t in (8, 6, 5, 4, 3, 2)}
+    outcome = GivenPolicyDefense(UniformMixPolicy(), **options).prune(bench)  # floor 0: the deepest holds
+    assert outcome.details["state_selection"] == [{"step": 8, "accuracy": repaired[8]}]
+    assert outcome.details["kept_step"] == 8 and outcome.edit.mix.tolist() == uniform(8)
+
+    # the floor at the suspect's own accuracy: on the tiny victim the deeper checkpoints fail it and step 2 holds
+    bench = Workbench(tiny_victim, small_env_config(0, max_accuracy_drop=0.0, **common))
+    floor = bench.accuracy_floor
+    kept = max(t for t in (8, 6, 4, 2) if repaired[t] >= floor)
+    outcome = GivenPolicyDefense(UniformMixPolicy(), **options).prune(bench)
+    assert outcome.details["state_selection"] == [{"step": t, "accuracy": repaired[t]} for t in (8, 6, 4, 2)
+                                                  if t >= kept]
+    assert outcome.details["kept_step"] == kept < 8 and outcome.edit.mix.tolist() == uniform(kept)
+
+    # three checkpoints (8, 5, 3): none holds that floor, so the env's best state is kept, as by default
+    assert all(repaired[t] < floor for t in (8, 5, 3))
+    outcome = as_outcome(GivenPolicyDefense(UniformMixPolicy(), **{**options, "checkpoints": 3}).prune(bench))
+    default = as_outcome(GivenPolicyDefense(UniformMixPolicy()).prune(bench))
+    assert outcome.details["kept_step"] is None
+    assert outcome.details["state_selection"] == [{"step": t, "accuracy": repaired[t]} for t in (8, 5, 3)]
+    assert "state_selection" not in default.details and outcome.mask.equal(default.mask)  # the env's best state
+    assert (outcome.edit is None) == (default.edit is None)
+    assert outcome.edit is None or outcome.edit.mix.tolist() == default.edit.mix.tolist()
+    with pytest.raises(ValueError, match=re.escape("option 'state' of 'policy' must be of type 'best' | 'repaired'")):
+        GivenPolicyDefense(UniformMixPolicy(), state="last")
 
 
 # ------------------------------------------------------------------------------------ amortised scoring

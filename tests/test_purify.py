@@ -80,7 +80,7 @@ def test_purify_without_a_base_is_a_one_line_error_naming_base(tmp_path, monkeyp
     from test_clean import _plain_checkpoint, _sst2_sentences, _write_rows
 
     from headprune.cli import main
-    from headprune.defenses import base, distill, finemix
+    from headprune.defenses import base, distill, repaired_floor
 
     model = _plain_checkpoint(tmp_path / "suspect", 2)
     rows = _write_rows(tmp_path / "rows.tsv", _sst2_sentences(60), 2)
@@ -88,7 +88,7 @@ def test_purify_without_a_base_is_a_one_line_error_naming_base(tmp_path, monkeyp
     def no_training(*args, **kwargs):
         raise AssertionError("fine_tune ran before the missing base was reported")
 
-    for module in (base, distill, finemix):
+    for module in (base, distill, repaired_floor):
         monkeypatch.setattr(module, "fine_tune", no_training)
     capsys.readouterr()  # what saving the checkpoint printed
     code = main(["clean", str(model), "--clean-data", str(rows), "--out", str(tmp_path / "out"), "--quiet",

@@ -12,7 +12,7 @@ import torch
 
 from headprune.architectures import find_attention_sites
 from headprune.defenses import DEFENSES, DefenseFineTune, defend, purify_scores, validation_rows
-from headprune.defenses import finemix as finemix_module
+from headprune.defenses import repaired_floor as repaired_floor_module
 from headprune.defenses.drift import DriftPolicy, descending_order
 from headprune.defenses.weight_edits import attention_parameter_names, fine_mix
 from headprune.envs.config import HeadPruneConfig
@@ -178,13 +178,13 @@ def test_finemix_defense_with_fixed_p_gives_the_base_encoder(tiny_victim, env_co
 
 def test_finemix_chooses_p_on_clean_validation_rows_only(tiny_victim, env_config, monkeypatch):
     scored = []
-    real = finemix_module.Evaluator
+    real = repaired_floor_module.Evaluator  # the repaired-floor rule scores every candidate p
 
     def spy(model, tokenizer, texts, **kw):
         scored.append(tuple(texts.sentences))
         return real(model, tokenizer, texts, **kw)
 
-    monkeypatch.setattr(finemix_module, "Evaluator", spy)
+    monkeypatch.setattr(repaired_floor_module, "Evaluator", spy)
     options = {"grid": [0.9, 0.5, 0.05], "select_max_steps": 2}
     splits = tiny_victim.splits()
     a = defend(tiny_victim, "finemix", env_config(), NO_FINETUNE, options=options)

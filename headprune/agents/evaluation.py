@@ -37,7 +37,7 @@ from headprune.agents.policy_network import HeadScoringPolicy, MaskableHeadScori
 from headprune.agents.rl_training import latest_checkpoint
 from headprune.common.assignments import safe_yaml
 from headprune.defenses.base import DefenseFineTune
-from headprune.defenses.scripted import PolicyDefense
+from headprune.defenses.scripted import PolicyEpisodeDefense
 from headprune.envs.config import HeadPruneConfig
 
 __all__ = ["ENV_LAYOUT_OPTIONS", "AgentPolicy", "AgentDefense", "evaluate", "evaluate_agent", "load", "load_policy",
@@ -280,7 +280,7 @@ def load_policy(path: str | os.PathLike[str], env: gym.Env | VecEnv, *, device: 
     return AgentPolicy(policy=policy, source=source, meta=meta)
 
 
-class AgentDefense(PolicyDefense):
+class AgentDefense(PolicyEpisodeDefense):
     """A trained policy file as a :class:`~headprune.defenses.base.Defense`: ``defend`` builds its env, then
     :meth:`build_policy` loads the policy for that env (:func:`load_policy`) and runs one deterministic episode.
 
@@ -288,11 +288,13 @@ class AgentDefense(PolicyDefense):
     :param name: the defense name in reports.
     :param device: where the policy runs.
     :param trust_pickle: accept an SB3 pickled zip (runs its code: see :func:`load_policy`).
+    :param options: :class:`~headprune.defenses.scripted.PolicyEpisodeOptions` (what the defense keeps of the
+        episode: the env's best state, or the deepest checkpoint that holds the floor after a short fine-tune).
     """
 
     def __init__(self, path: str | os.PathLike[str], name: str = "agent", device: str = "cpu",
-                 trust_pickle: bool = False) -> None:
-        super().__init__()
+                 trust_pickle: bool = False, **options: Any) -> None:
+        super().__init__(**options)
         self.path = path
         self.name = name  # type: ignore[misc]
         self.device = device

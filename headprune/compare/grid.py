@@ -223,6 +223,17 @@ def canonical_defense(defense: str) -> str:
     return POLICY_PREFIX + path.as_posix()
 
 
+def check_policy_options(defense: str, options: Mapping[str, Any]) -> None:
+    """Refuse, before any work, options of a ``policy:<path>`` defense that are not
+    :class:`~headprune.defenses.scripted.PolicyEpisodeOptions` (one line naming the defense and the option)."""
+    from headprune.defenses.scripted import PolicyEpisodeOptions
+
+    try:
+        PolicyEpisodeOptions.from_mapping(options)
+    except ValueError as err:
+        raise ValueError(f"{defense}: {err}") from None
+
+
 def parse_defense(defense: str) -> tuple[str, str | None]:
     """``(kind, policy path)`` of a defense: ``("registry", None)``, ``("reference", None)`` or
     ``("policy", path)``.
@@ -271,10 +282,11 @@ def _require_agents(defense: str) -> Callable[..., Any]:
 
 
 def _load_agent(path: str, spec: RunSpec) -> Any:
-    """The trained agent at ``path`` as a ``defend`` defense (``headprune.agents.AgentDefense``): ``defend``
-    builds its env on the defender's clean rows, then the agent loads its policy for that env
-    (``headprune.agents.load_policy``) and runs the same protocol as the baselines."""
-    return _require_agents(spec.defense)(path, name=spec.defense)
+    """The trained agent at ``path`` as a ``defend`` defense (``headprune.agents.AgentDefense``, with the run's
+    options of the defense, ``PolicyEpisodeOptions``): ``defend`` builds its env on the defender's clean rows, then
+    the agent loads its policy for that env (``headprune.agents.load_policy``) and runs the same protocol as the
+    baselines."""
+    return _require_agents(spec.defense)(path, name=spec.defense, **spec.settings.defense_options(spec.defense))
 
 
 def _environment() -> dict[str, Any]:
@@ -323,13 +335,18 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     env_config = s.env.replace(clean_data=clean, unlabelled_data=unlabelled, seed=spec.seed, cache=spec.cache,
                                progress=False)
     r = defend(victim, defense, env_config, s.finetune,
-               options=s.defense_options(spec.defense), base=s.base,
+               options=s.defense_options(spec.defense) if kind == "registry" else None, base=s.base,
                eval_clean=clean_test, eval_poison=poisoned_test)
     return {**base, "config": spec.config, "acc": r.metrics["final"]["acc"], "lfr": r.metrics["final"]["lfr"],
             "acc_pruned": r.metrics["pruned"]["acc"], "lfr_pruned": r.metrics["pruned"]["lfr"],
             "heads_pruned": r.heads_pruned, "wall_s": r.timings["defense"], "validation": r.validation,
             "pruned_heads": r.pruned_heads, "versions": r.versions.get("versions", env["versions"]),
-            "mask": r.mask.tolist(), "timings": r.timings, "edit": r.details.get("edit"), **_stages(r), **provenance}
+            "mask": r.mask.tolist(), "timings": r.timings, "edit": r.details.get("edit"), **_stages(r),
+            **{key: r.details[key] for key in _SELECTION if key in r.details}, **provenance}
+
+
+_SELECTION = ("kept_step", "state_selection")
+"""A policy defense's choice of the state it kept (``state="repaired"``), copied into its record when present."""
 
 
 def _stages(result: Any) -> dict[str, Any]:
@@ -390,6 +407,7 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
         kind, _ = parse_defense(defense)
         if kind == "policy":
             _require_agents(defense)
+            check_policy_options(defense, settings.defense_options(defense))
         if settings.unlabelled_rows is not None:
             _require_unlabelled_reader(defense, kind)
     unknown = set(settings.options) - set(defenses)

@@ -136,7 +136,8 @@ class DistillOptions(DefenseOptions):
                                                      "cleaned output teaches, or policy:<run folder or model.zip> "
                                                      "(a trained agent's episode, then the protocol's fine-tune)",
                                     check=check_teacher)
-    teacher_options: dict[str, Any] = option({}, "the options of a teacher given by name")
+    teacher_options: dict[str, Any] = option({}, "the options of a teacher given by name or policy:<path> (an "
+                                                 "agent's: what it keeps of its episode, state='repaired')")
     drops: int = option(3, "augmented copies per row with words dropped", low=0)
     crops: int = option(3, "augmented crops per row", low=0)
     concats: int = option(2, "augmented concatenations per row with another row", low=0)
@@ -163,10 +164,15 @@ class DistillOptions(DefenseOptions):
         if not self.teacher_options:
             return
         what = f"option 'teacher_options' of {self._owner()!r}"
-        if not isinstance(self.teacher, str) or self.teacher == SUSPECT_TEACHER or _is_policy(self.teacher):
+        if not isinstance(self.teacher, str) or self.teacher == SUSPECT_TEACHER:
             raise ValueError(f"{what} is for a teacher given by name, not for teacher={self.teacher!r}")
         try:
-            get_defense(self.teacher).options_class.from_mapping(self.teacher_options)
+            if _is_policy(self.teacher):  # an agent's options: what it keeps of its episode
+                from headprune.defenses.scripted import PolicyEpisodeOptions
+
+                PolicyEpisodeOptions.from_mapping(self.teacher_options)
+            else:
+                get_defense(self.teacher).options_class.from_mapping(self.teacher_options)
         except ValueError as err:
             raise ValueError(f"{what}: {err}") from None
 
@@ -303,7 +309,8 @@ class DistillDefense(Defense):
 
             from headprune.compare.grid import parse_defense
 
-            return AgentDefense(parse_defense(spec)[1], name=spec).with_base(self.base)
+            return AgentDefense(parse_defense(spec)[1], name=spec,
+                                **self.option_values.teacher_options).with_base(self.base)
         return get_defense(spec)(**self.option_values.teacher_options).with_base(self.base)
 
     def runs_episode(self) -> bool:

@@ -10,26 +10,24 @@ by the option ``p``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome, validation_rows
+from headprune.defenses.base import DEFENSES, Defense, DefenseOutcome, unpruned_outcome
+from headprune.defenses.repaired_floor import RepairCandidate, deepest_repaired
 from headprune.defenses.defense_options import DefenseOptions, option
 from headprune.defenses.weight_edits import (
     EditSequence,
     EmbeddingPurify,
     FineMix,
     WeightEdit,
-    fine_mix,
     token_counts,
 )
 from headprune.workbench import Workbench
-from headprune.engine.evaluator import Evaluator
-from headprune.engine.finetuning import FineTuneConfig, fine_tune
+from headprune.engine.finetuning import FineTuneConfig
 
 __all__ = ["DEFAULT_GRID", "FineMixDefense", "FineMixOptions", "choose_mix_ratio"]
 
@@ -42,26 +40,18 @@ def choose_mix_ratio(bench: Workbench, base: nn.Module, grid: Sequence[float], c
                      ) -> tuple[float, list[dict[str, Any]]]:
     """The largest ``p`` of ``grid`` whose mixed model, after a short clean fine-tune (``config``, on the
     workbench's training rows), has validation accuracy (the workbench's held-out clean rows) at or above the workbench's
-    floor; ``0.0`` (no mixing) when none does. Each candidate is mixed with the workbench's seed, as the final
-    edit is (after ``pre_edit``, e.g. E-PUR, when given), so the chosen ``p`` is scored on the very edit kept.
+    floor (the repaired-floor rule, :func:`~headprune.defenses.repaired_floor.deepest_repaired`); ``0.0`` (no
+    mixing) when none does. Each candidate is mixed with the workbench's seed, as the final edit is (after
+    ``pre_edit``, e.g. E-PUR, when given), so the chosen ``p`` is scored on the very edit kept.
 
     :return: ``(p, trace)``, ``trace = [{"p", "accuracy"}]`` in the order tried (largest ``p`` first,
         stopping at the first that holds the floor).
     """
-    evaluator_rows = validation_rows(bench)
-    trace: list[dict[str, Any]] = []
-    for p in sorted({float(x) for x in grid}, reverse=True):
-        work = copy.deepcopy(bench.model)
-        if pre_edit is not None:
-            pre_edit.apply(work)
-        fine_mix(work, base, p, bench.base_seed, embeddings=embeddings)
-        fine_tune(work, bench.tokenizer, bench.train_data, config, progress=f"finemix p={p:g}" if progress else False)
-        accuracy = Evaluator(work, bench.tokenizer, evaluator_rows, batch_size=bench.config.eval_batch_size,
-                             max_length=bench.max_length).accuracy()
-        trace.append({"p": p, "accuracy": accuracy})
-        if accuracy >= bench.accuracy_floor:
-            return p, trace
-    return 0.0, trace
+    mixes = [(p, FineMix(base, p, bench.base_seed, embeddings)) for p in sorted({float(x) for x in grid}, reverse=True)]
+    candidates = [RepairCandidate({"p": p}, mix if pre_edit is None else EditSequence([pre_edit, mix]))
+                  for p, mix in mixes]
+    kept, trace = deepest_repaired(bench, candidates, config, progress="finemix" if progress else False)
+    return (0.0 if kept is None else candidates[kept].label["p"]), trace
 
 
 @dataclass(frozen=True)

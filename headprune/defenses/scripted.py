@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,13 +26,15 @@ import torch
 from headprune.data import LabelledTexts
 from headprune.defenses.base import Defense, DefenseOutcome, PruneOutcome
 from headprune.defenses.defense_options import DefenseOptions, option
-from headprune.defenses.weight_edits import HeadReset
+from headprune.defenses.repaired_floor import RepairCandidate, deepest_repaired
+from headprune.defenses.weight_edits import HeadReset, WeightEdit
+from headprune.engine.finetuning import FineTuneConfig
 from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.workbench import Workbench
 from headprune.engine.gating import head_grid_shape
 
-__all__ = ["GivenPolicyDefense", "PolicyDefense", "ScriptedPolicy", "ScriptedPolicyDefense", "ScriptedPolicyOptions",
-           "UniformMixPolicy", "run_policy_episode"]
+__all__ = ["GivenPolicyDefense", "PolicyDefense", "PolicyEpisodeDefense", "PolicyEpisodeOptions", "ScriptedPolicy", "ScriptedPolicyDefense",
+           "ScriptedPolicyOptions", "UniformMixPolicy", "run_policy_episode"]
 
 
 def _rows(data: LabelledTexts, n_rows: int | None, seed: int) -> LabelledTexts:
@@ -130,15 +132,20 @@ _POLICY_DETAILS = ("member_accuracies", "floor", "planned_budget", "estimates")
 """Policy attributes copied into a run's details when the policy has them (not None)."""
 
 
-def run_policy_episode(env: HeadPruneEnv, policy: Any, seed: int, label: str, *, progress: bool = False
+def run_policy_episode(env: HeadPruneEnv, policy: Any, seed: int, label: str, *, progress: bool = False,
+                       states: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
                        ) -> tuple[torch.Tensor, list[dict[str, Any]], str, dict[str, Any]]:
     """One deterministic episode of ``policy`` in ``env`` from ``env.reset(seed=seed)`` until the env
     terminates (accuracy below the floor: ``"floor"``), truncates (budget: ``"truncated"``) or the policy's own
     plan (``planned_budget``) is done (``"plan done"``; ``"plan empty"`` when it plans nothing).
 
+    :param states: if given, a list that receives ``env.state("current")`` (``(mask [n], reset [n], mix [B])``)
+        after the reset and after every step, so ``states[t]`` is the state after ``t`` steps.
     :returns: the env's best mask ``[L, H]``, the trajectory, how the episode ended and the last ``info``.
     """
     obs, info = env.reset(seed=seed)
+    if states is not None:
+        states.append(env.state("current"))
     trajectory = [{"heads_pruned": 0, "accuracy": info["clean_accuracy"], "mask": obs["mask"].tolist()}]
     planned = getattr(policy, "planned_budget", None)
     end = "truncated"
@@ -151,6 +158,8 @@ def run_policy_episode(env: HeadPruneEnv, policy: Any, seed: int, label: str, *,
         while True:
             action, _ = policy.predict(obs, action_masks=env.action_masks(), deterministic=True)
             obs, _reward, terminated, truncated, info = env.step(action)
+            if states is not None:
+                states.append(env.state("current"))
             bar.update(1)
             trajectory.append({"heads_pruned": info["heads_pruned"], "accuracy": info["clean_accuracy"],
                                "mask": obs["mask"].tolist()})
@@ -167,9 +176,41 @@ def run_policy_episode(env: HeadPruneEnv, policy: Any, seed: int, label: str, *,
     return mask, trajectory, end, info
 
 
+@dataclass(frozen=True)
+class PolicyEpisodeOptions(DefenseOptions):
+    """What a policy defense keeps of its episode (the options of a trained agent or a given policy)."""
+
+    state: Literal["best", "repaired"] = option(
+        "best", "the state kept: 'best' (the env's best scored state, above its floor before any fine-tune) or "
+                "'repaired' (the deepest checkpoint of the episode whose state, after a short clean fine-tune, "
+                "holds the floor: Fine-mixing's rule for its p, applied along the policy's schedule; 'best' when "
+                "none does)")
+    checkpoints: int = option(9, "with state='repaired': the episode's states tried, evenly spaced in steps, the "
+                                 "last step always one (9: as many as finemix's grid of p)", low=1)
+    select_epochs: float = option(1.0, "with state='repaired': epochs of the short clean fine-tune that scores each "
+                                       "checkpoint (finemix's select_epochs)", low=0.0)
+    select_max_steps: int | None = option(None, "with state='repaired': cap on that fine-tune's steps (None: none)",
+                                          low=1)
+
+    @classmethod
+    def _owner(cls) -> str:
+        """Errors name the runner's kind of defense (``policy:<path>``, a given policy object)."""
+        return "policy"
+
+
+def checkpoint_steps(steps: int, count: int) -> list[int]:
+    """The step counts of ``count`` checkpoints evenly spaced over an episode of ``steps`` steps, deepest first,
+    the last step always included and step 0 (the unedited suspect) never: ``checkpoint_steps(78, 9)`` is
+    ``[78, 69, 61, 52, 43, 35, 26, 17, 9]``."""
+    return sorted({max(1, round(steps * k / count)) for k in range(1, count + 1)} if steps > 0 else set(),
+                  reverse=True)
+
+
 class PolicyDefense(Defense):
     """A defense whose pruning is one episode of a policy with SB3's ``predict`` in the env; subclasses
-    give :meth:`build_policy` (from the env alone) and :meth:`policy_config`."""
+    give :meth:`build_policy` (from the env alone) and :meth:`policy_config`. What it keeps of the episode is
+    :meth:`episode_options`' ``state``: the env's best scored state, or the deepest checkpoint that holds the floor
+    after a short clean fine-tune (:func:`~headprune.defenses.repaired_floor.deepest_repaired`)."""
 
     needs_head_operation: ClassVar[bool] = False
     """Whether the policy acts on heads only (a scripted head policy), so an env whose operation is ``"mix"`` alone
@@ -177,6 +218,12 @@ class PolicyDefense(Defense):
 
     def runs_episode(self) -> bool:
         return True
+
+    def episode_options(self) -> PolicyEpisodeOptions:
+        """What this defense keeps of its episode: here the env's best state (a scripted head policy's options are
+        its policy's keyword arguments, and the env's floor stops its episode); a trained agent or a given policy
+        takes :class:`PolicyEpisodeOptions` as its options (:class:`PolicyEpisodeDefense`)."""
+        return PolicyEpisodeOptions()
 
     def build_policy(self, env: HeadPruneEnv) -> Any:
         """The policy for ``env`` (built from its spaces and the defender's data only)."""
@@ -195,24 +242,51 @@ class PolicyDefense(Defense):
             raise ValueError(f"{self.name}: a head policy needs a head operation (prune or reset), got "
                              f"operation={env.config.operation!r}")
         policy = self.build_policy(env)
-        mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress)
+        opts = self.episode_options()
+        states: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = [] if opts.state == "repaired" else None
+        mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress,
+                                                         states=states)
         details = {"policy": self.policy_config(policy), "episode_end": end, "best_accuracy": info["best_accuracy"]}
         for attr in _POLICY_DETAILS:
             if getattr(policy, attr, None) is not None:
                 details[attr] = getattr(policy, attr)
-        reset = info.get("best_reset")
-        mix = info.get("best_mix_levels")
-        if mix is not None and np.any(mix):  # a policy that also mixed blocks: the state's weights go into the copy
-            from headprune.envs.state_export import StateEdit
+        best = (info["best_mask"], info.get("best_reset"), info.get("best_mix_levels"))
+        if states is None:
+            return _state_outcome(env, *best, trajectory, details)
+        candidates = [RepairCandidate({"step": t}, *_state_edit(env, *states[t]))
+                      for t in checkpoint_steps(len(states) - 1, opts.checkpoints)]
+        config = FineTuneConfig(epochs=opts.select_epochs, lr=self.finetune_lr, max_length=bench.max_length,
+                                seed=bench.base_seed, max_steps=opts.select_max_steps)
+        kept, details["state_selection"] = deepest_repaired(bench, candidates, config,
+                                                             progress=self.name if progress else False)
+        details["kept_step"] = None if kept is None else candidates[kept].label["step"]
+        return _state_outcome(env, *(best if kept is None else states[details["kept_step"]]), trajectory, details)
 
-            assert env.bench.mixer is not None
-            heads = torch.from_numpy(np.asarray(reset) != 0).view(env.num_layers, env.num_heads)
-            return DefenseOutcome(mask, trajectory, details, StateEdit(env.bench.mixer, heads, np.asarray(mix)))
-        if reset is None or not np.any(reset):
-            return mask, trajectory, details
-        # a policy with operation "reset"/"both" also reset heads: the same reference weights go into the copy
-        heads = torch.from_numpy(np.asarray(reset, dtype=bool)).view(env.num_layers, env.num_heads)
-        return DefenseOutcome(mask, trajectory, details, HeadReset(base=env.base_model, heads=heads))
+
+def _state_edit(env: HeadPruneEnv, mask: np.ndarray, reset: np.ndarray | None, mix: np.ndarray | None
+                ) -> tuple[WeightEdit | None, torch.Tensor]:
+    """``(edit, mask [L, H])`` of a state of ``env`` (flat ``mask`` / ``reset`` ``[L * H]``, ``mix`` levels
+    ``[B]``): the reset heads and mixed blocks as one weight edit (None when the state has neither) and its
+    head gates."""
+    gates = torch.from_numpy(np.asarray(mask).astype(np.float32)).view(env.num_layers, env.num_heads)
+    heads = torch.zeros(env.num_layers, env.num_heads, dtype=torch.bool) if reset is None else \
+        torch.from_numpy(np.asarray(reset) != 0).view(env.num_layers, env.num_heads)
+    if mix is not None and np.any(mix):  # mixed blocks (and any reset heads): the state's weights go into the copy
+        from headprune.envs.state_export import StateEdit
+
+        assert env.bench.mixer is not None
+        return StateEdit(env.bench.mixer, heads, np.asarray(mix)), gates
+    if bool(heads.any()):  # reset heads only: the same reference weights go into the copy
+        return HeadReset(base=env.base_model, heads=heads), gates
+    return None, gates
+
+
+def _state_outcome(env: HeadPruneEnv, mask: np.ndarray, reset: np.ndarray | None, mix: np.ndarray | None,
+                   trajectory: list[dict[str, Any]], details: dict[str, Any]) -> PruneOutcome:
+    """The defense outcome of the kept state: its head gates ``[L, H]``, the trajectory, ``details`` and the
+    state's weight edit (:func:`_state_edit`) when it has one."""
+    edit, gates = _state_edit(env, mask, reset, mix)
+    return (gates, trajectory, details) if edit is None else DefenseOutcome(gates, trajectory, details, edit)
 
 
 @dataclass(frozen=True)
@@ -234,6 +308,7 @@ class ScriptedPolicyDefense(PolicyDefense):
     options_class: ClassVar[type[DefenseOptions]] = ScriptedPolicyOptions
     needs_head_operation = True
 
+
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
         """The policy's keyword arguments: every option (given or default)."""
         return self.option_values.to_dict()
@@ -246,16 +321,27 @@ class ScriptedPolicyDefense(PolicyDefense):
         return dict(policy.config())
 
 
-class GivenPolicyDefense(PolicyDefense):
+class PolicyEpisodeDefense(PolicyDefense):
+    """A policy defense whose options are :class:`PolicyEpisodeOptions` (what it keeps of its episode): a trained
+    agent (:class:`headprune.agents.AgentDefense`) or a given policy object (:class:`GivenPolicyDefense`)."""
+
+    options_class: ClassVar[type[DefenseOptions]] = PolicyEpisodeOptions
+
+    def episode_options(self) -> PolicyEpisodeOptions:
+        return self.option_values  # type: ignore[return-value]
+
+
+class GivenPolicyDefense(PolicyEpisodeDefense):
     """A defense around a ready policy object (anything with SB3's ``predict``, e.g.
     :func:`headprune.agents.load_policy`'s result); its ``name``, ``description`` and ``config()`` are
     used when it has them.
 
     :param policy: the policy object.
+    :param options: :class:`PolicyEpisodeOptions` (what the defense keeps of the episode).
     """
 
-    def __init__(self, policy: Any) -> None:
-        super().__init__()
+    def __init__(self, policy: Any, **options: Any) -> None:
+        super().__init__(**options)
         self.policy = policy
         self.name = str(getattr(policy, "name", type(policy).__name__))  # type: ignore[misc]
         self.description = str(getattr(policy, "description",  # type: ignore[misc]

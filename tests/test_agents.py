@@ -516,6 +516,17 @@ def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cach
 
     assert main(["evaluate", "--policy", str(tmp_path / "missing"), "--victim", "tiny", "--out", str(out)]) == 2
     assert "--policy" in capsys.readouterr().err
+    repaired = tmp_path / "repaired"
+    common = ["evaluate", "--policy", str(result.run_dir), "--victim", "tiny", "--cache", str(victim_cache), "--seed",
+              "0", "--finetune-epochs", "0.05", "--val-size", "80", "--stats-size", "64", "--quiet"]
+    assert main([*common, "--out", str(repaired), "--state", "repaired", "--checkpoints", "2"]) == 0
+    report = json.loads((repaired / "report.json").read_text())
+    assert report["config"]["options"] == {"state": "repaired", "checkpoints": 2}
+    assert 1 <= len(report["details"]["state_selection"]) <= 2 and "kept_step" in report["details"]
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "bad"), "--checkpoints", "2"]) == 2
+    assert "--checkpoints is for --state repaired" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_same_seed_same_actions_and_same_training(trained, tiny_victim, env_kwargs, tmp_path):

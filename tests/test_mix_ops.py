@@ -399,10 +399,13 @@ def _repaired_accuracy(bench: Any, levels: list[int], steps: int) -> float:
 
 
 def test_a_policy_defense_keeps_the_deepest_checkpoint_that_holds_the_floor_after_repair(tiny_victim: Victim,
-                                                                                       small_env_config) -> None:
+                                                                                       small_env_config,
+                                                                                       monkeypatch) -> None:
     """``state="repaired"``: the uniform schedule's checkpoints are tried deepest first, each scored by a short clean
     fine-tune and the validation accuracy (equal to a from-scratch computation); the kept state is the deepest that
-    holds the floor, its mix levels the schedule's at that step; none holding keeps the env's best state."""
+    holds the floor, its mix levels the schedule's at that step; none holding keeps the env's best state. Every
+    checkpoint is scored on the defender's validation rows only."""
+    from headprune.defenses import repaired_floor
     from headprune.defenses.base import as_outcome
     from headprune.defenses.scripted import GivenPolicyDefense, UniformMixPolicy, checkpoint_steps
     from headprune.workbench import Workbench
@@ -415,7 +418,16 @@ def test_a_policy_defense_keeps_the_deepest_checkpoint_that_holds_the_floor_afte
     bench = Workbench(tiny_victim, small_env_config(0, accuracy_floor=0.0, **common))
     assert checkpoint_steps(8, 4) == [8, 6, 4, 2] and checkpoint_steps(8, 3) == [8, 5, 3]
     repaired = {t: _repaired_accuracy(bench, uniform(t), 2) for t in (8, 6, 5, 4, 3, 2)}
+    scored = []
+    real = repaired_floor.Evaluator
+
+    def spy(model: Any, tokenizer: Any, texts: Any, **kw: Any) -> Any:
+        scored.append(tuple(texts.sentences))
+        return real(model, tokenizer, texts, **kw)
+
+    monkeypatch.setattr(repaired_floor, "Evaluator", spy)
     outcome = GivenPolicyDefense(UniformMixPolicy(), **options).prune(bench)  # floor 0: the deepest holds
+    assert scored == [tuple(bench.val_data.sentences)]
     assert outcome.details["state_selection"] == [{"step": 8, "accuracy": repaired[8]}]
     assert outcome.details["kept_step"] == 8 and outcome.edit.mix.tolist() == uniform(8)
 

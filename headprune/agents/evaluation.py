@@ -336,6 +336,7 @@ def evaluate_agent(
     out: str | os.PathLike[str] | None = None,
     command: str | None = None,
     trust_pickle: bool = False,
+    options: Mapping[str, Any] | None = None,
     **evaluation: Any,
 ) -> Any:
     """Evaluate a trained policy with the defenses' protocol: :func:`headprune.defenses.defend` with an
@@ -351,6 +352,8 @@ def evaluate_agent(
         ``report.md``, plot).
     :param command: the command recorded in the report.
     :param trust_pickle: accept an SB3 pickled zip (runs its code: see :func:`load_policy`).
+    :param options: :class:`~headprune.defenses.scripted.PolicyEpisodeOptions` (what the defense keeps of the
+        episode; default: the env's best state).
     :param evaluation: ``eval_clean``, ``eval_poison``, ``target_label``, ``curve_points`` (defend's).
     :returns: the :class:`~headprune.defenses.DefenseResult`.
     """
@@ -358,7 +361,8 @@ def evaluate_agent(
     from headprune.defenses.report import write_report
 
     # the policy's trained layout replaces the config's (AgentDefense.env_options, applied by defend)
-    result = defend(victim, AgentDefense(policy, trust_pickle=trust_pickle), env_config, finetune, **evaluation)
+    agent = AgentDefense(policy, trust_pickle=trust_pickle, **dict(options or {}))
+    result = defend(victim, agent, env_config, finetune, **evaluation)
     if out is not None:
         write_report(result, out, command=command)
     return result

@@ -249,12 +249,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.policy).exists():
         raise FileNotFoundError(f"--policy: no such model file or run folder: {args.policy}")
     # a run folder without a model, an unreadable or a pickled policy file: refused before any work
-    AgentDefense(args.policy, trust_pickle=args.trust_pickle).check()
+    if args.checkpoints is not None and args.state != "repaired":
+        raise ValueError("--checkpoints is for --state repaired")
+    options = {} if args.state == "best" else {"state": args.state, "checkpoints": args.checkpoints or 9}
+    AgentDefense(args.policy, trust_pickle=args.trust_pickle, **options).check()  # options checked here too
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)
     victim, clean = victim_and_clean_data(args)
     result = evaluate_agent(args.policy, victim, env_config.replace(clean_data=clean), finetune,
-                            trust_pickle=args.trust_pickle, **evaluation)
+                            trust_pickle=args.trust_pickle, options=options, **evaluation)
     _print_result(result, write_report(result, args.out, command=_command_line("evaluate", args),
                                        overwrite=args.overwrite))
     return 0
@@ -374,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_defend_options(evl)
     evl.add_argument("--trust-pickle", action="store_true",
                      help="accept an SB3 pickled policy zip: RUNS ANY CODE ITS AUTHOR PUT IN IT (only for your own)")
+    evl.add_argument("--state", choices=["best", "repaired"], default="best",
+                     help="the episode's state kept: best (the env's best scored state) or repaired (the deepest "
+                          "checkpoint that holds the floor after a short clean fine-tune, Fine-mixing's rule)")
+    evl.add_argument("--checkpoints", type=int, default=None,
+                     help="with --state repaired: the episode's checkpoints tried, evenly spaced (default 9)")
     evl.set_defaults(func=_evaluate)
 
     cnv = commands.add_parser("convert-policy", help="convert an SB3 pickled policy zip into the safe format, once")

@@ -33,8 +33,8 @@ from headprune.envs.headprune_env import HeadPruneEnv
 from headprune.workbench import Workbench
 from headprune.engine.gating import head_grid_shape
 
-__all__ = ["GivenPolicyDefense", "PolicyDefense", "PolicyEpisodeDefense", "PolicyEpisodeOptions", "ScriptedPolicy", "ScriptedPolicyDefense",
-           "ScriptedPolicyOptions", "UniformMixPolicy", "run_policy_episode"]
+__all__ = ["GivenPolicyDefense", "PolicyDefense", "PolicyEpisodeDefense", "PolicyEpisodeOptions", "ScriptedPolicy",
+           "ScriptedPolicyDefense", "ScriptedPolicyOptions", "UniformMixPolicy", "checkpoint_steps", "run_policy_episode"]
 
 
 def _rows(data: LabelledTexts, n_rows: int | None, seed: int) -> LabelledTexts:
@@ -244,8 +244,8 @@ class PolicyDefense(Defense):
         policy = self.build_policy(env)
         opts = self.episode_options()
         states: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = [] if opts.state == "repaired" else None
-        mask, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress,
-                                                         states=states)
+        _, trajectory, end, info = run_policy_episode(env, policy, env.base_seed, self.name, progress=progress,
+                                                      states=states)
         details = {"policy": self.policy_config(policy), "episode_end": end, "best_accuracy": info["best_accuracy"]}
         for attr in _POLICY_DETAILS:
             if getattr(policy, attr, None) is not None:
@@ -307,7 +307,6 @@ class ScriptedPolicyDefense(PolicyDefense):
     policy_class: ClassVar[type[ScriptedPolicy]]
     options_class: ClassVar[type[DefenseOptions]] = ScriptedPolicyOptions
     needs_head_operation = True
-
 
     def policy_options(self, env: HeadPruneEnv) -> dict[str, Any]:
         """The policy's keyword arguments: every option (given or default)."""

@@ -526,6 +526,8 @@ def test_evaluate_cli_writes_the_defend_report(trained, tiny_victim, victim_cach
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "bad"), "--checkpoints", "2"]) == 2
     assert "--checkpoints is for --state repaired" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "bad"), "--state", "repaired", "--checkpoints", "0"]) == 2
+    assert "option 'checkpoints' of 'policy' must be in [1, inf], got 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

@@ -251,7 +251,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     # a run folder without a model, an unreadable or a pickled policy file: refused before any work
     if args.checkpoints is not None and args.state != "repaired":
         raise ValueError("--checkpoints is for --state repaired")
-    options = {} if args.state == "best" else {"state": args.state, "checkpoints": args.checkpoints or 9}
+    options = {} if args.state == "best" else {"state": args.state}
+    if args.checkpoints is not None:  # as given (the options' own check refuses a bad value below)
+        options["checkpoints"] = args.checkpoints
     AgentDefense(args.policy, trust_pickle=args.trust_pickle, **options).check()  # options checked here too
     check_out_folder(args.out, overwrite=args.overwrite)
     env_config, finetune, evaluation = _defend_configs(args)

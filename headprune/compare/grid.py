@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from headprune.victims import VictimConfig
 
 __all__ = ["DEFEND_SETTINGS", "POLICY_PREFIX", "GridReport", "RunSettings", "RunSpec", "canonical_defense",
-           "fast_options", "parse_defense", "plan_grid", "run_cell", "run_grid"]
+           "fast_options", "parse_defense", "plan_grid", "policy_defense", "run_cell", "run_grid"]
 
 def fast_options(defense: str) -> dict[str, Any]:
     """The small "fast" options of a registered defense (smoke runs, ``--fast``); ``{}`` for other defenses."""
@@ -281,12 +281,17 @@ def _require_agents(defense: str) -> Callable[..., Any]:
     return AgentDefense  # type: ignore[no-any-return]
 
 
-def _load_agent(path: str, spec: RunSpec) -> Any:
-    """The trained agent at ``path`` as a ``defend`` defense (``headprune.agents.AgentDefense``, with the run's
-    options of the defense, ``PolicyEpisodeOptions``): ``defend`` builds its env on the defender's clean rows, then
-    the agent loads its policy for that env (``headprune.agents.load_policy``) and runs the same protocol as the
-    baselines."""
-    return _require_agents(spec.defense)(path, name=spec.defense, **spec.settings.defense_options(spec.defense))
+def policy_defense(defense: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The ``policy:<path>`` defense ``defense`` as a ``defend`` defense: ``headprune.agents.AgentDefense`` named
+    ``defense``, with ``options`` (``PolicyEpisodeOptions``). ``defend`` builds its env on the defender's clean rows,
+    then the agent loads its policy for that env (``headprune.agents.load_policy``) and runs the same protocol as the
+    baselines. The runner's cells and ``distill``'s ``policy:`` teacher are built here.
+
+    Raises:
+        ValueError: an empty path, an options error, or no agents package; FileNotFoundError: a missing path.
+    """
+    _, path = parse_defense(defense)
+    return _require_agents(defense)(path, name=defense, **dict(options or {}))
 
 
 def _environment() -> dict[str, Any]:
@@ -308,7 +313,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     if s.test_limit is not None:
         clean_test, poisoned_test = clean_test.take(s.test_limit), poisoned_test.take(s.test_limit)
     base = {"victim": victim.name, "defense": spec.defense, "seed": spec.seed, "config_hash": spec.config_hash}
-    kind, path = parse_defense(spec.defense)
+    kind, _ = parse_defense(spec.defense)
     env = _environment()
     provenance = {"attack": victim.config.attack, "environment": {k: v for k, v in env.items() if k != "versions"}}
     if victim.config.dataset != "sst2":  # only then, so the records of SST-2 victims stay as they were
@@ -331,7 +336,7 @@ def run_cell(spec: RunSpec) -> dict[str, Any]:
     if s.unlabelled_rows is not None:
         unlabelled = defender_unlabelled_texts(s.clean_pool, victim.config.dataset, victim.name, len(clean),
                                                s.unlabelled_rows)
-    defense = spec.defense if kind == "registry" else _load_agent(str(path), spec)
+    defense = spec.defense if kind == "registry" else policy_defense(spec.defense, s.defense_options(spec.defense))
     env_config = s.env.replace(clean_data=clean, unlabelled_data=unlabelled, seed=spec.seed, cache=spec.cache,
                                progress=False)
     r = defend(victim, defense, env_config, s.finetune,

@@ -305,12 +305,9 @@ class DistillDefense(Defense):
         if spec == SUSPECT_TEACHER:
             return None
         if _is_policy(spec):
-            from headprune.agents import AgentDefense  # lazy: the agents package imports the defenses
+            from headprune.compare.grid import policy_defense  # lazy: the runner imports the defenses
 
-            from headprune.compare.grid import parse_defense
-
-            return AgentDefense(parse_defense(spec)[1], name=spec,
-                                **self.option_values.teacher_options).with_base(self.base)
+            return policy_defense(spec, self.option_values.teacher_options).with_base(self.base)
         return get_defense(spec)(**self.option_values.teacher_options).with_base(self.base)
 
     def runs_episode(self) -> bool:

@@ -8,8 +8,10 @@
 Per id: the mean return of a uniform random policy over valid actions (``--episodes`` seeded episodes) and
 its success rate (``info["is_success"]``, ``--success-episodes`` more seeded episodes; ids whose victim builds
 in seconds only, "not measured" elsewhere),
-the return of one deterministic episode of every scripted strategy (the best one is kept), and the
-final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random and the best scripted strategy
+the return of one deterministic episode of every scripted strategy (the best one is kept; on an id that only mixes,
+whose episodes have no head action, the scripted mixing baseline below is that strategy), and the
+final LFR of ``defend(victim, strategy)`` (its own fine-tune) for random (the ``random`` defense's random heads; on an
+id that only mixes, a seeded uniform choice among the valid actions) and the best scripted strategy
 on the victim's poisoned test set; on an id whose operation mixes blocks, the same two numbers for the scripted
 mixing baseline (:class:`~headprune.defenses.scripted.UniformMixPolicy`: the least-mixed block a step, Fine-mixing's
 one p in the env's steps), whose ``defend`` runs its episode's best state (the mixed blocks) into the fine-tune;
@@ -61,6 +63,29 @@ def random_success_rate(env: Any, episodes: int, seed: int = 1) -> float:
                           for s in range(episodes)]))
 
 
+class ValidRandomPolicy:
+    """A seeded uniform choice among the valid actions (``action_masks``), in SB3's ``predict`` shape (one env):
+    the random entry's defense on an id with no head operation, where the ``random`` defense (random heads) has
+    nothing to prune."""
+
+    name = "random-valid"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def config(self) -> dict[str, Any]:
+        """The policy's options (for the defense's report)."""
+        return {"name": self.name, "seed": self.seed}
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True,
+                action_masks: Any = None) -> tuple[np.int64, Any]:
+        """``(action, state)``: one valid action, uniformly (``action_masks``: ``[A]`` bool, needed)."""
+        if action_masks is None:
+            raise ValueError(f"{self.name} needs action_masks")
+        return np.int64(self.rng.choice(np.flatnonzero(np.asarray(action_masks, dtype=bool)))), state
+
+
 def final_lfr(env_id: str, strategy: Any, kwargs: dict[str, Any]) -> float:
     """LFR of ``defend(victim, strategy)`` (with its fine-tune) on the victim's poisoned test set."""
     spec_kwargs = {**gym.spec(env_id).kwargs, **kwargs}
@@ -87,21 +112,12 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
     quick = next(v for v in VARIANTS if v.env_id == env_id).builds_in_seconds
     rng = np.random.default_rng(0)
     randoms = [episode_return(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), seed) for seed in range(episodes)]
-    scripted = {}
-    for name in DEFENSES.names():
-        cls = DEFENSES.get(name)
-        if isinstance(cls, type) and issubclass(cls, ScriptedPolicyDefense) and name != "random":
-            policy = cls().build_policy(env)
-            scripted[name] = episode_return(
-                env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
-    best = max(scripted, key=scripted.__getitem__)
+    heads = env.operations.ops != ("mix",)  # whether the id has a head action (prune or reset)
     entry: dict[str, Any] = {
         "random": {"return": float(np.mean(randoms)), "return_std": float(np.std(randoms)), "episodes": episodes,
-                   "lfr": final_lfr(env_id, "random", kwargs),
+                   "lfr": final_lfr(env_id, "random" if heads else GivenPolicyDefense(ValidRandomPolicy(0)), kwargs),
                    "success_rate": random_success_rate(env, success_episodes) if quick else NOT_MEASURED,
                    "success_episodes": success_episodes if quick else NOT_MEASURED},
-        "scripted": {"name": best, "return": scripted[best], "lfr": final_lfr(env_id, best, kwargs),
-                     "all_returns": scripted},
         "agent": NOT_MEASURED if agent is None else agent_scores(env_id, env, agent, kwargs),
     }
     if env.operations.mixes:  # the scripted mixing baseline, on the ids that mix only
@@ -110,6 +126,19 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
                            "return": episode_return(env, lambda o, m: int(mixer.predict(o, action_masks=m)[0]), 0),
                            "best_mix_levels": [int(v) for v in env.state("best")[2]],
                            "lfr": final_lfr(env_id, GivenPolicyDefense(mixer), kwargs)}
+    if not heads:  # the mixing baseline is the one scripted strategy
+        entry["scripted"] = {**entry["mixing"], "all_returns": {mixer.name: entry["mixing"]["return"]}}
+        return entry
+    scripted = {}
+    for name in DEFENSES.names():
+        cls = DEFENSES.get(name)
+        if isinstance(cls, type) and issubclass(cls, ScriptedPolicyDefense) and name != "random":
+            policy = cls().build_policy(env)
+            scripted[name] = episode_return(
+                env, lambda o, m: int(policy.predict(o, action_masks=m, deterministic=True)[0]), 0)
+    best = max(scripted, key=scripted.__getitem__)
+    entry["scripted"] = {"name": best, "return": scripted[best], "lfr": final_lfr(env_id, best, kwargs),
+                         "all_returns": scripted}
     return entry
 
 

@@ -20,6 +20,8 @@ from typing import Any
 __all__ = ["PRESET_LIST", "Preset", "PresetEnv", "env_ids"]
 
 _SMALL = {"val_size": 64, "stats_size": 64}
+_MIX_ONLY = {"operation": "mix", "budget": 78, "score_every": 78, "proxy": "reference_disagreement",
+             "proxy_kwargs": {"n_per_class": 128, "reference_epochs": 3}}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ PRESET_LIST: tuple[Preset, ...] = (
            (PresetEnv("HeadPrune-Tiny-v0", _SMALL),
             # prune and mix toward the base (issue 24): 8 heads pruned or mix steps of 4 levels; 16 steps
             PresetEnv("HeadPrune-Tiny-Mix-v0", {**_SMALL, "operation": "prune+mix", "mix_levels": 4, "budget": 8},
+                      max_episode_steps=16),
+            # mixing alone (issue 24): the same 5 blocks, no head actions, Discrete(5); 8 levels, since at 4 a
+            # second step toward the tiny victim's base (its random init) already crosses the floor
+            PresetEnv("HeadPrune-Tiny-MixOnly-v0", {**_SMALL, "operation": "mix", "mix_levels": 8, "budget": 8},
                       max_episode_steps=16))),
     # all-MiniLM-L6-v2 (6 x 12 heads), poison rate 0.2, target 1; the default victim
     Preset("minilm-syntactic", {"model": "minilm", "attack": "syntactic"},
@@ -74,7 +80,11 @@ PRESET_LIST: tuple[Preset, ...] = (
             PresetEnv("HeadPrune-Fast-v0", _SMALL),
             # prune and mix toward the base at MiniLM's size (issue 24): 10 levels, the default budget (36 heads
             # pruned or mix steps) and step limit (72)
-            PresetEnv("HeadPrune-MiniLM-Syntactic-Mix-v0", {"operation": "prune+mix"}))),
+            PresetEnv("HeadPrune-MiniLM-Syntactic-Mix-v0", {"operation": "prune+mix"}),
+            # mixing alone, the shipped mixing agent's env (benchmarks/results/agents/
+            # minilm-syntactic_maskable_ppo_mix_s0): Discrete(13), 78 mix steps (p = 0.6 on every block if spread
+            # evenly), the reference-disagreement proxy scored once an episode, at its end
+            PresetEnv("HeadPrune-MiniLM-Syntactic-MixOnly-v0", _MIX_ONLY, max_episode_steps=156))),
     Preset("minilm-style", {"model": "minilm", "attack": "style"}, (PresetEnv("HeadPrune-MiniLM-Style-v0"),)),
     Preset("minilm-badnets", {"model": "minilm", "attack": "badnets"}, (PresetEnv("HeadPrune-MiniLM-BadNets-v0"),)),
     Preset("minilm-addsent", {"model": "minilm", "attack": "addsent"}, (PresetEnv("HeadPrune-MiniLM-AddSent-v0"),)),

@@ -41,7 +41,7 @@ def test_a_new_id_reads_not_measured_and_a_stale_scores_entry_is_refused(monkeyp
                                                         "agent": NOT_MEASURED}
         monkeypatch.setattr(headprune.presets, "PRESET_LIST", PRESET_LIST[1:])  # HeadPrune-Tiny-v0 has no preset
         _load.cache_clear()
-        with pytest.raises(ValueError, match=r"scores for ids no preset has: \['HeadPrune-Tiny-Mix-v0', 'HeadPrune-Tiny-v0'\]"):
+        with pytest.raises(ValueError, match=r"scores for ids no preset has: \['HeadPrune-Tiny-Mix-v0', 'HeadPrune-Tiny-MixOnly-v0', 'HeadPrune-Tiny-v0'\]"):
             reference_scores()
     finally:
         monkeypatch.undo()

@@ -94,6 +94,7 @@ SLOW_IDS: tuple[str, ...] = (
     "HeadPrune-MiniLM-AddSent-v0",
     "HeadPrune-MiniLM-Syntactic-Fast-v0",
     "HeadPrune-MiniLM-Syntactic-Mix-v0",
+    "HeadPrune-MiniLM-Syntactic-MixOnly-v0",
     "HeadPrune-Fast-v0",
 )
 """Ids whose victim is a MiniLM trained for 10-40 minutes on a 2-core CPU (or loaded from a cache the test

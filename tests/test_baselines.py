@@ -276,6 +276,17 @@ def test_defend_mask_does_not_depend_on_evaluation_data(tiny_victim, clean, fast
     assert evaluated.metrics["final"]["lfr"] is not None and evaluated.curve
 
 
+def test_defend_sets_the_proxy_and_its_kwargs(tiny_victim, clean, fast):
+    """An env config with another proxy's keyword arguments (a registered id's kwargs, e.g. the mix-only id's
+    reference-disagreement options) is defended as without them: ``defend`` chooses the proxy, so its kwargs too
+    (before: the episode's ``pure_variance`` was built with the other proxy's kwargs, a TypeError)."""
+    opts = dict(DEFENSES.get("random").fast_options)
+    plain = defend(tiny_victim, "random", fast(0), FINETUNE, options=opts)
+    other = fast(0).replace(proxy="reference_disagreement", proxy_kwargs={"n_per_class": 4, "reference_epochs": 1})
+    given = defend(tiny_victim, "random", other, FINETUNE, options=opts)
+    assert torch.equal(plain.mask, given.mask) and plain.heads_pruned == given.heads_pruned
+
+
 def test_resolve_defense_takes_names_objects_and_policies():
     assert isinstance(resolve_defense("random", {"n_rows": 3}), RandomPruning)
     obj = RandomPruning()

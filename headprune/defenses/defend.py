@@ -331,7 +331,8 @@ def defend(
     :param env_config: the workbench's :class:`~headprune.envs.config.HeadPruneConfig` (or a mapping of its fields):
         the defender's ``clean_data`` (default: the victim's defender data), ``val_size``/``stats_size``,
         the floor, ``budget``, ``seed`` (fixes every random choice), ``cache`` and ``progress``;
-        ``proxy`` and ``reward_weights`` are set by ``defend``.
+        ``proxy``, ``proxy_kwargs`` and ``reward_weights`` are set by ``defend`` (a trained agent's own proxy and
+        its keyword arguments where it has them; so a registered id's kwargs can be passed as they are).
     :param finetune: the fine-tune after pruning (:class:`DefenseFineTune`, default 3 epochs).
     :param options: the options of a defense given by name.
     :param eval_clean: clean EVALUATION rows for the report only (default: the validation rows).
@@ -346,7 +347,8 @@ def defend(
     defense = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
     proxy = EPISODE_PROXY if defense.runs_episode() else NO_PROXY
-    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, **defense.env_options()})
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, "proxy_kwargs": {},
+                                                             **defense.env_options()})
     if cfg.unlabelled_data:
         check_reads_unlabelled(defense, "unlabelled_data")
     t0 = time.perf_counter()

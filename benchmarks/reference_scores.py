@@ -55,18 +55,10 @@ def run_episode(env: Any, choose: Any, seed: int) -> tuple[float, bool]:
     return total, bool(info["is_success"])
 
 
-def random_success_rate(env: Any, episodes: int, seed: int = 1) -> float:
-    """The share of ``episodes`` seeded episodes of the uniform random policy over valid actions that end with
-    ``info["is_success"]`` (seeds ``0..episodes-1``, the choices from ``default_rng(seed)``)."""
-    rng = np.random.default_rng(seed)
-    return float(np.mean([run_episode(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), s)[1]
-                          for s in range(episodes)]))
-
-
 class ValidRandomPolicy:
     """A seeded uniform choice among the valid actions (``action_masks``), in SB3's ``predict`` shape (one env):
-    the random entry's defense on an id with no head operation, where the ``random`` defense (random heads) has
-    nothing to prune."""
+    the random entry's episodes, and its defense on an id with no head operation, where the ``random`` defense
+    (random heads) has nothing to prune."""
 
     name = "random-valid"
 
@@ -84,6 +76,18 @@ class ValidRandomPolicy:
         if action_masks is None:
             raise ValueError(f"{self.name} needs action_masks")
         return np.int64(self.rng.choice(np.flatnonzero(np.asarray(action_masks, dtype=bool)))), state
+
+
+def random_returns(env: Any, episodes: int, seed: int = 0) -> list[tuple[float, bool]]:
+    """``(return, is_success)`` of ``episodes`` episodes (env seeds ``0..episodes-1``) of one
+    :class:`ValidRandomPolicy` seeded ``seed``."""
+    policy = ValidRandomPolicy(seed)
+    return [run_episode(env, lambda o, m: int(policy.predict(o, action_masks=m)[0]), s) for s in range(episodes)]
+
+
+def random_success_rate(env: Any, episodes: int, seed: int = 1) -> float:
+    """The share of :func:`random_returns`' episodes that end with ``info["is_success"]``."""
+    return float(np.mean([success for _, success in random_returns(env, episodes, seed)]))
 
 
 def final_lfr(env_id: str, strategy: Any, kwargs: dict[str, Any]) -> float:
@@ -110,9 +114,8 @@ def scores_of(env_id: str, episodes: int, kwargs: dict[str, Any], agent: str | N
               success_episodes: int = 200) -> dict[str, Any]:
     env = gym.make(env_id, **kwargs).unwrapped
     quick = next(v for v in VARIANTS if v.env_id == env_id).builds_in_seconds
-    rng = np.random.default_rng(0)
-    randoms = [episode_return(env, lambda o, m: int(rng.choice(np.flatnonzero(m))), seed) for seed in range(episodes)]
-    heads = env.operations.ops != ("mix",)  # whether the id has a head action (prune or reset)
+    randoms = [ret for ret, _ in random_returns(env, episodes)]
+    heads = env.operations.acts_on_heads
     entry: dict[str, Any] = {
         "random": {"return": float(np.mean(randoms)), "return_std": float(np.std(randoms)), "episodes": episodes,
                    "lfr": final_lfr(env_id, "random" if heads else GivenPolicyDefense(ValidRandomPolicy(0)), kwargs),

@@ -64,8 +64,9 @@ from headprune.workbench import Workbench
 
 __all__ = ["DefendedModel", "DefenseResult", "check_target_label", "defend", "resolve_defense", "run_defense"]
 
-DEFENSE_ENV = {"reward_weights": {"accuracy": 0.0, "proxy": 0.0}}
-"""What :func:`defend` sets in every workbench config: zero rewards (the floor alone decides)."""
+DEFENSE_ENV = {"reward_weights": {"accuracy": 0.0, "proxy": 0.0}, "proxy_kwargs": {}}
+"""What :func:`defend` sets in every workbench config: zero rewards (the floor alone decides) and no proxy keyword
+arguments (``defend`` chooses the proxy; a trained agent's env options bring its own proxy and keyword arguments)."""
 
 EPISODE_PROXY = "pure_variance"
 """The proxy of the workbench of a defense that runs a policy's episode in the env (the env observes it; the cheap
@@ -347,8 +348,7 @@ def defend(
     defense = resolve_defense(defense, options).with_base(base)
     finetune = finetune or DefenseFineTune()
     proxy = EPISODE_PROXY if defense.runs_episode() else NO_PROXY
-    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, "proxy_kwargs": {},
-                                                             **defense.env_options()})
+    cfg = HeadPruneConfig.from_kwargs(env_config).replace(**{**DEFENSE_ENV, "proxy": proxy, **defense.env_options()})
     if cfg.unlabelled_data:
         check_reads_unlabelled(defense, "unlabelled_data")
     t0 = time.perf_counter()

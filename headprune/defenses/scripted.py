@@ -238,7 +238,7 @@ class PolicyDefense(Defense):
         """One episode of the policy in ``HeadPrune-v0`` over ``bench`` (a Gym view: the same split, statistics,
         scorer memo, floor and budget; no second workbench)."""
         env = HeadPruneEnv(bench)
-        if self.needs_head_operation and env.operations.ops[0] == "mix":
+        if self.needs_head_operation and not env.operations.acts_on_heads:
             raise ValueError(f"{self.name}: a head policy needs a head operation (prune or reset), got "
                              f"operation={env.config.operation!r}")
         policy = self.build_policy(env)

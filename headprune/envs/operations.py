@@ -60,6 +60,11 @@ class HeadOperations:
         return "reset" in self.ops
 
     @property
+    def acts_on_heads(self) -> bool:
+        """Whether a head operation (prune or reset) is among the actions (``False`` for ``"mix"`` alone)."""
+        return self.ops != ("mix",)
+
+    @property
     def mixes(self) -> bool:
         """Whether blocks can be mixed (the observation then carries the mixing levels)."""
         return "mix" in self.ops

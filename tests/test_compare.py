@@ -122,6 +122,24 @@ def test_config_hash_is_the_one_defense_table_always_used():
     assert RunSettings.from_values(fast=True).defense_options("gradient") == {"n_rows": 64}
 
 
+def test_a_policy_teacher_is_hashed_by_its_bytes(tmp_path: Path):
+    """A defense taught by a trained agent (``purify`` with ``teacher="policy:<run>"``) keys on the agent's bytes:
+    an agent retrained into the same folder is a new run, not skipped as already recorded; a teacher given by
+    name adds nothing (the hashes of those records stay)."""
+    run = tmp_path / "agent"
+    run.mkdir()
+    (run / "model.zip").write_bytes(b"first agent")
+    taught = RunSettings.from_values(options={"purify": {"teacher": f"policy:{run}"}})
+    first = taught.defense_config("purify")
+    assert len(first["teacher_policy_sha256"]) == 64
+    (run / "model.zip").write_bytes(b"retrained agent")
+    second = taught.defense_config("purify")
+    assert second["options"] == first["options"]
+    assert run_config_hash(second) != run_config_hash(first)
+    by_name = RunSettings.from_values(options={"purify": {"teacher": "finemix"}}).defense_config("purify")
+    assert "teacher_policy_sha256" not in by_name and "teacher_policy_sha256" not in taught.defense_config("gradient")
+
+
 def test_run_settings_options_round_trip():
     """The shared command-line options give the dataclass defaults (so the same config hashes), read
     ``--options`` as JSON, optionally keep only the listed defenses' options, and name bad JSON."""

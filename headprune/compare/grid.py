@@ -12,7 +12,9 @@ poisoned TEST rows are passed to ``defend`` as evaluation data, scored by
 The config hash of a defense run is the hash of exactly the settings ``benchmarks/defense_table.py``
 always hashed (``finetune_epochs``, ``finetune_max_steps``, ``budget``, ``max_accuracy_drop``,
 ``clean_rows``, ``val_size``, ``stats_size``, ``test_limit``, ``options``), so its records and the
-runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint.
+runner's are interchangeable; a policy run adds ``policy_sha256``, the digest of the checkpoint, and a defense
+taught by a policy (``options["teacher"] = "policy:<path>"``, e.g. ``purify`` after an agent) adds
+``teacher_policy_sha256``, the digest of the teacher's, so a retrained agent in the same folder is a new run.
 """
 
 # over 400 lines: run settings, planning, the cell runner and the grid loop share one record format
@@ -142,6 +144,9 @@ class RunSettings:
         }
         if defense.startswith(POLICY_PREFIX):
             cfg["policy_sha256"] = _path_digest(Path(defense[len(POLICY_PREFIX):]))
+        teacher = cfg["options"].get("teacher")
+        if isinstance(teacher, str) and teacher.startswith(POLICY_PREFIX):
+            cfg["teacher_policy_sha256"] = _path_digest(Path(teacher[len(POLICY_PREFIX):]))
         if self.base is not None:  # only when given: the hashes of runs on the default reference stay
             cfg["base"] = self.base
         if self.clean_pool is not None:

@@ -37,6 +37,7 @@ import torch
 import headprune  # noqa: F401
 from headprune.common.provenance import environment_info
 from headprune.defenses import defend
+from headprune.defenses.purify import PurifyDefense
 from headprune.defenses.scripted import GivenPolicyDefense, UniformMixPolicy
 from headprune.victims import resolve_victim
 
@@ -51,6 +52,9 @@ def main() -> None:
                         help="the env's score_every (default 1; the budget: the floor judged at the episode's end)")
     parser.add_argument("--state", default="best", choices=["best", "repaired"],
                         help="the state the defense keeps (PolicyEpisodeOptions.state)")
+    parser.add_argument("--compose", action="store_true",
+                        help="also run `purify` with the schedule's defense as its teacher (the composition after it, "
+                             "as for an agent teacher) and append its record (policy 'uniform-mix -> purify')")
     parser.add_argument("--seed", type=int, default=0, help="defend's seed (split, mix draws, fine-tune)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, required=True, help="records are appended here")
@@ -66,8 +70,8 @@ def main() -> None:
         if args.score_every is not None:
             config["score_every"] = args.score_every
         options = {} if args.state == "best" else {"state": args.state}
-        result = defend(victim, GivenPolicyDefense(UniformMixPolicy(), **options), config,
-                        eval_clean=splits.clean_test, eval_poison=splits.poisoned_test)
+        schedule = GivenPolicyDefense(UniformMixPolicy(), **options)
+        result = defend(victim, schedule, config, eval_clean=splits.clean_test, eval_poison=splits.poisoned_test)
         edit = result.details.get("edit") or {}
         record = {"victim": victim.name, "policy": UniformMixPolicy.name, "budget": budget, "seed": args.seed,
                   "acc": result.metrics["final"]["acc"], "lfr": result.metrics["final"]["lfr"],
@@ -77,10 +81,28 @@ def main() -> None:
                   **({"options": options, "kept_step": result.details["kept_step"],
                       "state_selection": result.details["state_selection"]} if options else {}),
                   "seconds": round(time.perf_counter() - start, 1), "environment": environment_info()}
-        with args.jsonl.open("a") as out:
-            out.write(json.dumps(record) + "\n")
+        append_record(args.jsonl, record)
         print(f"budget {budget}: levels {record['mix_levels']} ({record['episode_end']}), ACC {record['acc']:.3f}, "
               f"LFR {record['lfr']:.3f} (state: {record['acc_state']:.3f} / {record['lfr_state']:.3f})", flush=True)
+        if args.compose:
+            start = time.perf_counter()
+            composed = defend(victim, PurifyDefense(teacher=schedule), config, eval_clean=splits.clean_test,
+                              eval_poison=splits.poisoned_test)
+            teacher = composed.details.get("teacher") or {}
+            record = {"victim": victim.name, "policy": f"{UniformMixPolicy.name} -> {PurifyDefense.name}",
+                      "budget": budget, "seed": args.seed, "acc": composed.metrics["final"]["acc"],
+                      "lfr": composed.metrics["final"]["lfr"], "teacher": teacher, "config": config,
+                      "command": command, "options": options, "seconds": round(time.perf_counter() - start, 1),
+                      "environment": environment_info()}
+            append_record(args.jsonl, record)
+            print(f"budget {budget}, then {PurifyDefense.name}: ACC {record['acc']:.3f}, LFR {record['lfr']:.3f}",
+                  flush=True)
+
+
+def append_record(path: Path, record: dict[str, object]) -> None:
+    """One JSON line appended to ``path``."""
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

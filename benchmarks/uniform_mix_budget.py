@@ -13,7 +13,9 @@ With ``--state repaired`` the defense keeps the deepest of the episode's checkpo
 after a short clean fine-tune (Fine-mixing's rule for its ``p``; :class:`~headprune.defenses.scripted.PolicyEpisodeOptions`)
 instead of the env's best scored state; with ``--operation mix --score-every B`` (B the budget) the env judges the
 floor only at the episode's end, so the episode runs its whole budget and every checkpoint is a candidate, as for
-an agent trained that way.
+an agent trained that way. ``--compose`` then runs ``purify`` with that defense as its teacher (the scripted
+schedule in the place of an agent teacher, ``teacher="policy:<run>"``: the control for the agent's composition)
+and appends a second record, ``"policy": "uniform-mix -> purify"``, with the teacher's details (~12 min on MiniLM).
 
 Usage (one core, ~3 min a budget on MiniLM; the victim cached)::
 
@@ -21,6 +23,8 @@ Usage (one core, ~3 min a budget on MiniLM; the victim cached)::
         --jsonl benchmarks/results/uniform_mix_budget.jsonl
     python benchmarks/uniform_mix_budget.py --victim minilm-style --budgets 78 --operation mix --score-every 78 \\
         --state repaired --jsonl benchmarks/results/uniform_mix_repaired.jsonl
+    python benchmarks/uniform_mix_budget.py --victim minilm-offenseval-syntactic --budgets 78 --operation mix \\
+        --score-every 78 --state repaired --compose --jsonl benchmarks/results/uniform_mix_composed.jsonl
 """
 
 from __future__ import annotations

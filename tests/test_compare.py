@@ -138,6 +138,9 @@ def test_a_policy_teacher_is_hashed_by_its_bytes(tmp_path: Path):
     assert run_config_hash(second) != run_config_hash(first)
     by_name = RunSettings.from_values(options={"purify": {"teacher": "finemix"}}).defense_config("purify")
     assert "teacher_policy_sha256" not in by_name and "teacher_policy_sha256" not in taught.defense_config("gradient")
+    missing = RunSettings.from_values(options={"purify": {"teacher": f"policy:{tmp_path / 'no-such-run'}"}})
+    with pytest.raises(FileNotFoundError, match="purify option teacher: .*no such policy file or folder"):
+        missing.defense_config("purify")
 
 
 def test_run_settings_options_round_trip():

@@ -133,7 +133,12 @@ class RunSettings:
         return {**(fast_options(defense) if self.fast else {}), **dict(self.options.get(defense, {}))}
 
     def defense_config(self, defense: str) -> dict[str, Any]:
-        """The hashed config of a run of ``defense`` (the keys defense_table.py always hashed)."""
+        """The hashed config of a run of ``defense`` (the keys defense_table.py always hashed).
+
+        Raises:
+            FileNotFoundError / ValueError: a ``policy:`` teacher in ``defense``'s options that does not exist or
+            has no path (naming the defense and the option), before any work.
+        """
         if defense == CLEAN_MODEL:
             return {"kind": CLEAN_MODEL, "test_limit": self.test_limit}
         cfg: dict[str, Any] = {
@@ -146,7 +151,11 @@ class RunSettings:
             cfg["policy_sha256"] = _path_digest(Path(defense[len(POLICY_PREFIX):]))
         teacher = cfg["options"].get("teacher")
         if isinstance(teacher, str) and teacher.startswith(POLICY_PREFIX):
-            cfg["teacher_policy_sha256"] = _path_digest(Path(teacher[len(POLICY_PREFIX):]))
+            try:
+                _, path = parse_defense(teacher)
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(f"{defense} option teacher: {err}") from None
+            cfg["teacher_policy_sha256"] = _path_digest(Path(str(path)))
         if self.base is not None:  # only when given: the hashes of runs on the default reference stay
             cfg["base"] = self.base
         if self.clean_pool is not None:

@@ -152,10 +152,10 @@ class RunSettings:
         teacher = cfg["options"].get("teacher")
         if isinstance(teacher, str) and teacher.startswith(POLICY_PREFIX):
             try:
-                _, path = parse_defense(teacher)
+                parse_defense(teacher)  # an empty or missing path, refused before any work
             except (ValueError, FileNotFoundError) as err:
                 raise type(err)(f"{defense} option teacher: {err}") from None
-            cfg["teacher_policy_sha256"] = _path_digest(Path(str(path)))
+            cfg["teacher_policy_sha256"] = _path_digest(Path(teacher[len(POLICY_PREFIX):]))
         if self.base is not None:  # only when given: the hashes of runs on the default reference stay
             cfg["base"] = self.base
         if self.clean_pool is not None:

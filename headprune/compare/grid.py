@@ -433,6 +433,10 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
     if unknown:
         raise ValueError(f"options given for defenses not in the grid: {sorted(unknown)}")
     cache_str = None if cache is None else str(cache)
+    grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in defenses for s in seeds]
+    # one config per defense (it does not depend on the victim or seed): policy files are digested once each
+    configs = {defense: settings.defense_config(defense) for defense, _ in grid}
+    hashes = {defense: run_config_hash(cfg) for defense, cfg in configs.items()}
     cells = []
     for v in victims:
         victim_config = _victim_config(v)
@@ -440,11 +444,9 @@ def plan_grid(victims: Sequence[str], defenses: Sequence[str], seeds: Sequence[i
         if settings.unlabelled_rows is not None:
             check_unlabelled_pool(settings.clean_pool, victim_config.dataset, v)
         name = victim_config.name
-        grid = ([(CLEAN_MODEL, 0)] if reference else []) + [(m, int(s)) for m in defenses for s in seeds]
         for defense, seed in grid:
-            cfg = settings.defense_config(defense)
-            cells.append(RunSpec(victim=v, victim_name=name, defense=defense, seed=seed, settings=settings, config=cfg,
-                                 config_hash=run_config_hash(cfg), cache=cache_str))
+            cells.append(RunSpec(victim=v, victim_name=name, defense=defense, seed=seed, settings=settings,
+                                 config=configs[defense], config_hash=hashes[defense], cache=cache_str))
     return cells
 
 

@@ -62,7 +62,7 @@ class HeadOperations:
     @property
     def acts_on_heads(self) -> bool:
         """Whether a head operation (prune or reset) is among the actions (``False`` for ``"mix"`` alone)."""
-        return self.ops != ("mix",)
+        return "prune" in self.ops or self.resets
 
     @property
     def mixes(self) -> bool:
